@@ -1,0 +1,334 @@
+//! The command line: flags parsed by clap, then turned once into calls of the library.
+//!
+//! Config (`runner.toml`, `jobs/`) says what runs; flags say how this invocation behaves.
+//! Results go to stdout in `--format`; logs, progress and errors go to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::{Error, Result, exit};
+use crate::ingest::{self, IngestSummary};
+use crate::job::JobKind;
+use crate::output::{Format, write_batches};
+use crate::progress::Progress;
+use crate::simulate::{SimulateOptions, simulate};
+use crate::store::Location;
+use crate::workspace::Workspace;
+
+const EXIT_CODES: &str = "Exit codes:
+  0    success (quarantined records do not fail a run: see table `quarantine`)
+  1    the run failed (storage, data or engine error; the message says what and whether a retry helps)
+  2    usage error (bad command line, unknown job or table, SQL that does not plan)
+  78   configuration error (runner.toml, jobs/, schemas/)
+  130  interrupted (Ctrl-C); rerunning is always safe";
+
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about = "Batch and micro-batch analytics job runner for SaaS tenant data", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (default: ./runner.toml if present, else the embedded defaults).
+    #[arg(long, global = true, env = "RUNNER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More logging on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run jobs from jobs/ (ingest new drops exactly once) and print a summary.
+    Run {
+        /// Jobs to run, by name (the file name in jobs/ without .toml).
+        jobs: Vec<String>,
+        /// Run every job.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+        /// Summary format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Override ingest.max_objects_per_batch for this run.
+        #[arg(long)]
+        max_objects_per_batch: Option<usize>,
+    },
+    /// Write realistic Firehose drops (both streams) for testing and demos.
+    Simulate(SimulateArgs),
+    /// List the tables in the catalog.
+    Tables {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a table's columns, location and partitions.
+    Describe {
+        table: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run DataFusion SQL over every catalog table (filters on `dt` prune partitions).
+    Query {
+        sql: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Check config, jobs and schemas offline (no data is read). Exit 78 on an error.
+    Validate,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Where to write: a folder or URL; drops go under <out>/raw/<stream>/.
+    #[arg(long, default_value = "data/drops")]
+    pub out: String,
+    #[arg(long, default_value_t = 20)]
+    pub tenants: usize,
+    #[arg(long, default_value_t = 5)]
+    pub users_per_tenant: usize,
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    /// Last day of events (UTC), YYYY-MM-DD; default today. Output is deterministic for a seed and end date.
+    #[arg(long)]
+    pub end_date: Option<NaiveDate>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Share of events arriving hours to days late.
+    #[arg(long, default_value_t = 0.02)]
+    pub late_share: f64,
+    /// Share of records (and objects) Firehose delivers twice.
+    #[arg(long, default_value_t = 0.01)]
+    pub duplicate_share: f64,
+    /// Share of objects written GZIP-compressed.
+    #[arg(long, default_value_t = 0.5)]
+    pub gzip_share: f64,
+    /// Chance per record of an invalid record next to it.
+    #[arg(long, default_value_t = 0.001)]
+    pub invalid_share: f64,
+    /// Share of records in the legacy form (no event_type).
+    #[arg(long, default_value_t = 0.02)]
+    pub legacy_share: f64,
+    /// Target object size in bytes (uncompressed).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub object_size: usize,
+    /// Also write Firehose error output, a stray file and a `.snappy` drop per stream.
+    #[arg(long)]
+    pub noise: bool,
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("runner={default},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let config = Config::load(cli.config.as_deref())?;
+    let mut stdout = std::io::stdout().lock();
+    let progress = Progress::new(!cli.quiet && std::io::stderr().is_terminal());
+    match cli.command {
+        Command::Simulate(a) => {
+            let base = config.base_dir.clone();
+            let url = crate::config::to_url(&base, &a.out).map_err(Error::Usage)?;
+            let out = Location::parse(&url)?;
+            let o = SimulateOptions {
+                tenants: a.tenants,
+                users_per_tenant: a.users_per_tenant,
+                days: a.days,
+                end_date: a.end_date.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+                seed: a.seed,
+                late_share: share("late-share", a.late_share)?,
+                duplicate_share: share("duplicate-share", a.duplicate_share)?,
+                gzip_share: share("gzip-share", a.gzip_share)?,
+                invalid_share: share("invalid-share", a.invalid_share)?,
+                legacy_share: share("legacy-share", a.legacy_share)?,
+                object_size: a.object_size.max(1),
+                noise: a.noise,
+            };
+            let s = simulate(&out, &o).await?;
+            eprintln!(
+                "wrote {} objects ({:.1} MB) to {}: {} events, {} records with {} duplicates and {} invalid",
+                s.objects,
+                s.bytes as f64 / 1e6,
+                out.url,
+                s.events,
+                s.records,
+                s.duplicates,
+                s.invalid
+            );
+            Ok(exit::OK)
+        }
+        Command::Validate => {
+            let ws = Workspace::open(config)?;
+            for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
+                Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
+            }
+            eprintln!(
+                "ok: config {}, {} jobs, {} streams in schemas/events.toml",
+                ws.config.file_name(),
+                ws.jobs.jobs.len(),
+                ws.contract.streams.len()
+            );
+            Ok(exit::OK)
+        }
+        Command::Run { jobs, all, format, max_objects_per_batch } => {
+            let mut config = config;
+            if let Some(n) = max_objects_per_batch {
+                config.ingest.max_objects_per_batch = n.max(1);
+            }
+            let ws = Workspace::open(config)?;
+            let names: Vec<String> = if all {
+                ws.jobs.jobs.keys().cloned().collect()
+            } else if jobs.is_empty() {
+                return Err(Error::Usage("name the jobs to run, or --all".into()));
+            } else {
+                jobs
+            };
+            let mut summaries = Vec::new();
+            for name in &names {
+                let job = ws.jobs.get(name)?;
+                match &job.kind {
+                    JobKind::Ingest { stream } => {
+                        let s = ingest::run(&ws, name, stream, &progress).await?;
+                        summaries.push(s);
+                    }
+                }
+            }
+            print_summaries(&mut stdout, format, &summaries)?;
+            Ok(exit::OK)
+        }
+        Command::Tables { format } => {
+            let ws = Workspace::open(config)?;
+            let tables = ws.catalog.tables().await?;
+            let mut parts = Vec::new();
+            for t in &tables {
+                parts.push(ws.catalog.partitions(&t.name).await?.len() as u64);
+            }
+            let batch = RecordBatch::try_from_iter(vec![
+                ("table", Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.name.as_str()))) as ArrayRef),
+                ("partitions", Arc::new(UInt64Array::from(parts)) as ArrayRef),
+                ("location", Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.location.as_str())))),
+                ("description", Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.description.as_str())))),
+            ])
+            .map_err(Error::arrow("listing tables"))?;
+            write_batches(&mut stdout, format, &[batch])?;
+            Ok(exit::OK)
+        }
+        Command::Describe { table, format } => {
+            let ws = Workspace::open(config)?;
+            let Some(t) = ws.catalog.table(&table).await? else {
+                let names: Vec<String> = ws.catalog.tables().await?.into_iter().map(|t| t.name).collect();
+                return Err(Error::Usage(format!("no table `{table}` in the catalog; tables: {}", names.join(", "))));
+            };
+            let parts = ws.catalog.partitions(&table).await?;
+            if format == Format::Table {
+                let span = match (parts.first(), parts.last()) {
+                    (Some(a), Some(b)) => format!(" ({} .. {})", a.values.join(","), b.values.join(",")),
+                    _ => String::new(),
+                };
+                writeln!(
+                    stdout,
+                    "table:       {}\ndescription: {}\nlocation:    {}\nformat:      {}\npartitions:  {}{span}",
+                    t.name,
+                    t.description,
+                    t.location,
+                    t.format,
+                    parts.len()
+                )
+                .map_err(|e| Error::Io { what: "writing".into(), source: e })?;
+            }
+            let mut names = Vec::new();
+            let mut types = Vec::new();
+            let mut kinds = Vec::new();
+            for (c, kind) in t.columns.iter().map(|c| (c, "column")).chain(t.partition_keys.iter().map(|c| (c, "partition key")))
+            {
+                names.push(c.name.clone());
+                types.push(c.ty.clone());
+                kinds.push(kind);
+            }
+            let batch = RecordBatch::try_from_iter(vec![
+                ("column", Arc::new(StringArray::from(names)) as ArrayRef),
+                ("type", Arc::new(StringArray::from(types)) as ArrayRef),
+                ("kind", Arc::new(StringArray::from(kinds)) as ArrayRef),
+            ])
+            .map_err(Error::arrow("describing"))?;
+            write_batches(&mut stdout, format, &[batch])?;
+            Ok(exit::OK)
+        }
+        Command::Query { sql, format } => {
+            let ws = Workspace::open(config)?;
+            let ctx = crate::engine::session(&ws).await?;
+            let df = ctx.sql(&sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {e}")))?;
+            let batches = df.collect().await.map_err(Error::df("running the query"))?;
+            write_batches(&mut stdout, format, &batches)?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn share(name: &str, v: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(Error::Usage(format!("--{name} must be between 0 and 1, got {v}"))) }
+}
+
+fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> Result<()> {
+    if matches!(format, Format::Json | Format::Ndjson) {
+        let text = if format == Format::Json {
+            serde_json::to_string_pretty(s)
+        } else {
+            s.iter().map(serde_json::to_string).collect::<std::result::Result<Vec<_>, _>>().map(|v| v.join("\n"))
+        }
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        return writeln!(out, "{text}").map_err(|e| Error::Io { what: "writing the summary".into(), source: e });
+    }
+    let u = |f: fn(&IngestSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
+    let reasons: Vec<String> =
+        s.iter().map(|x| x.quarantined.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();
+    let schema = Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("batches", DataType::UInt64, false),
+        Field::new("objects", DataType::UInt64, false),
+        Field::new("records", DataType::UInt64, false),
+        Field::new("valid", DataType::UInt64, false),
+        Field::new("duplicates", DataType::UInt64, false),
+        Field::new("quarantined", DataType::UInt64, false),
+        Field::new("by_reason", DataType::Utf8, false),
+        Field::new("refused", DataType::UInt64, false),
+        Field::new("skipped", DataType::UInt64, false),
+        Field::new("recovered", DataType::UInt64, false),
+        Field::new("mb", DataType::Float64, false),
+        Field::new("seconds", DataType::Float64, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(s.iter().map(|x| x.job.as_str()))),
+            u(|x| x.batches),
+            u(|x| x.objects),
+            u(|x| x.records),
+            u(|x| x.valid),
+            u(|x| x.duplicates),
+            u(|x| x.quarantined_total()),
+            Arc::new(StringArray::from(reasons)),
+            u(|x| x.refused),
+            u(|x| x.skipped_error_output + x.skipped_stray),
+            u(|x| x.recovered_batches),
+            Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.bytes_uncompressed as f64 / 1e6 * 10.0).round() / 10.0))),
+            Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.seconds * 100.0).round() / 100.0))),
+        ],
+    )
+    .map_err(Error::arrow("building the summary"))?;
+    write_batches(out, format, &[batch])
+}

@@ -1,0 +1,309 @@
+//! Configuration: what runs where.
+//!
+//! Layers, lowest to highest precedence (README "Configuration"):
+//! 1. embedded defaults (the local pipeline over `data/` and `./warehouse`);
+//! 2. `runner.toml` in the working directory, or the file given by `--config` / `RUNNER_CONFIG`;
+//! 3. environment variables `RUNNER__<SECTION>__<KEY>` (`RUNNER__WAREHOUSE`,
+//!    `RUNNER__SOURCES__COMPANIES__URL`, `RUNNER__INGEST__MAX_OBJECTS_PER_BATCH`, ...);
+//! 4. command-line flags of the command being run.
+//!
+//! Unknown keys are errors that name the key and where it came from. Relative paths are relative
+//! to the config file's folder (the working directory when there is no file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_FILE: &str = "runner.toml";
+pub const ENV_PREFIX: &str = "RUNNER__";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    warehouse: Option<String>,
+    jobs_dir: Option<String>,
+    schemas_dir: Option<String>,
+    catalog: Option<CatalogFile>,
+    #[serde(default)]
+    sources: BTreeMap<String, SourceFile>,
+    ingest: Option<IngestFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    kind: CatalogKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IngestFile {
+    max_objects_per_batch: Option<usize>,
+    max_bytes_per_batch: Option<String>,
+    dedup_horizon: Option<String>,
+    parallelism: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKind {
+    /// JSON objects under `<warehouse>/_runner/catalog/`.
+    Local,
+}
+
+/// The resolved configuration every command works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (for messages), or `None` for the embedded defaults.
+    pub file: Option<PathBuf>,
+    /// Base folder for relative paths.
+    pub base_dir: PathBuf,
+    /// Warehouse root URL (`file:///...` or `s3://...`).
+    pub warehouse: String,
+    pub jobs_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+    pub catalog: CatalogKind,
+    /// Delivery stream name -> source root URL (the folder holding `YYYY/MM/DD/HH/`).
+    pub sources: BTreeMap<String, String>,
+    pub ingest: IngestSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub max_objects_per_batch: usize,
+    pub max_bytes_per_batch: u64,
+    pub dedup_horizon: Duration,
+    pub parallelism: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_objects_per_batch: 256,
+            max_bytes_per_batch: 48 << 20,
+            dedup_horizon: Duration::from_secs(7 * 86_400),
+            parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration. `explicit` is `--config`; without it `runner.toml` in
+    /// the working directory is used when present, and the embedded defaults otherwise.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let (file, text) = match explicit {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Config {
+                    file: p.display().to_string(),
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                (Some(p.to_path_buf()), text)
+            }
+            None if Path::new(DEFAULT_FILE).exists() => {
+                let p = PathBuf::from(DEFAULT_FILE);
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::Config {
+                    file: DEFAULT_FILE.into(),
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                (Some(p), text)
+            }
+            None => (None, String::new()),
+        };
+        Self::from_parts(file, &text, &env)
+    }
+
+    /// Builds the config from a file's text and environment overrides (testable without I/O).
+    pub fn from_parts(file: Option<PathBuf>, text: &str, env: &[(String, String)]) -> Result<Config> {
+        let file_name = file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config { file: file_name.clone(), message: e.to_string() })?;
+        // Check the file alone first so that its errors name the file, not the environment.
+        FileConfig::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| Error::Config { file: file_name.clone(), message: e.to_string() })?;
+        let mut env_names = Vec::new();
+        for (k, v) in env {
+            let path: Vec<String> = k[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(Error::Config { file: format!("environment variable {k}"), message: "empty key segment".into() });
+            }
+            set_path(&mut table, &path, parse_env_value(v))
+                .map_err(|m| Error::Config { file: format!("environment variable {k}"), message: m })?;
+            env_names.push(k.clone());
+        }
+        let fc = FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
+            file: format!("environment overrides ({})", env_names.join(", ")),
+            message: e.to_string(),
+        })?;
+
+        let base_dir = match &file {
+            Some(p) => p.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into()),
+            None => PathBuf::from("."),
+        };
+        let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+        let cfg_err = |m: String| Error::Config { file: file_name.clone(), message: m };
+
+        let warehouse = to_url(&base_dir, fc.warehouse.as_deref().unwrap_or("warehouse")).map_err(cfg_err)?;
+        let mut sources = BTreeMap::new();
+        for (stream, default) in [("bigdatajobs", "data/drops/raw/bigdatajobs"), ("companies", "data/drops/raw/companies")] {
+            sources.insert(stream.to_string(), to_url(&base_dir, default).map_err(cfg_err)?);
+        }
+        for (stream, s) in fc.sources {
+            sources.insert(stream, to_url(&base_dir, &s.url).map_err(cfg_err)?);
+        }
+        let mut ingest = IngestSettings::default();
+        if let Some(i) = fc.ingest {
+            if let Some(n) = i.max_objects_per_batch {
+                if n == 0 {
+                    return Err(cfg_err("ingest.max_objects_per_batch must be at least 1".into()));
+                }
+                ingest.max_objects_per_batch = n;
+            }
+            if let Some(s) = i.max_bytes_per_batch {
+                ingest.max_bytes_per_batch = parse_size(&s)
+                    .ok_or_else(|| cfg_err(format!("ingest.max_bytes_per_batch `{s}` is not a size (e.g. \"64MiB\")")))?;
+            }
+            if let Some(s) = i.dedup_horizon {
+                ingest.dedup_horizon = humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("ingest.dedup_horizon `{s}` is not a duration (e.g. \"7d\"): {e}")))?;
+            }
+            if let Some(n) = i.parallelism {
+                ingest.parallelism = n.max(1);
+            }
+        }
+        Ok(Config {
+            warehouse,
+            jobs_dir: base_dir.join(fc.jobs_dir.as_deref().unwrap_or("jobs")),
+            schemas_dir: base_dir.join(fc.schemas_dir.as_deref().unwrap_or("schemas")),
+            catalog: fc.catalog.map(|c| c.kind).unwrap_or(CatalogKind::Local),
+            sources,
+            ingest,
+            file,
+            base_dir,
+        })
+    }
+
+    pub fn source(&self, stream: &str) -> Result<&str> {
+        self.sources.get(stream).map(String::as_str).ok_or_else(|| Error::Config {
+            file: self.file_name(),
+            message: format!("no source for stream `{stream}`: add [sources.{stream}] url = \"...\""),
+        })
+    }
+
+    pub fn file_name(&self) -> String {
+        self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into())
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> std::result::Result<(), String> {
+    let (last, parents) = path.split_last().expect("non-empty");
+    let mut t = table;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        t = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a section"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+/// `42` and `true` become typed values; anything else is a string.
+fn parse_env_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.to_string()),
+    }
+}
+
+/// A URL for a location: `s3://` and `file://` pass through; a path becomes an absolute
+/// `file://` URL (relative to `base`). Folders end in `/`.
+pub fn to_url(base: &Path, loc: &str) -> std::result::Result<String, String> {
+    let url = if loc.contains("://") {
+        url::Url::parse(loc).map_err(|e| format!("`{loc}` is not a valid URL: {e}"))?
+    } else {
+        let p = if Path::new(loc).is_absolute() { PathBuf::from(loc) } else { base.join(loc) };
+        let p = std::path::absolute(&p).map_err(|e| format!("`{loc}`: {e}"))?;
+        url::Url::from_directory_path(&p).map_err(|_| format!("`{loc}` is not a usable path"))?
+    };
+    let mut s = url.to_string();
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    Ok(s)
+}
+
+/// `1048576`, `64MiB`, `64MB`, `1GiB`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::from_parts(None, "", &[]).unwrap();
+        assert!(c.warehouse.starts_with("file:///") && c.warehouse.ends_with("/warehouse/"));
+        assert!(c.sources["companies"].ends_with("data/drops/raw/companies/"));
+        assert_eq!(c.catalog, CatalogKind::Local);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = Config::from_parts(Some("conf/runner.toml".into()), "wearhouse = \"x\"", &[]).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("conf/runner.toml") && m.contains("wearhouse"), "{m}");
+        assert_eq!(e.exit_code(), 78);
+    }
+
+    #[test]
+    fn env_overrides_file_and_names_itself_on_error() {
+        let text = "warehouse = \"/tmp/a\"\n[ingest]\nmax_objects_per_batch = 5\n";
+        let env = vec![
+            ("RUNNER__WAREHOUSE".to_string(), "s3://bucket/wh".to_string()),
+            ("RUNNER__INGEST__MAX_OBJECTS_PER_BATCH".to_string(), "7".to_string()),
+        ];
+        let c = Config::from_parts(Some("runner.toml".into()), text, &env).unwrap();
+        assert_eq!(c.warehouse, "s3://bucket/wh/");
+        assert_eq!(c.ingest.max_objects_per_batch, 7);
+        let bad = vec![("RUNNER__INGEST__MAX_OBJECT".to_string(), "7".to_string())];
+        let m = Config::from_parts(Some("runner.toml".into()), text, &bad).unwrap_err().to_string();
+        assert!(m.contains("RUNNER__INGEST__MAX_OBJECT") && m.contains("max_object"), "{m}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

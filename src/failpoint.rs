@@ -1,0 +1,36 @@
+//! Failpoints for crash tests: `RUNNER_FAILPOINT=<name>[,<name>...]` makes the process kill
+//! itself with SIGKILL when it reaches a named point, exactly like `kill -9` from outside.
+//! The names are listed in [`POINTS`]; the crash tests in `tests/crash.rs` go through all of them.
+
+use std::sync::OnceLock;
+
+/// Every failpoint in the ingest path, in the order a batch reaches them.
+pub const POINTS: &[&str] = &[
+    "ingest.after_first_staged_file",
+    "ingest.before_commit",
+    "ingest.after_commit",
+    "ingest.mid_publish",
+    "ingest.before_catalog",
+    "ingest.after_published",
+];
+
+fn armed() -> &'static [String] {
+    static ARMED: OnceLock<Vec<String>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        std::env::var("RUNNER_FAILPOINT")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Kills the process if failpoint `name` is armed.
+pub fn hit(name: &str) {
+    debug_assert!(POINTS.contains(&name), "unknown failpoint {name}");
+    if armed().iter().any(|a| a == name) {
+        eprintln!("failpoint {name}: SIGKILL");
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}

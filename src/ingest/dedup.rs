@@ -1,0 +1,103 @@
+//! Removing Firehose duplicates across objects and runs, within a horizon.
+//!
+//! Each committed batch stores the keys of the rows it wrote (`ledger::Commit::dedup_keys`). A
+//! run loads the keys of every batch whose newest drop arrived within the horizon of the oldest
+//! drop it is about to read, and adds each new batch's keys as it commits. Memory is 16 bytes a
+//! key: a week of the seed's sizing is a few MB.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::error::Result;
+use crate::ledger::{LedgerState, decode_keys};
+use crate::store::Location;
+
+/// The keys are already xxh3 hashes: use their low bits as the hash instead of hashing again.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+pub type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+
+pub struct DedupIndex {
+    seen: KeySet,
+    batches: VecDeque<(i64, Vec<u128>)>,
+    horizon_ms: i64,
+}
+
+impl DedupIndex {
+    /// Loads the keys of committed batches that can still hold duplicates of drops arriving
+    /// at `from_ms` or later.
+    pub async fn load(wh: &Location, state: &LedgerState, horizon_ms: i64, from_ms: i64) -> Result<DedupIndex> {
+        let mut idx = DedupIndex { seen: KeySet::default(), batches: VecDeque::new(), horizon_ms };
+        for c in state.commits.iter().filter(|c| c.max_arrival_ms >= from_ms.saturating_sub(horizon_ms)) {
+            let bytes = wh.get(&wh.child(&c.dedup_keys)).await?;
+            let keys = decode_keys(&bytes)?;
+            idx.seen.extend(keys.iter().copied());
+            idx.batches.push_back((c.max_arrival_ms, keys));
+        }
+        Ok(idx)
+    }
+
+    /// True when `key` was not seen before (and records it as seen).
+    pub fn insert(&mut self, key: u128) -> bool {
+        self.seen.insert(key)
+    }
+
+    /// Records a committed batch's keys (already inserted) and forgets batches that fell out
+    /// of the horizon.
+    pub fn committed(&mut self, max_arrival_ms: i64, keys: Vec<u128>) {
+        self.batches.push_back((max_arrival_ms, keys));
+        let newest = self.batches.iter().map(|(t, _)| *t).max().unwrap_or(max_arrival_ms);
+        while let Some((t, _)) = self.batches.front() {
+            if *t >= newest - self.horizon_ms {
+                break;
+            }
+            let (_, old) = self.batches.pop_front().expect("front exists");
+            for k in old {
+                self.seen.remove(&k);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_leave_after_the_horizon() {
+        let mut d = DedupIndex { seen: KeySet::default(), batches: VecDeque::new(), horizon_ms: 10 };
+        assert!(d.insert(1));
+        assert!(!d.insert(1));
+        d.committed(0, vec![1]);
+        assert!(d.insert(2));
+        d.committed(10, vec![2]);
+        assert!(!d.insert(1), "still inside the horizon");
+        assert!(d.insert(3));
+        d.committed(11, vec![3]);
+        assert!(d.insert(1), "batch 0 left the horizon");
+        assert_eq!(d.len(), 3);
+    }
+}

@@ -1,0 +1,559 @@
+//! The ingest job: new Firehose drops of one stream to typed, deduplicated, Hive-partitioned
+//! Parquet, exactly once.
+//!
+//! A run: (1) rolls forward any committed-but-unpublished batch and clears abandoned staging;
+//! (2) lists the source and keeps the drops the ledger has not consumed; (3) works them off in
+//! bounded micro-batches. A batch reads its objects in parallel, removes duplicates, writes one
+//! Parquet file per table and event date into staging, commits a ledger record (the single
+//! atomic step), then moves the files into place and registers the partitions. See `ledger` for
+//! why any crash in between is recovered by the next run.
+
+pub mod dedup;
+pub mod framing;
+pub mod parse;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Int32Array, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::compute::{SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression as PqCompression;
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use crate::catalog::{PartitionMeta, TableMeta};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
+use crate::progress::Progress;
+use crate::schema::{COL_SOURCE, PARTITION_COL};
+use crate::source::{Compression, KeyKind, classify};
+use crate::store::Location;
+use crate::workspace::Workspace;
+use dedup::DedupIndex;
+use parse::{MS_PER_DAY, ParsedObject, Reject, parse_object};
+
+pub const QUARANTINE_TABLE: &str = "quarantine";
+
+/// Staging left by an attempt that never committed is removed after this long (a younger one
+/// may belong to a run still writing).
+const STAGING_GRACE_MINUTES: i64 = 60;
+/// How often a run re-plans after another run committed the batch it planned.
+const MAX_COMMIT_CONFLICTS: u32 = 20;
+
+/// What one ingest run did; printed as the run summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestSummary {
+    pub job: String,
+    pub stream: String,
+    pub batches: u64,
+    /// Committed batches of an earlier, interrupted run that this run published.
+    pub recovered_batches: u64,
+    pub objects: u64,
+    pub refused: u64,
+    pub skipped_error_output: u64,
+    pub skipped_stray: u64,
+    pub records: u64,
+    pub valid: u64,
+    pub duplicates: u64,
+    pub quarantined: BTreeMap<String, u64>,
+    pub bytes: u64,
+    pub bytes_uncompressed: u64,
+    pub files: u64,
+    pub seconds: f64,
+}
+
+impl IngestSummary {
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+    fn add(&mut self, s: &BatchStats) {
+        self.records += s.records;
+        self.valid += s.valid;
+        self.duplicates += s.duplicates;
+        self.bytes += s.bytes;
+        self.bytes_uncompressed += s.bytes_uncompressed;
+        for (k, v) in &s.quarantined {
+            *self.quarantined.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// A drop (or refused object) not yet consumed.
+#[derive(Debug, Clone)]
+struct Candidate {
+    rel: String,
+    size: u64,
+    arrival_ms: i64,
+    compression: Compression,
+    refused: Option<String>,
+}
+
+/// The quarantine table's data-file schema: every record the runner could not accept.
+pub fn quarantine_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("stream", DataType::Utf8, false),
+        Field::new(COL_SOURCE, DataType::Utf8, false),
+        Field::new("byte_offset", DataType::Int64, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("reason_code", DataType::Utf8, false),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("batch", DataType::Int64, false),
+        Field::new("ingested_at", ts, false),
+    ]))
+}
+
+/// Registers the stream's table and `quarantine` in the catalog (idempotent).
+async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
+    let sc = ws.contract.stream(stream)?;
+    let t = TableMeta::from_arrow(
+        &sc.table,
+        &format!("Events of delivery stream `{stream}`, typed by schemas/events.toml, deduplicated, partitioned by event date"),
+        ws.warehouse.join(&sc.table).url,
+        &sc.file_schema(),
+        &[PARTITION_COL],
+    )?;
+    ws.catalog.put_table(&t).await?;
+    let q = TableMeta::from_arrow(
+        QUARANTINE_TABLE,
+        "Records and objects ingest could not accept, with source, offset, raw text and reason; partitioned by arrival date",
+        ws.warehouse.join(QUARANTINE_TABLE).url,
+        &quarantine_schema(),
+        &[PARTITION_COL],
+    )?;
+    ws.catalog.put_table(&q).await
+}
+
+/// Runs the ingest of `stream` until no new drop is left.
+pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -> Result<IngestSummary> {
+    let started = Instant::now();
+    let mut summary = IngestSummary { job: job.to_string(), stream: stream.to_string(), ..Default::default() };
+    let source = Location::parse(ws.config.source(stream)?)?;
+    let ledger = Ledger::new(ws.warehouse.clone(), stream);
+    let settings = &ws.config.ingest;
+    let run_id = uuid::Uuid::now_v7().to_string();
+
+    ensure_tables(ws, stream).await?;
+    let mut state = ledger.load().await?;
+    summary.recovered_batches += recover(ws, &ledger, &mut state).await?;
+    let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
+    if removed > 0 {
+        tracing::info!(stream, removed, "removed staging of attempts that never committed");
+    }
+
+    // Discover.
+    let mut candidates = Vec::new();
+    for meta in source.list("").await? {
+        let Some(rel) = source.relative(&meta.location) else { continue };
+        match classify(rel) {
+            KeyKind::Drop(d) => candidates.push(Candidate {
+                rel: d.rel,
+                size: meta.size,
+                arrival_ms: d.arrival_hour.timestamp_millis(),
+                compression: d.compression,
+                refused: None,
+            }),
+            KeyKind::Refused(d, why) => candidates.push(Candidate {
+                rel: d.rel,
+                size: meta.size,
+                arrival_ms: d.arrival_hour.timestamp_millis(),
+                compression: Compression::None,
+                refused: Some(why),
+            }),
+            KeyKind::ErrorOutput => summary.skipped_error_output += 1,
+            KeyKind::Stray => summary.skipped_stray += 1,
+        }
+    }
+    // Arrival order, so a backlog is worked off oldest first and dedup keeps the first copy.
+    candidates.sort_by(|a, b| (a.arrival_ms, &a.rel).cmp(&(b.arrival_ms, &b.rel)));
+    let mut consumed: HashSet<String> = state.consumed().into_iter().map(str::to_string).collect();
+    let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
+    if summary.skipped_error_output + summary.skipped_stray > 0 {
+        tracing::info!(
+            stream,
+            error_output = summary.skipped_error_output,
+            stray = summary.skipped_stray,
+            "skipped objects outside the Firehose drop layout"
+        );
+    }
+    progress.start(stream, pending_count as u64);
+
+    let horizon_ms = settings.dedup_horizon.as_millis() as i64;
+    let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
+    let mut dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+    let mut conflicts = 0;
+    let mut cursor = 0;
+    loop {
+        // Plan the next bounded batch from the oldest unconsumed candidates.
+        let mut batch: Vec<Candidate> = Vec::new();
+        let mut bytes = 0u64;
+        while cursor < candidates.len() {
+            let c = &candidates[cursor];
+            if consumed.contains(&c.rel) {
+                cursor += 1;
+                continue;
+            }
+            if !batch.is_empty()
+                && (batch.len() >= settings.max_objects_per_batch || bytes + c.size > settings.max_bytes_per_batch)
+            {
+                break;
+            }
+            bytes += c.size;
+            batch.push(c.clone());
+            cursor += 1;
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let seq = state.next_seq();
+        match write_batch(ws, &source, &ledger, stream, &run_id, seq, &batch, &mut dedup, progress).await {
+            Ok((commit, keys)) => {
+                failpoint::hit("ingest.after_commit");
+                publish(ws, &ledger, &commit).await?;
+                failpoint::hit("ingest.after_published");
+                summary.batches += 1;
+                summary.objects += commit.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
+                summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
+                summary.files += commit.files.len() as u64;
+                summary.add(&commit.stats);
+                dedup.committed(commit.max_arrival_ms, keys);
+                for o in &commit.objects {
+                    consumed.insert(o.key.clone());
+                }
+                state.published.insert(commit.seq);
+                state.commits.push(commit);
+                progress.records(summary.records);
+            }
+            Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
+                // Another run committed this seq: take its work into account and plan again.
+                conflicts += 1;
+                tracing::info!(stream, seq, "another run committed batch {seq} first; re-planning");
+                state = ledger.load().await?;
+                summary.recovered_batches += recover(ws, &ledger, &mut state).await?;
+                consumed = state.consumed().into_iter().map(str::to_string).collect();
+                dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+                cursor = 0;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    progress.finish();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Publishes every committed batch that has no `.published` marker (a crash cut it short).
+async fn recover(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Result<u64> {
+    let mut n = 0;
+    for c in &state.commits {
+        if !state.published.contains(&c.seq) {
+            tracing::info!(stream = %c.stream, seq = c.seq, "rolling forward batch committed by an interrupted run");
+            publish(ws, ledger, c).await?;
+            n += 1;
+        }
+    }
+    for c in &state.commits {
+        state.published.insert(c.seq);
+    }
+    Ok(n)
+}
+
+/// Moves a committed batch's files into place and registers their partitions. Idempotent.
+async fn publish(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
+    let wh = &ws.warehouse;
+    for (i, f) in c.files.iter().enumerate() {
+        wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await?;
+        if i == 0 {
+            failpoint::hit("ingest.mid_publish");
+        }
+    }
+    failpoint::hit("ingest.before_catalog");
+    let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
+    for f in &c.files {
+        let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
+        let p = PartitionMeta { values: f.partition.clone(), location: wh.join(dir).url };
+        let v = by_table.entry(f.table.as_str()).or_default();
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    for (table, parts) in by_table {
+        ws.catalog.put_partitions(table, &parts).await?;
+    }
+    ledger.mark_published(c.seq).await
+}
+
+/// Reads, deduplicates and stages one batch, then commits it. Returns the commit and the
+/// batch's dedup keys.
+#[allow(clippy::too_many_arguments)]
+async fn write_batch(
+    ws: &Workspace,
+    source: &Location,
+    ledger: &Ledger,
+    stream: &str,
+    run_id: &str,
+    seq: u64,
+    batch: &[Candidate],
+    dedup: &mut DedupIndex,
+    progress: &Progress,
+) -> Result<(Commit, Vec<u128>)> {
+    let sc = ws.contract.stream(stream)?;
+    let attempt = uuid::Uuid::now_v7().simple().to_string();
+    let staging = ledger.staging_prefix(&attempt);
+    let now = Utc::now();
+    let mut stats = BatchStats::default();
+    let mut kept: Vec<RecordBatch> = Vec::new();
+    let mut kept_days: Vec<i32> = Vec::new();
+    let mut keys: Vec<u128> = Vec::new();
+    let mut quarantine = QuarantineRows::default();
+
+    // Parse objects in parallel; results come back in batch order, so dedup keeps the first copy.
+    let contract = ws.contract.clone();
+    let mut parsed = futures::stream::iter(batch.iter().cloned())
+        .map(|c| {
+            let source = source.clone();
+            let contract = contract.clone();
+            let stream = stream.to_string();
+            async move {
+                if let Some(why) = &c.refused {
+                    let rejects = vec![Reject {
+                        offset: None,
+                        raw: None,
+                        code: validate::reason::UNSUPPORTED_OBJECT,
+                        field: None,
+                        message: why.clone(),
+                    }];
+                    return Ok::<_, Error>((c, None, rejects));
+                }
+                let path = source.child(&c.rel);
+                let body = source.get(&path).await?;
+                let url = format!("{}{}", source.url, c.rel);
+                let p = tokio::task::spawn_blocking(move || {
+                    let sc = &contract.streams[&stream];
+                    parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;
+                let rejects = p.rejects.clone();
+                Ok((c, Some(p), rejects))
+            }
+        })
+        .buffered(ws.config.ingest.parallelism.max(1) + 1);
+
+    while let Some(item) = parsed.next().await {
+        let (c, p, rejects) = item?;
+        let url = format!("{}{}", source.url, c.rel);
+        let arrival_day = c.arrival_ms.div_euclid(MS_PER_DAY) as i32;
+        for r in &rejects {
+            *stats.quarantined.entry(r.code.to_string()).or_default() += 1;
+            quarantine.push(stream, &url, r, run_id, seq, now, arrival_day);
+        }
+        stats.bytes += c.size;
+        if let Some(p) = p {
+            let ParsedObject { rows, days, keys: obj_keys, records, bytes_uncompressed, .. } = p;
+            stats.records += records;
+            stats.bytes_uncompressed += bytes_uncompressed;
+            let mask: BooleanArray = obj_keys.iter().map(|k| Some(dedup.insert(*k))).collect();
+            let dups = obj_keys.len() - mask.true_count();
+            stats.duplicates += dups as u64;
+            for (i, k) in obj_keys.iter().enumerate() {
+                if mask.value(i) {
+                    keys.push(*k);
+                    kept_days.push(days[i]);
+                }
+            }
+            let rows =
+                if dups == 0 { rows } else { filter_record_batch(&rows, &mask).map_err(Error::arrow("dropping duplicates"))? };
+            if rows.num_rows() > 0 {
+                kept.push(rows);
+            }
+        }
+        progress.inc();
+    }
+    drop(parsed);
+    stats.valid = kept_days.len() as u64;
+
+    // Stage: one file per event date, rows sorted by companyID.
+    let mut files = Vec::new();
+    let schema = sc.file_schema();
+    let all = concat_batches(&schema, &kept).map_err(Error::arrow("concatenating batches"))?;
+    drop(kept);
+    files.extend(stage_partitions(ws, &staging, &sc.table, stream, seq, all, kept_days, sc.col_company).await?);
+    let (qbatch, qdays) = quarantine.finish()?;
+    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, qbatch, qdays, 1).await?);
+
+    let dedup_keys = ledger.dedup_path(seq, &attempt);
+    ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
+
+    let commit = Commit {
+        stream: stream.to_string(),
+        seq,
+        attempt,
+        run_id: run_id.to_string(),
+        committed_at: now.to_rfc3339(),
+        objects: batch
+            .iter()
+            .map(|c| ConsumedObject { key: c.rel.clone(), size: c.size, arrival_ms: c.arrival_ms, refused: c.refused.clone() })
+            .collect(),
+        files,
+        dedup_keys,
+        max_arrival_ms: batch.iter().map(|c| c.arrival_ms).max().unwrap_or(0),
+        stats,
+    };
+    failpoint::hit("ingest.before_commit");
+    ledger.commit(&commit).await?;
+    Ok((commit, keys))
+}
+
+/// Sorts `rows` by (event date, sort column), writes one Parquet file per date into staging,
+/// and returns the ledger entries of the files.
+#[allow(clippy::too_many_arguments)]
+async fn stage_partitions(
+    ws: &Workspace,
+    staging: &str,
+    table: &str,
+    stream: &str,
+    seq: u64,
+    rows: RecordBatch,
+    days: Vec<i32>,
+    sort_col: usize,
+) -> Result<Vec<FileEntry>> {
+    if rows.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let days = Int32Array::from(days);
+    let idx = lexsort_to_indices(
+        &[
+            SortColumn { values: Arc::new(days.clone()) as ArrayRef, options: None },
+            SortColumn { values: rows.column(sort_col).clone(), options: None },
+        ],
+        None,
+    )
+    .map_err(Error::arrow("sorting rows"))?;
+    let rows = take_record_batch(&rows, &idx).map_err(Error::arrow("sorting rows"))?;
+    let days = arrow::compute::take(&days, &idx, None).map_err(Error::arrow("sorting rows"))?;
+    let days = days.as_primitive::<arrow::datatypes::Int32Type>();
+
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=days.len() {
+        if i == days.len() || days.value(i) != days.value(start) {
+            groups.push((days.value(start), start, i - start));
+            start = i;
+        }
+    }
+    let wh = ws.warehouse.clone();
+    let results = futures::stream::iter(groups.into_iter().enumerate())
+        .map(|(n, (day, off, len))| {
+            let slice = rows.slice(off, len);
+            let wh = wh.clone();
+            let date = day_string(day);
+            let staged = format!("{staging}/{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
+            let path = format!("{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
+            async move {
+                let data = tokio::task::spawn_blocking(move || encode_parquet(&slice))
+                    .await
+                    .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
+                let bytes = data.len() as u64;
+                wh.put(&wh.child(&staged), data).await?;
+                if n == 0 {
+                    failpoint::hit("ingest.after_first_staged_file");
+                }
+                Ok::<_, Error>(FileEntry {
+                    table: table.to_string(),
+                    partition: vec![date],
+                    staged,
+                    path,
+                    rows: len as u64,
+                    bytes,
+                })
+            }
+        })
+        .buffered(ws.config.ingest.parallelism.max(1));
+    results.collect::<Vec<_>>().await.into_iter().collect()
+}
+
+pub fn day_string(day: i32) -> String {
+    DateTime::<Utc>::from_timestamp_millis(i64::from(day) * MS_PER_DAY)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+/// Parquet as Athena reads it: Snappy pages, statistics for pruning.
+pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    let props = WriterProperties::builder()
+        .set_compression(PqCompression::SNAPPY)
+        .set_created_by(format!("runner {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut w =
+        ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(Error::parquet("opening a Parquet writer"))?;
+    w.write(batch).map_err(Error::parquet("writing Parquet"))?;
+    w.close().map_err(Error::parquet("closing Parquet"))?;
+    Ok(Bytes::from(buf))
+}
+
+#[derive(Default)]
+struct QuarantineRows {
+    stream: StringBuilder,
+    source: StringBuilder,
+    offset: Int64Builder,
+    raw: StringBuilder,
+    code: StringBuilder,
+    field: StringBuilder,
+    reason: StringBuilder,
+    run_id: StringBuilder,
+    batch: Int64Builder,
+    at: Vec<i64>,
+    days: Vec<i32>,
+}
+
+impl QuarantineRows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, stream: &str, source: &str, r: &Reject, run_id: &str, seq: u64, at: DateTime<Utc>, day: i32) {
+        self.stream.append_value(stream);
+        self.source.append_value(source);
+        self.offset.append_option(r.offset.map(|o| o as i64));
+        self.raw.append_option(r.raw.as_deref());
+        self.code.append_value(r.code);
+        self.field.append_option(r.field.as_deref());
+        self.reason.append_value(&r.message);
+        self.run_id.append_value(run_id);
+        self.batch.append_value(seq as i64);
+        self.at.push(at.timestamp_millis());
+        self.days.push(day);
+    }
+
+    fn finish(mut self) -> Result<(RecordBatch, Vec<i32>)> {
+        let mut at = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        for t in &self.at {
+            at.append_value(*t);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.stream.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.code.finish()),
+            Arc::new(self.field.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.run_id.finish()),
+            Arc::new(self.batch.finish()),
+            Arc::new(at.finish()),
+        ];
+        let batch = RecordBatch::try_new(quarantine_schema(), cols).map_err(Error::arrow("building quarantine rows"))?;
+        Ok((batch, self.days))
+    }
+}

@@ -1,0 +1,253 @@
+//! The ingest ledger: which drops have been consumed, and which files each batch wrote.
+//!
+//!     <warehouse>/_runner/ledger/<stream>/<seq>.json        the commit record of batch <seq>
+//!     <warehouse>/_runner/ledger/<stream>/<seq>.published   its files are in place and registered
+//!
+//! A batch is committed exactly when its record exists. The record is created with a
+//! create-if-absent put, so of two runs that planned the same `seq` only one commits; the other
+//! sees a conflict and re-plans from the new ledger. Files are written to a staging folder before
+//! the commit and moved into the table folders after it; a commit without a `.published` marker
+//! is rolled forward by the next run (every step is idempotent). Staged files of a batch that
+//! never committed are garbage and no reader ever lists them.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::Location;
+
+pub const LEDGER_DIR: &str = "_runner/ledger";
+pub const STAGING_DIR: &str = "_runner/staging";
+pub const DEDUP_DIR: &str = "_runner/dedup";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsumedObject {
+    /// Key relative to the stream's source root.
+    pub key: String,
+    pub size: u64,
+    pub arrival_ms: i64,
+    /// Why the object was refused instead of read, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub table: String,
+    /// Partition values in key order.
+    pub partition: Vec<String>,
+    /// Where the file was staged, relative to the warehouse.
+    pub staged: String,
+    /// Where it lives once published, relative to the warehouse.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchStats {
+    pub records: u64,
+    pub valid: u64,
+    pub duplicates: u64,
+    pub quarantined: BTreeMap<String, u64>,
+    pub bytes: u64,
+    pub bytes_uncompressed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Commit {
+    pub stream: String,
+    pub seq: u64,
+    /// Unique per attempt: names the staging folder and the dedup-key file.
+    pub attempt: String,
+    pub run_id: String,
+    pub committed_at: String,
+    pub objects: Vec<ConsumedObject>,
+    pub files: Vec<FileEntry>,
+    /// The batch's dedup keys (relative to the warehouse), for later batches within the horizon.
+    pub dedup_keys: String,
+    /// Latest arrival hour among the objects (epoch ms): decides when the keys leave the horizon.
+    pub max_arrival_ms: i64,
+    pub stats: BatchStats,
+}
+
+/// What the ledger holds for one stream.
+#[derive(Debug, Default)]
+pub struct LedgerState {
+    pub commits: Vec<Commit>,
+    pub published: HashSet<u64>,
+}
+
+impl LedgerState {
+    pub fn next_seq(&self) -> u64 {
+        self.commits.last().map(|c| c.seq + 1).unwrap_or(1)
+    }
+    pub fn consumed(&self) -> HashSet<&str> {
+        self.commits.iter().flat_map(|c| c.objects.iter().map(|o| o.key.as_str())).collect()
+    }
+    pub fn attempts(&self) -> BTreeSet<&str> {
+        self.commits.iter().map(|c| c.attempt.as_str()).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    wh: Location,
+    stream: String,
+}
+
+impl Ledger {
+    pub fn new(wh: Location, stream: &str) -> Ledger {
+        Ledger { wh, stream: stream.to_string() }
+    }
+
+    fn dir(&self) -> String {
+        format!("{LEDGER_DIR}/{}", self.stream)
+    }
+
+    fn commit_path(&self, seq: u64) -> object_store::path::Path {
+        self.wh.child(&format!("{}/{seq:012}.json", self.dir()))
+    }
+
+    fn published_path(&self, seq: u64) -> object_store::path::Path {
+        self.wh.child(&format!("{}/{seq:012}.published", self.dir()))
+    }
+
+    pub async fn load(&self) -> Result<LedgerState> {
+        let mut state = LedgerState::default();
+        let mut seqs = Vec::new();
+        for meta in self.wh.list(&self.dir()).await? {
+            let Some(name) = meta.location.filename() else { continue };
+            if let Some(seq) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
+                seqs.push((seq, meta.location.clone()));
+            } else if let Some(seq) = name.strip_suffix(".published").and_then(|s| s.parse::<u64>().ok()) {
+                state.published.insert(seq);
+            }
+        }
+        seqs.sort_by_key(|(s, _)| *s);
+        for (seq, path) in seqs {
+            let bytes = self.wh.get(&path).await?;
+            let c: Commit = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Failed(format!(
+                    "ledger record {path} is corrupt ({e}): it was written atomically, so the warehouse was changed by hand"
+                ))
+            })?;
+            if c.seq != seq {
+                return Err(Error::Failed(format!("ledger record {path} says seq {}, its name says {seq}", c.seq)));
+            }
+            state.commits.push(c);
+        }
+        Ok(state)
+    }
+
+    /// Commits a batch: `Err(CommitConflict)` when another run committed this `seq` first.
+    pub async fn commit(&self, c: &Commit) -> Result<()> {
+        let body = serde_json::to_vec_pretty(c).map_err(|e| Error::Internal(e.to_string()))?;
+        if self.wh.put_if_absent(&self.commit_path(c.seq), Bytes::from(body)).await? {
+            Ok(())
+        } else {
+            Err(Error::CommitConflict { stream: self.stream.clone(), seq: c.seq })
+        }
+    }
+
+    pub async fn mark_published(&self, seq: u64) -> Result<()> {
+        self.wh.put(&self.published_path(seq), Bytes::from_static(b"")).await
+    }
+
+    pub fn staging_prefix(&self, attempt: &str) -> String {
+        format!("{STAGING_DIR}/{}/{attempt}", self.stream)
+    }
+
+    pub fn dedup_path(&self, seq: u64, attempt: &str) -> String {
+        format!("{DEDUP_DIR}/{}/{seq:012}-{attempt}.keys", self.stream)
+    }
+
+    /// Deletes staged files and dedup-key files of attempts that never committed, once they
+    /// are older than `grace` (a younger one may belong to a run still in progress).
+    pub async fn collect_garbage(&self, state: &LedgerState, grace: chrono::Duration) -> Result<u64> {
+        let committed = state.attempts();
+        let cutoff = chrono::Utc::now() - grace;
+        let mut removed = 0;
+        let staging = format!("{STAGING_DIR}/{}", self.stream);
+        let dedup = format!("{DEDUP_DIR}/{}", self.stream);
+        for prefix in [&staging, &dedup] {
+            for meta in self.wh.list(prefix).await? {
+                let Some(rel) = self.wh.relative(&meta.location) else { continue };
+                let rest = rel.strip_prefix(prefix.as_str()).unwrap_or(rel).trim_start_matches('/');
+                // staging/<stream>/<attempt>/...   or   dedup/<stream>/<seq>-<attempt>.keys
+                let attempt = if prefix == &staging {
+                    rest.split('/').next().unwrap_or("")
+                } else {
+                    rest.trim_end_matches(".keys").split_once('-').map(|(_, a)| a).unwrap_or("")
+                };
+                // Committed attempts' staging is left to publish (which moves it away).
+                if committed.contains(attempt) || meta.last_modified > cutoff {
+                    continue;
+                }
+                self.wh.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Encodes dedup keys as little-endian u128s.
+pub fn encode_keys(keys: &[u128]) -> Bytes {
+    let mut out = Vec::with_capacity(keys.len() * 16);
+    for k in keys {
+        out.extend_from_slice(&k.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+pub fn decode_keys(b: &[u8]) -> Result<Vec<u128>> {
+    if b.len() % 16 != 0 {
+        return Err(Error::Failed("a dedup-key file has a partial key: the warehouse was changed by hand".into()));
+    }
+    Ok(b.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(seq: u64) -> Commit {
+        Commit {
+            stream: "s".into(),
+            seq,
+            attempt: format!("a{seq}"),
+            run_id: "r".into(),
+            committed_at: "now".into(),
+            objects: vec![ConsumedObject { key: format!("k{seq}"), size: 1, arrival_ms: 0, refused: None }],
+            files: vec![],
+            dedup_keys: String::new(),
+            max_arrival_ms: 0,
+            stats: BatchStats::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_one_commit_per_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let l = Ledger::new(wh, "s");
+        l.commit(&commit(1)).await.unwrap();
+        assert!(matches!(l.commit(&commit(1)).await, Err(Error::CommitConflict { seq: 1, .. })));
+        l.commit(&commit(2)).await.unwrap();
+        l.mark_published(1).await.unwrap();
+        let st = l.load().await.unwrap();
+        assert_eq!(st.next_seq(), 3);
+        assert!(st.published.contains(&1) && !st.published.contains(&2));
+        assert!(st.consumed().contains("k2"));
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let k = vec![1u128, u128::MAX, 42];
+        assert_eq!(decode_keys(&encode_keys(&k)).unwrap(), k);
+        assert!(decode_keys(&[0u8; 7]).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Results on stdout in the format asked for: an aligned table for people, CSV or JSON for
+//! programs. Logs and progress never come here (they go to stderr).
+
+use std::io::Write;
+
+use arrow::array::RecordBatch;
+use clap::ValueEnum;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned table for a terminal.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+pub fn write_batches(out: &mut dyn Write, format: Format, batches: &[RecordBatch]) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { what: "writing results".into(), source: e };
+    match format {
+        Format::Table => {
+            let t = arrow::util::pretty::pretty_format_batches(batches).map_err(Error::arrow("formatting results"))?;
+            writeln!(out, "{t}").map_err(io)?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" }).map_err(io)?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            for b in batches {
+                w.write(b).map_err(Error::arrow("writing CSV"))?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            w.write_batches(&batches.iter().collect::<Vec<_>>()).map_err(Error::arrow("writing JSON"))?;
+            w.finish().map_err(Error::arrow("writing JSON"))?;
+            writeln!(out).map_err(io)?;
+        }
+        Format::Ndjson => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+            w.write_batches(&batches.iter().collect::<Vec<_>>()).map_err(Error::arrow("writing JSON"))?;
+            w.finish().map_err(Error::arrow("writing JSON"))?;
+        }
+    }
+    out.flush().map_err(io)
+}

@@ -1,0 +1,396 @@
+//! `runner simulate`: realistic Firehose drops, deterministic for a seed and an end date.
+//!
+//! Tenants are created, add and remove users, update their plans; users log in and out and
+//! submit big-data jobs that terminate or are cancelled. Some tenants do the very minimum. The
+//! events then travel as they do in production: received a moment after they happen, delivered
+//! by Firehose in objects of about `object_size` bytes or 5 minutes, under the arrival hour of
+//! their oldest record, some late by hours or days, some delivered twice, a share in the legacy
+//! form or with the `tenantID` alias, a few invalid, framed in every way the contract allows,
+//! GZIP or not. With `noise`, error output, a stray file and a `.snappy` drop are added.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::store::Location;
+
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    pub tenants: usize,
+    pub users_per_tenant: usize,
+    pub days: u32,
+    pub end_date: NaiveDate,
+    pub seed: u64,
+    /// Share of events that arrive hours to days late.
+    pub late_share: f64,
+    /// Share of records Firehose delivers twice (and of objects delivered twice).
+    pub duplicate_share: f64,
+    pub gzip_share: f64,
+    pub invalid_share: f64,
+    pub legacy_share: f64,
+    pub object_size: usize,
+    pub noise: bool,
+}
+
+impl Default for SimulateOptions {
+    fn default() -> Self {
+        SimulateOptions {
+            tenants: 20,
+            users_per_tenant: 5,
+            days: 14,
+            end_date: Utc::now().date_naive(),
+            seed: 42,
+            late_share: 0.02,
+            duplicate_share: 0.01,
+            gzip_share: 0.5,
+            invalid_share: 0.001,
+            legacy_share: 0.02,
+            object_size: 1 << 20,
+            noise: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimulateSummary {
+    pub objects: u64,
+    /// Distinct valid events generated (what a perfect ingest writes).
+    pub events: u64,
+    /// Records written, duplicates and invalid ones included.
+    pub records: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+    pub bytes: u64,
+}
+
+const INDUSTRIES: [&str; 9] = ["gov", "health", "retail", "travel", "energy", "IT", "finance", "consulting", "service"];
+const STREAMS: [&str; 2] = ["companies", "bigdatajobs"];
+const BUFFER_MS: i64 = 300_000;
+
+struct Pending {
+    arrival_ms: i64,
+    text: String,
+}
+
+/// Packs records into Firehose objects for one stream.
+struct Packer {
+    stream: &'static str,
+    open: Vec<Pending>,
+    open_bytes: usize,
+    done: Vec<(String, Bytes)>,
+}
+
+pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSummary> {
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
+    let mut sum = SimulateSummary::default();
+    let start = o.end_date - Duration::days(i64::from(o.days.max(1)) - 1);
+    let day_ms = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+
+    struct Tenant {
+        id: String,
+        activity: f64,
+        created_day: u32,
+        users: Vec<String>,
+        next_user: usize,
+        fee: f64,
+    }
+    let mut tenants: Vec<Tenant> = (0..o.tenants)
+        .map(|i| {
+            let minimal = rng.random_bool(0.2);
+            Tenant {
+                id: format!("comp_{i}"),
+                activity: if minimal { rng.random_range(0.02..0.15) } else { rng.random_range(0.4..0.95) },
+                created_day: if rng.random_bool(0.7) { 0 } else { rng.random_range(0..o.days.max(1)) },
+                users: Vec::new(),
+                next_user: 0,
+                fee: f64::from(rng.random_range(100..1500)),
+            }
+        })
+        .collect();
+
+    let mut pending: [Vec<Pending>; 2] = [Vec::new(), Vec::new()];
+    let mut packers = STREAMS.map(|s| Packer { stream: s, open: Vec::new(), open_bytes: 0, done: Vec::new() });
+
+    for d in 0..o.days.max(1) {
+        let date = start + Duration::days(i64::from(d));
+        let t0 = day_ms(date);
+        for t in tenants.iter_mut() {
+            if d < t.created_day {
+                continue;
+            }
+            let mut emit = |rng: &mut ChaCha8Rng, stream: usize, at: i64, mut ev: Value, sum: &mut SimulateSummary| {
+                let received = at + rng.random_range(100..5_000);
+                let late = rng.random_bool(o.late_share);
+                let arrival =
+                    received + if late { rng.random_range(3_600_000..72 * 3_600_000) } else { rng.random_range(0..60_000) };
+                let legacy = rng.random_bool(o.legacy_share);
+                let obj = ev.as_object_mut().expect("object");
+                let kind = obj["event_type"].as_str().unwrap_or_default().to_string();
+                if legacy && kind == "job_submitted" {
+                    // The old producers' bare job record: no event_type, no event_id.
+                    obj.retain(|k, _| matches!(k.as_str(), "companyID" | "userID" | "nbJobs" | "creationDate"));
+                } else if legacy && kind == "tenant_updated" {
+                    obj.remove("event_type");
+                    obj.remove("event_id");
+                    obj.insert("job30".into(), json!(rng.random_range(0..40)));
+                    obj.insert("job90".into(), json!(rng.random_range(0..120)));
+                } else {
+                    obj.insert("event_id".into(), json!(uuid(rng)));
+                    obj.insert("received_at".into(), json!(received));
+                }
+                if stream == 0 && rng.random_bool(0.05) {
+                    let id = obj.remove("companyID").expect("companyID");
+                    obj.insert("tenantID".into(), id);
+                }
+                let text = serde_json::to_string(&ev).expect("json");
+                sum.events += 1;
+                if rng.random_bool(o.duplicate_share) {
+                    sum.duplicates += 1;
+                    let again = arrival + rng.random_range(1_000..600_000);
+                    pending[stream].push(Pending { arrival_ms: again, text: text.clone() });
+                }
+                pending[stream].push(Pending { arrival_ms: arrival, text });
+            };
+            let at = |rng: &mut ChaCha8Rng, from_h: i64, to_h: i64| t0 + rng.random_range(from_h * 3_600_000..to_h * 3_600_000);
+
+            if d == t.created_day {
+                let ts = at(&mut rng, 0, 2);
+                let industry =
+                    if rng.random_bool(0.01) { "aerospace" } else { INDUSTRIES[rng.random_range(0..INDUSTRIES.len())] };
+                let revenu = rng.random_range(5_000..100_000);
+                let ev = json!({"event_type":"tenant_created","companyID":t.id,"creationDate":ts,"name":format!("Company {}", t.id),
+                    "industry":industry,"revenu":revenu,"employees":revenu / rng.random_range(2..5),"monthlyFee":t.fee,
+                    "totalFee":t.fee,"sentiment":(rng.random_range(-100..=100) as f64) / 100.0});
+                emit(&mut rng, 0, ts, ev, &mut sum);
+                for _ in 0..o.users_per_tenant {
+                    let u = format!("user_{}", t.next_user);
+                    t.next_user += 1;
+                    let ts = ts + rng.random_range(60_000..3_600_000);
+                    emit(
+                        &mut rng,
+                        0,
+                        ts,
+                        json!({"event_type":"user_added","companyID":t.id,"userID":u,"creationDate":ts}),
+                        &mut sum,
+                    );
+                    t.users.push(u);
+                }
+            } else if rng.random_bool(0.03) {
+                let ts = at(&mut rng, 8, 18);
+                t.fee = (t.fee * rng.random_range(0.8..1.3)).round();
+                let ev = json!({"event_type":"tenant_updated","companyID":t.id,"creationDate":ts,"monthlyFee":t.fee,"totalFee":t.fee * f64::from(d)});
+                emit(&mut rng, 0, ts, ev, &mut sum);
+            }
+            if d > t.created_day && !t.users.is_empty() && rng.random_bool(0.01) {
+                let ts = at(&mut rng, 9, 17);
+                let gone = t.users.remove(rng.random_range(0..t.users.len()));
+                emit(
+                    &mut rng,
+                    0,
+                    ts,
+                    json!({"event_type":"user_deleted","companyID":t.id,"userID":gone,"creationDate":ts}),
+                    &mut sum,
+                );
+                let u = format!("user_{}", t.next_user);
+                t.next_user += 1;
+                emit(
+                    &mut rng,
+                    0,
+                    ts + 60_000,
+                    json!({"event_type":"user_added","companyID":t.id,"userID":u,"creationDate":ts + 60_000}),
+                    &mut sum,
+                );
+                t.users.push(u);
+            }
+            for u in t.users.clone() {
+                if !rng.random_bool(t.activity) {
+                    continue;
+                }
+                let mut ts = at(&mut rng, 6, 18);
+                let session = uuid(&mut rng);
+                emit(
+                    &mut rng,
+                    0,
+                    ts,
+                    json!({"event_type":"user_login","companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
+                    &mut sum,
+                );
+                for _ in 0..rng.random_range(1..=6) {
+                    ts += rng.random_range(60_000..1_800_000);
+                    let job = format!("job_{}", uuid(&mut rng).split('-').next().unwrap_or("0"));
+                    let ev = json!({"event_type":"job_submitted","companyID":t.id,"userID":u,"jobID":job,
+                        "nbJobs":rng.random_range(1..=3),"dataSize":rng.random_range(1..100_000),"creationDate":ts});
+                    emit(&mut rng, 1, ts, ev, &mut sum);
+                    let end = ts + rng.random_range(10_000..3_600_000);
+                    let ev = if rng.random_bool(0.05) {
+                        json!({"event_type":"job_cancelled","companyID":t.id,"userID":u,"jobID":job,"creationDate":end})
+                    } else {
+                        let status = if rng.random_bool(0.9) { "succeeded" } else { "failed" };
+                        json!({"event_type":"job_terminated","companyID":t.id,"userID":u,"jobID":job,"status":status,
+                            "durationSec":(end - ts) / 1000,"creationDate":end})
+                    };
+                    emit(&mut rng, 1, end, ev, &mut sum);
+                }
+                ts += rng.random_range(60_000..7_200_000);
+                let off = if rng.random_bool(0.8) { "user_logoff" } else { "user_session_timeoff" };
+                emit(
+                    &mut rng,
+                    0,
+                    ts,
+                    json!({"event_type":off,"companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
+                    &mut sum,
+                );
+            }
+        }
+        // Everything arriving before tomorrow can be delivered: later days only add later arrivals.
+        let cutoff = day_ms(date + Duration::days(1));
+        for (s, p) in packers.iter_mut().enumerate() {
+            pending[s].sort_by_key(|e| e.arrival_ms);
+            let split = pending[s].partition_point(|e| e.arrival_ms < cutoff);
+            let ready: Vec<Pending> = pending[s].drain(..split).collect();
+            p.pack(ready, o, &mut rng, &mut sum);
+        }
+        write_done(out, &mut packers, &mut sum).await?;
+    }
+    for (s, p) in packers.iter_mut().enumerate() {
+        pending[s].sort_by_key(|e| e.arrival_ms);
+        let rest = std::mem::take(&mut pending[s]);
+        p.pack(rest, o, &mut rng, &mut sum);
+        p.close(o, &mut rng, &mut sum);
+    }
+    write_done(out, &mut packers, &mut sum).await?;
+    if o.noise {
+        write_noise(out, o, &mut rng, &mut sum).await?;
+    }
+    Ok(sum)
+}
+
+impl Packer {
+    fn pack(&mut self, events: Vec<Pending>, o: &SimulateOptions, rng: &mut ChaCha8Rng, sum: &mut SimulateSummary) {
+        for e in events {
+            if let Some(first) = self.open.first()
+                && (self.open_bytes >= o.object_size || e.arrival_ms - first.arrival_ms > BUFFER_MS)
+            {
+                self.close(o, rng, sum);
+            }
+            self.open_bytes += e.text.len() + 1;
+            self.open.push(e);
+        }
+    }
+
+    fn close(&mut self, o: &SimulateOptions, rng: &mut ChaCha8Rng, sum: &mut SimulateSummary) {
+        if self.open.is_empty() {
+            return;
+        }
+        let first = self.open[0].arrival_ms;
+        let mut records: Vec<String> = self.open.drain(..).map(|e| e.text).collect();
+        self.open_bytes = 0;
+        // Each record has an `invalid_share` chance of a bad neighbour.
+        let bad = (0..records.len()).filter(|_| rng.random_bool(o.invalid_share)).count();
+        for _ in 0..bad {
+            let rec = invalid_record(self.stream, rng);
+            records.insert(rng.random_range(0..=records.len()), rec);
+        }
+        sum.invalid += bad as u64;
+        sum.records += records.len() as u64;
+        // Framing, as producers and Firehose actually lay records out.
+        let framing = rng.random_range(0..100);
+        let mut body = match framing {
+            0..80 => records.join("\n") + "\n",
+            80..88 => records.concat(),
+            88..93 => records.join("\r\n") + "\r\n",
+            93..97 => records.join("\n\n") + "\n",
+            _ => records.join("\n"),
+        }
+        .into_bytes();
+        let gzip = rng.random_bool(o.gzip_share);
+        if gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&body).expect("in-memory gzip");
+            body = gz.finish().expect("in-memory gzip");
+        }
+        let key = drop_key(self.stream, first, &uuid(rng), if gzip { ".gz" } else { "" });
+        let body = Bytes::from(body);
+        if rng.random_bool(o.duplicate_share) {
+            // Firehose retried the delivery: the same object again under a new uuid.
+            let again = drop_key(self.stream, first + 1_000, &uuid(rng), if gzip { ".gz" } else { "" });
+            sum.duplicates += records.len() as u64;
+            sum.records += records.len() as u64;
+            self.done.push((again, body.clone()));
+        }
+        self.done.push((key, body));
+    }
+}
+
+async fn write_done(out: &Location, packers: &mut [Packer; 2], sum: &mut SimulateSummary) -> Result<()> {
+    let mut objects = Vec::new();
+    for p in packers.iter_mut() {
+        for (key, body) in p.done.drain(..) {
+            objects.push((format!("raw/{}/{key}", p.stream), body));
+        }
+    }
+    sum.objects += objects.len() as u64;
+    sum.bytes += objects.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let results: Vec<Result<()>> = futures::stream::iter(objects)
+        .map(|(k, b)| async move { out.put(&out.child(&k), b).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// `YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid><ext>`, as Firehose names objects.
+pub fn drop_key(stream: &str, arrival_ms: i64, uuid: &str, ext: &str) -> String {
+    let t = DateTime::<Utc>::from_timestamp_millis(arrival_ms).expect("valid time");
+    format!("{}/{stream}-1-{}-{uuid}{ext}", t.format("%Y/%m/%d/%H"), t.format("%Y-%m-%d-%H-%M-%S"))
+}
+
+fn uuid(rng: &mut ChaCha8Rng) -> String {
+    uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string()
+}
+
+fn invalid_record(stream: &str, rng: &mut ChaCha8Rng) -> String {
+    let (t, u) = if stream == "bigdatajobs" { ("job_submitted", "userID") } else { ("user_login", "userID") };
+    match rng.random_range(0..6) {
+        0 => "this is not json".to_string(),
+        1 => "[1,2,3]".to_string(),
+        2 => format!(r#"{{"event_type":"{t}","{u}":"user_0","creationDate":1700000000000}}"#),
+        3 => r#"{"event_type":"tenant_exploded","companyID":"comp_0"}"#.to_string(),
+        4 => format!(r#"{{"event_type":"{t}","companyID":"comp_0","{u}":"user_0","nbJobs":"two","creationDate":"yesterday"}}"#),
+        _ => format!(r#"{{"event_type":"{t}","companyID":"comp_0","{u}":"user_0","creationDate":1700000000}}"#),
+    }
+}
+
+async fn write_noise(out: &Location, o: &SimulateOptions, rng: &mut ChaCha8Rng, sum: &mut SimulateSummary) -> Result<()> {
+    let t = o.end_date.and_hms_opt(12, 0, 0).expect("noon").and_utc().timestamp_millis();
+    for stream in STREAMS {
+        let failed = format!("raw/{stream}/processing-failed/{}", drop_key(stream, t, &uuid(rng), ""));
+        let rec = json!({"attemptsMade":4,"arrivalTimestamp":t,"errorCode":"Lambda.FunctionError",
+            "errorMessage":"The Lambda function was successfully invoked but it returned an error result.","rawData":"eyJ4IjoxfQ=="});
+        out.put(&out.child(&failed), Bytes::from(rec.to_string() + "\n")).await?;
+        out.put(&out.child(&format!("raw/{stream}/README.txt")), Bytes::from_static(b"dropped here by hand\n")).await?;
+        let snappy = format!("raw/{stream}/{}", drop_key(stream, t, &uuid(rng), ".snappy"));
+        out.put(&out.child(&snappy), Bytes::from_static(b"\xff\x06\x00\x00sNaPpY")).await?;
+        sum.objects += 3;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_firehose_layout() {
+        let k = drop_key("bigdatajobs", 1_763_643_912_000, "5f0c3e1a-8d0b-4a51-9b7e-0d3f4c2a9e11", ".gz");
+        assert_eq!(k, "2025/11/20/13/bigdatajobs-1-2025-11-20-13-05-12-5f0c3e1a-8d0b-4a51-9b7e-0d3f4c2a9e11.gz");
+        assert!(matches!(crate::source::classify(&k), crate::source::KeyKind::Drop(_)));
+    }
+}

@@ -1,0 +1,172 @@
+//! Object storage: every byte the runner reads or writes goes through `object_store`.
+//!
+//! A [`Location`] is a store plus a root path inside it, made from a URL (`file:///...` for the
+//! embedded default, `s3://bucket/prefix/` in the cloud). Nothing above this module knows which
+//! one it has; that is what lets the same pipeline run on a laptop and on S3.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A folder in an object store.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// The URL of the store's root (`file:///`, `s3://bucket/`): DataFusion registers stores by it.
+    pub store_url: Url,
+    /// The folder, relative to the store root.
+    pub root: Path,
+    /// The folder's full URL, ending in `/`.
+    pub url: String,
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Result<Location> {
+        let parsed = Url::parse(url).map_err(|e| Error::Usage(format!("`{url}` is not a valid URL: {e}")))?;
+        let (store, root): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
+            "file" => {
+                // LocalFileSystem rooted at `/`, so paths are absolute and DataFusion can share it.
+                let fs = object_store::local::LocalFileSystem::new();
+                let path = parsed.to_file_path().map_err(|_| Error::Usage(format!("`{url}` is not a local path")))?;
+                let root =
+                    Path::from_absolute_path(&path).map_err(|e| Error::Usage(format!("`{url}` is not a usable path: {e}")))?;
+                (Arc::new(fs), root)
+            }
+            _ => {
+                let (store, root) =
+                    object_store::parse_url_opts(&parsed, std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)))
+                        .map_err(Error::store(format!("opening {url}")))?;
+                (Arc::from(store), root)
+            }
+        };
+        let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut url = url.to_string();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        Ok(Location { store, store_url, root, url })
+    }
+
+    /// A sub-folder.
+    pub fn join(&self, rel: &str) -> Location {
+        let mut url = format!("{}{}", self.url, rel.trim_matches('/'));
+        url.push('/');
+        Location { store: self.store.clone(), store_url: self.store_url.clone(), root: self.child(rel), url }
+    }
+
+    /// The store path of `rel` (slash-separated, already-safe segments) under this folder.
+    pub fn child(&self, rel: &str) -> Path {
+        let mut p = self.root.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(seg);
+        }
+        p
+    }
+
+    /// Path of an object relative to this folder (`None` when it is outside).
+    pub fn relative<'a>(&self, p: &'a Path) -> Option<&'a str> {
+        let root = self.root.as_ref();
+        let s = p.as_ref();
+        if root.is_empty() {
+            return Some(s);
+        }
+        s.strip_prefix(root).and_then(|r| r.strip_prefix('/'))
+    }
+
+    /// Every object below this folder (recursive). A folder that does not exist is empty.
+    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.child(rel);
+        let res: std::result::Result<Vec<ObjectMeta>, _> = self.store.list(Some(&prefix)).try_collect().await;
+        match res {
+            Ok(v) => Ok(v),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(Error::Store { what: format!("listing {}{}", self.url, rel), source: e }),
+        }
+    }
+
+    pub async fn get(&self, p: &Path) -> Result<Bytes> {
+        let r = self.store.get(p).await.map_err(Error::store(format!("reading {p}")))?;
+        r.bytes().await.map_err(Error::store(format!("reading {p}")))
+    }
+
+    /// Reads an object, `None` when it does not exist.
+    pub async fn get_opt(&self, p: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(p).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(Error::store(format!("reading {p}")))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::Store { what: format!("reading {p}"), source: e }),
+        }
+    }
+
+    pub async fn put(&self, p: &Path, data: Bytes) -> Result<()> {
+        self.store.put(p, PutPayload::from_bytes(data)).await.map_err(Error::store(format!("writing {p}")))?;
+        Ok(())
+    }
+
+    /// Creates an object only if absent: `Ok(false)` when it already exists. This is the
+    /// commit primitive (a local hard link, or a conditional PUT with `If-None-Match` on S3).
+    pub async fn put_if_absent(&self, p: &Path, data: Bytes) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(p, PutPayload::from_bytes(data), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::Store { what: format!("creating {p}"), source: e }),
+        }
+    }
+
+    pub async fn exists(&self, p: &Path) -> Result<bool> {
+        match self.store.head(p).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::Store { what: format!("checking {p}"), source: e }),
+        }
+    }
+
+    /// Deletes an object; one already gone is fine.
+    pub async fn delete(&self, p: &Path) -> Result<()> {
+        match self.store.delete(p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Store { what: format!("deleting {p}"), source: e }),
+        }
+    }
+
+    /// Moves `from` to `to` (an atomic rename locally, copy + delete on S3). Idempotent for
+    /// roll-forward: when `from` is gone and `to` exists, the move already happened.
+    pub async fn move_object(&self, from: &Path, to: &Path) -> Result<()> {
+        match self.store.rename(from, to).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.exists(to).await? => Ok(()),
+            Err(e) => Err(Error::Store { what: format!("moving {from} to {to}"), source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_if_absent_is_exclusive_and_move_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::to_url(dir.path(), ".").unwrap();
+        let loc = Location::parse(&url).unwrap();
+        let p = loc.child("a/b.json");
+        assert!(loc.put_if_absent(&p, Bytes::from_static(b"1")).await.unwrap());
+        assert!(!loc.put_if_absent(&p, Bytes::from_static(b"2")).await.unwrap());
+        assert_eq!(loc.get(&p).await.unwrap(), Bytes::from_static(b"1"));
+        let q = loc.child("c/d.json");
+        loc.move_object(&p, &q).await.unwrap();
+        loc.move_object(&p, &q).await.unwrap();
+        assert!(!loc.exists(&p).await.unwrap() && loc.exists(&q).await.unwrap());
+        assert_eq!(loc.list("a").await.unwrap().len(), 0);
+        assert_eq!(loc.list("nope").await.unwrap().len(), 0);
+        assert_eq!(loc.relative(&q), Some("c/d.json"));
+    }
+}
