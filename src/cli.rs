@@ -118,6 +118,9 @@ pub struct SimulateArgs {
     /// Target object size in bytes (uncompressed).
     #[arg(long, default_value_t = 1 << 20)]
     pub object_size: usize,
+    /// Firehose buffer interval in seconds (an object closes after this long; 0-900).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=900))]
+    pub buffer_seconds: u32,
     /// Also write Firehose error output, a stray file and a `.snappy` drop per stream.
     #[arg(long)]
     pub noise: bool,
@@ -156,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 invalid_share: share("invalid-share", a.invalid_share)?,
                 legacy_share: share("legacy-share", a.legacy_share)?,
                 object_size: a.object_size.max(1),
+                buffer_seconds: a.buffer_seconds,
                 noise: a.noise,
             };
             let s = simulate(&out, &o).await?;

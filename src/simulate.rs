@@ -36,6 +36,8 @@ pub struct SimulateOptions {
     pub invalid_share: f64,
     pub legacy_share: f64,
     pub object_size: usize,
+    /// Firehose buffer interval: an object closes after this long (0-900 s in Firehose).
+    pub buffer_seconds: u32,
     pub noise: bool,
 }
 
@@ -53,6 +55,7 @@ impl Default for SimulateOptions {
             invalid_share: 0.001,
             legacy_share: 0.02,
             object_size: 1 << 20,
+            buffer_seconds: 300,
             noise: false,
         }
     }
@@ -72,7 +75,6 @@ pub struct SimulateSummary {
 
 const INDUSTRIES: [&str; 9] = ["gov", "health", "retail", "travel", "energy", "IT", "finance", "consulting", "service"];
 const STREAMS: [&str; 2] = ["companies", "bigdatajobs"];
-const BUFFER_MS: i64 = 300_000;
 
 struct Pending {
     arrival_ms: i64,
@@ -276,7 +278,7 @@ impl Packer {
     fn pack(&mut self, events: Vec<Pending>, o: &SimulateOptions, rng: &mut ChaCha8Rng, sum: &mut SimulateSummary) {
         for e in events {
             if let Some(first) = self.open.first()
-                && (self.open_bytes >= o.object_size || e.arrival_ms - first.arrival_ms > BUFFER_MS)
+                && (self.open_bytes >= o.object_size || e.arrival_ms - first.arrival_ms > i64::from(o.buffer_seconds) * 1000)
             {
                 self.close(o, rng, sum);
             }

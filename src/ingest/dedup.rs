@@ -5,7 +5,7 @@
 //! drop it is about to read, and adds each new batch's keys as it commits. Memory is 16 bytes a
 //! key: a week of the seed's sizing is a few MB.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::Result;
@@ -30,10 +30,11 @@ impl Hasher for KeyHasher {
     }
 }
 
-pub type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+/// Key -> arrival (epoch ms) of the drop it was first seen in.
+pub type KeyMap = HashMap<u128, i64, BuildHasherDefault<KeyHasher>>;
 
 pub struct DedupIndex {
-    seen: KeySet,
+    seen: KeyMap,
     batches: VecDeque<(i64, Vec<u128>)>,
     horizon_ms: i64,
 }
@@ -42,19 +43,30 @@ impl DedupIndex {
     /// Loads the keys of committed batches that can still hold duplicates of drops arriving
     /// at `from_ms` or later.
     pub async fn load(wh: &Location, state: &LedgerState, horizon_ms: i64, from_ms: i64) -> Result<DedupIndex> {
-        let mut idx = DedupIndex { seen: KeySet::default(), batches: VecDeque::new(), horizon_ms };
+        let mut idx = DedupIndex { seen: KeyMap::default(), batches: VecDeque::new(), horizon_ms };
         for c in state.commits.iter().filter(|c| c.max_arrival_ms >= from_ms.saturating_sub(horizon_ms)) {
             let bytes = wh.get(&wh.child(&c.dedup_keys)).await?;
             let keys = decode_keys(&bytes)?;
-            idx.seen.extend(keys.iter().copied());
+            idx.seen.extend(keys.iter().map(|k| (*k, c.max_arrival_ms)));
             idx.batches.push_back((c.max_arrival_ms, keys));
         }
         Ok(idx)
     }
 
-    /// True when `key` was not seen before (and records it as seen).
-    pub fn insert(&mut self, key: u128) -> bool {
-        self.seen.insert(key)
+    /// True when `key` was not seen within the horizon before a drop arriving at `arrival_ms`
+    /// (and records it as seen then).
+    pub fn insert(&mut self, key: u128, arrival_ms: i64) -> bool {
+        match self.seen.get_mut(&key) {
+            Some(seen) if *seen >= arrival_ms - self.horizon_ms => false,
+            Some(seen) => {
+                *seen = arrival_ms;
+                true
+            }
+            None => {
+                self.seen.insert(key, arrival_ms);
+                true
+            }
+        }
     }
 
     /// Records a committed batch's keys (already inserted) and forgets batches that fell out
@@ -68,7 +80,10 @@ impl DedupIndex {
             }
             let (_, old) = self.batches.pop_front().expect("front exists");
             for k in old {
-                self.seen.remove(&k);
+                // Only if no newer batch saw the key again.
+                if self.seen.get(&k).is_some_and(|t| *t < newest - self.horizon_ms) {
+                    self.seen.remove(&k);
+                }
             }
         }
     }
@@ -88,16 +103,17 @@ mod tests {
 
     #[test]
     fn keys_leave_after_the_horizon() {
-        let mut d = DedupIndex { seen: KeySet::default(), batches: VecDeque::new(), horizon_ms: 10 };
-        assert!(d.insert(1));
-        assert!(!d.insert(1));
+        let mut d = DedupIndex { seen: KeyMap::default(), batches: VecDeque::new(), horizon_ms: 10 };
+        assert!(d.insert(1, 0));
+        assert!(!d.insert(1, 0));
         d.committed(0, vec![1]);
-        assert!(d.insert(2));
-        d.committed(10, vec![2]);
-        assert!(!d.insert(1), "still inside the horizon");
-        assert!(d.insert(3));
-        d.committed(11, vec![3]);
-        assert!(d.insert(1), "batch 0 left the horizon");
-        assert_eq!(d.len(), 3);
+        assert!(d.insert(2, 10));
+        assert!(!d.insert(1, 10), "still inside the horizon");
+        assert!(d.insert(1, 11), "seen at 0, more than 10 before 11");
+        assert!(!d.insert(1, 12), "seen again at 11");
+        d.committed(11, vec![2, 1]);
+        assert!(d.insert(3, 30));
+        d.committed(30, vec![3]);
+        assert_eq!(d.len(), 1, "keys of batches 0 and 11 left the horizon");
     }
 }

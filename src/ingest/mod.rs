@@ -365,7 +365,7 @@ async fn write_batch(
             let ParsedObject { rows, days, keys: obj_keys, records, bytes_uncompressed, .. } = p;
             stats.records += records;
             stats.bytes_uncompressed += bytes_uncompressed;
-            let mask: BooleanArray = obj_keys.iter().map(|k| Some(dedup.insert(*k))).collect();
+            let mask: BooleanArray = obj_keys.iter().map(|k| Some(dedup.insert(*k, c.arrival_ms))).collect();
             let dups = obj_keys.len() - mask.true_count();
             stats.duplicates += dups as u64;
             for (i, k) in obj_keys.iter().enumerate() {

@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests: a workspace in a temporary folder that uses the
+//! repository's own schemas/ and jobs/, drops written in the Firehose layout, and queries.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use runner::config::Config;
+use runner::ingest::{self, IngestSummary};
+use runner::progress::Progress;
+use runner::workspace::Workspace;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub extra: String,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv::with_settings("")
+    }
+
+    /// `extra` is appended to runner.toml (e.g. an [ingest] section).
+    pub fn with_settings(extra: &str) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let env = TestEnv { dir, extra: extra.to_string() };
+        std::fs::write(env.config_path(), env.config_text()).unwrap();
+        env
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root().join("runner.toml")
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "warehouse = \"warehouse\"\njobs_dir = \"{REPO}/jobs\"\nschemas_dir = \"{REPO}/schemas\"\n\
+             [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n{}",
+            self.extra
+        )
+    }
+
+    pub fn workspace(&self) -> Workspace {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let cfg = Config::from_parts(Some(self.config_path()), &text, &[]).unwrap();
+        Workspace::open(cfg).unwrap()
+    }
+
+    pub fn drops(&self, stream: &str) -> PathBuf {
+        self.root().join("drops/raw").join(stream)
+    }
+
+    pub fn warehouse(&self) -> PathBuf {
+        self.root().join("warehouse")
+    }
+
+    /// Writes a drop under `YYYY/MM/DD/HH/` of `stream`; `n` makes the uuid unique.
+    pub fn put_drop(&self, stream: &str, hour: &str, n: u32, body: &[u8], gzip: bool) -> String {
+        let (date, h) = hour.split_once('T').unwrap();
+        let folder = format!("{}/{h}", date.replace('-', "/"));
+        let name = format!("{stream}-1-{date}-{h}-00-00-00000000-0000-4000-8000-{n:012}{}", if gzip { ".gz" } else { "" });
+        let rel = format!("{folder}/{name}");
+        self.put_raw(stream, &rel, &if gzip { gz(body) } else { body.to_vec() });
+        rel
+    }
+
+    pub fn put_raw(&self, stream: &str, rel: &str, body: &[u8]) {
+        let p = self.drops(stream).join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    pub async fn ingest(&self, stream: &str) -> IngestSummary {
+        let ws = self.workspace();
+        ingest::run(&ws, &format!("ingest_{stream}"), stream, &Progress::new(false)).await.unwrap()
+    }
+
+    /// Rows of a query as CSV lines (header first).
+    pub async fn query(&self, sql: &str) -> Vec<String> {
+        query_csv(&self.workspace(), sql).await
+    }
+}
+
+pub async fn query_csv(ws: &Workspace, sql: &str) -> Vec<String> {
+    let ctx = runner::engine::session(ws).await.unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    runner::output::write_batches(&mut out, runner::output::Format::Csv, &batches).unwrap();
+    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+}
+
+pub fn gz(body: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body).unwrap();
+    e.finish().unwrap()
+}
+
+/// Every file under the table folders of a warehouse (what a reader listing partitions sees).
+pub fn table_files(warehouse: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["job_events", "tenant_events", "quarantine"] {
+        let root = warehouse.join(table);
+        if !root.exists() {
+            continue;
+        }
+        for e in walk(&root) {
+            out.push(e.strip_prefix(warehouse).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() { v.extend(walk(&e)) } else { v.push(e) }
+    }
+    v
+}
