@@ -76,7 +76,12 @@ pub enum Command {
     },
     /// Run DataFusion SQL over every catalog table (filters on `dt` prune partitions).
     Query {
-        sql: String,
+        /// The SQL text (or use --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<String>,
+        /// Read the SQL from a file.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -272,7 +277,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             write_batches(&mut stdout, format, &[batch])?;
             Ok(exit::OK)
         }
-        Command::Query { sql, format } => {
+        Command::Query { sql, file, format } => {
+            let sql = match (sql, file) {
+                (Some(s), _) => s,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(&f).map_err(|e| Error::Usage(format!("cannot read SQL file {}: {e}", f.display())))?
+                }
+                (None, None) => return Err(Error::Usage("give the SQL or --file".into())),
+            };
             let ws = Workspace::open(config)?;
             let ctx = crate::engine::session(&ws).await?;
             let df = ctx.sql(&sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {e}")))?;

@@ -204,7 +204,7 @@ pub fn encode_keys(keys: &[u128]) -> Bytes {
 }
 
 pub fn decode_keys(b: &[u8]) -> Result<Vec<u128>> {
-    if b.len() % 16 != 0 {
+    if !b.len().is_multiple_of(16) {
         return Err(Error::Failed("a dedup-key file has a partial key: the warehouse was changed by hand".into()));
     }
     Ok(b.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))).collect())

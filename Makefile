@@ -1,0 +1,49 @@
+# One task file for people and CI (.ci/run calls `make test`).
+# Builds go to a target folder outside the clone so later clones reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/runner/target
+VENV ?= $(HOME)/.cache/runner/venv
+PY := $(VENV)/bin/python
+RUNNER := cargo run --quiet --
+
+.PHONY: demo test venv fmt lint check unit bench sample clean-warehouse
+
+## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
+demo:
+	$(RUNNER) run --all
+	$(RUNNER) query --file sql/queries/jobs_per_tenant_per_day.sql
+
+## The whole test suite: format, lint, offline validation, unit and integration tests.
+test: venv fmt lint
+	$(RUNNER) validate
+	RUNNER_TEST_PYTHON=$(PY) cargo test --all-targets
+
+## Python with pyarrow and duckdb: the independent readers of the tests and the benchmark.
+venv: $(VENV)/.ready
+$(VENV)/.ready:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb
+	touch $@
+
+fmt:
+	cargo fmt --all -- --check
+
+lint:
+	cargo clippy --all-targets -- -D warnings
+
+check:
+	cargo check --all-targets
+
+unit:
+	cargo test --lib
+
+## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
+bench: venv
+	PYTHON=$(PY) bash bench/ingest.sh
+
+## Regenerate the committed sample in data/drops (deterministic).
+sample:
+	rm -rf data/drops
+	$(RUNNER) simulate --out data/drops --tenants 25 --users-per-tenant 5 --days 14 --end-date 2026-11-20 --seed 42 --noise --buffer-seconds 900
+
+clean-warehouse:
+	rm -rf warehouse
