@@ -1,7 +1,9 @@
 //! The ingest ledger: which drops have been consumed, and which files each batch wrote.
 //!
-//!     <warehouse>/_runner/ledger/<stream>/<seq>.json        the commit record of batch <seq>
-//!     <warehouse>/_runner/ledger/<stream>/<seq>.published   its files are in place and registered
+//! ```text
+//! <warehouse>/_runner/ledger/<stream>/<seq>.json        the commit record of batch <seq>
+//! <warehouse>/_runner/ledger/<stream>/<seq>.published   its files are in place and registered
+//! ```
 //!
 //! A batch is committed exactly when its record exists. The record is created with a
 //! create-if-absent put, so of two runs that planned the same `seq` only one commits; the other

@@ -1,7 +1,9 @@
 //! The local catalog: JSON objects in the warehouse, one per table and one per partition.
 //!
-//!     <warehouse>/_runner/catalog/<table>/table.json
-//!     <warehouse>/_runner/catalog/<table>/partitions/<k>=<escaped v>.json
+//! ```text
+//! <warehouse>/_runner/catalog/<table>/table.json
+//! <warehouse>/_runner/catalog/<table>/partitions/<k>=<escaped v>.json
+//! ```
 //!
 //! One object per partition makes registration a single idempotent put with no read-modify-write,
 //! so concurrent writers and crash replays cannot lose each other's partitions. It lives in the

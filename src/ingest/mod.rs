@@ -17,10 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int32Array, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
-use arrow::compute::{SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use arrow::compute::{filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -386,13 +384,9 @@ async fn write_batch(
     stats.valid = kept_days.len() as u64;
 
     // Stage: one file per event date, rows sorted by companyID.
-    let mut files = Vec::new();
-    let schema = sc.file_schema();
-    let all = concat_batches(&schema, &kept).map_err(Error::arrow("concatenating batches"))?;
-    drop(kept);
-    files.extend(stage_partitions(ws, &staging, &sc.table, stream, seq, all, kept_days, sc.col_company).await?);
+    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company).await?;
     let (qbatch, qdays) = quarantine.finish()?;
-    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, qbatch, qdays, 1).await?);
+    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 1).await?);
 
     let dedup_keys = ledger.dedup_path(seq, &attempt);
     ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
@@ -417,8 +411,9 @@ async fn write_batch(
     Ok((commit, keys))
 }
 
-/// Sorts `rows` by (event date, sort column), writes one Parquet file per date into staging,
-/// and returns the ledger entries of the files.
+/// Writes one Parquet file per event date into staging, rows sorted by (date, sort column) and
+/// otherwise in arrival order, and returns the ledger entries of the files. Rows are sorted by
+/// reference and gathered one partition at a time, so the batch is never copied whole.
 #[allow(clippy::too_many_arguments)]
 async fn stage_partitions(
     ws: &Workspace,
@@ -426,59 +421,55 @@ async fn stage_partitions(
     table: &str,
     stream: &str,
     seq: u64,
-    rows: RecordBatch,
+    batches: Vec<RecordBatch>,
     days: Vec<i32>,
     sort_col: usize,
 ) -> Result<Vec<FileEntry>> {
-    if rows.num_rows() == 0 {
+    if days.is_empty() {
         return Ok(Vec::new());
     }
-    let days = Int32Array::from(days);
-    let idx = lexsort_to_indices(
-        &[
-            SortColumn { values: Arc::new(days.clone()) as ArrayRef, options: None },
-            SortColumn { values: rows.column(sort_col).clone(), options: None },
-        ],
-        None,
-    )
-    .map_err(Error::arrow("sorting rows"))?;
-    let rows = take_record_batch(&rows, &idx).map_err(Error::arrow("sorting rows"))?;
-    let days = arrow::compute::take(&days, &idx, None).map_err(Error::arrow("sorting rows"))?;
-    let days = days.as_primitive::<arrow::datatypes::Int32Type>();
-
-    let mut groups = Vec::new();
-    let mut start = 0;
-    for i in 1..=days.len() {
-        if i == days.len() || days.value(i) != days.value(start) {
-            groups.push((days.value(start), start, i - start));
-            start = i;
+    // (day, batch, row), stably sorted by day then the sort column's value.
+    let mut order: Vec<(i32, usize, usize)> = Vec::with_capacity(days.len());
+    let mut d = days.iter();
+    for (b, batch) in batches.iter().enumerate() {
+        for r in 0..batch.num_rows() {
+            order.push((*d.next().expect("a day per row"), b, r));
         }
     }
+    let keys: Vec<&arrow::array::StringArray> = batches.iter().map(|b| b.column(sort_col).as_string::<i32>()).collect();
+    order.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| keys[x.1].value(x.2).cmp(keys[y.1].value(y.2))));
+
+    let mut groups: Vec<(i32, Vec<(usize, usize)>)> = Vec::new();
+    for (day, b, r) in order {
+        match groups.last_mut() {
+            Some((d, rows)) if *d == day => rows.push((b, r)),
+            _ => groups.push((day, vec![(b, r)])),
+        }
+    }
+    let batches = Arc::new(batches);
     let wh = ws.warehouse.clone();
     let results = futures::stream::iter(groups.into_iter().enumerate())
-        .map(|(n, (day, off, len))| {
-            let slice = rows.slice(off, len);
+        .map(|(n, (day, rows))| {
             let wh = wh.clone();
+            let batches = batches.clone();
             let date = day_string(day);
             let staged = format!("{staging}/{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
             let path = format!("{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
             async move {
-                let data = tokio::task::spawn_blocking(move || encode_parquet(&slice))
-                    .await
-                    .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
+                let len = rows.len() as u64;
+                let data = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&RecordBatch> = batches.iter().collect();
+                    let part = interleave_record_batch(&refs, &rows).map_err(Error::arrow("gathering a partition"))?;
+                    encode_parquet(&part)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
                 let bytes = data.len() as u64;
                 wh.put(&wh.child(&staged), data).await?;
                 if n == 0 {
                     failpoint::hit("ingest.after_first_staged_file");
                 }
-                Ok::<_, Error>(FileEntry {
-                    table: table.to_string(),
-                    partition: vec![date],
-                    staged,
-                    path,
-                    rows: len as u64,
-                    bytes,
-                })
+                Ok::<_, Error>(FileEntry { table: table.to_string(), partition: vec![date], staged, path, rows: len, bytes })
             }
         })
         .buffered(ws.config.ingest.parallelism.max(1));
