@@ -311,7 +311,7 @@ fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> 
     }
     let u = |f: fn(&IngestSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
     let reasons: Vec<String> =
-        s.iter().map(|x| x.quarantined.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();
+        s.iter().map(|x| x.stats.quarantined.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();
     let schema = Schema::new(vec![
         Field::new("job", DataType::Utf8, false),
         Field::new("batches", DataType::UInt64, false),
@@ -333,15 +333,17 @@ fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> 
             Arc::new(StringArray::from_iter_values(s.iter().map(|x| x.job.as_str()))),
             u(|x| x.batches),
             u(|x| x.objects),
-            u(|x| x.records),
-            u(|x| x.valid),
-            u(|x| x.duplicates),
-            u(|x| x.quarantined_total()),
+            u(|x| x.stats.records),
+            u(|x| x.stats.valid),
+            u(|x| x.stats.duplicates),
+            u(|x| x.stats.quarantined_total()),
             Arc::new(StringArray::from(reasons)),
             u(|x| x.refused),
             u(|x| x.skipped_error_output + x.skipped_stray),
             u(|x| x.recovered_batches),
-            Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.bytes_uncompressed as f64 / 1e6 * 10.0).round() / 10.0))),
+            Arc::new(Float64Array::from_iter_values(
+                s.iter().map(|x| (x.stats.bytes_uncompressed as f64 / 1e6 * 10.0).round() / 10.0),
+            )),
             Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.seconds * 100.0).round() / 100.0))),
         ],
     )

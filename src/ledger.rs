@@ -58,6 +58,23 @@ pub struct BatchStats {
     pub bytes_uncompressed: u64,
 }
 
+impl BatchStats {
+    pub fn add(&mut self, s: &BatchStats) {
+        self.records += s.records;
+        self.valid += s.valid;
+        self.duplicates += s.duplicates;
+        self.bytes += s.bytes;
+        self.bytes_uncompressed += s.bytes_uncompressed;
+        for (k, v) in &s.quarantined {
+            *self.quarantined.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Commit {
     pub stream: String,

@@ -44,8 +44,8 @@ async fn every_framing_is_read_plain_and_gzip() {
         env.put_drop("bigdatajobs", H, i as u32 * 2 + 1, gz_ids.as_bytes(), true);
     }
     let s = env.ingest("bigdatajobs").await;
-    assert_eq!(s.quarantined_total(), 0, "{:?}", s.quarantined);
-    assert_eq!((s.objects, s.records, s.valid, s.duplicates), (12, 36, 36, 0));
+    assert_eq!(s.stats.quarantined_total(), 0, "{:?}", s.stats.quarantined);
+    assert_eq!((s.objects, s.stats.records, s.stats.valid, s.stats.duplicates), (12, 36, 36, 0));
     let rows = env.query("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM job_events").await;
     assert_eq!(rows, vec!["n,ids", "36,36"]);
 }
@@ -109,9 +109,9 @@ async fn every_invalid_kind_lands_in_quarantine_with_its_reason() {
     env.put_raw("bigdatajobs", "notes/readme.txt", b"hello");
 
     let s = env.ingest("bigdatajobs").await;
-    assert_eq!(s.valid, cases.len() as u64, "one bad record never costs its neighbours");
+    assert_eq!(s.stats.valid, cases.len() as u64, "one bad record never costs its neighbours");
     assert_eq!((s.refused, s.skipped_error_output, s.skipped_stray), (1, 1, 1));
-    assert_eq!(s.quarantined_total(), cases.len() as u64 + 2);
+    assert_eq!(s.stats.quarantined_total(), cases.len() as u64 + 2);
 
     let rows = env
         .query("SELECT byte_offset, reason_code, coalesce(field, '') AS field FROM quarantine WHERE byte_offset IS NOT NULL ORDER BY byte_offset")
@@ -127,7 +127,7 @@ async fn every_invalid_kind_lands_in_quarantine_with_its_reason() {
 
     // A rerun neither re-reads nor re-quarantines anything.
     let again = env.ingest("bigdatajobs").await;
-    assert_eq!((again.objects, again.refused, again.quarantined_total()), (0, 0, 0));
+    assert_eq!((again.objects, again.refused, again.stats.quarantined_total()), (0, 0, 0));
     assert_eq!(env.query("SELECT count(*) AS n FROM quarantine").await, vec!["n", &format!("{}", cases.len() + 2)]);
 }
 
@@ -175,7 +175,7 @@ async fn duplicates_across_objects_and_runs_and_by_content() {
     // with other spacing and key order: one event each.
     env.put_drop("bigdatajobs", H, 2, format!("{}{}{legacy_respaced}", job("a", "c1", T0), job("a", "c1", T0)).as_bytes(), true);
     let s = env.ingest("bigdatajobs").await;
-    assert_eq!((s.valid, s.duplicates), (3, 3));
+    assert_eq!((s.stats.valid, s.stats.duplicates), (3, 3));
     // A later run sees a re-delivery of an event from the first run.
     env.put_drop(
         "bigdatajobs",
@@ -185,7 +185,7 @@ async fn duplicates_across_objects_and_runs_and_by_content() {
         false,
     );
     let s = env.ingest("bigdatajobs").await;
-    assert_eq!((s.valid, s.duplicates), (1, 1));
+    assert_eq!((s.stats.valid, s.stats.duplicates), (1, 1));
     assert_eq!(
         env.query("SELECT coalesce(event_id, 'legacy') AS id, count(*) AS n FROM job_events GROUP BY 1 ORDER BY 1").await,
         vec!["id,n", "a,1", "b,1", "c,1", "legacy,1"]
@@ -201,7 +201,7 @@ async fn duplicates_older_than_the_horizon_are_not_checked() {
     env.put_drop("bigdatajobs", "2026-11-05T00", 3, job("a", "c1", T0).as_bytes(), false);
     let s = env.ingest("bigdatajobs").await;
     // Within a day: a duplicate. Four days later: outside the horizon, ingested again.
-    assert_eq!((s.valid, s.duplicates), (1, 1));
+    assert_eq!((s.stats.valid, s.stats.duplicates), (1, 1));
 }
 
 #[tokio::test]
@@ -256,7 +256,7 @@ async fn bounded_batches_give_the_same_tables_as_one_batch() {
     let s1 = one.ingest("bigdatajobs").await;
     let s2 = many.ingest("bigdatajobs").await;
     assert_eq!((s1.batches, s2.batches), (1, 4));
-    assert_eq!((s1.valid, s1.duplicates), (s2.valid, s2.duplicates));
+    assert_eq!((s1.stats.valid, s1.stats.duplicates), (s2.stats.valid, s2.stats.duplicates));
     let q = "SELECT event_id, companyID, dt FROM job_events ORDER BY event_id";
     assert_eq!(one.query(q).await, many.query(q).await);
 }

@@ -60,30 +60,11 @@ pub struct IngestSummary {
     pub refused: u64,
     pub skipped_error_output: u64,
     pub skipped_stray: u64,
-    pub records: u64,
-    pub valid: u64,
-    pub duplicates: u64,
-    pub quarantined: BTreeMap<String, u64>,
-    pub bytes: u64,
-    pub bytes_uncompressed: u64,
+    /// Records, valid, duplicates, quarantined by reason, bytes: summed over the run's batches.
+    #[serde(flatten)]
+    pub stats: BatchStats,
     pub files: u64,
     pub seconds: f64,
-}
-
-impl IngestSummary {
-    pub fn quarantined_total(&self) -> u64 {
-        self.quarantined.values().sum()
-    }
-    fn add(&mut self, s: &BatchStats) {
-        self.records += s.records;
-        self.valid += s.valid;
-        self.duplicates += s.duplicates;
-        self.bytes += s.bytes;
-        self.bytes_uncompressed += s.bytes_uncompressed;
-        for (k, v) in &s.quarantined {
-            *self.quarantined.entry(k.clone()).or_default() += v;
-        }
-    }
 }
 
 /// A drop (or refused object) not yet consumed.
@@ -225,14 +206,14 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
                 summary.objects += commit.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
                 summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
                 summary.files += commit.files.len() as u64;
-                summary.add(&commit.stats);
+                summary.stats.add(&commit.stats);
                 dedup.committed(commit.max_arrival_ms, keys);
                 for o in &commit.objects {
                     consumed.insert(o.key.clone());
                 }
                 state.published.insert(commit.seq);
                 state.commits.push(commit);
-                progress.records(summary.records);
+                progress.records(summary.stats.records);
             }
             Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
                 // Another run committed this seq: take its work into account and plan again.

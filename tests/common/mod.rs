@@ -117,7 +117,8 @@ pub fn table_files(warehouse: &Path) -> Vec<String> {
     out
 }
 
-fn walk(p: &Path) -> Vec<PathBuf> {
+/// Every file below a folder.
+pub fn walk(p: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(p).unwrap() {
         let e = e.unwrap().path();
