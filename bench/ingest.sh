@@ -22,7 +22,7 @@ if [ ! -f "$WORK/.simulated" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"
   echo "simulating $TENANTS tenants x $USERS users x $DAYS days into $WORK/drops ..." >&2
   "$BIN" simulate --out "$WORK/drops" --tenants "$TENANTS" --users-per-tenant "$USERS" --days "$DAYS" \
-    --end-date 2026-11-20 --seed 1
+    --end-date 2026-11-20 --seed 1 --invalid-share 0 --buffer-seconds 900
   touch "$WORK/.simulated"
 fi
 rm -rf "$WORK/warehouse" "$WORK/duckdb"
@@ -37,7 +37,7 @@ url = "drops/raw/bigdatajobs"
 TOML
 
 # Drop the page cache's advantage for whichever runs second: warm both by reading once.
-cat "$WORK"/drops/raw/*/*/*/*/*/* > /dev/null
+find "$WORK/drops" -type f -exec cat {} + > /dev/null
 
 "$PYTHON" bench/measure.py runner -- "$BIN" --config "$WORK/runner.toml" --quiet run --all --format json \
   > "$WORK/runner.json" 2> "$WORK/runner.err" || { cat "$WORK/runner.err"; exit 1; }

@@ -212,43 +212,44 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                 t.users.push(u);
             }
             for u in t.users.clone() {
-                if !rng.random_bool(t.activity) {
-                    continue;
-                }
-                let mut ts = at(&mut rng, 6, 18);
-                let session = uuid(&mut rng);
-                emit(
-                    &mut rng,
-                    0,
-                    ts,
-                    json!({"event_type":"user_login","companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
-                    &mut sum,
-                );
-                for _ in 0..rng.random_range(1..=6) {
-                    ts += rng.random_range(60_000..1_800_000);
-                    let job = format!("job_{}", uuid(&mut rng).split('-').next().unwrap_or("0"));
-                    let ev = json!({"event_type":"job_submitted","companyID":t.id,"userID":u,"jobID":job,
+                // An active user works one or two sessions a day (morning, afternoon).
+                let sessions = if rng.random_bool(t.activity) { 1 + u32::from(rng.random_bool(0.5)) } else { 0 };
+                for s in 0..sessions {
+                    let mut ts = if s == 0 { at(&mut rng, 6, 11) } else { at(&mut rng, 13, 17) };
+                    let session = uuid(&mut rng);
+                    emit(
+                        &mut rng,
+                        0,
+                        ts,
+                        json!({"event_type":"user_login","companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
+                        &mut sum,
+                    );
+                    for _ in 0..rng.random_range(1..=6) {
+                        ts += rng.random_range(60_000..1_800_000);
+                        let job = format!("job_{}", uuid(&mut rng).split('-').next().unwrap_or("0"));
+                        let ev = json!({"event_type":"job_submitted","companyID":t.id,"userID":u,"jobID":job,
                         "nbJobs":rng.random_range(1..=3),"dataSize":rng.random_range(1..100_000),"creationDate":ts});
-                    emit(&mut rng, 1, ts, ev, &mut sum);
-                    let end = ts + rng.random_range(10_000..3_600_000);
-                    let ev = if rng.random_bool(0.05) {
-                        json!({"event_type":"job_cancelled","companyID":t.id,"userID":u,"jobID":job,"creationDate":end})
-                    } else {
-                        let status = if rng.random_bool(0.9) { "succeeded" } else { "failed" };
-                        json!({"event_type":"job_terminated","companyID":t.id,"userID":u,"jobID":job,"status":status,
+                        emit(&mut rng, 1, ts, ev, &mut sum);
+                        let end = ts + rng.random_range(10_000..3_600_000);
+                        let ev = if rng.random_bool(0.05) {
+                            json!({"event_type":"job_cancelled","companyID":t.id,"userID":u,"jobID":job,"creationDate":end})
+                        } else {
+                            let status = if rng.random_bool(0.9) { "succeeded" } else { "failed" };
+                            json!({"event_type":"job_terminated","companyID":t.id,"userID":u,"jobID":job,"status":status,
                             "durationSec":(end - ts) / 1000,"creationDate":end})
-                    };
-                    emit(&mut rng, 1, end, ev, &mut sum);
+                        };
+                        emit(&mut rng, 1, end, ev, &mut sum);
+                    }
+                    ts += rng.random_range(60_000..7_200_000);
+                    let off = if rng.random_bool(0.8) { "user_logoff" } else { "user_session_timeoff" };
+                    emit(
+                        &mut rng,
+                        0,
+                        ts,
+                        json!({"event_type":off,"companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
+                        &mut sum,
+                    );
                 }
-                ts += rng.random_range(60_000..7_200_000);
-                let off = if rng.random_bool(0.8) { "user_logoff" } else { "user_session_timeoff" };
-                emit(
-                    &mut rng,
-                    0,
-                    ts,
-                    json!({"event_type":off,"companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
-                    &mut sum,
-                );
             }
         }
         // Everything arriving before tomorrow can be delivered: later days only add later arrivals.
