@@ -90,7 +90,7 @@ impl Default for IngestSettings {
     fn default() -> Self {
         IngestSettings {
             max_objects_per_batch: 256,
-            max_bytes_per_batch: 48 << 20,
+            max_bytes_per_batch: 64 << 20,
             dedup_horizon: Duration::from_secs(7 * 86_400),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }

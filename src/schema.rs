@@ -20,7 +20,7 @@ pub const COL_EVENT_TIME: &str = "event_time";
 pub const COL_EVENT_TYPE: &str = "event_type";
 pub const COL_LEGACY: &str = "legacy";
 pub const COL_SOURCE: &str = "source_object";
-/// The Hive partition column of every table the runner writes.
+/// The Hive partition column of the event tables (a `date`, written `dt=YYYY-MM-DD`).
 pub const PARTITION_COL: &str = "dt";
 
 /// A field type in the contract.

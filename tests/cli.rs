@@ -83,7 +83,7 @@ fn results_on_stdout_in_each_format() {
     let t = text(&tables.stdout);
     assert!(t.starts_with("table,partitions,location,description\n") && t.contains("job_events,1,"), "{t}");
     let d = runner(&env, &["describe", "job_events", "--format", "csv"]);
-    assert!(text(&d.stdout).contains("nbJobs,bigint,column\n") && text(&d.stdout).contains("dt,string,partition key"));
+    assert!(text(&d.stdout).contains("nbJobs,bigint,column\n") && text(&d.stdout).contains("dt,date,partition key"));
     assert_eq!(runner(&env, &["describe", "job_event"]).status.code(), Some(2));
 }
 

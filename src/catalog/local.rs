@@ -106,7 +106,7 @@ mod tests {
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let cat = LocalCatalog::new(wh.clone());
         let schema = Schema::new(vec![Field::new("companyID", DataType::Utf8, true)]);
-        let t = TableMeta::from_arrow("t", "test", wh.join("t").url, &schema, &["dt"]).unwrap();
+        let t = TableMeta::from_arrow("t", "test", wh.join("t").url, &schema, &[("dt", DataType::Date32)]).unwrap();
         cat.put_table(&t).await.unwrap();
         assert_eq!(cat.table("t").await.unwrap(), Some(t.clone()));
         assert_eq!(cat.tables().await.unwrap(), vec![t]);

@@ -42,13 +42,13 @@ pub struct TableMeta {
 }
 
 impl TableMeta {
-    /// A table from an Arrow schema of its data files plus string partition keys.
+    /// A table from an Arrow schema of its data files plus typed partition keys.
     pub fn from_arrow(
         name: &str,
         description: &str,
         location: String,
         schema: &Schema,
-        partition_keys: &[&str],
+        partition_keys: &[(&str, DataType)],
     ) -> Result<TableMeta> {
         let columns = schema
             .fields()
@@ -62,8 +62,8 @@ impl TableMeta {
             columns,
             partition_keys: partition_keys
                 .iter()
-                .map(|k| ColumnMeta { name: k.to_string(), ty: "string".into(), comment: String::new() })
-                .collect(),
+                .map(|(k, t)| Ok(ColumnMeta { name: k.to_string(), ty: glue_type(t)?, comment: String::new() }))
+                .collect::<Result<Vec<_>>>()?,
             format: "parquet".into(),
             parameters: BTreeMap::new(),
         })

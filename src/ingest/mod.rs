@@ -45,6 +45,9 @@ pub const QUARANTINE_TABLE: &str = "quarantine";
 /// Staging left by an attempt that never committed is removed after this long (a younger one
 /// may belong to a run still writing).
 const STAGING_GRACE_MINUTES: i64 = 60;
+/// GZIP'd JSON inflates about this much: batches are bounded by estimated uncompressed bytes,
+/// so memory does not depend on how full or how compressed the drops are.
+const GZIP_RATIO_ESTIMATE: u64 = 8;
 /// How often a run re-plans after another run committed the batch it planned.
 const MAX_COMMIT_CONFLICTS: u32 = 20;
 
@@ -102,7 +105,7 @@ async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
         &format!("Events of delivery stream `{stream}`, typed by schemas/events.toml, deduplicated, partitioned by event date"),
         ws.warehouse.join(&sc.table).url,
         &sc.file_schema(),
-        &[PARTITION_COL],
+        &[(PARTITION_COL, DataType::Date32)],
     )?;
     ws.catalog.put_table(&t).await?;
     let q = TableMeta::from_arrow(
@@ -110,7 +113,7 @@ async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
         "Records and objects ingest could not accept, with source, offset, raw text and reason; partitioned by arrival date",
         ws.warehouse.join(QUARANTINE_TABLE).url,
         &quarantine_schema(),
-        &[PARTITION_COL],
+        &[(PARTITION_COL, DataType::Date32)],
     )?;
     ws.catalog.put_table(&q).await
 }
@@ -184,12 +187,12 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
                 cursor += 1;
                 continue;
             }
-            if !batch.is_empty()
-                && (batch.len() >= settings.max_objects_per_batch || bytes + c.size > settings.max_bytes_per_batch)
+            let est = if c.compression == Compression::Gzip { c.size * GZIP_RATIO_ESTIMATE } else { c.size };
+            if !batch.is_empty() && (batch.len() >= settings.max_objects_per_batch || bytes + est > settings.max_bytes_per_batch)
             {
                 break;
             }
-            bytes += c.size;
+            bytes += est;
             batch.push(c.clone());
             cursor += 1;
         }
