@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Error, Result, exit};
-use crate::ingest::{self, IngestSummary};
+use crate::ingest::IngestSummary;
 use crate::job::JobKind;
 use crate::output::{Format, write_batches};
+use crate::pipeline::{Outcome, RunOptions, run_jobs};
 use crate::progress::Progress;
 use crate::simulate::{SimulateOptions, simulate};
 use crate::store::Location;
+use crate::transform::SqlSummary;
 use crate::workspace::Workspace;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -60,6 +62,35 @@ pub enum Command {
         /// Override ingest.max_objects_per_batch for this run.
         #[arg(long)]
         max_objects_per_batch: Option<usize>,
+        /// Logical time of the run: YYYY-MM-DD or RFC 3339 (SQL jobs run as of its UTC date). Default: now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<DateTime<Utc>>,
+        /// Plan and run the SQL, run the checks, list what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run a SQL job for each day from --from to --to (inclusive), in turn.
+    Backfill {
+        job: String,
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Each job's last run and how fresh its output is.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// The runs of one job, newest first.
+    History {
+        job: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// Write realistic Firehose drops (both streams) for testing and demos.
     Simulate(SimulateArgs),
@@ -185,6 +216,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
                 Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
             }
+            let problems = crate::sqlcheck::plan_all(&ws).await;
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                return Err(Error::Config {
+                    file: "jobs/, sql/".into(),
+                    message: format!("{} problem(s) found", problems.len()),
+                });
+            }
             eprintln!(
                 "ok: config {}, {} jobs, {} streams in schemas/events.toml",
                 ws.config.file_name(),
@@ -193,7 +234,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::Run { jobs, all, format, max_objects_per_batch } => {
+        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run } => {
             let mut config = config;
             if let Some(n) = max_objects_per_batch {
                 config.ingest.max_objects_per_batch = n.max(1);
@@ -206,17 +247,48 @@ pub async fn run(cli: Cli) -> Result<i32> {
             } else {
                 jobs
             };
-            let mut summaries = Vec::new();
-            for name in &names {
-                let job = ws.jobs.get(name)?;
-                match &job.kind {
-                    JobKind::Ingest { stream } => {
-                        let s = ingest::run(&ws, name, stream, &progress).await?;
-                        summaries.push(s);
-                    }
+            let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None }, &progress).await?;
+            print_outcomes(&mut stdout, format, &outcomes)?;
+            Ok(exit::OK)
+        }
+        Command::Backfill { job, from, to, format } => {
+            let ws = Workspace::open(config)?;
+            if from > to {
+                return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+            }
+            let j = ws.jobs.get(&job)?;
+            let JobKind::Sql(sj) = &j.kind else {
+                return Err(Error::Usage(format!("`{job}` is an ingest job: backfill is for SQL jobs")));
+            };
+            let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+            let mut outcomes = Vec::new();
+            if sj.incremental {
+                let opts = RunOptions {
+                    at: Some(to.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+                    dry_run: false,
+                    days: Some(days),
+                };
+                outcomes.push(crate::pipeline::run_job(&ws, j, &opts, &progress).await?);
+            } else {
+                for d in days {
+                    let opts = RunOptions { at: Some(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()), ..Default::default() };
+                    outcomes.push(crate::pipeline::run_job(&ws, j, &opts, &progress).await?);
                 }
             }
-            print_summaries(&mut stdout, format, &summaries)?;
+            print_outcomes(&mut stdout, format, &outcomes)?;
+            Ok(exit::OK)
+        }
+        Command::Status { format } => {
+            let ws = Workspace::open(config)?;
+            let batch = crate::history::status(&ws).await?;
+            write_batches(&mut stdout, format, &[batch])?;
+            Ok(exit::OK)
+        }
+        Command::History { job, limit, format } => {
+            let ws = Workspace::open(config)?;
+            ws.jobs.get(&job)?;
+            let batches = crate::history::history(&ws, &job, limit).await?;
+            write_batches(&mut stdout, format, &batches)?;
             Ok(exit::OK)
         }
         Command::Tables { format } => {
@@ -299,16 +371,63 @@ fn share(name: &str, v: f64) -> Result<f64> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(Error::Usage(format!("--{name} must be between 0 and 1, got {v}"))) }
 }
 
-fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> Result<()> {
+fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(d) = s.parse::<NaiveDate>() {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time (2026-11-20T13:05:00Z): {e}"))
+}
+
+/// The run summary: one table for ingest jobs and one for SQL jobs, or a JSON list of both.
+fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> Result<()> {
     if matches!(format, Format::Json | Format::Ndjson) {
         let text = if format == Format::Json {
-            serde_json::to_string_pretty(s)
+            serde_json::to_string_pretty(outcomes)
         } else {
-            s.iter().map(serde_json::to_string).collect::<std::result::Result<Vec<_>, _>>().map(|v| v.join("\n"))
+            outcomes.iter().map(serde_json::to_string).collect::<std::result::Result<Vec<_>, _>>().map(|v| v.join("\n"))
         }
         .map_err(|e| Error::Internal(e.to_string()))?;
         return writeln!(out, "{text}").map_err(|e| Error::Io { what: "writing the summary".into(), source: e });
     }
+    let ingest: Vec<IngestSummary> =
+        outcomes.iter().filter_map(|o| if let Outcome::Ingest(s) = o { Some(s.clone()) } else { None }).collect();
+    let sql: Vec<SqlSummary> =
+        outcomes.iter().filter_map(|o| if let Outcome::Sql(s) = o { Some(s.clone()) } else { None }).collect();
+    if !ingest.is_empty() {
+        print_summaries(out, format, &ingest)?;
+    }
+    if !sql.is_empty() {
+        print_sql_summaries(out, format, &sql)?;
+    }
+    Ok(())
+}
+
+fn print_sql_summaries(out: &mut dyn Write, format: Format, s: &[SqlSummary]) -> Result<()> {
+    let u = |f: fn(&SqlSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
+    let strs = |f: fn(&SqlSummary) -> String| Arc::new(StringArray::from_iter_values(s.iter().map(f))) as ArrayRef;
+    let span = |v: &[String]| match (v.first(), v.last()) {
+        (Some(a), Some(b)) if a != b => format!("{a} .. {b} ({})", v.len()),
+        (Some(a), _) => a.clone(),
+        _ => "nothing changed".into(),
+    };
+    let batch = RecordBatch::try_from_iter(vec![
+        ("job", strs(|x| x.job.clone())),
+        ("as_of", strs(|x| x.as_of.clone())),
+        ("periods", Arc::new(StringArray::from_iter_values(s.iter().map(|x| span(&x.periods)))) as ArrayRef),
+        ("rows_in", u(|x| x.rows_in)),
+        ("rows_out", u(|x| x.rows_out)),
+        ("partitions", u(|x| x.partitions.len() as u64)),
+        ("files", u(|x| x.files)),
+        ("written", strs(|x| if x.dry_run { "no (dry run)".into() } else { "published".into() })),
+        ("seconds", Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.seconds * 100.0).round() / 100.0))) as ArrayRef),
+    ])
+    .map_err(Error::arrow("building the summary"))?;
+    write_batches(out, format, &[batch])
+}
+
+fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> Result<()> {
     let u = |f: fn(&IngestSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
     let reasons: Vec<String> =
         s.iter().map(|x| x.stats.quarantined.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();

@@ -26,6 +26,7 @@ pub const ENV_PREFIX: &str = "RUNNER__";
 struct FileConfig {
     warehouse: Option<String>,
     jobs_dir: Option<String>,
+    sql_dir: Option<String>,
     schemas_dir: Option<String>,
     catalog: Option<CatalogFile>,
     #[serde(default)]
@@ -71,6 +72,7 @@ pub struct Config {
     /// Warehouse root URL (`file:///...` or `s3://...`).
     pub warehouse: String,
     pub jobs_dir: PathBuf,
+    pub sql_dir: PathBuf,
     pub schemas_dir: PathBuf,
     pub catalog: CatalogKind,
     /// Delivery stream name -> source root URL (the folder holding `YYYY/MM/DD/HH/`).
@@ -184,6 +186,7 @@ impl Config {
         Ok(Config {
             warehouse,
             jobs_dir: base_dir.join(fc.jobs_dir.as_deref().unwrap_or("jobs")),
+            sql_dir: base_dir.join(fc.sql_dir.as_deref().unwrap_or("sql")),
             schemas_dir: base_dir.join(fc.schemas_dir.as_deref().unwrap_or("schemas")),
             catalog: fc.catalog.map(|c| c.kind).unwrap_or(CatalogKind::Local),
             sources,

@@ -1,40 +1,83 @@
 //! The query engine: one DataFusion session over every table in the catalog.
 //!
 //! Each catalog table becomes a listing table over its location with its partition keys, so a
-//! filter on `dt` prunes whole partition folders before any file is opened. Identifiers are not
-//! lower-cased: the producers' column names (`companyID`, `nbJobs`) are written as they are.
+//! filter on `dt` prunes whole partition folders before any file is opened. A *versioned* table
+//! (a SQL job's output, see `transform`) keeps each partition's versions in `v=<run id>`
+//! folders: it is read as a view over the versions the catalog points at, so a reader never
+//! sees a version before it is published, nor two versions of one partition. Tables declared in
+//! `schemas/tables/` and not written yet read as empty. Identifiers are not lower-cased: the
+//! producers' column names (`companyID`, `nbJobs`) are written as they are.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 
 use crate::catalog::{TableMeta, arrow_type};
 use crate::error::{Error, Result};
+use crate::transform::{CURRENT_VERSION, VERSIONED, version_of};
 use crate::workspace::Workspace;
 
 /// A session with every catalog table registered.
 pub async fn session(ws: &Workspace) -> Result<SessionContext> {
-    let mut config = SessionConfig::new().with_information_schema(true);
-    config.options_mut().sql_parser.enable_ident_normalization = false;
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = new_context();
     ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
-    for t in ws.catalog.tables().await? {
-        register(&ctx, &t)?;
+    let tables = ws.catalog.tables().await?;
+    for t in &tables {
+        let versions = if t.parameters.get(VERSIONED).is_some_and(|v| v == "true") {
+            let mut v: BTreeSet<String> =
+                ws.catalog.partitions(&t.name).await?.iter().filter_map(|p| version_of(&p.location)).collect();
+            v.extend(t.parameters.get(CURRENT_VERSION).cloned());
+            Some(v)
+        } else {
+            None
+        };
+        register(&ctx, t, versions)?;
+    }
+    for (name, d) in &ws.declared {
+        if !tables.iter().any(|t| &t.name == name) {
+            let empty = MemTable::try_new(d.schema()?, vec![vec![]]).map_err(Error::df(format!("declaring table `{name}`")))?;
+            ctx.register_table(name.as_str(), Arc::new(empty)).map_err(Error::df(format!("declaring table `{name}`")))?;
+        }
     }
     Ok(ctx)
 }
 
-fn register(ctx: &SessionContext, t: &TableMeta) -> Result<()> {
+/// A session with the runner's SQL settings and no tables.
+pub fn new_context() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    config.options_mut().sql_parser.collect_spans = true;
+    SessionContext::new_with_config(config)
+}
+
+fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<String>>) -> Result<()> {
     let ctx_err = || format!("registering table `{}` at {}", t.name, t.location);
     let url = ListingTableUrl::parse(&t.location).map_err(Error::df(ctx_err()))?;
-    let partition_cols = t.partition_keys.iter().map(|k| Ok((k.name.clone(), arrow_type(&k.ty)?))).collect::<Result<Vec<_>>>()?;
+    let mut partition_cols =
+        t.partition_keys.iter().map(|k| Ok((k.name.clone(), arrow_type(&k.ty)?))).collect::<Result<Vec<_>>>()?;
+    if versions.is_some() {
+        partition_cols.push(("v".to_string(), arrow::datatypes::DataType::Utf8));
+    }
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partition_cols);
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(t.file_schema()?);
-    let table = ListingTable::try_new(config).map_err(Error::df(ctx_err()))?;
-    ctx.register_table(t.name.as_str(), Arc::new(table)).map_err(Error::df(ctx_err()))?;
-    Ok(())
+    let table = Arc::new(ListingTable::try_new(config).map_err(Error::df(ctx_err()))?);
+    match versions {
+        None => ctx.register_table(t.name.as_str(), table).map(|_| ()).map_err(Error::df(ctx_err())),
+        Some(versions) => {
+            // Only the published versions, without the `v` column.
+            let current: Vec<_> = versions.into_iter().map(lit).collect();
+            let columns: Vec<_> = t.columns.iter().chain(&t.partition_keys).map(|c| col(format!("\"{}\"", c.name))).collect();
+            let df = ctx.read_table(table).map_err(Error::df(ctx_err()))?;
+            let df = if current.is_empty() { df.filter(lit(false)) } else { df.filter(col("v").in_list(current, false)) }
+                .and_then(|df| df.select(columns))
+                .map_err(Error::df(ctx_err()))?;
+            ctx.register_table(t.name.as_str(), df.into_view()).map(|_| ()).map_err(Error::df(ctx_err()))
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! Job definitions: `jobs/*.toml` say what runs.
 //!
-//! A job is named after its file (`jobs/ingest_companies.toml` is job `ingest_companies`). Today
-//! a job is an ingest of one delivery stream; the SQL jobs of later issues add their own section.
-//! Unknown keys are errors naming the file and the key.
+//! A job is named after its file (`jobs/ingest_companies.toml` is job `ingest_companies`). A job
+//! is either an `[ingest]` of one delivery stream or a `[sql]` transform: input tables, a SQL file
+//! in `sql/`, the output table, its partition columns, the write mode, and `[checks]`. Jobs form
+//! a DAG: a job depends on the jobs that produce its inputs, plus any `depends_on`. Unknown keys
+//! are errors naming the file and the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,70 @@ use crate::schema::Contract;
 struct JobFile {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    depends_on: Vec<String>,
     ingest: Option<IngestSection>,
+    sql: Option<SqlSection>,
+    #[serde(default)]
+    checks: Checks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlSection {
+    file: String,
+    inputs: Vec<String>,
+    output: String,
+    #[serde(default)]
+    partition_by: Vec<String>,
+    #[serde(default)]
+    mode: WriteMode,
+    #[serde(default)]
+    incremental: bool,
+}
+
+/// How a SQL job's output replaces what was published before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Each partition the run produces replaces that partition; others stay.
+    #[default]
+    ReplacePartitions,
+    /// Rows are added to the partitions they belong to.
+    Append,
+    /// The run's output is the whole table: partitions it did not produce are dropped.
+    ReplaceTable,
+}
+
+/// Quality checks run on a job's output before it is published.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Columns that must have no NULL.
+    #[serde(default)]
+    pub not_null: Vec<String>,
+    /// Columns that together identify a row.
+    #[serde(default)]
+    pub unique: Vec<String>,
+    pub min_rows: Option<u64>,
+    pub max_rows: Option<u64>,
+    /// Column -> the only values it may hold (NULL is left to `not_null`).
+    #[serde(default)]
+    pub accepted_values: BTreeMap<String, Vec<String>>,
+}
+
+/// A SQL transform.
+#[derive(Debug, Clone)]
+pub struct SqlJob {
+    pub file: PathBuf,
+    pub sql: String,
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub partition_by: Vec<String>,
+    pub mode: WriteMode,
+    /// Run once per changed event day (`$dt`) instead of once per as-of date.
+    pub incremental: bool,
+    pub checks: Checks,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,10 +92,12 @@ struct IngestSection {
     stream: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum JobKind {
     /// Ingest new drops of a delivery stream into its typed table.
     Ingest { stream: String },
+    /// Run SQL over catalog tables and publish its output table.
+    Sql(Box<SqlJob>),
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +106,21 @@ pub struct Job {
     pub description: String,
     pub file: PathBuf,
     pub kind: JobKind,
+    /// Jobs that must run before this one (explicit, plus the producers of its inputs).
+    pub depends_on: Vec<String>,
+}
+
+impl Job {
+    /// The tables this job writes.
+    pub fn outputs(&self, contract: &Contract) -> Vec<String> {
+        match &self.kind {
+            JobKind::Ingest { stream } => {
+                let table = contract.streams.get(stream).map(|s| s.table.clone()).unwrap_or_default();
+                vec![table, crate::ingest::QUARANTINE_TABLE.to_string()]
+            }
+            JobKind::Sql(s) => vec![s.output.clone()],
+        }
+    }
 }
 
 /// Every job, by name.
@@ -65,8 +147,38 @@ impl Jobs {
             }
             let text = std::fs::read_to_string(&file).map_err(|e| cfg_err(e.to_string()))?;
             let jf: JobFile = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
-            let kind = match jf.ingest {
-                Some(i) => {
+            let kind = match (jf.ingest, jf.sql) {
+                (Some(_), Some(_)) => return Err(cfg_err("a job is either [ingest] or [sql], not both".into())),
+                (None, Some(q)) => {
+                    let sql_path = config.sql_dir.join(&q.file);
+                    let sql = std::fs::read_to_string(&sql_path).map_err(|e| {
+                        cfg_err(format!(
+                            "[sql] file `{}` cannot be read ({e}); paths are relative to the sql folder (`sql_dir`)",
+                            q.file
+                        ))
+                    })?;
+                    for c in jf.checks.not_null.iter().chain(&jf.checks.unique).chain(jf.checks.accepted_values.keys()) {
+                        if c.is_empty() {
+                            return Err(cfg_err("[checks] names an empty column".into()));
+                        }
+                    }
+                    if q.incremental && q.partition_by.as_slice() != ["dt"] {
+                        return Err(cfg_err(
+                            "`incremental = true` needs partition_by = [\"dt\"] (one run per changed day)".into(),
+                        ));
+                    }
+                    JobKind::Sql(Box::new(SqlJob {
+                        file: sql_path,
+                        sql,
+                        inputs: q.inputs,
+                        output: q.output,
+                        partition_by: q.partition_by,
+                        mode: q.mode,
+                        incremental: q.incremental,
+                        checks: jf.checks.clone(),
+                    }))
+                }
+                (Some(i), None) => {
                     contract.stream(&i.stream).map_err(|_| {
                         cfg_err(format!(
                             "[ingest] stream `{}` is not in schemas/events.toml (streams: {})",
@@ -77,11 +189,76 @@ impl Jobs {
                     config.source(&i.stream)?;
                     JobKind::Ingest { stream: i.stream }
                 }
-                None => return Err(cfg_err("a job needs a section saying what it runs: [ingest]".into())),
+                (None, None) => return Err(cfg_err("a job needs a section saying what it runs: [ingest] or [sql]".into())),
             };
-            jobs.insert(name.clone(), Job { name, description: jf.description, file, kind });
+            jobs.insert(name.clone(), Job { name, description: jf.description, file, kind, depends_on: jf.depends_on });
         }
-        Ok(Jobs { jobs })
+        // Dependencies: explicit ones, plus the producer of each input table.
+        let mut producer: BTreeMap<String, String> = BTreeMap::new();
+        for j in jobs.values() {
+            for t in j.outputs(contract) {
+                if t != crate::ingest::QUARANTINE_TABLE
+                    && let Some(other) = producer.insert(t.clone(), j.name.clone())
+                {
+                    return Err(Error::Config {
+                        file: j.file.display().to_string(),
+                        message: format!("table `{t}` is already written by job `{other}`: one table, one writer"),
+                    });
+                }
+            }
+        }
+        let names: Vec<String> = jobs.keys().cloned().collect();
+        for j in jobs.values_mut() {
+            for d in &j.depends_on {
+                if !names.contains(d) {
+                    return Err(Error::Config {
+                        file: j.file.display().to_string(),
+                        message: format!("depends_on names job `{d}`, which does not exist"),
+                    });
+                }
+            }
+            if let JobKind::Sql(s) = &j.kind {
+                for input in &s.inputs {
+                    if let Some(p) = producer.get(input)
+                        && p != &j.name
+                        && !j.depends_on.contains(p)
+                    {
+                        j.depends_on.push(p.clone());
+                    }
+                }
+            }
+        }
+        let out = Jobs { jobs };
+        out.order(&names)?;
+        Ok(out)
+    }
+
+    /// `names` in dependency order (each job after the jobs it depends on that are also named).
+    /// A cycle is a config error naming the jobs in it.
+    pub fn order(&self, names: &[String]) -> Result<Vec<&Job>> {
+        let mut done: Vec<&str> = Vec::new();
+        let mut left: Vec<&Job> = names.iter().map(|n| self.get(n)).collect::<Result<_>>()?;
+        while !left.is_empty() {
+            let before = left.len();
+            let mut i = 0;
+            while i < left.len() {
+                let ready = left[i].depends_on.iter().all(|d| done.contains(&d.as_str()) || !names.contains(d));
+                if ready {
+                    done.push(&left[i].name);
+                    left.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            if left.len() == before {
+                let cycle: Vec<&str> = left.iter().map(|j| j.name.as_str()).collect();
+                return Err(Error::Config {
+                    file: "jobs/".into(),
+                    message: format!("jobs depend on each other in a cycle: {}", cycle.join(" -> ")),
+                });
+            }
+        }
+        done.iter().map(|n| self.get(n)).collect()
     }
 
     pub fn get(&self, name: &str) -> Result<&Job> {

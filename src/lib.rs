@@ -8,23 +8,31 @@
 //! - [`source`]: which keys are Firehose drops; [`ingest`]: framing, validation, dedup, writing;
 //!   [`ledger`]: the commit log that makes ingest exactly once.
 //! - [`catalog`]: tables and partitions (local, Glue-shaped); [`engine`]: DataFusion over it.
+//! - [`transform`]: SQL jobs (write, [`checks`], publish); [`pipeline`]: runs jobs in DAG order
+//!   and records each in [`runs`] (`runner_runs`); [`sqlcheck`]: planning SQL offline.
 //! - [`simulate`]: realistic drops; [`cli`], [`output`], [`progress`]: the command line.
 
 pub mod catalog;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod history;
 pub mod ingest;
 pub mod job;
 pub mod ledger;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
+pub mod runs;
 pub mod schema;
 pub mod simulate;
 pub mod source;
+pub mod sqlcheck;
 pub mod store;
+pub mod transform;
 pub mod workspace;
 
 pub use error::{Error, Result};

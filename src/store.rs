@@ -80,6 +80,13 @@ impl Location {
         s.strip_prefix(root).and_then(|r| r.strip_prefix('/'))
     }
 
+    /// A URL under this folder, as a path relative to it.
+    pub fn relative_url(&self, url: &str) -> Result<String> {
+        url.strip_prefix(&self.url)
+            .map(|r| r.trim_end_matches('/').to_string())
+            .ok_or_else(|| Error::Internal(format!("{url} is not under {}", self.url)))
+    }
+
     /// Every object below this folder (recursive). A folder that does not exist is empty.
     pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.child(rel);

@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
-use crate::catalog::Catalog;
+use std::collections::BTreeMap;
+
 use crate::catalog::local::LocalCatalog;
+use crate::catalog::{Catalog, DeclaredTable};
 use crate::config::{CatalogKind, Config};
 use crate::error::Result;
 use crate::job::Jobs;
@@ -21,6 +23,8 @@ pub struct Workspace {
     pub jobs: Jobs,
     pub warehouse: Location,
     pub catalog: Arc<dyn Catalog>,
+    /// Tables declared in `schemas/tables/` (read as empty until a job writes them).
+    pub declared: BTreeMap<String, DeclaredTable>,
 }
 
 impl Workspace {
@@ -31,6 +35,7 @@ impl Workspace {
         let catalog: Arc<dyn Catalog> = match config.catalog {
             CatalogKind::Local => Arc::new(LocalCatalog::new(warehouse.clone())),
         };
-        Ok(Workspace { config, contract, jobs, warehouse, catalog })
+        let declared = DeclaredTable::load_all(&config.schemas_dir.join("tables"))?;
+        Ok(Workspace { config, contract, jobs, warehouse, catalog, declared })
     }
 }

@@ -31,6 +31,12 @@ impl LocalCatalog {
         self.warehouse.child(&format!("{CATALOG_DIR}/{}/table.json", hive_escape(name)))
     }
 
+    fn partition_path(&self, meta: &TableMeta, values: &[String]) -> object_store::path::Path {
+        let name: Vec<String> =
+            meta.partition_keys.iter().zip(values).map(|(k, v)| format!("{}={}", k.name, hive_escape(v))).collect();
+        self.warehouse.child(&format!("{CATALOG_DIR}/{}/partitions/{}.json", hive_escape(&meta.name), name.join(",")))
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| {
             Error::Failed(format!("catalog entry {what} is corrupt ({e}); delete it and run `runner run --all` to rebuild"))
@@ -79,6 +85,15 @@ impl Catalog for LocalCatalog {
         Ok(out)
     }
 
+    async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()> {
+        let Some(meta) = self.table(table).await? else { return Ok(()) };
+        for v in values {
+            let path = self.partition_path(&meta, v);
+            self.warehouse.delete(&path).await?;
+        }
+        Ok(())
+    }
+
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
         let meta = self
             .table(table)
@@ -112,7 +127,9 @@ mod tests {
         assert_eq!(cat.tables().await.unwrap(), vec![t]);
         let p = PartitionMeta { values: vec!["2026-11-20".into()], location: wh.join("t/dt=2026-11-20").url };
         cat.put_partitions("t", &[p.clone(), p.clone()]).await.unwrap();
-        assert_eq!(cat.partitions("t").await.unwrap(), vec![p]);
+        assert_eq!(cat.partitions("t").await.unwrap(), vec![p.clone()]);
+        cat.delete_partitions("t", std::slice::from_ref(&p.values)).await.unwrap();
+        assert!(cat.partitions("t").await.unwrap().is_empty());
         assert!(cat.put_partitions("nope", &[]).await.is_err());
     }
 }

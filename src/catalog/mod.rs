@@ -97,6 +97,51 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>>;
     /// Registers partitions (creating new ones, repointing existing ones).
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
+    /// Unregisters partitions by their values (absent ones are fine).
+    async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()>;
+}
+
+/// A table declared in `schemas/tables/*.toml`: read as empty until a job first writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredTable {
+    #[serde(default)]
+    pub description: String,
+    pub columns: Vec<ColumnMeta>,
+    #[serde(default)]
+    pub partition_keys: Vec<ColumnMeta>,
+}
+
+impl DeclaredTable {
+    /// Every `*.toml` in `dir`, by table name (the file stem). A missing folder declares nothing.
+    pub fn load_all(dir: &std::path::Path) -> Result<BTreeMap<String, DeclaredTable>> {
+        let mut out = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+        let mut files: Vec<_> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        files.sort();
+        for f in files {
+            let err = |m: String| Error::Config { file: f.display().to_string(), message: m };
+            let text = std::fs::read_to_string(&f).map_err(|e| err(e.to_string()))?;
+            let t: DeclaredTable = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+            for c in t.columns.iter().chain(&t.partition_keys) {
+                arrow_type(&c.ty).map_err(|e| err(format!("column `{}`: {e}", c.name)))?;
+            }
+            out.insert(f.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(), t);
+        }
+        Ok(out)
+    }
+
+    /// The Arrow schema a reader sees: columns, then partition keys.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        let fields = self
+            .columns
+            .iter()
+            .chain(&self.partition_keys)
+            .map(|c| Ok(Field::new(&c.name, arrow_type(&c.ty)?, true)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Schema::new(fields)))
+    }
 }
 
 /// The Hive/Athena type for an Arrow type the runner writes.

@@ -40,7 +40,7 @@ impl TestEnv {
 
     fn config_text(&self) -> String {
         format!(
-            "warehouse = \"warehouse\"\njobs_dir = \"{REPO}/jobs\"\nschemas_dir = \"{REPO}/schemas\"\n\
+            "warehouse = \"warehouse\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
              [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n{}",
             self.extra
         )

@@ -1,0 +1,55 @@
+-- tenants: the customer dataset, one row per tenant as of $as_of (a DATE), partitioned by as_of.
+--
+-- Windows, inclusive of the as-of date (all days are UTC event days, dt):
+--   job30 = jobs submitted (sum of nbJobs) on the 30 days dt in [$as_of - 29 days, $as_of]
+--   job90 = jobs submitted on the 90 days dt in [$as_of - 89 days, $as_of]
+-- They come from tenant_activity_daily, not from rescanning raw events.
+-- Profile fields (name, industry, revenu, employees, monthlyFee, totalFee) are each the latest
+-- non-null value from tenant_created / tenant_updated events up to the as-of date.
+-- users = users added minus users deleted up to the as-of date.
+-- activity_rank 1 is the least active tenant (fewest job30, then job90); minimal_activity marks
+-- the customers doing the very minimum (job30 < 5 or job90 < 20, the churn rule of the seed).
+WITH profile AS (
+    SELECT companyID,
+           last_value(name ORDER BY event_time)       FILTER (WHERE name IS NOT NULL)       AS name,
+           last_value(industry ORDER BY event_time)   FILTER (WHERE industry IS NOT NULL)   AS industry,
+           last_value(revenu ORDER BY event_time)     FILTER (WHERE revenu IS NOT NULL)     AS revenu,
+           last_value(employees ORDER BY event_time)  FILTER (WHERE employees IS NOT NULL)  AS employees,
+           last_value(monthlyFee ORDER BY event_time) FILTER (WHERE monthlyFee IS NOT NULL) AS monthlyFee,
+           last_value(totalFee ORDER BY event_time)   FILTER (WHERE totalFee IS NOT NULL)   AS totalFee
+    FROM tenant_events
+    WHERE dt <= $as_of
+      AND event_type IN ('tenant_created', 'tenant_updated')
+    GROUP BY companyID
+),
+activity AS (
+    SELECT companyID,
+           SUM(users_added) - SUM(users_deleted)                                        AS users,
+           MAX(last_event_at)                                                           AS last_activity_at,
+           SUM(jobs_submitted) FILTER (WHERE dt >= CAST($as_of AS DATE) - INTERVAL '29 days') AS job30,
+           SUM(jobs_submitted) FILTER (WHERE dt >= CAST($as_of AS DATE) - INTERVAL '89 days') AS job90
+    FROM tenant_activity_daily
+    WHERE dt <= $as_of
+    GROUP BY companyID
+),
+all_tenants AS (
+    SELECT companyID FROM profile
+    UNION
+    SELECT companyID FROM activity
+),
+joined AS (
+    SELECT t.companyID, p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
+           COALESCE(a.users, 0)  AS users,
+           a.last_activity_at,
+           COALESCE(a.job30, 0)  AS job30,
+           COALESCE(a.job90, 0)  AS job90
+    FROM all_tenants t
+    LEFT JOIN profile p  ON p.companyID = t.companyID
+    LEFT JOIN activity a ON a.companyID = t.companyID
+)
+SELECT CAST($as_of AS DATE) AS as_of,
+       companyID, name, industry, revenu, employees, monthlyFee, totalFee,
+       users, last_activity_at, job30, job90,
+       RANK() OVER (ORDER BY job30, job90)   AS activity_rank,
+       (job30 < 5 OR job90 < 20)             AS minimal_activity
+FROM joined

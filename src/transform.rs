@@ -1,0 +1,423 @@
+//! SQL jobs: run a job's SQL for a logical date, audit the output, publish it atomically.
+//!
+//! Write-audit-publish. The output of a run is written as a new *version* of each partition it
+//! produces (`<table>/<key>=<value>/v=<run id>/part-00000.parquet`), which no catalog reader
+//! sees. The job's `[checks]` run on that output; only if all pass does the catalog repoint each
+//! partition at its new version (one atomic put per partition; a batch update in Glue). A failed
+//! check or a crash leaves the previously published versions in place. Old versions are deleted
+//! after a grace period, so a query planned just before the switch still finds its files.
+//!
+//! Parameters reach the SQL as typed placeholders, never pasted into its text: `$as_of` (DATE,
+//! the run's logical date) and, for incremental jobs, `$dt` (DATE, the event day being rebuilt).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Schema};
+use bytes::Bytes;
+use chrono::{NaiveDate, Utc};
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{PartitionMeta, TableMeta};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ingest::encode_parquet;
+use crate::job::{Job, SqlJob, WriteMode};
+use crate::ledger::Ledger;
+use crate::workspace::Workspace;
+
+/// Catalog parameter marking a table whose partitions point at versions.
+pub const VERSIONED: &str = "runner.versioned";
+/// For an unpartitioned versioned table: the version readers see.
+pub const CURRENT_VERSION: &str = "runner.current_version";
+/// Old versions are deleted once replaced for this long.
+const VERSION_GRACE_MINUTES: i64 = 60;
+
+#[derive(Debug, Clone, Default)]
+pub struct SqlRunOptions {
+    pub as_of: Option<NaiveDate>,
+    pub dry_run: bool,
+    /// Rebuild exactly these days (backfill of an incremental job), ignoring what changed.
+    pub days: Option<Vec<NaiveDate>>,
+}
+
+/// What a SQL job run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SqlSummary {
+    pub job: String,
+    pub run_id: String,
+    pub as_of: String,
+    /// Days rebuilt (incremental jobs), or the as-of date.
+    pub periods: Vec<String>,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    pub files: u64,
+    pub partitions: Vec<String>,
+    pub dry_run: bool,
+    pub seconds: f64,
+}
+
+/// Incremental state: the ingest batches already seen, and days changed after an earlier as-of.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IncrementalState {
+    /// Stream -> highest ledger seq whose changes were rebuilt.
+    watermarks: BTreeMap<String, u64>,
+    /// Changed days later than the as-of date of the run that saw them.
+    pending: BTreeSet<NaiveDate>,
+}
+
+fn state_path(job: &str) -> String {
+    format!("_runner/jobs/{job}/state.json")
+}
+
+pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, run_id: &str) -> Result<SqlSummary> {
+    let started = Instant::now();
+    let as_of = opts.as_of.unwrap_or_else(|| Utc::now().date_naive());
+    let mut summary = SqlSummary {
+        job: job.name.clone(),
+        run_id: run_id.to_string(),
+        as_of: as_of.to_string(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let ctx = crate::engine::session(ws).await?;
+
+    // Which periods to build.
+    let (periods, next_state) = if sj.incremental {
+        let (days, state) = changed_days(ws, job, sj, as_of, opts.days.as_deref()).await?;
+        (days, Some(state))
+    } else {
+        (vec![as_of], None)
+    };
+    summary.periods = periods.iter().map(|d| d.to_string()).collect();
+
+    // Run the SQL once per period.
+    let mut outputs: Vec<RecordBatch> = Vec::new();
+    let mut expected_partitions: BTreeSet<Vec<String>> = BTreeSet::new();
+    let mut out_schema = None;
+    for p in &periods {
+        let (batches, schema, rows_in, bytes_in) = execute(&ctx, sj, as_of, *p).await?;
+        let (batches, schema) = athena_types(batches, &schema)?;
+        summary.rows_in += rows_in;
+        summary.bytes_in += bytes_in;
+        outputs.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        out_schema = Some(schema);
+        // A rebuilt day or an as-of snapshot is replaced even when it comes out empty.
+        if sj.partition_by == ["dt"] && sj.incremental {
+            expected_partitions.insert(vec![p.to_string()]);
+        } else if sj.partition_by == ["as_of"] {
+            expected_partitions.insert(vec![as_of.to_string()]);
+        }
+    }
+    let Some(schema) = out_schema else {
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary); // nothing changed
+    };
+    for name in &sj.partition_by {
+        if schema.index_of(name).is_err() {
+            return Err(Error::Usage(format!(
+                "job `{}`: partition column `{name}` is not in the output of {}",
+                job.name,
+                sj.file.display()
+            )));
+        }
+    }
+    summary.rows_out = outputs.iter().map(|b| b.num_rows() as u64).sum();
+
+    // Split by partition values.
+    let parts = split_partitions(&schema, &outputs, &sj.partition_by)?;
+    let mut all_parts: BTreeMap<Vec<String>, Vec<RecordBatch>> = parts;
+    for e in expected_partitions {
+        all_parts.entry(e).or_default();
+    }
+    summary.partitions = all_parts.keys().map(|v| partition_dir(&sj.partition_by, v)).collect();
+
+    // Audit before anything is written where a reader could see it.
+    let failed = crate::checks::run(&sj.checks, &outputs);
+    if !failed.is_empty() {
+        return Err(Error::Failed(format!(
+            "job `{}`: quality checks failed, nothing published:\n  - {}",
+            job.name,
+            failed.join("\n  - ")
+        )));
+    }
+    if opts.dry_run {
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+
+    // Write: a new version of each partition.
+    let file_schema = Arc::new(Schema::new(
+        schema.fields().iter().filter(|f| !sj.partition_by.contains(f.name())).cloned().collect::<Vec<_>>(),
+    ));
+    let table = ws.catalog.table(&sj.output).await?;
+    let location = ws.warehouse.join(&sj.output).url;
+    let current: HashMap<Vec<String>, String> = match &table {
+        Some(_) if !sj.partition_by.is_empty() => {
+            ws.catalog.partitions(&sj.output).await?.into_iter().map(|p| (p.values, p.location)).collect()
+        }
+        _ => HashMap::new(),
+    };
+    let mut new_parts = Vec::new();
+    for (values, batches) in &all_parts {
+        let dir = partition_dir(&sj.partition_by, values);
+        let (folder, name) = match (sj.mode, current.get(values)) {
+            // Append adds a file to the partition's current version.
+            (WriteMode::Append, Some(loc)) => (ws.warehouse.relative_url(loc)?, format!("part-{run_id}.parquet")),
+            _ => (join_dir(&sj.output, &dir, &format!("v={run_id}")), "part-00000.parquet".to_string()),
+        };
+        let stripped: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| {
+                let cols = file_schema
+                    .fields()
+                    .iter()
+                    .map(|f| b.column(b.schema().index_of(f.name()).expect("column")))
+                    .cloned()
+                    .collect();
+                RecordBatch::try_new(file_schema.clone(), cols).map_err(Error::arrow("dropping partition columns"))
+            })
+            .collect::<Result<_>>()?;
+        let data = tokio::task::spawn_blocking({
+            let fs = file_schema.clone();
+            move || -> Result<Bytes> {
+                let all = arrow::compute::concat_batches(&fs, &stripped).map_err(Error::arrow("concatenating output"))?;
+                encode_parquet(&all)
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
+        summary.bytes_out += data.len() as u64;
+        summary.files += 1;
+        ws.warehouse.put(&ws.warehouse.child(&format!("{folder}/{name}")), data).await?;
+        new_parts.push(PartitionMeta { values: values.clone(), location: ws.warehouse.join(&folder).url });
+    }
+
+    failpoint::hit("sql.before_publish");
+
+    // Publish: the table definition, then each partition points at its new version.
+    let types: Vec<(&str, DataType)> = sj
+        .partition_by
+        .iter()
+        .map(|k| (k.as_str(), schema.field_with_name(k).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8)))
+        .collect();
+    let mut meta = TableMeta::from_arrow(&sj.output, &job.description, location, &file_schema, &types)?;
+    meta.parameters.insert(VERSIONED.into(), "true".into());
+    meta.parameters.insert("runner.job".into(), job.name.clone());
+    if sj.partition_by.is_empty() {
+        meta.parameters.insert(CURRENT_VERSION.into(), run_id.to_string());
+    }
+    ws.catalog.put_table(&meta).await?;
+    if !sj.partition_by.is_empty() {
+        ws.catalog.put_partitions(&sj.output, &new_parts).await?;
+        if sj.mode == WriteMode::ReplaceTable {
+            let stale: Vec<Vec<String>> = current.keys().filter(|v| !all_parts.contains_key(*v)).cloned().collect();
+            ws.catalog.delete_partitions(&sj.output, &stale).await?;
+        }
+    }
+    if let Some(state) = next_state {
+        let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
+        ws.warehouse.put(&ws.warehouse.child(&state_path(&job.name)), Bytes::from(body)).await?;
+    }
+    collect_old_versions(ws, &sj.output).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Plans and runs the SQL with its parameters; returns the output, its schema, and the rows and
+/// bytes the scans read.
+async fn execute(
+    ctx: &SessionContext,
+    sj: &SqlJob,
+    as_of: NaiveDate,
+    day: NaiveDate,
+) -> Result<(Vec<RecordBatch>, Arc<Schema>, u64, u64)> {
+    let ctx_err = |what: &str| format!("{what} {}", sj.file.display());
+    let df = ctx
+        .sql(&sj.sql)
+        .await
+        .map_err(|e| Error::Usage(format!("{}: {}", sj.file.display(), crate::sqlcheck::describe(&sj.sql, &e))))?;
+    let df = df.with_param_values(params(as_of, day)).map_err(Error::df(ctx_err("binding parameters of")))?;
+    let plan = df.create_physical_plan().await.map_err(Error::df(ctx_err("planning")))?;
+    let schema = plan.schema();
+    let batches = collect(plan.clone(), ctx.task_ctx()).await.map_err(Error::df(ctx_err("running")))?;
+    let (rows, bytes) = scan_metrics(plan.as_ref());
+    Ok((batches, schema, rows, bytes))
+}
+
+/// Widens the types Athena cannot read: unsigned integers to signed ones (checked: a value
+/// that does not fit is an error, never wrapped), nanosecond timestamps to microseconds, string
+/// views to strings.
+fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
+    use arrow::datatypes::{Field, TimeUnit};
+    let target = |dt: &DataType| -> Option<DataType> {
+        match dt {
+            DataType::UInt8 => Some(DataType::Int16),
+            DataType::UInt16 => Some(DataType::Int32),
+            DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
+            DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+            DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+            _ => None,
+        }
+    };
+    if schema.fields().iter().all(|f| target(f.data_type()).is_none()) {
+        return Ok((batches, schema.clone()));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(target(f.data_type()).unwrap_or_else(|| f.data_type().clone())))
+        .collect();
+    let new_schema = Arc::new(Schema::new(fields));
+    let opts = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let out = batches
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(new_schema.fields())
+                .map(|(c, f)| arrow::compute::cast_with_options(c, f.data_type(), &opts))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::arrow("widening output types for Athena"))?;
+            RecordBatch::try_new(new_schema.clone(), cols).map_err(Error::arrow("widening output types for Athena"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((out, new_schema))
+}
+
+/// The named parameters every job's SQL may use.
+pub fn params(as_of: NaiveDate, day: NaiveDate) -> datafusion::common::ParamValues {
+    let date =
+        |d: NaiveDate| ScalarValue::Date32(Some((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32));
+    let map: HashMap<String, ScalarValue> = [("as_of".to_string(), date(as_of)), ("dt".to_string(), date(day))].into();
+    map.into()
+}
+
+/// Rows and bytes read by the plan's scans (its leaves).
+fn scan_metrics(plan: &dyn ExecutionPlan) -> (u64, u64) {
+    if plan.children().is_empty() {
+        let m = plan.metrics();
+        let rows = m.as_ref().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+        let bytes = m.as_ref().and_then(|m| m.sum_by_name("bytes_scanned")).map(|v| v.as_usize()).unwrap_or(0) as u64;
+        return (rows, bytes);
+    }
+    plan.children().iter().map(|c| scan_metrics(c.as_ref())).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Groups output rows by their partition values (rendered as in Hive paths).
+fn split_partitions(
+    schema: &Schema,
+    batches: &[RecordBatch],
+    keys: &[String],
+) -> Result<BTreeMap<Vec<String>, Vec<RecordBatch>>> {
+    let mut out: BTreeMap<Vec<String>, Vec<RecordBatch>> = BTreeMap::new();
+    if keys.is_empty() {
+        out.insert(Vec::new(), batches.to_vec());
+        return Ok(out);
+    }
+    let idx: Vec<usize> = keys.iter().map(|k| schema.index_of(k).expect("checked")).collect();
+    for b in batches {
+        let cols: Vec<_> = idx
+            .iter()
+            .map(|i| arrow::compute::cast(b.column(*i), &DataType::Utf8).map_err(Error::arrow("rendering partition values")))
+            .collect::<Result<_>>()?;
+        let mut rows: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
+        for r in 0..b.num_rows() {
+            let key: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    let s = c.as_any().downcast_ref::<arrow::array::StringArray>().expect("utf8");
+                    if s.is_null(r) { String::new() } else { s.value(r).to_string() }
+                })
+                .collect();
+            rows.entry(key).or_default().push(r as u32);
+        }
+        for (k, r) in rows {
+            let part = take_record_batch(b, &UInt32Array::from(r)).map_err(Error::arrow("splitting partitions"))?;
+            out.entry(k).or_default().push(part);
+        }
+    }
+    Ok(out)
+}
+
+fn partition_dir(keys: &[String], values: &[String]) -> String {
+    keys.iter().zip(values).map(|(k, v)| format!("{k}={}", crate::catalog::hive_escape(v))).collect::<Vec<_>>().join("/")
+}
+
+fn join_dir(a: &str, b: &str, c: &str) -> String {
+    [a, b, c].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/")
+}
+
+/// Days to rebuild: those whose input partitions changed since the last successful run, up
+/// to the as-of date (later ones wait for a later as-of), or exactly `force` for a backfill.
+async fn changed_days(
+    ws: &Workspace,
+    job: &Job,
+    sj: &SqlJob,
+    as_of: NaiveDate,
+    force: Option<&[NaiveDate]>,
+) -> Result<(Vec<NaiveDate>, IncrementalState)> {
+    let mut state: IncrementalState = match ws.warehouse.get_opt(&ws.warehouse.child(&state_path(&job.name))).await? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::Failed(format!("job `{}` state is corrupt ({e})", job.name)))?,
+        None => IncrementalState::default(),
+    };
+    let mut changed: BTreeSet<NaiveDate> = std::mem::take(&mut state.pending);
+    for (stream, sc) in &ws.contract.streams {
+        if !sj.inputs.contains(&sc.table) {
+            continue;
+        }
+        let ledger = Ledger::new(ws.warehouse.clone(), stream).load().await?;
+        let seen = state.watermarks.get(stream).copied().unwrap_or(0);
+        for c in ledger.commits.iter().filter(|c| c.seq > seen) {
+            for f in c.files.iter().filter(|f| f.table == sc.table) {
+                if let Some(d) = f.partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
+                    changed.insert(d);
+                }
+            }
+        }
+        if let Some(last) = ledger.commits.last() {
+            state.watermarks.insert(stream.clone(), last.seq);
+        }
+    }
+    if let Some(days) = force {
+        // A backfill rebuilds the days asked for; what changed stays pending for the next run.
+        state.pending = changed;
+        state.watermarks = state.watermarks.clone();
+        return Ok((days.to_vec(), state));
+    }
+    let (now, later): (Vec<NaiveDate>, Vec<NaiveDate>) = changed.into_iter().partition(|d| *d <= as_of);
+    state.pending = later.into_iter().collect();
+    Ok((now, state))
+}
+
+/// Deletes partition versions that are no longer current and were replaced long enough ago.
+async fn collect_old_versions(ws: &Workspace, table: &str) -> Result<()> {
+    let Some(meta) = ws.catalog.table(table).await? else { return Ok(()) };
+    let mut current: BTreeSet<String> =
+        ws.catalog.partitions(table).await?.iter().filter_map(|p| version_of(&p.location)).collect();
+    if let Some(v) = meta.parameters.get(CURRENT_VERSION) {
+        current.insert(v.clone());
+    }
+    let cutoff = Utc::now() - chrono::Duration::minutes(VERSION_GRACE_MINUTES);
+    for obj in ws.warehouse.list(table).await? {
+        let Some(v) = version_of(obj.location.as_ref()) else { continue };
+        if !current.contains(&v) && obj.last_modified < cutoff {
+            ws.warehouse.delete(&obj.location).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The `v=<id>` segment of a path or URL.
+pub fn version_of(path: &str) -> Option<String> {
+    path.split('/').find_map(|s| s.strip_prefix("v=")).map(str::to_string)
+}
