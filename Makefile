@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit bench sample clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench sample clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -35,6 +35,10 @@ check:
 
 unit:
 	cargo test --lib
+
+## Rewrite tests/golden/expected/*.csv from the current SQL (review the diff before committing).
+golden:
+	UPDATE_GOLDEN=1 cargo test --test golden
 
 ## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
 bench: venv

@@ -1,0 +1,222 @@
+//! SQL jobs end to end: tenants recomputed independently from the generated events; a failed
+//! quality check and a crash before publish both leave the previous version published.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use chrono::NaiveDate;
+use common::{REPO, TestEnv, query_csv, walk};
+use runner::pipeline::{RunOptions, run_jobs};
+use runner::progress::Progress;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner");
+
+fn at(d: NaiveDate) -> RunOptions {
+    RunOptions { at: Some(d.and_hms_opt(12, 0, 0).unwrap().and_utc()), ..Default::default() }
+}
+
+/// job30, job90, users and last activity per tenant, computed from the raw drops with none of
+/// runner's code: inflate, split concatenated JSON, drop duplicates by event_id (by exact text
+/// when absent), and apply the definitions of sql/tenants.sql.
+fn expected_tenants(drops: &std::path::Path, as_of: NaiveDate) -> BTreeMap<String, (i64, i64, i64, i64)> {
+    let day_ms = 86_400_000i64;
+    let as_of_day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days();
+    let mut seen = HashSet::new();
+    let mut out: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    for f in walk(drops) {
+        let raw = std::fs::read(&f).unwrap();
+        let mut text = String::new();
+        if f.extension().is_some_and(|e| e == "gz") {
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut text).unwrap();
+        } else {
+            text = String::from_utf8(raw).unwrap();
+        }
+        for v in serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>() {
+            let v = v.unwrap();
+            let key = v.get("event_id").and_then(|x| x.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string());
+            if !seen.insert((f.components().nth_back(5).map(|c| c.as_os_str().to_owned()), key)) {
+                continue;
+            }
+            let company = v.get("companyID").or_else(|| v.get("tenantID")).and_then(|x| x.as_str()).unwrap().to_string();
+            let ms = v.get("creationDate").or_else(|| v.get("received_at")).and_then(|x| x.as_i64()).unwrap();
+            let day = ms.div_euclid(day_ms);
+            if day > as_of_day {
+                continue;
+            }
+            let e = out.entry(company).or_insert((0, 0, 0, i64::MIN));
+            let kind = v.get("event_type").and_then(|x| x.as_str()).unwrap_or("job_submitted");
+            e.3 = e.3.max(ms);
+            match kind {
+                "job_submitted" => {
+                    let nb = v.get("nbJobs").and_then(|x| x.as_i64()).unwrap_or(1);
+                    if day > as_of_day - 30 {
+                        e.0 += nb;
+                    }
+                    if day > as_of_day - 90 {
+                        e.1 += nb;
+                    }
+                }
+                "user_added" => e.2 += 1,
+                "user_deleted" => e.2 -= 1,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn tenants_match_an_independent_computation_from_the_events() {
+    let env = TestEnv::new();
+    let end = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let o = runner::simulate::SimulateOptions {
+        tenants: 12,
+        users_per_tenant: 4,
+        days: 100,
+        end_date: end,
+        seed: 3,
+        invalid_share: 0.0,
+        legacy_share: 0.0,
+        ..Default::default()
+    };
+    let drops = runner::store::Location::parse(&runner::config::to_url(env.root(), "drops").unwrap()).unwrap();
+    runner::simulate::simulate(&drops, &o).await.unwrap();
+    let ws = env.workspace();
+    let names: Vec<String> = ws.jobs.jobs.keys().cloned().collect();
+    let as_of = end - chrono::Duration::days(3);
+    run_jobs(&ws, &names, &at(as_of), &Progress::new(false)).await.unwrap();
+
+    let expected = expected_tenants(&env.root().join("drops/raw"), as_of);
+    let rows = query_csv(
+        &ws,
+        "SELECT companyID, job30, job90, users, CAST(CAST(last_activity_at AS BIGINT) AS VARCHAR) AS last FROM tenants ORDER BY companyID",
+    )
+    .await;
+    let got: BTreeMap<String, (i64, i64, i64, i64)> = rows[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(got.len(), 12);
+    assert_eq!(got, expected);
+}
+
+fn runner_cmd(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args).output().unwrap()
+}
+
+/// A job directory of our own, so a test can change one job's checks.
+fn env_with_own_jobs() -> TestEnv {
+    let env = TestEnv::new();
+    let jobs = env.root().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    for f in walk(&std::path::Path::new(REPO).join("jobs")) {
+        std::fs::copy(&f, jobs.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(&format!("{REPO}/jobs"), "jobs");
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let out = runner_cmd(
+        &env,
+        &["simulate", "--out", "drops", "--tenants", "5", "--users-per-tenant", "2", "--days", "5", "--end-date", "2026-11-20"],
+    );
+    assert!(out.status.success());
+    env
+}
+
+async fn tenants_as_of(env: &TestEnv, day: &str) -> Vec<String> {
+    query_csv(
+        &env.workspace(),
+        &format!("SELECT companyID, job30, job90, users FROM tenants WHERE as_of = DATE '{day}' ORDER BY companyID"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_check_keeps_the_published_version_and_records_why() {
+    let env = env_with_own_jobs();
+    assert!(runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]).status.success());
+    let before = tenants_as_of(&env, "2026-11-20").await;
+    assert!(before.len() > 1);
+
+    // New events arrive, and the tenants job now demands an impossible row count.
+    let more = runner_cmd(
+        &env,
+        &[
+            "simulate",
+            "--out",
+            "drops",
+            "--tenants",
+            "7",
+            "--users-per-tenant",
+            "2",
+            "--days",
+            "5",
+            "--end-date",
+            "2026-11-20",
+            "--seed",
+            "99",
+        ],
+    );
+    assert!(more.status.success());
+    let path = env.root().join("jobs/tenants.toml");
+    let toml = std::fs::read_to_string(&path).unwrap().replace("min_rows = 1", "min_rows = 1000000");
+    std::fs::write(&path, toml).unwrap();
+    let out = runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quality checks failed") && err.contains("min_rows = 1000000"), "{err}");
+
+    assert_eq!(tenants_as_of(&env, "2026-11-20").await, before, "the previous version stays published");
+    let hist = runner_cmd(&env, &["history", "tenants", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "failed");
+    assert!(runs[0]["error"].as_str().unwrap().contains("min_rows"));
+    assert_eq!(runs[1]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_crash_before_publish_keeps_the_published_version_and_a_rerun_publishes() {
+    let env = env_with_own_jobs();
+    assert!(runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]).status.success());
+    let before = tenants_as_of(&env, "2026-11-20").await;
+    let more = runner_cmd(
+        &env,
+        &[
+            "simulate",
+            "--out",
+            "drops",
+            "--tenants",
+            "7",
+            "--users-per-tenant",
+            "2",
+            "--days",
+            "5",
+            "--end-date",
+            "2026-11-20",
+            "--seed",
+            "99",
+        ],
+    );
+    assert!(more.status.success());
+    assert!(runner_cmd(&env, &["run", "ingest_bigdatajobs", "ingest_companies", "tenant_activity_daily"]).status.success());
+
+    let crashed = Command::new(BIN)
+        .current_dir(env.root())
+        .args(["--config", "runner.toml", "run", "tenants", "--at", "2026-11-20"])
+        .env("RUNNER_FAILPOINT", "sql.before_publish")
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.signal(), Some(9));
+    assert_eq!(tenants_as_of(&env, "2026-11-20").await, before, "an unpublished version is invisible");
+
+    assert!(runner_cmd(&env, &["run", "tenants", "--at", "2026-11-20"]).status.success());
+    let after = tenants_as_of(&env, "2026-11-20").await;
+    assert_ne!(after, before, "the rerun publishes the new data");
+    assert_eq!(after.len(), 8, "seven tenants after the second simulation, one row each: {after:?}");
+}
