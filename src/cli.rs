@@ -401,6 +401,16 @@ fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> 
     if !sql.is_empty() {
         print_sql_summaries(out, format, &sql)?;
     }
+    for o in outcomes {
+        if let Outcome::Export(e) = o {
+            writeln!(
+                out,
+                "{}: exported {} rows of {} tenants as of {} in {} files ({:.2}s)",
+                e.job, e.rows, e.tenants, e.as_of, e.files, e.seconds
+            )
+            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
+        }
+    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ struct JobFile {
     depends_on: Vec<String>,
     ingest: Option<IngestSection>,
     sql: Option<SqlSection>,
+    export: Option<ExportSection>,
     #[serde(default)]
     checks: Checks,
 }
@@ -40,6 +41,37 @@ struct SqlSection {
     mode: WriteMode,
     #[serde(default)]
     incremental: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    inputs: Vec<String>,
+    /// Where each tenant's files go, under the warehouse; must contain `{companyID}`.
+    prefix: String,
+    datasets: Vec<DatasetSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetSection {
+    name: String,
+    file: String,
+}
+
+/// A per-tenant export: each dataset's rows, split by `companyID`, under the tenant's prefix.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    pub inputs: Vec<String>,
+    pub prefix: String,
+    pub datasets: Vec<Dataset>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub file: PathBuf,
+    pub sql: String,
 }
 
 /// How a SQL job's output replaces what was published before.
@@ -98,6 +130,8 @@ pub enum JobKind {
     Ingest { stream: String },
     /// Run SQL over catalog tables and publish its output table.
     Sql(Box<SqlJob>),
+    /// Write each tenant's rows under its own prefix.
+    Export(Box<ExportJob>),
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +153,7 @@ impl Job {
                 vec![table, crate::ingest::QUARANTINE_TABLE.to_string()]
             }
             JobKind::Sql(s) => vec![s.output.clone()],
+            JobKind::Export(_) => Vec::new(),
         }
     }
 }
@@ -147,8 +182,38 @@ impl Jobs {
             }
             let text = std::fs::read_to_string(&file).map_err(|e| cfg_err(e.to_string()))?;
             let jf: JobFile = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
+            let sections = usize::from(jf.ingest.is_some()) + usize::from(jf.sql.is_some()) + usize::from(jf.export.is_some());
+            if sections > 1 {
+                return Err(cfg_err("a job has exactly one of [ingest], [sql], [export]".into()));
+            }
             let kind = match (jf.ingest, jf.sql) {
-                (Some(_), Some(_)) => return Err(cfg_err("a job is either [ingest] or [sql], not both".into())),
+                _ if jf.export.is_some() => {
+                    let e = jf.export.clone().expect("checked");
+                    if !e.prefix.contains("{companyID}") {
+                        return Err(cfg_err(format!("[export] prefix `{}` must contain {{companyID}}", e.prefix)));
+                    }
+                    if e.prefix.starts_with('/') || e.prefix.split('/').any(|seg| seg == "..") {
+                        return Err(cfg_err(format!("[export] prefix `{}` must stay inside the warehouse", e.prefix)));
+                    }
+                    let datasets = e
+                        .datasets
+                        .iter()
+                        .map(|d| {
+                            let file = config.sql_dir.join(&d.file);
+                            let sql = std::fs::read_to_string(&file).map_err(|err| {
+                                cfg_err(format!("dataset `{}`: {} cannot be read ({err})", d.name, file.display()))
+                            })?;
+                            if d.name.is_empty() || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                                return Err(cfg_err(format!(
+                                    "dataset name `{}` may only hold letters, digits, `_` and `-`",
+                                    d.name
+                                )));
+                            }
+                            Ok(Dataset { name: d.name.clone(), file, sql })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    JobKind::Export(Box::new(ExportJob { inputs: e.inputs, prefix: e.prefix, datasets }))
+                }
                 (None, Some(q)) => {
                     let sql_path = config.sql_dir.join(&q.file);
                     let sql = std::fs::read_to_string(&sql_path).map_err(|e| {
@@ -189,7 +254,10 @@ impl Jobs {
                     config.source(&i.stream)?;
                     JobKind::Ingest { stream: i.stream }
                 }
-                (None, None) => return Err(cfg_err("a job needs a section saying what it runs: [ingest] or [sql]".into())),
+                (None, None) => {
+                    return Err(cfg_err("a job needs a section saying what it runs: [ingest], [sql] or [export]".into()));
+                }
+                (Some(_), Some(_)) => unreachable!("checked above"),
             };
             jobs.insert(name.clone(), Job { name, description: jf.description, file, kind, depends_on: jf.depends_on });
         }
@@ -217,8 +285,13 @@ impl Jobs {
                     });
                 }
             }
-            if let JobKind::Sql(s) = &j.kind {
-                for input in &s.inputs {
+            let inputs = match &j.kind {
+                JobKind::Sql(s) => s.inputs.clone(),
+                JobKind::Export(e) => e.inputs.clone(),
+                JobKind::Ingest { .. } => Vec::new(),
+            };
+            {
+                for input in &inputs {
                     if let Some(p) = producer.get(input)
                         && p != &j.name
                         && !j.depends_on.contains(p)

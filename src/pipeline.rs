@@ -27,6 +27,7 @@ pub struct RunOptions {
 pub enum Outcome {
     Ingest(IngestSummary),
     Sql(SqlSummary),
+    Export(crate::export::ExportSummary),
 }
 
 /// Runs one job and records the run.
@@ -45,6 +46,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
             let o = SqlRunOptions { as_of: Some(at.date_naive()), dry_run: opts.dry_run, days: opts.days.clone() };
             (transform::run(ws, job, sj, &o, &run_id).await.map(Outcome::Sql), at.date_naive().to_string())
         }
+        JobKind::Export(ej) => {
+            if opts.dry_run {
+                return Err(Error::Usage(format!("--dry-run is for SQL jobs; `{}` is an export job", job.name)));
+            }
+            (crate::export::run(ws, job, ej, Some(at.date_naive())).await.map(Outcome::Export), at.date_naive().to_string())
+        }
     };
     if opts.dry_run {
         return result;
@@ -56,6 +63,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
             r.rows_in = s.stats.records as i64;
             r.bytes_in = s.stats.bytes as i64;
             r.rows_out = (s.stats.valid + s.stats.quarantined_total()) as i64;
+            r.files = s.files as i64;
+        }
+        Ok(Outcome::Export(s)) => {
+            r.status = "succeeded".into();
+            r.rows_out = s.rows as i64;
+            r.bytes_out = s.bytes as i64;
             r.files = s.files as i64;
         }
         Ok(Outcome::Sql(s)) => {

@@ -67,20 +67,27 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     };
     let day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
     for job in ordered {
+        if let JobKind::Export(ej) = &job.kind {
+            register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems);
+            for ds in &ej.datasets {
+                let planned = async {
+                    let df = ctx.sql(&ds.sql).await?.with_param_values(crate::transform::params(day, day))?;
+                    df.create_physical_plan().await.map(|p| p.schema())
+                }
+                .await;
+                match planned {
+                    Ok(schema) if schema.index_of("companyID").is_err() => {
+                        problems.push(format!("{}: an export dataset must output `companyID`", ds.file.display()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("{}: {}", ds.file.display(), describe(&ds.sql, &e))),
+                }
+            }
+            continue;
+        }
         let JobKind::Sql(sj) = &job.kind else { continue };
         let file = sj.file.display().to_string();
-        for input in &sj.inputs {
-            let Some(schema) = schemas.get(input) else {
-                problems.push(format!(
-                    "{}: input table `{input}` is not produced by any job, the contract or schemas/tables/",
-                    job.file.display()
-                ));
-                continue;
-            };
-            let _ = ctx.deregister_table(input.as_str());
-            let table = MemTable::try_new(schema.clone(), vec![vec![]]).expect("empty table");
-            let _ = ctx.register_table(input.as_str(), Arc::new(table));
-        }
+        register_inputs(&ctx, &sj.inputs, &schemas, &job.file.display().to_string(), &mut problems);
         let planned = async {
             let df = ctx.sql(&sj.sql).await?;
             let df = df.with_param_values(crate::transform::params(day, day))?;
@@ -106,4 +113,24 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Registers an empty table for each input whose schema is known; reports the others.
+fn register_inputs(
+    ctx: &datafusion::prelude::SessionContext,
+    inputs: &[String],
+    schemas: &BTreeMap<String, SchemaRef>,
+    job_file: &str,
+    problems: &mut Vec<String>,
+) {
+    for input in inputs {
+        let Some(schema) = schemas.get(input) else {
+            problems
+                .push(format!("{job_file}: input table `{input}` is not produced by any job, the contract or schemas/tables/"));
+            continue;
+        };
+        let _ = ctx.deregister_table(input.as_str());
+        let table = MemTable::try_new(schema.clone(), vec![vec![]]).expect("empty table");
+        let _ = ctx.register_table(input.as_str(), Arc::new(table));
+    }
 }

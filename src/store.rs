@@ -61,13 +61,14 @@ impl Location {
         Location { store: self.store.clone(), store_url: self.store_url.clone(), root: self.child(rel), url }
     }
 
-    /// The store path of `rel` (slash-separated, already-safe segments) under this folder.
+    /// The store path of `rel` under this folder. Segments are taken as they are (ours are
+    /// already escaped, and listed keys are already store paths): `Path::join` would encode a
+    /// `%` again. Only a segment the store cannot hold as it is gets encoded.
     pub fn child(&self, rel: &str) -> Path {
-        let mut p = self.root.clone();
-        for seg in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.clone().join(seg);
-        }
-        p
+        let rel = rel.trim_matches('/');
+        let joined = if self.root.as_ref().is_empty() { rel.to_string() } else { format!("{}/{rel}", self.root.as_ref()) };
+        Path::parse(&joined)
+            .unwrap_or_else(|_| rel.split('/').filter(|s| !s.is_empty()).fold(self.root.clone(), |p, seg| p.join(seg)))
     }
 
     /// Path of an object relative to this folder (`None` when it is outside).
@@ -175,5 +176,13 @@ mod tests {
         assert_eq!(loc.list("a").await.unwrap().len(), 0);
         assert_eq!(loc.list("nope").await.unwrap().len(), 0);
         assert_eq!(loc.relative(&q), Some("c/d.json"));
+    }
+
+    #[test]
+    fn child_keeps_escaped_segments_as_they_are() {
+        // Regression: Path::join encoded `%` again, so tenant `/` (segment `%2F`) was stored as `%252F`.
+        let loc = Location::parse("file:///tmp/wh/").unwrap();
+        assert_eq!(loc.child("exports/%2F/x").as_ref(), "tmp/wh/exports/%2F/x");
+        assert_eq!(loc.child("t/dt=2026-11-20/").as_ref(), "tmp/wh/t/dt=2026-11-20");
     }
 }

@@ -220,3 +220,48 @@ async fn a_crash_before_publish_keeps_the_published_version_and_a_rerun_publishe
     assert_ne!(after, before, "the rerun publishes the new data");
     assert_eq!(after.len(), 8, "seven tenants after the second simulation, one row each: {after:?}");
 }
+
+#[tokio::test]
+async fn export_keeps_every_tenant_inside_its_own_prefix() {
+    let env = TestEnv::new();
+    let ids = ["../x", "/", "%2F", "k=v", "café", "", ".", "..", "a/../../b"];
+    let mut body = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        body.push_str(&format!(
+            "{{\"event_type\":\"job_submitted\",\"event_id\":\"e{i}\",\"companyID\":{},\"userID\":\"u\",\"nbJobs\":{},\"creationDate\":1795179600000}}\n",
+            serde_json::to_string(id).unwrap(),
+            i + 1
+        ));
+    }
+    env.put_drop("bigdatajobs", "2026-11-20T13", 1, body.as_bytes(), false);
+    let ws = env.workspace();
+    let names: Vec<String> = ws.jobs.jobs.keys().cloned().collect();
+    run_jobs(&ws, &names, &at(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()), &Progress::new(false)).await.unwrap();
+
+    let exports = env.warehouse().join("exports");
+    let files = walk(&exports);
+    let mut segments = std::collections::BTreeSet::new();
+    for f in &files {
+        let rel = f.strip_prefix(&exports).unwrap();
+        let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_str().unwrap().to_string()).collect();
+        assert_eq!(parts.len(), 4, "exports/<tenant>/<dataset>/as_of=<day>/<file>: {}", rel.display());
+        segments.insert(parts[0].clone());
+    }
+    // One folder per tenant, none shared, and every file of a folder holds only that tenant's rows.
+    assert_eq!(segments.len(), ids.len(), "{segments:?}");
+    for id in ids {
+        let seg = runner::export::tenant_segment(id);
+        let file = exports.join(&seg).join("job_events/as_of=2026-11-20/part-00000.parquet");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let col = b.column(b.schema().index_of("companyID").unwrap()).clone();
+            let col = arrow::compute::cast(&col, &arrow::datatypes::DataType::Utf8).unwrap();
+            let col = col.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            assert!(col.iter().all(|v| v == Some(id)), "{seg} holds rows of another tenant");
+        }
+    }
+}
