@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench sample clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag sample clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -43,6 +43,10 @@ golden:
 ## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
 bench: venv
 	PYTHON=$(PY) bash bench/ingest.sh
+
+## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
+bench-dag: venv
+	PYTHON=$(PY) bash bench/dag.sh
 
 ## Regenerate the committed sample in data/drops (deterministic).
 sample:

@@ -108,3 +108,25 @@ fn simulate_is_deterministic_for_a_seed_and_end_date() {
     assert!(a == b, "same seed, same drops byte for byte");
     assert!(a != c, "another seed, other drops");
 }
+
+#[test]
+fn validate_plans_sql_offline_and_names_file_and_line() {
+    let env = TestEnv::new();
+    let sql = env.root().join("sql");
+    std::fs::create_dir_all(sql.join("export")).unwrap();
+    for f in walk(&std::path::Path::new(common::REPO).join("sql")) {
+        let rel = f.strip_prefix(std::path::Path::new(common::REPO).join("sql")).unwrap();
+        std::fs::create_dir_all(sql.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&f, sql.join(rel)).unwrap();
+    }
+    let ok = runner(&env, &["validate"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(&format!("{}/sql", common::REPO), "sql");
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let broken = std::fs::read_to_string(sql.join("jobs_daily.sql")).unwrap().replace("SUM(dataSize)", "SUM(data_size)");
+    std::fs::write(sql.join("jobs_daily.sql"), broken).unwrap();
+    let out = runner(&env, &["validate"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    assert!(err.contains("jobs_daily.sql: line 8") && err.contains("data_size"), "{err}");
+}
