@@ -129,6 +129,26 @@ fn env_with_own_jobs() -> TestEnv {
     env
 }
 
+/// New events arrive: two more tenants, and new events for the existing five.
+fn more_events(env: &TestEnv) {
+    let args = [
+        "simulate",
+        "--out",
+        "drops",
+        "--tenants",
+        "7",
+        "--users-per-tenant",
+        "2",
+        "--days",
+        "5",
+        "--end-date",
+        "2026-11-20",
+        "--seed",
+        "99",
+    ];
+    assert!(runner_cmd(env, &args).status.success());
+}
+
 async fn tenants_as_of(env: &TestEnv, day: &str) -> Vec<String> {
     query_csv(
         &env.workspace(),
@@ -145,25 +165,7 @@ async fn a_failed_check_keeps_the_published_version_and_records_why() {
     assert!(before.len() > 1);
 
     // New events arrive, and the tenants job now demands an impossible row count.
-    let more = runner_cmd(
-        &env,
-        &[
-            "simulate",
-            "--out",
-            "drops",
-            "--tenants",
-            "7",
-            "--users-per-tenant",
-            "2",
-            "--days",
-            "5",
-            "--end-date",
-            "2026-11-20",
-            "--seed",
-            "99",
-        ],
-    );
-    assert!(more.status.success());
+    more_events(&env);
     let path = env.root().join("jobs/tenants.toml");
     let toml = std::fs::read_to_string(&path).unwrap().replace("min_rows = 1", "min_rows = 1000000");
     std::fs::write(&path, toml).unwrap();
@@ -185,25 +187,7 @@ async fn a_crash_before_publish_keeps_the_published_version_and_a_rerun_publishe
     let env = env_with_own_jobs();
     assert!(runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]).status.success());
     let before = tenants_as_of(&env, "2026-11-20").await;
-    let more = runner_cmd(
-        &env,
-        &[
-            "simulate",
-            "--out",
-            "drops",
-            "--tenants",
-            "7",
-            "--users-per-tenant",
-            "2",
-            "--days",
-            "5",
-            "--end-date",
-            "2026-11-20",
-            "--seed",
-            "99",
-        ],
-    );
-    assert!(more.status.success());
+    more_events(&env);
     assert!(runner_cmd(&env, &["run", "ingest_bigdatajobs", "ingest_companies", "tenant_activity_daily"]).status.success());
 
     let crashed = Command::new(BIN)
