@@ -12,8 +12,8 @@ import duckdb
 wh, out, as_of = sys.argv[1], sys.argv[2], sys.argv[3]
 os.makedirs(out, exist_ok=True)
 con = duckdb.connect()
-con.execute(f"CREATE VIEW job_events AS SELECT * FROM read_parquet('{wh}/job_events/*/*.parquet', hive_partitioning=true)")
-con.execute(f"CREATE VIEW tenant_events AS SELECT * FROM read_parquet('{wh}/tenant_events/*/*.parquet', hive_partitioning=true)")
+con.execute(f"CREATE VIEW job_events AS SELECT * FROM read_parquet('{wh}/job_events/*/*/*.parquet', hive_partitioning=true)")
+con.execute(f"CREATE VIEW tenant_events AS SELECT * FROM read_parquet('{wh}/tenant_events/*/*/*.parquet', hive_partitioning=true)")
 A = f"DATE '{as_of}'"
 
 con.execute(f"""

@@ -402,6 +402,22 @@ fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> 
         print_sql_summaries(out, format, &sql)?;
     }
     for o in outcomes {
+        if let Outcome::Compact(c) = o {
+            writeln!(
+                out,
+                "{}: compacted {} partitions: {} files ({:.1} MB) into {} ({:.1} MB), {} rows; removed {} replaced files ({:.2}s)",
+                c.job,
+                c.partitions,
+                c.files_in,
+                c.bytes_in as f64 / 1e6,
+                c.files_out,
+                c.bytes_out as f64 / 1e6,
+                c.rows,
+                c.removed_files,
+                c.seconds
+            )
+            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
+        }
         if let Outcome::Export(e) = o {
             writeln!(
                 out,

@@ -3,18 +3,22 @@
 //! Each catalog table becomes a listing table over its location with its partition keys, so a
 //! filter on `dt` prunes whole partition folders before any file is opened. A *versioned* table
 //! (a SQL job's output, see `transform`) keeps each partition's versions in `v=<run id>`
-//! folders: it is read as a view over the versions the catalog points at, so a reader never
-//! sees a version before it is published, nor two versions of one partition. Tables declared in
+//! folders: it is read as a view over the (partition, version) pairs the catalog points at, so a
+//! reader never sees a version before it is published, nor two versions of one partition (an
+//! old version stays on disk for a grace period after it is replaced, for queries in flight). Tables declared in
 //! `schemas/tables/` and not written yet read as empty. Identifiers are not lower-cased: the
 //! producers' column names (`companyID`, `nbJobs`) are written as they are.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use datafusion::functions::expr_fn::concat_ws;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 
 use crate::catalog::{TableMeta, arrow_type};
 use crate::error::{Error, Result};
@@ -28,8 +32,14 @@ pub async fn session(ws: &Workspace) -> Result<SessionContext> {
     let tables = ws.catalog.tables().await?;
     for t in &tables {
         let versions = if t.parameters.get(VERSIONED).is_some_and(|v| v == "true") {
-            let mut v: BTreeSet<String> =
-                ws.catalog.partitions(&t.name).await?.iter().filter_map(|p| version_of(&p.location)).collect();
+            // `<value>/.../<version>` of every partition, as `version_key` spells it.
+            let mut v: BTreeSet<String> = ws
+                .catalog
+                .partitions(&t.name)
+                .await?
+                .iter()
+                .filter_map(|p| version_of(&p.location).map(|ver| [p.values.clone(), vec![ver]].concat().join("/")))
+                .collect();
             v.extend(t.parameters.get(CURRENT_VERSION).cloned());
             Some(v)
         } else {
@@ -60,7 +70,7 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
     let mut partition_cols =
         t.partition_keys.iter().map(|k| Ok((k.name.clone(), arrow_type(&k.ty)?))).collect::<Result<Vec<_>>>()?;
     if versions.is_some() {
-        partition_cols.push(("v".to_string(), arrow::datatypes::DataType::Utf8));
+        partition_cols.push(("v".to_string(), DataType::Utf8));
     }
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
@@ -70,11 +80,15 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
     match versions {
         None => ctx.register_table(t.name.as_str(), table).map(|_| ()).map_err(Error::df(ctx_err())),
         Some(versions) => {
-            // Only the published versions, without the `v` column.
+            // Only the published version of each partition, without the `v` column. The filter
+            // names partition columns only, so DataFusion applies it while listing folders.
             let current: Vec<_> = versions.into_iter().map(lit).collect();
+            let key_parts: Vec<Expr> =
+                t.partition_keys.iter().map(|k| cast(col(format!("\"{}\"", k.name)), DataType::Utf8)).chain([col("v")]).collect();
+            let key = concat_ws(lit("/"), key_parts);
             let columns: Vec<_> = t.columns.iter().chain(&t.partition_keys).map(|c| col(format!("\"{}\"", c.name))).collect();
             let df = ctx.read_table(table).map_err(Error::df(ctx_err()))?;
-            let df = if current.is_empty() { df.filter(lit(false)) } else { df.filter(col("v").in_list(current, false)) }
+            let df = if current.is_empty() { df.filter(lit(false)) } else { df.filter(key.in_list(current, false)) }
                 .and_then(|df| df.select(columns))
                 .map_err(Error::df(ctx_err()))?;
             ctx.register_table(t.name.as_str(), df.into_view()).map(|_| ()).map_err(Error::df(ctx_err()))

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-/// Every failpoint: the ingest path in the order a batch reaches them, then SQL jobs.
+/// Every failpoint: the ingest path in the order a batch reaches them, compaction, SQL jobs.
 pub const POINTS: &[&str] = &[
     "ingest.after_first_staged_file",
     "ingest.before_commit",
@@ -12,6 +12,8 @@ pub const POINTS: &[&str] = &[
     "ingest.mid_publish",
     "ingest.before_catalog",
     "ingest.after_published",
+    "compact.before_commit",
+    "compact.after_commit",
     "sql.before_publish",
 ];
 

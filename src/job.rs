@@ -25,8 +25,32 @@ struct JobFile {
     ingest: Option<IngestSection>,
     sql: Option<SqlSection>,
     export: Option<ExportSection>,
+    compact: Option<CompactSection>,
     #[serde(default)]
     checks: Checks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactSection {
+    /// The delivery streams whose event tables are compacted.
+    streams: Vec<String>,
+    #[serde(default = "default_min_files")]
+    min_files: usize,
+    #[serde(default = "default_max_partitions")]
+    max_partitions_per_commit: usize,
+    #[serde(default = "default_keep_replaced")]
+    keep_replaced: String,
+}
+
+fn default_min_files() -> usize {
+    8
+}
+fn default_max_partitions() -> usize {
+    64
+}
+fn default_keep_replaced() -> String {
+    "1h".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +156,8 @@ pub enum JobKind {
     Sql(Box<SqlJob>),
     /// Write each tenant's rows under its own prefix.
     Export(Box<ExportJob>),
+    /// Merge the small files of event-table partitions.
+    Compact(crate::compact::CompactJob),
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +179,7 @@ impl Job {
                 vec![table, crate::ingest::QUARANTINE_TABLE.to_string()]
             }
             JobKind::Sql(s) => vec![s.output.clone()],
-            JobKind::Export(_) => Vec::new(),
+            JobKind::Export(_) | JobKind::Compact(_) => Vec::new(),
         }
     }
 }
@@ -182,11 +208,37 @@ impl Jobs {
             }
             let text = std::fs::read_to_string(&file).map_err(|e| cfg_err(e.to_string()))?;
             let jf: JobFile = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
-            let sections = usize::from(jf.ingest.is_some()) + usize::from(jf.sql.is_some()) + usize::from(jf.export.is_some());
+            let sections = usize::from(jf.ingest.is_some())
+                + usize::from(jf.sql.is_some())
+                + usize::from(jf.export.is_some())
+                + usize::from(jf.compact.is_some());
             if sections > 1 {
-                return Err(cfg_err("a job has exactly one of [ingest], [sql], [export]".into()));
+                return Err(cfg_err("a job has exactly one of [ingest], [sql], [export], [compact]".into()));
             }
             let kind = match (jf.ingest, jf.sql) {
+                _ if jf.compact.is_some() => {
+                    let c = jf.compact.clone().expect("checked");
+                    for s in &c.streams {
+                        contract.stream(s).map_err(|_| {
+                            cfg_err(format!(
+                                "[compact] stream `{s}` is not in schemas/events.toml (streams: {})",
+                                contract.streams.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ))
+                        })?;
+                    }
+                    if c.streams.is_empty() {
+                        return Err(cfg_err("[compact] streams is empty: name the delivery streams to compact".into()));
+                    }
+                    let keep_replaced = humantime::parse_duration(&c.keep_replaced).map_err(|e| {
+                        cfg_err(format!("[compact] keep_replaced = `{}` is not a duration like \"1h\" ({e})", c.keep_replaced))
+                    })?;
+                    JobKind::Compact(crate::compact::CompactJob {
+                        streams: c.streams,
+                        min_files: c.min_files,
+                        max_partitions_per_commit: c.max_partitions_per_commit,
+                        keep_replaced,
+                    })
+                }
                 _ if jf.export.is_some() => {
                     let e = jf.export.clone().expect("checked");
                     if !e.prefix.contains("{companyID}") {
@@ -255,7 +307,9 @@ impl Jobs {
                     JobKind::Ingest { stream: i.stream }
                 }
                 (None, None) => {
-                    return Err(cfg_err("a job needs a section saying what it runs: [ingest], [sql] or [export]".into()));
+                    return Err(cfg_err(
+                        "a job needs a section saying what it runs: [ingest], [sql], [export] or [compact]".into(),
+                    ));
                 }
                 (Some(_), Some(_)) => unreachable!("checked above"),
             };
@@ -289,6 +343,10 @@ impl Jobs {
                 JobKind::Sql(s) => s.inputs.clone(),
                 JobKind::Export(e) => e.inputs.clone(),
                 JobKind::Ingest { .. } => Vec::new(),
+                // After the ingest of the streams it compacts.
+                JobKind::Compact(c) => {
+                    c.streams.iter().filter_map(|s| contract.streams.get(s).map(|sc| sc.table.clone())).collect()
+                }
             };
             {
                 for input in &inputs {

@@ -11,6 +11,12 @@
 //! the commit and moved into the table folders after it; a commit without a `.published` marker
 //! is rolled forward by the next run (every step is idempotent). Staged files of a batch that
 //! never committed are garbage and no reader ever lists them.
+//!
+//! Event-table partitions are versioned: `<table>/dt=<day>/v=<seq>/`. Ingest appends files to a
+//! partition's current version; a compaction is a commit in the same sequence that merges a
+//! partition's live files into one file of a new version (`v=<its seq>`) and repoints the
+//! partition. Sharing the sequence serializes compaction with concurrent ingest commits: a
+//! batch planned against the old version conflicts and re-plans.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -90,6 +96,24 @@ pub struct Commit {
     /// Latest arrival hour among the objects (epoch ms): decides when the keys leave the horizon.
     pub max_arrival_ms: i64,
     pub stats: BatchStats,
+    /// For a compaction commit: the partitions it rewrote (its `files` are the merged files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compacted: Vec<Compacted>,
+}
+
+impl Commit {
+    pub fn is_compaction(&self) -> bool {
+        !self.compacted.is_empty()
+    }
+}
+
+/// One partition a compaction rewrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compacted {
+    pub table: String,
+    pub partition: Vec<String>,
+    /// The files it replaced, relative to the warehouse.
+    pub inputs: Vec<String>,
 }
 
 /// What the ledger holds for one stream.
@@ -109,6 +133,33 @@ impl LedgerState {
     pub fn attempts(&self) -> BTreeSet<&str> {
         self.commits.iter().map(|c| c.attempt.as_str()).collect()
     }
+    /// The current version of a partition: the seq of its latest compaction, 0 before any.
+    pub fn version(&self, table: &str, partition: &[String]) -> u64 {
+        self.commits
+            .iter()
+            .rev()
+            .find(|c| c.compacted.iter().any(|p| p.table == table && p.partition == partition))
+            .map(|c| c.seq)
+            .unwrap_or(0)
+    }
+    /// Every partition's live files (those of its current version), by (table, partition).
+    pub fn live_files(&self) -> BTreeMap<(String, Vec<String>), Vec<&FileEntry>> {
+        let mut out: BTreeMap<(String, Vec<String>), Vec<&FileEntry>> = BTreeMap::new();
+        for c in &self.commits {
+            for p in &c.compacted {
+                out.insert((p.table.clone(), p.partition.clone()), Vec::new());
+            }
+            for f in &c.files {
+                out.entry((f.table.clone(), f.partition.clone())).or_default().push(f);
+            }
+        }
+        out
+    }
+}
+
+/// The folder name of partition version `v`.
+pub fn version_dir(v: u64) -> String {
+    format!("v={v:012}")
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +171,10 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(wh: Location, stream: &str) -> Ledger {
         Ledger { wh, stream: stream.to_string() }
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     fn dir(&self) -> String {
@@ -245,6 +300,7 @@ mod tests {
             dedup_keys: String::new(),
             max_arrival_ms: 0,
             stats: BatchStats::default(),
+            compacted: vec![],
         }
     }
 

@@ -6,7 +6,8 @@
 //!   [`schema`]: the event contract from `schemas/events.toml`; [`workspace`]: all of them resolved.
 //! - [`store`]: every byte through `object_store` (local folders or S3).
 //! - [`source`]: which keys are Firehose drops; [`ingest`]: framing, validation, dedup, writing;
-//!   [`ledger`]: the commit log that makes ingest exactly once.
+//!   [`ledger`]: the commit log that makes ingest exactly once; [`compact`]: merging small files
+//!   through the same log.
 //! - [`catalog`]: tables and partitions (local, Glue-shaped); [`engine`]: DataFusion over it.
 //! - [`transform`]: SQL jobs (write, [`checks`], publish); [`pipeline`]: runs jobs in DAG order
 //!   and records each in [`runs`] (`runner_runs`); [`sqlcheck`]: planning SQL offline.
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod checks;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -28,6 +28,7 @@ pub enum Outcome {
     Ingest(IngestSummary),
     Sql(SqlSummary),
     Export(crate::export::ExportSummary),
+    Compact(crate::compact::CompactSummary),
 }
 
 /// Runs one job and records the run.
@@ -45,6 +46,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
         JobKind::Sql(sj) => {
             let o = SqlRunOptions { as_of: Some(at.date_naive()), dry_run: opts.dry_run, days: opts.days.clone() };
             (transform::run(ws, job, sj, &o, &run_id).await.map(Outcome::Sql), at.date_naive().to_string())
+        }
+        JobKind::Compact(cj) => {
+            if opts.dry_run {
+                return Err(Error::Usage(format!("--dry-run is for SQL jobs; `{}` is a compaction job", job.name)));
+            }
+            (crate::compact::run(ws, &job.name, cj).await.map(Outcome::Compact), at.to_rfc3339())
         }
         JobKind::Export(ej) => {
             if opts.dry_run {
@@ -64,6 +71,14 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
             r.bytes_in = s.stats.bytes as i64;
             r.rows_out = (s.stats.valid + s.stats.quarantined_total()) as i64;
             r.files = s.files as i64;
+        }
+        Ok(Outcome::Compact(s)) => {
+            r.status = "succeeded".into();
+            r.rows_in = s.rows as i64;
+            r.rows_out = s.rows as i64;
+            r.bytes_in = s.bytes_in as i64;
+            r.bytes_out = s.bytes_out as i64;
+            r.files = s.files_out as i64;
         }
         Ok(Outcome::Export(s)) => {
             r.status = "succeeded".into();

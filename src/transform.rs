@@ -37,7 +37,7 @@ pub const VERSIONED: &str = "runner.versioned";
 /// For an unpartitioned versioned table: the version readers see.
 pub const CURRENT_VERSION: &str = "runner.current_version";
 /// Old versions are deleted once replaced for this long.
-const VERSION_GRACE_MINUTES: i64 = 60;
+pub const VERSION_GRACE_MINUTES: i64 = 60;
 
 #[derive(Debug, Clone, Default)]
 pub struct SqlRunOptions {
@@ -227,7 +227,7 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
         let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
         ws.warehouse.put(&ws.warehouse.child(&state_path(&job.name)), Bytes::from(body)).await?;
     }
-    collect_old_versions(ws, &sj.output).await?;
+    collect_replaced_versions(ws, &sj.output, chrono::Duration::minutes(VERSION_GRACE_MINUTES)).await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -377,7 +377,8 @@ async fn changed_days(
         }
         let ledger = Ledger::new(ws.warehouse.clone(), stream).load().await?;
         let seen = state.watermarks.get(stream).copied().unwrap_or(0);
-        for c in ledger.commits.iter().filter(|c| c.seq > seen) {
+        // A compaction rewrites files without changing a row: nothing to rebuild.
+        for c in ledger.commits.iter().filter(|c| c.seq > seen && !c.is_compaction()) {
             for f in c.files.iter().filter(|f| f.table == sc.table) {
                 if let Some(d) = f.partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
                     changed.insert(d);
@@ -399,22 +400,51 @@ async fn changed_days(
     Ok((now, state))
 }
 
-/// Deletes partition versions that are no longer current and were replaced long enough ago.
-async fn collect_old_versions(ws: &Workspace, table: &str) -> Result<()> {
-    let Some(meta) = ws.catalog.table(table).await? else { return Ok(()) };
-    let mut current: BTreeSet<String> =
-        ws.catalog.partitions(table).await?.iter().filter_map(|p| version_of(&p.location)).collect();
-    if let Some(v) = meta.parameters.get(CURRENT_VERSION) {
-        current.insert(v.clone());
+/// Deletes the files of partition versions that are no longer current, once the version that
+/// replaced them has been published for `grace` (queries planned before the switch may still
+/// read them) and the files themselves are that old (a version being written by a run in
+/// progress is young). Returns how many files it deleted.
+pub async fn collect_replaced_versions(ws: &Workspace, table: &str, grace: chrono::Duration) -> Result<u64> {
+    let Some(meta) = ws.catalog.table(table).await? else { return Ok(0) };
+    let mut current: BTreeSet<String> = BTreeSet::new();
+    for p in ws.catalog.partitions(table).await? {
+        current.insert(ws.warehouse.relative_url(&p.location)?.trim_end_matches('/').to_string());
     }
-    let cutoff = Utc::now() - chrono::Duration::minutes(VERSION_GRACE_MINUTES);
-    for obj in ws.warehouse.list(table).await? {
-        let Some(v) = version_of(obj.location.as_ref()) else { continue };
-        if !current.contains(&v) && obj.last_modified < cutoff {
-            ws.warehouse.delete(&obj.location).await?;
+    if let Some(v) = meta.parameters.get(CURRENT_VERSION) {
+        current.insert(format!("{table}/v={v}"));
+    }
+    let objects = ws.warehouse.list(table).await?;
+    // Version folder -> its files.
+    let mut folders: BTreeMap<String, Vec<&object_store::ObjectMeta>> = BTreeMap::new();
+    for o in &objects {
+        let Some((folder, _)) = ws.warehouse.relative(&o.location).and_then(|r| r.rsplit_once('/')) else { continue };
+        if version_of(folder).is_some() {
+            folders.entry(folder.to_string()).or_default().push(o);
         }
     }
-    Ok(())
+    let partition_of = |folder: &str| folder.rsplit_once("/v=").map(|(p, _)| p.to_string()).unwrap_or_default();
+    // When each partition's current version was published: its oldest file.
+    let published_at: BTreeMap<String, chrono::DateTime<Utc>> = folders
+        .iter()
+        .filter(|(f, _)| current.contains(*f))
+        .filter_map(|(f, files)| files.iter().map(|o| o.last_modified).min().map(|t| (partition_of(f), t)))
+        .collect();
+    let cutoff = Utc::now() - grace;
+    let mut removed = 0;
+    for (folder, files) in &folders {
+        if current.contains(folder) {
+            continue;
+        }
+        // A partition dropped from the catalog (replace_table) has no current version.
+        let replaced_long_ago = published_at.get(&partition_of(folder)).is_none_or(|t| *t < cutoff);
+        if replaced_long_ago && files.iter().all(|o| o.last_modified < cutoff) {
+            for o in files {
+                ws.warehouse.delete(&o.location).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The `v=<id>` segment of a path or URL.

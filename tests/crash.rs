@@ -24,7 +24,8 @@ fn runner(env: &TestEnv, args: &[&str]) -> Command {
 }
 
 fn fresh() -> TestEnv {
-    let env = TestEnv::with_settings(SETTINGS);
+    // Compaction at 2 files, so `run --all` compacts the partitions several batches wrote.
+    let env = TestEnv::with_job_edits(SETTINGS, &[("compact_events.toml", "min_files = 8", "min_files = 2")]);
     let out = runner(
         &env,
         &[
@@ -89,7 +90,7 @@ async fn reference() -> Vec<String> {
 #[tokio::test]
 async fn sigkill_at_every_failpoint_then_rerun_equals_an_uninterrupted_run() {
     let expected = reference().await;
-    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.")) {
+    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.") || p.starts_with("compact.")) {
         let env = fresh();
         let out = runner(&env, &["run", "--all"]).env("RUNNER_FAILPOINT", point).output().unwrap();
         assert_eq!(

@@ -25,7 +25,7 @@ jobs = ds.dataset(f"{wh}/job_events", format="parquet", partitioning="hive").to_
 g = jobs.group_by("companyID").aggregate([("nbJobs", "sum")])
 out["pyarrow_jobs"] = {c: int(n) for c, n in zip(g.column("companyID").to_pylist(), g.column("nbJobs_sum").to_pylist())}
 rows = duckdb.sql(
-    f"SELECT companyID, sum(nbJobs) FROM read_parquet('{wh}/job_events/*/*.parquet', hive_partitioning=true) GROUP BY 1"
+    f"SELECT companyID, sum(nbJobs) FROM read_parquet('{wh}/job_events/*/*/*.parquet', hive_partitioning=true) GROUP BY 1"
 ).fetchall()
 out["duckdb_jobs"] = {c: int(n) for c, n in rows}
 print(json.dumps(out))

@@ -95,6 +95,17 @@ impl Catalog for LocalCatalog {
     }
 
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+        self.write_partitions(table, partitions, false).await
+    }
+
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+        self.write_partitions(table, partitions, true).await
+    }
+}
+
+impl LocalCatalog {
+    /// One object per partition; `only_new` makes each a create-if-absent put.
+    async fn write_partitions(&self, table: &str, partitions: &[PartitionMeta], only_new: bool) -> Result<()> {
         let meta = self
             .table(table)
             .await?
@@ -103,8 +114,12 @@ impl Catalog for LocalCatalog {
             let name: Vec<String> =
                 meta.partition_keys.iter().zip(&p.values).map(|(k, v)| format!("{}={}", k.name, hive_escape(v))).collect();
             let path = self.warehouse.child(&format!("{CATALOG_DIR}/{}/partitions/{}.json", hive_escape(table), name.join(",")));
-            let body = serde_json::to_vec_pretty(p).map_err(|e| Error::Internal(e.to_string()))?;
-            self.warehouse.put(&path, Bytes::from(body)).await?;
+            let body = Bytes::from(serde_json::to_vec_pretty(p).map_err(|e| Error::Internal(e.to_string()))?);
+            if only_new {
+                self.warehouse.put_if_absent(&path, body).await?;
+            } else {
+                self.warehouse.put(&path, body).await?;
+            }
         }
         Ok(())
     }
@@ -128,6 +143,9 @@ mod tests {
         let p = PartitionMeta { values: vec!["2026-11-20".into()], location: wh.join("t/dt=2026-11-20").url };
         cat.put_partitions("t", &[p.clone(), p.clone()]).await.unwrap();
         assert_eq!(cat.partitions("t").await.unwrap(), vec![p.clone()]);
+        let moved = PartitionMeta { values: p.values.clone(), location: wh.join("t/dt=2026-11-20/v=2").url };
+        cat.add_partitions("t", std::slice::from_ref(&moved)).await.unwrap();
+        assert_eq!(cat.partitions("t").await.unwrap(), vec![p.clone()], "add never repoints");
         cat.delete_partitions("t", std::slice::from_ref(&p.values)).await.unwrap();
         assert!(cat.partitions("t").await.unwrap().is_empty());
         assert!(cat.put_partitions("nope", &[]).await.is_err());

@@ -97,6 +97,10 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>>;
     /// Registers partitions (creating new ones, repointing existing ones).
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
+    /// Registers the partitions that do not exist yet and leaves existing ones as they are, as
+    /// one conditional create per partition (never read-then-write): an ingest publisher that
+    /// was delayed can then never point a partition back at a version compaction replaced.
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
     /// Unregisters partitions by their values (absent ones are fine).
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()>;
 }

@@ -44,7 +44,8 @@ impl DedupIndex {
     /// at `from_ms` or later.
     pub async fn load(wh: &Location, state: &LedgerState, horizon_ms: i64, from_ms: i64) -> Result<DedupIndex> {
         let mut idx = DedupIndex { seen: KeyMap::default(), batches: VecDeque::new(), horizon_ms };
-        for c in state.commits.iter().filter(|c| c.max_arrival_ms >= from_ms.saturating_sub(horizon_ms)) {
+        let within = |c: &&crate::ledger::Commit| !c.is_compaction() && c.max_arrival_ms >= from_ms.saturating_sub(horizon_ms);
+        for c in state.commits.iter().filter(within) {
             let bytes = wh.get(&wh.child(&c.dedup_keys)).await?;
             let keys = decode_keys(&bytes)?;
             idx.seen.extend(keys.iter().map(|k| (*k, c.max_arrival_ms)));

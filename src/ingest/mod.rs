@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::catalog::{PartitionMeta, TableMeta};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
+use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys, version_dir};
 use crate::progress::Progress;
 use crate::schema::{COL_SOURCE, PARTITION_COL};
 use crate::source::{Compression, KeyKind, classify};
@@ -100,13 +100,15 @@ pub fn quarantine_schema() -> SchemaRef {
 /// Registers the stream's table and `quarantine` in the catalog (idempotent).
 async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     let sc = ws.contract.stream(stream)?;
-    let t = TableMeta::from_arrow(
+    let mut t = TableMeta::from_arrow(
         &sc.table,
         &format!("Events of delivery stream `{stream}`, typed by schemas/events.toml, deduplicated, partitioned by event date"),
         ws.warehouse.join(&sc.table).url,
         &sc.file_schema(),
         &[(PARTITION_COL, DataType::Date32)],
     )?;
+    // Partitions live in `v=<seq>` folders so compaction can replace one atomically.
+    t.parameters.insert(crate::transform::VERSIONED.into(), "true".into());
     ws.catalog.put_table(&t).await?;
     let q = TableMeta::from_arrow(
         QUARANTINE_TABLE,
@@ -200,7 +202,7 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
             break;
         }
         let seq = state.next_seq();
-        match write_batch(ws, &source, &ledger, stream, &run_id, seq, &batch, &mut dedup, progress).await {
+        match write_batch(ws, &source, &ledger, &state, &run_id, &batch, &mut dedup, progress).await {
             Ok((commit, keys)) => {
                 failpoint::hit("ingest.after_commit");
                 publish(ws, &ledger, &commit).await?;
@@ -237,7 +239,7 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
 }
 
 /// Publishes every committed batch that has no `.published` marker (a crash cut it short).
-async fn recover(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Result<u64> {
+pub(crate) async fn recover(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Result<u64> {
     let mut n = 0;
     for c in &state.commits {
         if !state.published.contains(&c.seq) {
@@ -253,7 +255,11 @@ async fn recover(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Re
 }
 
 /// Moves a committed batch's files into place and registers their partitions. Idempotent.
-async fn publish(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
+///
+/// An ingest batch only *adds* partitions that do not exist yet (its files join the current
+/// version, which the catalog already points at); only a compaction repoints a partition. So a
+/// publisher that was delayed never points a partition back at a replaced version.
+pub(crate) async fn publish(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
     let wh = &ws.warehouse;
     for (i, f) in c.files.iter().enumerate() {
         wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await?;
@@ -272,7 +278,11 @@ async fn publish(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
         }
     }
     for (table, parts) in by_table {
-        ws.catalog.put_partitions(table, &parts).await?;
+        if c.is_compaction() {
+            ws.catalog.put_partitions(table, &parts).await?;
+        } else {
+            ws.catalog.add_partitions(table, &parts).await?;
+        }
     }
     ledger.mark_published(c.seq).await
 }
@@ -284,13 +294,14 @@ async fn write_batch(
     ws: &Workspace,
     source: &Location,
     ledger: &Ledger,
-    stream: &str,
+    state: &LedgerState,
     run_id: &str,
-    seq: u64,
     batch: &[Candidate],
     dedup: &mut DedupIndex,
     progress: &Progress,
 ) -> Result<(Commit, Vec<u128>)> {
+    let stream = ledger.stream();
+    let seq = state.next_seq();
     let sc = ws.contract.stream(stream)?;
     let attempt = uuid::Uuid::now_v7().simple().to_string();
     let staging = ledger.staging_prefix(&attempt);
@@ -368,9 +379,12 @@ async fn write_batch(
     stats.valid = kept_days.len() as u64;
 
     // Stage: one file per event date, rows sorted by companyID.
-    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company).await?;
+    // Event files join their partition's current version; quarantine (shared by the streams,
+    // never compacted) is not versioned.
+    let version = |day: &str| Some(state.version(&sc.table, &[day.to_string()]));
+    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, version).await?;
     let (qbatch, qdays) = quarantine.finish()?;
-    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 1).await?);
+    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 1, |_| None).await?);
 
     let dedup_keys = ledger.dedup_path(seq, &attempt);
     ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
@@ -389,6 +403,7 @@ async fn write_batch(
         dedup_keys,
         max_arrival_ms: batch.iter().map(|c| c.arrival_ms).max().unwrap_or(0),
         stats,
+        compacted: Vec::new(),
     };
     failpoint::hit("ingest.before_commit");
     ledger.commit(&commit).await?;
@@ -408,6 +423,7 @@ async fn stage_partitions(
     batches: Vec<RecordBatch>,
     days: Vec<i32>,
     sort_col: usize,
+    version: impl Fn(&str) -> Option<u64>,
 ) -> Result<Vec<FileEntry>> {
     if days.is_empty() {
         return Ok(Vec::new());
@@ -437,8 +453,12 @@ async fn stage_partitions(
             let wh = wh.clone();
             let batches = batches.clone();
             let date = day_string(day);
-            let staged = format!("{staging}/{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
-            let path = format!("{table}/{PARTITION_COL}={date}/part-{stream}-{seq:012}.parquet");
+            let dir = match version(&date) {
+                Some(v) => format!("{table}/{PARTITION_COL}={date}/{}", version_dir(v)),
+                None => format!("{table}/{PARTITION_COL}={date}"),
+            };
+            let staged = format!("{staging}/{dir}/part-{stream}-{seq:012}.parquet");
+            let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
             async move {
                 let len = rows.len() as u64;
                 let data = tokio::task::spawn_blocking(move || {

@@ -15,6 +15,8 @@ pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub extra: String,
+    /// The jobs folder: the repository's, or an edited copy (see `with_job_edits`).
+    pub jobs_dir: PathBuf,
 }
 
 impl TestEnv {
@@ -24,8 +26,28 @@ impl TestEnv {
 
     /// `extra` is appended to runner.toml (e.g. an [ingest] section).
     pub fn with_settings(extra: &str) -> TestEnv {
+        TestEnv::with_job_edits(extra, &[])
+    }
+
+    /// Like `with_settings`, with a copy of the repository's jobs/ where each `(file, from, to)`
+    /// replaces text in one job file (e.g. a compaction threshold).
+    pub fn with_job_edits(extra: &str, edits: &[(&str, &str, &str)]) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
-        let env = TestEnv { dir, extra: extra.to_string() };
+        let jobs_dir = if edits.is_empty() { Path::new(REPO).join("jobs") } else { dir.path().join("jobs") };
+        if !edits.is_empty() {
+            std::fs::create_dir_all(&jobs_dir).unwrap();
+            for e in std::fs::read_dir(Path::new(REPO).join("jobs")).unwrap() {
+                let p = e.unwrap().path();
+                let mut text = std::fs::read_to_string(&p).unwrap();
+                let name = p.file_name().unwrap().to_str().unwrap();
+                for (file, from, to) in edits.iter().filter(|(f, _, _)| *f == name) {
+                    assert!(text.contains(from), "{file} has no `{from}`");
+                    text = text.replace(from, to);
+                }
+                std::fs::write(jobs_dir.join(name), text).unwrap();
+            }
+        }
+        let env = TestEnv { dir, extra: extra.to_string(), jobs_dir };
         std::fs::write(env.config_path(), env.config_text()).unwrap();
         env
     }
@@ -40,8 +62,9 @@ impl TestEnv {
 
     fn config_text(&self) -> String {
         format!(
-            "warehouse = \"warehouse\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
+            "warehouse = \"warehouse\"\njobs_dir = \"{}\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
              [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n{}",
+            self.jobs_dir.display(),
             self.extra
         )
     }

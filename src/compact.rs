@@ -1,0 +1,191 @@
+//! Compaction: each micro-batch adds a small file to every event-date partition it touches;
+//! compaction merges a partition's files into one file sorted by companyID and event time.
+//!
+//! A compaction is a commit in the stream's ledger (see `ledger`): it is planned from the
+//! ledger, writes the merged files to staging, commits with the same create-if-absent put as an
+//! ingest batch (so it serializes with concurrent ingest runs: whoever commits the seq first
+//! wins, the other re-plans), then moves the files into a new version folder `v=<seq>` and
+//! repoints the catalog partition. Readers going through the catalog switch from all the old
+//! files to the merged one in one step; a crash anywhere is rolled forward or discarded like an
+//! ingest batch. The replaced version stays on disk for queries in flight and is deleted after
+//! `keep_replaced`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use chrono::Utc;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ingest::{encode_parquet, publish, recover};
+use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger, version_dir};
+use crate::schema::PARTITION_COL;
+use crate::transform::collect_replaced_versions;
+use crate::workspace::Workspace;
+
+/// How often a compaction re-plans after an ingest run committed the seq it planned.
+const MAX_COMMIT_CONFLICTS: u32 = 20;
+
+/// What a compaction job does (from its `[compact]` section).
+#[derive(Debug, Clone)]
+pub struct CompactJob {
+    pub streams: Vec<String>,
+    /// A partition is compacted once its current version holds this many files.
+    pub min_files: usize,
+    /// Partitions merged per commit (each is held in memory while it is merged).
+    pub max_partitions_per_commit: usize,
+    /// How long a replaced version stays for queries in flight.
+    pub keep_replaced: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactSummary {
+    pub job: String,
+    pub commits: u64,
+    pub partitions: u64,
+    pub files_in: u64,
+    pub files_out: u64,
+    pub rows: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Files of versions replaced longer than `keep_replaced` ago, deleted by this run.
+    pub removed_files: u64,
+    pub seconds: f64,
+}
+
+pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSummary> {
+    let started = Instant::now();
+    let mut summary = CompactSummary { job: job.to_string(), ..Default::default() };
+    let run_id = uuid::Uuid::now_v7().to_string();
+    for stream in &cj.streams {
+        let table = ws.contract.stream(stream)?.table.clone();
+        let ledger = Ledger::new(ws.warehouse.clone(), stream);
+        let mut conflicts = 0;
+        loop {
+            let mut state = ledger.load().await?;
+            recover(ws, &ledger, &mut state).await?;
+            let seq = state.next_seq();
+            let todo: Vec<(Vec<String>, Vec<FileEntry>)> = state
+                .live_files()
+                .into_iter()
+                .filter(|((t, _), files)| t == &table && files.len() >= cj.min_files.max(2))
+                .take(cj.max_partitions_per_commit.max(1))
+                .map(|((_, p), files)| (p, files.into_iter().cloned().collect()))
+                .collect();
+            if todo.is_empty() {
+                break;
+            }
+            let attempt = uuid::Uuid::now_v7().simple().to_string();
+            let staging = ledger.staging_prefix(&attempt);
+            let mut files = Vec::new();
+            let mut compacted = Vec::new();
+            let mut stats = Stats::default();
+            for (partition, inputs) in todo {
+                let date = partition.first().cloned().unwrap_or_default();
+                let dir = format!("{table}/{PARTITION_COL}={date}/{}", version_dir(seq));
+                let name = format!("part-{stream}-{seq:012}.parquet");
+                let (data, rows) = merge(ws, stream, &inputs).await?;
+                let staged = format!("{staging}/{dir}/{name}");
+                stats.files_in += inputs.len() as u64;
+                stats.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
+                stats.bytes_out += data.len() as u64;
+                stats.rows += rows;
+                files.push(FileEntry {
+                    table: table.clone(),
+                    partition: partition.clone(),
+                    staged: staged.clone(),
+                    path: format!("{dir}/{name}"),
+                    rows,
+                    bytes: data.len() as u64,
+                });
+                ws.warehouse.put(&ws.warehouse.child(&staged), data).await?;
+                compacted.push(Compacted {
+                    table: table.clone(),
+                    partition,
+                    inputs: inputs.iter().map(|f| f.path.clone()).collect(),
+                });
+            }
+            let commit = Commit {
+                stream: stream.clone(),
+                seq,
+                attempt,
+                run_id: run_id.clone(),
+                committed_at: Utc::now().to_rfc3339(),
+                objects: Vec::new(),
+                files,
+                dedup_keys: String::new(),
+                max_arrival_ms: 0,
+                stats: BatchStats::default(),
+                compacted,
+            };
+            failpoint::hit("compact.before_commit");
+            match ledger.commit(&commit).await {
+                Ok(()) => {
+                    failpoint::hit("compact.after_commit");
+                    publish(ws, &ledger, &commit).await?;
+                    tracing::info!(stream, seq, partitions = commit.compacted.len(), "compacted");
+                    summary.commits += 1;
+                    summary.partitions += commit.compacted.len() as u64;
+                    summary.files_out += commit.files.len() as u64;
+                    summary.files_in += stats.files_in;
+                    summary.rows += stats.rows;
+                    summary.bytes_in += stats.bytes_in;
+                    summary.bytes_out += stats.bytes_out;
+                }
+                Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
+                    // An ingest run committed this seq first; its files may be in our
+                    // partitions. Plan again (our staging is garbage-collected later).
+                    conflicts += 1;
+                    tracing::info!(stream, seq, "another run committed seq {seq} first; re-planning the compaction");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let grace = chrono::Duration::from_std(cj.keep_replaced).unwrap_or(chrono::Duration::MAX);
+        summary.removed_files += collect_replaced_versions(ws, &table, grace).await?;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct Stats {
+    files_in: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    rows: u64,
+}
+
+/// Reads a partition's files and writes them as one Parquet file sorted by companyID, then
+/// event time.
+async fn merge(ws: &Workspace, stream: &str, inputs: &[FileEntry]) -> Result<(bytes::Bytes, u64)> {
+    let sc = ws.contract.stream(stream)?;
+    let schema = sc.file_schema();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for f in inputs {
+        let body = ws.warehouse.get(&ws.warehouse.child(&f.path)).await?;
+        let what = format!("reading {} for compaction", f.path);
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(body).and_then(|b| b.build()).map_err(Error::parquet(what.clone()))?;
+        for b in reader {
+            let b = b.map_err(Error::arrow(what.clone()))?;
+            // As the contract types it (the Parquet file may say less about nullability).
+            batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(Error::arrow(what.clone()))?);
+        }
+    }
+    let (company, time) = (sc.col_company, sc.col_event_time);
+    tokio::task::spawn_blocking(move || {
+        let all = concat_batches(&schema, &batches).map_err(Error::arrow("merging a partition"))?;
+        drop(batches);
+        let keys = [all.column(company), all.column(time)].map(|c| SortColumn { values: Arc::clone(c), options: None });
+        let idx = lexsort_to_indices(&keys, None).map_err(Error::arrow("sorting a partition"))?;
+        let sorted = take_record_batch(&all, &idx).map_err(Error::arrow("sorting a partition"))?;
+        Ok((encode_parquet(&sorted)?, sorted.num_rows() as u64))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))?
+}
