@@ -1,13 +1,14 @@
 -- jobs_daily: the QuickSight job sheet, one row per tenant, user and day.
 --
--- Incremental like tenant_activity_daily: run once per changed day $dt, replacing its partition.
-SELECT CAST($dt AS DATE)   AS dt,
+-- Incremental like tenant_activity_daily: the runner passes each run of consecutive changed
+-- days as $dt_from..$dt_to (DATEs, inclusive) and replaces those days' partitions.
+SELECT dt,
        companyID           AS company_id,
        userID              AS userid,
-       CAST($dt AS DATE)   AS date,
+       dt                  AS date,
        SUM(dataSize)       AS dataSize,
        SUM(nbJobs)         AS jobSubmitted
 FROM job_events
-WHERE dt = $dt
+WHERE dt BETWEEN $dt_from AND $dt_to
   AND event_type = 'job_submitted'
-GROUP BY companyID, userID
+GROUP BY dt, companyID, userID

@@ -56,7 +56,7 @@ pub async fn run(ws: &Workspace, job: &Job, ej: &ExportJob, as_of: Option<NaiveD
             .sql(&ds.sql)
             .await
             .map_err(|e| Error::Usage(format!("{}: {}", ds.file.display(), crate::sqlcheck::describe(&ds.sql, &e))))?
-            .with_param_values(crate::transform::params(as_of, as_of))
+            .with_param_values(crate::transform::params(as_of, (as_of, as_of)))
             .map_err(Error::df(format!("binding parameters of {}", ds.file.display())))?;
         let batches = df.collect().await.map_err(Error::df(format!("running {}", ds.file.display())))?;
         let mut by_tenant: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();

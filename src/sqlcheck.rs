@@ -71,7 +71,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
             register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems);
             for ds in &ej.datasets {
                 let planned = async {
-                    let df = ctx.sql(&ds.sql).await?.with_param_values(crate::transform::params(day, day))?;
+                    let df = ctx.sql(&ds.sql).await?.with_param_values(crate::transform::params(day, (day, day)))?;
                     df.create_physical_plan().await.map(|p| p.schema())
                 }
                 .await;
@@ -90,7 +90,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         register_inputs(&ctx, &sj.inputs, &schemas, &job.file.display().to_string(), &mut problems);
         let planned = async {
             let df = ctx.sql(&sj.sql).await?;
-            let df = df.with_param_values(crate::transform::params(day, day))?;
+            let df = df.with_param_values(crate::transform::params(day, (day, day)))?;
             df.create_physical_plan().await.map(|p| p.schema())
         }
         .await;

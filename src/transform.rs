@@ -8,7 +8,9 @@
 //! after a grace period, so a query planned just before the switch still finds its files.
 //!
 //! Parameters reach the SQL as typed placeholders, never pasted into its text: `$as_of` (DATE,
-//! the run's logical date) and, for incremental jobs, `$dt` (DATE, the event day being rebuilt).
+//! the run's logical date) and, for incremental jobs, `$dt_from` and `$dt_to` (DATEs, inclusive:
+//! a run of consecutive event days being rebuilt). One query per run of changed days, not one
+//! per day: a first build of 90 days is one or three queries, a daily run usually one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use chrono::{NaiveDate, Utc};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{PartitionMeta, TableMeta};
@@ -38,6 +41,8 @@ pub const VERSIONED: &str = "runner.versioned";
 pub const CURRENT_VERSION: &str = "runner.current_version";
 /// Old versions are deleted once replaced for this long.
 pub const VERSION_GRACE_MINUTES: i64 = 60;
+/// Days an incremental job's SQL covers in one query: bounds its memory on a long backfill.
+const MAX_DAYS_PER_QUERY: usize = 31;
 
 #[derive(Debug, Clone, Default)]
 pub struct SqlRunOptions {
@@ -99,23 +104,35 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
     };
     summary.periods = periods.iter().map(|d| d.to_string()).collect();
 
-    // Run the SQL once per period.
+    // Run the SQL once per run of consecutive days (`$dt_from`..`$dt_to`; a non-incremental
+    // job: once, both set to the as-of date). Runs are independent, so two run at once.
     let mut outputs: Vec<RecordBatch> = Vec::new();
     let mut expected_partitions: BTreeSet<Vec<String>> = BTreeSet::new();
     let mut out_schema = None;
-    for p in &periods {
-        let (batches, schema, rows_in, bytes_in) = execute(&ctx, sj, as_of, *p).await?;
+    let ranges = day_ranges(&periods, MAX_DAYS_PER_QUERY);
+    let mut results = futures::stream::iter(ranges.clone())
+        .map(|r| {
+            let (ctx, sj) = (ctx.clone(), sj.clone());
+            tokio::spawn(async move { execute(&ctx, &sj, as_of, r).await })
+        })
+        .buffered(2);
+    for _ in &ranges {
+        let (batches, schema, rows_in, bytes_in) = results
+            .next()
+            .await
+            .expect("one result per period")
+            .map_err(|e| Error::Internal(format!("query task failed: {e}")))??;
         let (batches, schema) = athena_types(batches, &schema)?;
         summary.rows_in += rows_in;
         summary.bytes_in += bytes_in;
         outputs.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
         out_schema = Some(schema);
-        // A rebuilt day or an as-of snapshot is replaced even when it comes out empty.
-        if sj.partition_by == ["dt"] && sj.incremental {
-            expected_partitions.insert(vec![p.to_string()]);
-        } else if sj.partition_by == ["as_of"] {
-            expected_partitions.insert(vec![as_of.to_string()]);
-        }
+    }
+    // A rebuilt day or an as-of snapshot is replaced even when it comes out empty.
+    if sj.partition_by == ["dt"] && sj.incremental {
+        expected_partitions.extend(periods.iter().map(|p| vec![p.to_string()]));
+    } else if sj.partition_by == ["as_of"] {
+        expected_partitions.insert(vec![as_of.to_string()]);
     }
     let Some(schema) = out_schema else {
         summary.seconds = started.elapsed().as_secs_f64();
@@ -238,14 +255,14 @@ async fn execute(
     ctx: &SessionContext,
     sj: &SqlJob,
     as_of: NaiveDate,
-    day: NaiveDate,
+    days: (NaiveDate, NaiveDate),
 ) -> Result<(Vec<RecordBatch>, Arc<Schema>, u64, u64)> {
     let ctx_err = |what: &str| format!("{what} {}", sj.file.display());
     let df = ctx
         .sql(&sj.sql)
         .await
         .map_err(|e| Error::Usage(format!("{}: {}", sj.file.display(), crate::sqlcheck::describe(&sj.sql, &e))))?;
-    let df = df.with_param_values(params(as_of, day)).map_err(Error::df(ctx_err("binding parameters of")))?;
+    let df = df.with_param_values(params(as_of, days)).map_err(Error::df(ctx_err("binding parameters of")))?;
     let plan = df.create_physical_plan().await.map_err(Error::df(ctx_err("planning")))?;
     let schema = plan.schema();
     let batches = collect(plan.clone(), ctx.task_ctx()).await.map_err(Error::df(ctx_err("running")))?;
@@ -295,11 +312,27 @@ fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<
 }
 
 /// The named parameters every job's SQL may use.
-pub fn params(as_of: NaiveDate, day: NaiveDate) -> datafusion::common::ParamValues {
+pub fn params(as_of: NaiveDate, days: (NaiveDate, NaiveDate)) -> datafusion::common::ParamValues {
     let date =
         |d: NaiveDate| ScalarValue::Date32(Some((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32));
-    let map: HashMap<String, ScalarValue> = [("as_of".to_string(), date(as_of)), ("dt".to_string(), date(day))].into();
+    let map: HashMap<String, ScalarValue> =
+        [("as_of".to_string(), date(as_of)), ("dt_from".to_string(), date(days.0)), ("dt_to".to_string(), date(days.1))].into();
     map.into()
+}
+
+/// Sorted days as runs of consecutive days, each at most `max` long: one query per run.
+pub fn day_ranges(days: &[NaiveDate], max: usize) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut out: Vec<(NaiveDate, NaiveDate, usize)> = Vec::new();
+    for d in days {
+        match out.last_mut() {
+            Some((_, to, n)) if *n < max && to.succ_opt() == Some(*d) => {
+                *to = *d;
+                *n += 1;
+            }
+            _ => out.push((*d, *d, 1)),
+        }
+    }
+    out.into_iter().map(|(a, b, _)| (a, b)).collect()
 }
 
 /// Rows and bytes read by the plan's scans (its leaves).
@@ -450,4 +483,22 @@ pub async fn collect_replaced_versions(ws: &Workspace, table: &str, grace: chron
 /// The `v=<id>` segment of a path or URL.
 pub fn version_of(path: &str) -> Option<String> {
     path.split('/').find_map(|s| s.strip_prefix("v=")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_days_become_runs_of_consecutive_days() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let days: Vec<NaiveDate> =
+            ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-05", "2026-11-30", "2026-12-01"].iter().map(|s| d(s)).collect();
+        assert_eq!(
+            day_ranges(&days, 31),
+            vec![(d("2026-11-01"), d("2026-11-03")), (d("2026-11-05"), d("2026-11-05")), (d("2026-11-30"), d("2026-12-01"))]
+        );
+        assert_eq!(day_ranges(&days[..3], 2), vec![(d("2026-11-01"), d("2026-11-02")), (d("2026-11-03"), d("2026-11-03"))]);
+        assert!(day_ranges(&[], 31).is_empty());
+    }
 }

@@ -128,5 +128,5 @@ fn validate_plans_sql_offline_and_names_file_and_line() {
     let out = runner(&env, &["validate"]);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
-    assert!(err.contains("jobs_daily.sql: line 8") && err.contains("data_size"), "{err}");
+    assert!(err.contains("jobs_daily.sql: line 9") && err.contains("data_size"), "{err}");
 }
