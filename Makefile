@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag sample clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score model serve sample clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -38,7 +38,7 @@ unit:
 
 ## Rewrite tests/golden/expected/*.csv from the current SQL (review the diff before committing).
 golden:
-	UPDATE_GOLDEN=1 cargo test --test golden
+	UPDATE_GOLDEN=1 cargo test --test golden --test scoring
 
 ## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
 bench: venv
@@ -47,6 +47,18 @@ bench: venv
 ## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
 bench-dag: venv
 	PYTHON=$(PY) bash bench/dag.sh
+
+## Scoring benchmark: batched next to one request per company, against `runner model serve`.
+bench-score:
+	bash bench/score.sh
+
+## Retrain the churn model on the seed's companies (writes data/model/churn.json).
+model:
+	$(RUNNER) model train --data data/companies.csv
+
+## The local churn endpoint on port 8080 (SageMaker container and API Gateway contracts).
+serve:
+	$(RUNNER) model serve --port 8080
 
 ## Regenerate the committed sample in data/drops (deterministic).
 sample:

@@ -12,8 +12,9 @@ TENANTS=${TENANTS:-500}
 WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS}
 AS_OF=2026-11-20
 [ -f "$WORK/.simulated" ] || { echo "run the ingest benchmark first (make bench, TENANTS=$TENANTS)" >&2; exit 1; }
-cargo build --release --quiet
-BIN=$CARGO_TARGET_DIR/release/runner
+# RUNNER_BIN: measure a binary built earlier instead of building the working tree.
+[ -n "${RUNNER_BIN:-}" ] || cargo build --release --quiet
+BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}
 JOBS="tenant_activity_daily jobs_daily tenants churn_features"
 
 # A fresh ingest, then only the SQL jobs are measured.

@@ -15,8 +15,9 @@ DAYS=${DAYS:-90}
 WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS}
 REPO=$(pwd)
 
-cargo build --release --quiet
-BIN=$CARGO_TARGET_DIR/release/runner
+# RUNNER_BIN: measure a binary built earlier instead of building the working tree.
+[ -n "${RUNNER_BIN:-}" ] || cargo build --release --quiet
+BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}
 
 if [ ! -f "$WORK/.simulated" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"

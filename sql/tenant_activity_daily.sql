@@ -19,12 +19,21 @@ WITH jobs AS (
 tenant AS (
     SELECT dt, companyID,
            COUNT(*) FILTER (WHERE event_type = 'user_login')                                  AS logins,
-           COUNT(DISTINCT sessionID) FILTER (WHERE event_type = 'user_login')                 AS sessions,
            COUNT(*) FILTER (WHERE event_type = 'user_added')                                  AS users_added,
            COUNT(*) FILTER (WHERE event_type = 'user_deleted')                                AS users_deleted,
            MAX(event_time)                                                                    AS last_event_at
     FROM tenant_events
     WHERE dt BETWEEN $dt_from AND $dt_to
+    GROUP BY dt, companyID
+),
+-- Distinct login sessions, counted apart: a COUNT(DISTINCT) next to other aggregates keeps a
+-- hash set per group, many times slower than a DISTINCT then a COUNT.
+sessions AS (
+    SELECT dt, companyID, COUNT(*) AS sessions
+    FROM (
+        SELECT DISTINCT dt, companyID, sessionID FROM tenant_events
+        WHERE dt BETWEEN $dt_from AND $dt_to AND event_type = 'user_login' AND sessionID IS NOT NULL
+    ) s
     GROUP BY dt, companyID
 ),
 -- A user is active on a day they logged in or out, or submitted, finished or cancelled a job.
@@ -52,7 +61,7 @@ SELECT d.dt,
        COALESCE(j.jobs_cancelled, 0)               AS jobs_cancelled,
        COALESCE(j.data_size_mb, 0)                 AS data_size_mb,
        COALESCE(t.logins, 0)                       AS logins,
-       COALESCE(t.sessions, 0)                     AS sessions,
+       COALESCE(s.sessions, 0)                     AS sessions,
        COALESCE(a.active_users, 0)                 AS active_users,
        COALESCE(t.users_added, 0)                  AS users_added,
        COALESCE(t.users_deleted, 0)                AS users_deleted,
@@ -60,4 +69,5 @@ SELECT d.dt,
 FROM tenants_of_the_day d
 LEFT JOIN jobs j   ON j.dt = d.dt AND j.companyID = d.companyID
 LEFT JOIN tenant t ON t.dt = d.dt AND t.companyID = d.companyID
+LEFT JOIN sessions s ON s.dt = d.dt AND s.companyID = d.companyID
 LEFT JOIN active a ON a.dt = d.dt AND a.companyID = d.companyID

@@ -118,6 +118,61 @@ pub enum Command {
     },
     /// Check config, jobs and schemas offline (no data is read). Exit 78 on an error.
     Validate,
+    /// The churn model: train it, or serve it as the local endpoint.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Fit the churn classifier on labelled companies, print holdout accuracy, precision and
+    /// recall, and write the model declaration (default: [scoring] model in runner.toml).
+    Train {
+        /// Labelled companies: Company,Industry,Revenue,Employees,#job30,#job90,MonthlyCharge,TotalCharge,Churn.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the declaration (default: scoring.model).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed of the 80/20 train/holdout split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 3000)]
+        epochs: usize,
+    },
+    /// Serve the model over HTTP: SageMaker container (/ping, /invocations) and API Gateway
+    /// (/assessChurn). Stops on SIGTERM or Ctrl-C after finishing requests in flight.
+    Serve {
+        /// Port to listen on (0: any free port; the address is printed on stderr).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to bind (loopback by default: expose it on purpose).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// The model declaration (default: scoring.model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Requests scored at once; more wait.
+        #[arg(long, default_value_t = 64)]
+        max_concurrency: usize,
+    },
+    /// Benchmark a running model server with the scoring client: batched /invocations next to
+    /// one /assessChurn request per company; prints companies/s and p50/p99 per call.
+    Bench {
+        /// The server root, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// Companies to score (the seed's companies.csv).
+        #[arg(long, default_value = "data/companies.csv")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch_rows: usize,
+        /// Calls in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +234,73 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let mut stdout = std::io::stdout().lock();
     let progress = Progress::new(!cli.quiet && std::io::stderr().is_terminal());
     match cli.command {
+        Command::Model(ModelCommand::Train { data, out, seed, epochs }) => {
+            let rows = crate::model::train::read_companies_csv(&data)?;
+            let decl = crate::model::train::train(&rows, &data.display().to_string(), seed, epochs)?;
+            let out_path = out.unwrap_or_else(|| config.scoring.model.clone());
+            if let Some(dir) = out_path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+            }
+            let text = serde_json::to_string_pretty(&decl).map_err(|e| Error::Internal(e.to_string()))?;
+            std::fs::write(&out_path, text + "\n")
+                .map_err(|e| Error::Io { what: format!("writing {}", out_path.display()), source: e })?;
+            let t = decl.training.as_ref().expect("set by train");
+            writeln!(
+                stdout,
+                "model {} {}: trained on {} rows, held out {}\nholdout accuracy {:.4}  precision {:.4}  recall {:.4}\nwrote {}",
+                decl.id,
+                decl.version,
+                t.train_rows,
+                t.holdout_rows,
+                t.holdout.accuracy,
+                t.holdout.precision,
+                t.holdout.recall,
+                out_path.display()
+            )
+            .map_err(|e| Error::Io { what: "writing the result".into(), source: e })?;
+            Ok(0)
+        }
+        Command::Model(ModelCommand::Bench { url, data, batch_rows, concurrency, format }) => {
+            let model = std::sync::Arc::new(crate::model::ModelDecl::load(&config.scoring.model)?);
+            let rows = crate::model::train::read_companies_csv(&data)?;
+            let results = crate::model::bench::run(model, &rows, &url, batch_rows, concurrency).await?;
+            let batch = RecordBatch::try_from_iter(vec![
+                ("mode", Arc::new(StringArray::from_iter_values(results.iter().map(|r| r.mode.clone()))) as ArrayRef),
+                ("companies", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.companies as u64))) as ArrayRef),
+                ("calls", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.calls as u64))) as ArrayRef),
+                (
+                    "seconds",
+                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.seconds * 1000.0).round() / 1000.0))),
+                ),
+                ("companies_per_s", Arc::new(Float64Array::from_iter_values(results.iter().map(|r| r.companies_per_s.round())))),
+                (
+                    "p50_ms",
+                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.p50_ms * 1000.0).round() / 1000.0))),
+                ),
+                (
+                    "p99_ms",
+                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.p99_ms * 1000.0).round() / 1000.0))),
+                ),
+                ("mismatches", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.mismatches as u64))) as ArrayRef),
+            ])
+            .map_err(Error::arrow("building the benchmark table"))?;
+            write_batches(&mut stdout, format, &[batch])?;
+            Ok(0)
+        }
+        Command::Model(ModelCommand::Serve { port, host, model, max_concurrency }) => {
+            let path = model.unwrap_or_else(|| config.scoring.model.clone());
+            let decl = crate::model::ModelDecl::load(&path)?;
+            let (id, version) = (decl.id.clone(), decl.version.clone());
+            crate::model::serve::serve(
+                decl,
+                std::net::SocketAddr::new(host, port),
+                max_concurrency,
+                |addr| eprintln!("serving model {id} {version} on http://{addr} (/ping, /invocations, /assessChurn)"),
+                crate::model::serve::termination(),
+            )
+            .await?;
+            Ok(0)
+        }
         Command::Simulate(a) => {
             let base = config.base_dir.clone();
             let url = crate::config::to_url(&base, &a.out).map_err(Error::Usage)?;
@@ -402,6 +524,29 @@ fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> 
         print_sql_summaries(out, format, &sql)?;
     }
     for o in outcomes {
+        if let Outcome::Score(c) = o {
+            let reasons: Vec<String> = c.errors_by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(
+                out,
+                "{}: as of {}: {} companies, {} scored, {} kept from an earlier run, {} churn, {} errors{}; {} unknown industries; {} calls, {} retries to {} (model {} {}) ({:.2}s)",
+                c.job,
+                c.as_of,
+                c.companies,
+                c.scored,
+                c.kept,
+                c.churn,
+                c.errors,
+                if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
+                c.unknown_industry,
+                c.calls,
+                c.retries,
+                c.endpoint,
+                c.model_id,
+                c.model_version,
+                c.seconds
+            )
+            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
+        }
         if let Outcome::Compact(c) = o {
             writeln!(
                 out,

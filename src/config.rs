@@ -32,8 +32,58 @@ struct FileConfig {
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
     ingest: Option<IngestFile>,
+    scoring: Option<ScoringFile>,
 }
 
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScoringFile {
+    endpoint: Option<EndpointKind>,
+    url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    api_key_file: Option<String>,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    batch_rows: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff: Option<String>,
+    breaker_failures: Option<u32>,
+}
+
+/// How the scoring job reaches the churn model (`../shared/spec/scoring.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// In-process, with the model declaration's weights: no HTTP.
+    Local,
+    /// A SageMaker-compatible container: `POST <url>/invocations`, CSV rows, batched.
+    Container,
+    /// API Gateway `assessChurn`: one Company JSON per call.
+    Apigateway,
+}
+
+/// The `[scoring]` section: where the churn endpoint is and how hard to try.
+#[derive(Debug, Clone)]
+pub struct ScoringSettings {
+    pub endpoint: EndpointKind,
+    /// Base URL (container: the server root; apigateway: the full assessChurn URL).
+    pub url: Option<String>,
+    /// The model declaration (feature order, industry levels, output, weights).
+    pub model: PathBuf,
+    /// Environment variable holding the API key sent as `x-api-key`.
+    pub api_key_env: Option<String>,
+    /// File holding the API key (first line).
+    pub api_key_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub batch_rows: usize,
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, with full jitter.
+    pub backoff: Duration,
+    /// Consecutive failed calls after which the endpoint is considered down for this run.
+    pub breaker_failures: u32,
+}
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
@@ -78,6 +128,7 @@ pub struct Config {
     /// Delivery stream name -> source root URL (the folder holding `YYYY/MM/DD/HH/`).
     pub sources: BTreeMap<String, String>,
     pub ingest: IngestSettings,
+    pub scoring: ScoringSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +234,36 @@ impl Config {
                 ingest.parallelism = n.max(1);
             }
         }
+        let sc = fc.scoring.unwrap_or_default();
+        let duration = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
+            v.map(|s| {
+                humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("scoring.{key} `{s}` is not a duration (e.g. \"5s\"): {e}")))
+            })
+            .transpose()
+            .map(|d| d.unwrap_or(default))
+        };
+        let scoring = ScoringSettings {
+            endpoint: sc.endpoint.unwrap_or(EndpointKind::Local),
+            url: sc.url,
+            model: base_dir.join(sc.model.as_deref().unwrap_or("data/model/churn.json")),
+            api_key_env: sc.api_key_env,
+            api_key_file: sc.api_key_file.map(|f| base_dir.join(f)),
+            timeout: duration("timeout", sc.timeout, Duration::from_secs(10))?,
+            concurrency: sc.concurrency.unwrap_or(8).max(1),
+            batch_rows: sc.batch_rows.unwrap_or(1000).max(1),
+            max_attempts: sc.max_attempts.unwrap_or(5).max(1),
+            backoff: duration("backoff", sc.backoff, Duration::from_millis(200))?,
+            breaker_failures: sc.breaker_failures.unwrap_or(20).max(1),
+        };
+        if scoring.endpoint != EndpointKind::Local && scoring.url.is_none() {
+            return Err(cfg_err(format!(
+                "scoring.endpoint = \"{}\" needs scoring.url (e.g. \"http://127.0.0.1:8080\")",
+                serde_json::to_value(scoring.endpoint).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            )));
+        }
         Ok(Config {
+            scoring,
             warehouse,
             jobs_dir: base_dir.join(fc.jobs_dir.as_deref().unwrap_or("jobs")),
             sql_dir: base_dir.join(fc.sql_dir.as_deref().unwrap_or("sql")),

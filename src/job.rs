@@ -26,8 +26,18 @@ struct JobFile {
     sql: Option<SqlSection>,
     export: Option<ExportSection>,
     compact: Option<CompactSection>,
+    score: Option<ScoreSection>,
     #[serde(default)]
     checks: Checks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreSection {
+    /// The Company entity per company and as-of date.
+    input: String,
+    /// The scores table.
+    output: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +75,11 @@ struct SqlSection {
     mode: WriteMode,
     #[serde(default)]
     incremental: bool,
+    /// Inputs read as last published, without depending on (or waiting for) their producer in
+    /// this run: how churn_features reads the scores of earlier runs of the scoring job that
+    /// itself reads churn_features.
+    #[serde(default)]
+    reads_published: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +173,8 @@ pub enum JobKind {
     Export(Box<ExportJob>),
     /// Merge the small files of event-table partitions.
     Compact(crate::compact::CompactJob),
+    /// Score companies through the churn endpoint.
+    Score(crate::score::ScoreJob),
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +185,8 @@ pub struct Job {
     pub kind: JobKind,
     /// Jobs that must run before this one (explicit, plus the producers of its inputs).
     pub depends_on: Vec<String>,
+    /// Inputs read as last published: their producers are not dependencies.
+    pub reads_published: Vec<String>,
 }
 
 impl Job {
@@ -179,6 +198,7 @@ impl Job {
                 vec![table, crate::ingest::QUARANTINE_TABLE.to_string()]
             }
             JobKind::Sql(s) => vec![s.output.clone()],
+            JobKind::Score(s) => vec![s.output.clone()],
             JobKind::Export(_) | JobKind::Compact(_) => Vec::new(),
         }
     }
@@ -211,11 +231,17 @@ impl Jobs {
             let sections = usize::from(jf.ingest.is_some())
                 + usize::from(jf.sql.is_some())
                 + usize::from(jf.export.is_some())
-                + usize::from(jf.compact.is_some());
+                + usize::from(jf.compact.is_some())
+                + usize::from(jf.score.is_some());
             if sections > 1 {
-                return Err(cfg_err("a job has exactly one of [ingest], [sql], [export], [compact]".into()));
+                return Err(cfg_err("a job has exactly one of [ingest], [sql], [export], [compact], [score]".into()));
             }
+            let mut reads_published = Vec::new();
             let kind = match (jf.ingest, jf.sql) {
+                _ if jf.score.is_some() => {
+                    let s = jf.score.clone().expect("checked");
+                    JobKind::Score(crate::score::ScoreJob { input: s.input, output: s.output })
+                }
                 _ if jf.compact.is_some() => {
                     let c = jf.compact.clone().expect("checked");
                     for s in &c.streams {
@@ -284,6 +310,12 @@ impl Jobs {
                             "`incremental = true` needs partition_by = [\"dt\"] (one run per changed day)".into(),
                         ));
                     }
+                    for t in &q.reads_published {
+                        if !q.inputs.contains(t) {
+                            return Err(cfg_err(format!("reads_published names `{t}`, which is not in inputs")));
+                        }
+                    }
+                    reads_published = q.reads_published.clone();
                     JobKind::Sql(Box::new(SqlJob {
                         file: sql_path,
                         sql,
@@ -308,12 +340,15 @@ impl Jobs {
                 }
                 (None, None) => {
                     return Err(cfg_err(
-                        "a job needs a section saying what it runs: [ingest], [sql], [export] or [compact]".into(),
+                        "a job needs a section saying what it runs: [ingest], [sql], [export], [compact] or [score]".into(),
                     ));
                 }
                 (Some(_), Some(_)) => unreachable!("checked above"),
             };
-            jobs.insert(name.clone(), Job { name, description: jf.description, file, kind, depends_on: jf.depends_on });
+            jobs.insert(
+                name.clone(),
+                Job { name, description: jf.description, file, kind, depends_on: jf.depends_on, reads_published },
+            );
         }
         // Dependencies: explicit ones, plus the producer of each input table.
         let mut producer: BTreeMap<String, String> = BTreeMap::new();
@@ -343,13 +378,14 @@ impl Jobs {
                 JobKind::Sql(s) => s.inputs.clone(),
                 JobKind::Export(e) => e.inputs.clone(),
                 JobKind::Ingest { .. } => Vec::new(),
+                JobKind::Score(s) => vec![s.input.clone()],
                 // After the ingest of the streams it compacts.
                 JobKind::Compact(c) => {
                     c.streams.iter().filter_map(|s| contract.streams.get(s).map(|sc| sc.table.clone())).collect()
                 }
             };
             {
-                for input in &inputs {
+                for input in inputs.iter().filter(|i| !j.reads_published.contains(i)) {
                     if let Some(p) = producer.get(input)
                         && p != &j.name
                         && !j.depends_on.contains(p)

@@ -11,6 +11,8 @@
 //! - [`catalog`]: tables and partitions (local, Glue-shaped); [`engine`]: DataFusion over it.
 //! - [`transform`]: SQL jobs (write, [`checks`], publish); [`pipeline`]: runs jobs in DAG order
 //!   and records each in [`runs`] (`runner_runs`); [`sqlcheck`]: planning SQL offline.
+//! - [`model`]: the churn model's declaration, the anti-corruption layer, `model train|serve`;
+//!   [`score`]: the scoring job and its reliable endpoint client.
 //! - [`simulate`]: realistic drops; [`cli`], [`output`], [`progress`]: the command line.
 
 pub mod catalog;
@@ -26,11 +28,13 @@ pub mod history;
 pub mod ingest;
 pub mod job;
 pub mod ledger;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod runs;
 pub mod schema;
+pub mod score;
 pub mod simulate;
 pub mod source;
 pub mod sqlcheck;

@@ -29,6 +29,7 @@ pub enum Outcome {
     Sql(SqlSummary),
     Export(crate::export::ExportSummary),
     Compact(crate::compact::CompactSummary),
+    Score(crate::score::ScoreSummary),
 }
 
 /// Runs one job and records the run.
@@ -46,6 +47,13 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
         JobKind::Sql(sj) => {
             let o = SqlRunOptions { as_of: Some(at.date_naive()), dry_run: opts.dry_run, days: opts.days.clone() };
             (transform::run(ws, job, sj, &o, &run_id).await.map(Outcome::Sql), at.date_naive().to_string())
+        }
+        JobKind::Score(sj) => {
+            if opts.dry_run {
+                return Err(Error::Usage(format!("--dry-run is for SQL jobs; `{}` is a scoring job", job.name)));
+            }
+            let as_of = at.date_naive();
+            (crate::score::run(ws, job, sj, as_of, &run_id, progress).await.map(Outcome::Score), as_of.to_string())
         }
         JobKind::Compact(cj) => {
             if opts.dry_run {
@@ -71,6 +79,15 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
             r.bytes_in = s.stats.bytes as i64;
             r.rows_out = (s.stats.valid + s.stats.quarantined_total()) as i64;
             r.files = s.files as i64;
+        }
+        Ok(Outcome::Score(s)) => {
+            r.status = "succeeded".into();
+            r.rows_in = s.companies as i64;
+            r.rows_out = s.companies as i64;
+            r.files = s.files as i64;
+            if s.errors > 0 {
+                r.error = Some(format!("{} of {} companies not scored: {:?}", s.errors, s.companies, s.errors_by_reason));
+            }
         }
         Ok(Outcome::Compact(s)) => {
             r.status = "succeeded".into();

@@ -138,19 +138,64 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary); // nothing changed
     };
+    let spec = OutputSpec {
+        output: sj.output.clone(),
+        partition_by: sj.partition_by.clone(),
+        mode: sj.mode,
+        checks: sj.checks.clone(),
+        source: sj.file.display().to_string(),
+    };
+    publish_output(ws, job, &spec, &schema, outputs, expected_partitions, run_id, opts.dry_run, &mut summary).await?;
+    if opts.dry_run {
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    if let Some(state) = next_state {
+        let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
+        ws.warehouse.put(&ws.warehouse.child(&state_path(&job.name)), Bytes::from(body)).await?;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Where and how a job's output is published.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub output: String,
+    pub partition_by: Vec<String>,
+    pub mode: WriteMode,
+    pub checks: crate::job::Checks,
+    /// What produced the output (for messages): the SQL file, the model.
+    pub source: String,
+}
+
+/// Write-audit-publish of a job's output: splits it into partitions, runs the checks, writes a
+/// new version of each partition and repoints the catalog. With `dry_run`, stops after the
+/// checks. Fills the summary's rows, partitions, files and bytes out.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_output(
+    ws: &Workspace,
+    job: &Job,
+    sj: &OutputSpec,
+    schema: &Arc<Schema>,
+    outputs: Vec<RecordBatch>,
+    expected_partitions: BTreeSet<Vec<String>>,
+    run_id: &str,
+    dry_run: bool,
+    summary: &mut SqlSummary,
+) -> Result<()> {
     for name in &sj.partition_by {
         if schema.index_of(name).is_err() {
             return Err(Error::Usage(format!(
                 "job `{}`: partition column `{name}` is not in the output of {}",
-                job.name,
-                sj.file.display()
+                job.name, sj.source
             )));
         }
     }
     summary.rows_out = outputs.iter().map(|b| b.num_rows() as u64).sum();
 
     // Split by partition values.
-    let parts = split_partitions(&schema, &outputs, &sj.partition_by)?;
+    let parts = split_partitions(schema, &outputs, &sj.partition_by)?;
     let mut all_parts: BTreeMap<Vec<String>, Vec<RecordBatch>> = parts;
     for e in expected_partitions {
         all_parts.entry(e).or_default();
@@ -166,9 +211,8 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
             failed.join("\n  - ")
         )));
     }
-    if opts.dry_run {
-        summary.seconds = started.elapsed().as_secs_f64();
-        return Ok(summary);
+    if dry_run {
+        return Ok(());
     }
 
     // Write: a new version of each partition.
@@ -240,13 +284,8 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
             ws.catalog.delete_partitions(&sj.output, &stale).await?;
         }
     }
-    if let Some(state) = next_state {
-        let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
-        ws.warehouse.put(&ws.warehouse.child(&state_path(&job.name)), Bytes::from(body)).await?;
-    }
     collect_replaced_versions(ws, &sj.output, chrono::Duration::minutes(VERSION_GRACE_MINUTES)).await?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(())
 }
 
 /// Plans and runs the SQL with its parameters; returns the output, its schema, and the rows and

@@ -65,7 +65,11 @@ impl TestEnv {
             "warehouse = \"warehouse\"\njobs_dir = \"{}\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
              [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n{}",
             self.jobs_dir.display(),
-            self.extra
+            if self.extra.contains("[scoring]") {
+                self.extra.clone()
+            } else {
+                format!("{}\n[scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n", self.extra)
+            }
         )
     }
 

@@ -1,0 +1,246 @@
+//! Calling the churn endpoint reliably: bounded attempts with exponential backoff and full
+//! jitter on timeouts, connection errors, 429 and 5xx (a `Retry-After` header wins), and a
+//! circuit breaker that stops a run from calling an endpoint that keeps failing.
+//!
+//! A call scores one batch of companies (one company for API Gateway). Its result is either a
+//! prediction per company, in order, or a reason why the whole batch failed for good; the job
+//! records that reason on each company of the batch. Keys never appear in a reason or a log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::StatusCode;
+
+use crate::config::{EndpointKind, ScoringSettings};
+use crate::error::{Error, Result};
+use crate::model::{ModelDecl, Prediction, Row, parse_churn_answer, parse_predictions};
+
+/// The longest wait a `Retry-After` header is honoured for (a bigger one is capped).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Backoff never waits longer than this between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A company ready to score: its id, the Company JSON fields and its model row.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub company_id: String,
+    pub json: serde_json::Value,
+    pub row: Row,
+}
+
+/// Why an attempt failed, and whether another attempt may succeed.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// Short code for the summary: `timeout`, `connect`, `http_429`, `http_503`, `bad_answer`...
+    code: String,
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+/// Counters shared by every call of a run.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub calls: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub struct Endpoint {
+    kind: EndpointKind,
+    model: Arc<ModelDecl>,
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    settings: ScoringSettings,
+    consecutive_failures: AtomicU32,
+    open: AtomicBool,
+    pub stats: CallStats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    // The API key stays out of every Debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("kind", &self.kind).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    pub fn new(settings: &ScoringSettings, model: Arc<ModelDecl>) -> Result<Endpoint> {
+        let api_key = match (&settings.api_key_env, &settings.api_key_file) {
+            (Some(var), _) => Some(std::env::var(var).map_err(|_| {
+                Error::Usage(format!("scoring.api_key_env names `{var}`, which is not set: export it or use api_key_file"))
+            })?),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| Error::Io { what: format!("reading the API key file {}", file.display()), source: e })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .pool_max_idle_per_host(settings.concurrency)
+            .build()
+            .map_err(|e| Error::Internal(format!("building the HTTP client: {e}")))?;
+        let url = settings.url.clone().unwrap_or_default();
+        let url = match settings.endpoint {
+            EndpointKind::Container => format!("{}/invocations", url.trim_end_matches('/')),
+            _ => url,
+        };
+        Ok(Endpoint {
+            kind: settings.endpoint,
+            model,
+            http,
+            url,
+            api_key,
+            settings: settings.clone(),
+            consecutive_failures: AtomicU32::new(0),
+            open: AtomicBool::new(false),
+            stats: CallStats::default(),
+        })
+    }
+
+    /// What the scores record as the endpoint: the kind and URL (never a key).
+    pub fn describe(&self) -> String {
+        match self.kind {
+            EndpointKind::Local => "local".into(),
+            EndpointKind::Container => format!("container {}", self.url),
+            EndpointKind::Apigateway => format!("apigateway {}", self.url),
+        }
+    }
+
+    /// Companies per call.
+    pub fn batch_size(&self) -> usize {
+        match self.kind {
+            EndpointKind::Apigateway => 1,
+            EndpointKind::Local | EndpointKind::Container => self.settings.batch_rows,
+        }
+    }
+
+    /// Scores a batch: one prediction per item in order (`score` is NaN when the endpoint
+    /// answers a label only), or `(code, message)` when it failed for good.
+    pub async fn score(&self, items: &[Item]) -> std::result::Result<Vec<Prediction>, (String, String)> {
+        if self.kind == EndpointKind::Local {
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            return Ok(items.iter().map(|i| self.model.predict(&i.row.values)).collect());
+        }
+        let mut attempt = 0u32;
+        loop {
+            if self.open.load(Ordering::Relaxed) {
+                return Err((
+                    "circuit_open".into(),
+                    format!(
+                        "not called: the endpoint failed {} calls in a row, so this run stopped calling it",
+                        self.settings.breaker_failures
+                    ),
+                ));
+            }
+            attempt += 1;
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let failure = match self.attempt(items).await {
+                Ok(p) => {
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    return Ok(p);
+                }
+                Err(f) => f,
+            };
+            if failure.retryable {
+                let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= self.settings.breaker_failures && !self.open.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        endpoint = %self.describe(),
+                        "circuit open: {n} calls failed in a row (last: {}); the remaining companies are recorded as errors",
+                        failure.message
+                    );
+                }
+            }
+            if !failure.retryable || attempt >= self.settings.max_attempts {
+                let msg = if failure.retryable {
+                    format!("{} (gave up after {attempt} attempts)", failure.message)
+                } else {
+                    failure.message
+                };
+                return Err((failure.code, msg));
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let wait = failure.retry_after.unwrap_or_else(|| self.backoff(attempt));
+            tracing::debug!(code = %failure.code, attempt, ?wait, "retrying a scoring call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Full jitter: uniform in [0, base * 2^(attempt-1)], capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.settings.backoff.saturating_mul(1u32 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+    }
+
+    async fn attempt(&self, items: &[Item]) -> std::result::Result<Vec<Prediction>, Failure> {
+        let req = match self.kind {
+            EndpointKind::Container => {
+                let mut body = String::with_capacity(items.len() * 64);
+                for i in items {
+                    body.push_str(&ModelDecl::csv_line(&i.row));
+                    body.push('\n');
+                }
+                self.http.post(&self.url).header("content-type", "text/csv").header("accept", "application/json").body(body)
+            }
+            EndpointKind::Apigateway => {
+                let body = serde_json::to_vec(&items[0].json).unwrap_or_default();
+                let mut r = self.http.post(&self.url).header("content-type", "application/json").body(body);
+                if let Some(k) = &self.api_key {
+                    r = r.header("x-api-key", k);
+                }
+                r
+            }
+            EndpointKind::Local => unreachable!("local scoring makes no call"),
+        };
+        let resp = req.send().await.map_err(transport_failure)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let body = resp.bytes().await.map_err(transport_failure)?;
+        if !status.is_success() {
+            let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            let head: String =
+                String::from_utf8_lossy(&body[..body.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+            return Err(Failure {
+                code: format!("http_{}", status.as_u16()),
+                message: format!("HTTP {status}: {head}"),
+                retryable,
+                retry_after,
+            });
+        }
+        let parsed = match self.kind {
+            EndpointKind::Container => parse_predictions(&body, items.len()),
+            _ => parse_churn_answer(&body).map(|churn| vec![Prediction { score: f64::NAN, predicted_label: u8::from(churn) }]),
+        };
+        // A malformed answer may come from a proxy in trouble: worth another attempt.
+        parsed.map_err(|m| Failure { code: "bad_answer".into(), message: m, retryable: true, retry_after: None })
+    }
+}
+
+fn transport_failure(e: reqwest::Error) -> Failure {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    // Without the URL: it is in the summary already, and a query string could hold a secret.
+    let message = format!("{code}: {}", e.without_url());
+    Failure { code: code.into(), message, retryable: true, retry_after: None }
+}
