@@ -49,6 +49,9 @@ struct ScoringFile {
     max_attempts: Option<u32>,
     backoff: Option<String>,
     breaker_failures: Option<u32>,
+    endpoint_name: Option<String>,
+    region: Option<String>,
+    sigv4: Option<bool>,
 }
 
 /// How the scoring job reaches the churn model (`../shared/spec/scoring.md`).
@@ -61,6 +64,8 @@ pub enum EndpointKind {
     Container,
     /// API Gateway `assessChurn`: one Company JSON per call.
     Apigateway,
+    /// SageMaker `InvokeEndpoint` through the AWS SDK: CSV rows, batched under 6 MB.
+    Sagemaker,
 }
 
 /// The `[scoring]` section: where the churn endpoint is and how hard to try.
@@ -83,6 +88,12 @@ pub struct ScoringSettings {
     pub backoff: Duration,
     /// Consecutive failed calls after which the endpoint is considered down for this run.
     pub breaker_failures: u32,
+    /// SageMaker: the endpoint's name.
+    pub endpoint_name: Option<String>,
+    /// AWS region (SageMaker, SigV4); default: the standard AWS chain (AWS_REGION, profile).
+    pub region: Option<String>,
+    /// API Gateway: sign calls with SigV4 (service `execute-api`) for IAM-authorized APIs.
+    pub sigv4: bool,
 }
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,8 +266,16 @@ impl Config {
             max_attempts: sc.max_attempts.unwrap_or(5).max(1),
             backoff: duration("backoff", sc.backoff, Duration::from_millis(200))?,
             breaker_failures: sc.breaker_failures.unwrap_or(20).max(1),
+            endpoint_name: sc.endpoint_name,
+            region: sc.region,
+            sigv4: sc.sigv4.unwrap_or(false),
         };
-        if scoring.endpoint != EndpointKind::Local && scoring.url.is_none() {
+        if scoring.endpoint == EndpointKind::Sagemaker && scoring.endpoint_name.is_none() {
+            return Err(cfg_err(
+                "scoring.endpoint = \"sagemaker\" needs scoring.endpoint_name (the SageMaker endpoint to invoke)".into(),
+            ));
+        }
+        if matches!(scoring.endpoint, EndpointKind::Container | EndpointKind::Apigateway) && scoring.url.is_none() {
             return Err(cfg_err(format!(
                 "scoring.endpoint = \"{}\" needs scoring.url (e.g. \"http://127.0.0.1:8080\")",
                 serde_json::to_value(scoring.endpoint).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()

@@ -146,8 +146,16 @@ fn runner(env: &TestEnv, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args);
     c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Test credentials for the SigV4 and SageMaker paths (nothing leaves 127.0.0.1), and an API key.
+    c.env("AWS_ACCESS_KEY_ID", "AKIDTESTING").env("AWS_SECRET_ACCESS_KEY", "testing-secret");
+    c.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    c.env("CHURN_TEST_KEY", API_KEY);
     c
 }
+
+const API_KEY: &str = "k3y-that-must-never-be-printed";
 
 fn score(env: &TestEnv) -> (bool, serde_json::Value, String) {
     let out = runner(env, &["run", "score_churn", "--at", AS_OF, "--format", "json"]).output().unwrap();
@@ -241,6 +249,22 @@ async fn model_serve_scores_end_to_end_through_both_contracts() {
     assert_eq!(v[0]["calls"], n as u64, "one call per company: {v}");
     assert_eq!(churn(&scores(&env).await), churn(&local_env_scores));
 
+    // SageMaker's InvokeEndpoint through the AWS SDK, at the server's /endpoints/<name>/invocations.
+    set_scoring(
+        &env,
+        &format!(
+            "endpoint = \"sagemaker\"\nendpoint_name = \"churn\"\nregion = \"us-east-1\"\nurl = \"{}\"\nbatch_rows = 10\n",
+            server.url
+        ),
+    );
+    std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
+    std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+    let (ok, v, err) = score(&env);
+    assert!(ok, "{err}");
+    assert_eq!(v[0]["calls"], n.div_ceil(10) as u64, "{v}");
+    assert_eq!(v[0]["endpoint"], "sagemaker churn");
+    assert_eq!(churn(&scores(&env).await), churn(&local_env_scores));
+
     // SIGTERM: the server drains and exits cleanly.
     assert!(server.terminate().success());
 }
@@ -260,23 +284,36 @@ enum Act {
 /// An HTTP/1.1 server on loopback answering `/invocations` per `script` (by request number;
 /// past its end, `after`).
 async fn misbehaving_server(script: Vec<Act>, after: Act) -> (String, Arc<AtomicUsize>) {
+    let (url, count, _) = recording_server(script, after).await;
+    (url, count)
+}
+
+/// The misbehaving server, also keeping each request's head (request line and headers,
+/// lower-cased). `/assessChurn` gets the seed Lambda's `{ "churn":true}` when the act is Good.
+async fn recording_server(script: Vec<Act>, after: Act) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
     let m = Arc::new(model());
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let heads_w = heads.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else { return };
-            let (m, script, seen) = (m.clone(), script.clone(), seen.clone());
+            let (m, script, seen, heads) = (m.clone(), script.clone(), seen.clone(), heads_w.clone());
             tokio::spawn(async move {
                 // Requests on one connection, one after another (bounded by the client's calls).
                 loop {
-                    let Some(body) = read_request(&mut sock).await else { return };
+                    let Some((head, body)) = read_request(&mut sock).await else { return };
+                    heads.lock().unwrap().push(head.clone());
                     let n = seen.fetch_add(1, Ordering::SeqCst);
                     let act = script.get(n).copied().unwrap_or(after);
                     let rows: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
                     let good = || {
+                        if head.starts_with("post /assesschurn") {
+                            return r#"{ "churn":true}"#.to_string();
+                        }
                         let preds: Vec<String> = rows
                             .iter()
                             .map(|l| {
@@ -309,11 +346,12 @@ async fn misbehaving_server(script: Vec<Act>, after: Act) -> (String, Arc<Atomic
             });
         }
     });
-    (url, count)
+    (url, count, heads)
 }
 
-/// Reads one request (headers and a Content-Length body); `None` when the client closed.
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+/// Reads one request: its head, lower-cased, and its Content-Length body; `None` when the
+/// client closed.
+async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let header_end = loop {
@@ -336,7 +374,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Some(String::from_utf8_lossy(&buf[header_end..header_end + len]).to_string())
+    Some((head, String::from_utf8_lossy(&buf[header_end..header_end + len]).to_string()))
 }
 
 const FLAKY: &str = "timeout = \"400ms\"\nbackoff = \"10ms\"\nmax_attempts = 4\nbatch_rows = 4\nconcurrency = 3\n";
@@ -407,4 +445,35 @@ async fn a_dead_endpoint_opens_the_circuit_and_fails_the_run_with_every_company_
     assert_eq!(s.len(), n, "every company recorded");
     assert!(s.iter().all(|x| x.1 == "error"));
     assert!(s.iter().any(|x| x.3.starts_with("circuit_open")), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_gateway_calls_carry_the_key_and_a_sigv4_signature_and_neither_leaks() {
+    let (url, _, heads) = recording_server(vec![Act::Error500], Act::Good).await;
+    let env = env_with(&format!(
+        "endpoint = \"apigateway\"\nurl = \"{url}/assessChurn\"\napi_key_env = \"CHURN_TEST_KEY\"\nsigv4 = true\nregion = \"eu-west-1\"\n{FLAKY}"
+    ));
+    let n = company_count(&env).await;
+    let out = runner(&env, &["-vv", "run", "score_churn", "--at", AS_OF, "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), n + 1, "one call per company, one retry");
+    for h in &heads {
+        assert!(h.contains(&format!("x-api-key: {}", API_KEY.to_ascii_lowercase())), "{h}");
+        assert!(h.contains("authorization: aws4-hmac-sha256 credential=akidtesting/"), "{h}");
+        assert!(h.contains("/eu-west-1/execute-api/aws4_request"), "{h}");
+    }
+    let s = scores(&env).await;
+    assert_eq!(s.len(), n);
+    assert!(s.iter().all(|x| x.1 == "scored" && x.2 == "true"), "the answer `{{ \"churn\":true}}` is read: {s:?}");
+    // Neither the key nor the secret reaches the logs, the summary or the table.
+    let everything = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        env.query("SELECT * FROM churn_scores").await.join("\n")
+    );
+    for secret in [API_KEY, "testing-secret"] {
+        assert!(!everything.contains(secret), "`{secret}` leaked");
+    }
 }

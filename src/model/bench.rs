@@ -59,10 +59,13 @@ pub async fn run(
             max_attempts: 1,
             backoff: Duration::ZERO,
             breaker_failures: u32::MAX,
+            endpoint_name: None,
+            region: None,
+            sigv4: false,
         };
-        let endpoint = Arc::new(Endpoint::new(&settings, model.clone())?);
+        let endpoint = Arc::new(Endpoint::new(&settings, model.clone()).await?);
         let started = Instant::now();
-        let results: Vec<_> = futures::stream::iter(items.chunks(endpoint.batch_size()))
+        let results: Vec<_> = futures::stream::iter(items.chunks(endpoint.batch_size(&items)))
             .map(|chunk| {
                 let endpoint = endpoint.clone();
                 async move {

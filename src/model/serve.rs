@@ -1,7 +1,8 @@
 //! `runner model serve`: the local churn endpoint, speaking both contracts users have.
 //!
 //! - SageMaker model container: `GET /ping`; `POST /invocations` with `text/csv` rows (no
-//!   header), answering `{"predictions":[{"score":..,"predicted_label":..}]}` in row order.
+//!   header), answering `{"predictions":[{"score":..,"predicted_label":..}]}` in row order; the
+//!   same at `POST /endpoints/<name>/invocations`, the SageMaker runtime API's own path.
 //! - API Gateway: `POST /assessChurn` with a Company JSON, answering `{"churn": true|false}`.
 //!
 //! Bad input gets a 400 with a JSON body naming the row and field, never a 5xx. At most
@@ -44,6 +45,9 @@ pub async fn serve(
     let app = Router::new()
         .route("/ping", get(|| async { StatusCode::OK }))
         .route("/invocations", post(invocations))
+        // The SageMaker runtime API's path, so the AWS SDK's InvokeEndpoint reaches this server
+        // when its endpoint URL points here (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME).
+        .route("/endpoints/{name}/invocations", post(invocations))
         .route("/assessChurn", post(assess_churn))
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .with_state(state);

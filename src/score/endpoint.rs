@@ -47,8 +47,16 @@ pub struct CallStats {
     pub retries: AtomicU64,
 }
 
+/// AWS parts, loaded through the standard credential chain only when an endpoint needs them.
+struct Aws {
+    sagemaker: Option<aws_sdk_sagemakerruntime::Client>,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    region: String,
+}
+
 pub struct Endpoint {
     kind: EndpointKind,
+    aws: Option<Aws>,
     model: Arc<ModelDecl>,
     http: reqwest::Client,
     url: String,
@@ -67,7 +75,7 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(settings: &ScoringSettings, model: Arc<ModelDecl>) -> Result<Endpoint> {
+    pub async fn new(settings: &ScoringSettings, model: Arc<ModelDecl>) -> Result<Endpoint> {
         let api_key = match (&settings.api_key_env, &settings.api_key_file) {
             (Some(var), _) => Some(std::env::var(var).map_err(|_| {
                 Error::Usage(format!("scoring.api_key_env names `{var}`, which is not set: export it or use api_key_file"))
@@ -94,8 +102,11 @@ impl Endpoint {
             EndpointKind::Container => format!("{}/invocations", url.trim_end_matches('/')),
             _ => url,
         };
+        let aws =
+            if settings.endpoint == EndpointKind::Sagemaker || settings.sigv4 { Some(load_aws(settings).await?) } else { None };
         Ok(Endpoint {
             kind: settings.endpoint,
+            aws,
             model,
             http,
             url,
@@ -113,14 +124,22 @@ impl Endpoint {
             EndpointKind::Local => "local".into(),
             EndpointKind::Container => format!("container {}", self.url),
             EndpointKind::Apigateway => format!("apigateway {}", self.url),
+            EndpointKind::Sagemaker => {
+                format!("sagemaker {}", self.settings.endpoint_name.as_deref().unwrap_or_default())
+            }
         }
     }
 
-    /// Companies per call.
-    pub fn batch_size(&self) -> usize {
+    /// Companies per call: `batch_rows`, fewer if that many of the longest row would not fit
+    /// SageMaker's 6 MB payload limit; one for API Gateway.
+    pub fn batch_size(&self, items: &[Item]) -> usize {
         match self.kind {
             EndpointKind::Apigateway => 1,
-            EndpointKind::Local | EndpointKind::Container => self.settings.batch_rows,
+            EndpointKind::Local => self.settings.batch_rows,
+            EndpointKind::Container | EndpointKind::Sagemaker => {
+                let longest = items.iter().map(|i| ModelDecl::csv_line(&i.row).len() + 1).max().unwrap_or(1);
+                self.settings.batch_rows.min((crate::model::serve::MAX_PAYLOAD_BYTES / longest).max(1))
+            }
         }
     }
 
@@ -184,23 +203,34 @@ impl Endpoint {
     }
 
     async fn attempt(&self, items: &[Item]) -> std::result::Result<Vec<Prediction>, Failure> {
+        let csv = || {
+            let mut body = String::with_capacity(items.len() * 64);
+            for i in items {
+                body.push_str(&ModelDecl::csv_line(&i.row));
+                body.push('\n');
+            }
+            body
+        };
         let req = match self.kind {
             EndpointKind::Container => {
-                let mut body = String::with_capacity(items.len() * 64);
-                for i in items {
-                    body.push_str(&ModelDecl::csv_line(&i.row));
-                    body.push('\n');
-                }
-                self.http.post(&self.url).header("content-type", "text/csv").header("accept", "application/json").body(body)
+                self.http.post(&self.url).header("content-type", "text/csv").header("accept", "application/json").body(csv())
             }
             EndpointKind::Apigateway => {
                 let body = serde_json::to_vec(&items[0].json).unwrap_or_default();
-                let mut r = self.http.post(&self.url).header("content-type", "application/json").body(body);
+                let mut headers: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
                 if let Some(k) = &self.api_key {
-                    r = r.header("x-api-key", k);
+                    headers.push(("x-api-key".into(), k.clone()));
+                }
+                if let Some(aws) = &self.aws {
+                    headers.extend(sigv4_headers(aws, &self.url, &headers, &body).await?);
+                }
+                let mut r = self.http.post(&self.url).body(body);
+                for (k, v) in headers {
+                    r = r.header(k, v);
                 }
                 r
             }
+            EndpointKind::Sagemaker => return self.invoke_sagemaker(items, csv()).await,
             EndpointKind::Local => unreachable!("local scoring makes no call"),
         };
         let resp = req.send().await.map_err(transport_failure)?;
@@ -230,6 +260,124 @@ impl Endpoint {
         // A malformed answer may come from a proxy in trouble: worth another attempt.
         parsed.map_err(|m| Failure { code: "bad_answer".into(), message: m, retryable: true, retry_after: None })
     }
+}
+
+impl Endpoint {
+    /// One `InvokeEndpoint` call through the AWS SDK (its own retries are off: ours count).
+    async fn invoke_sagemaker(&self, items: &[Item], body: String) -> std::result::Result<Vec<Prediction>, Failure> {
+        use aws_sdk_sagemakerruntime::error::SdkError;
+        let client = self.aws.as_ref().and_then(|a| a.sagemaker.as_ref()).expect("loaded for sagemaker");
+        let name = self.settings.endpoint_name.clone().unwrap_or_default();
+        let sent = client
+            .invoke_endpoint()
+            .endpoint_name(name)
+            .content_type("text/csv")
+            .accept("application/json")
+            .body(aws_sdk_sagemakerruntime::primitives::Blob::new(body.into_bytes()))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let bytes = out.body().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                parse_predictions(&bytes, items.len()).map_err(|m| Failure {
+                    code: "bad_answer".into(),
+                    message: m,
+                    retryable: true,
+                    retry_after: None,
+                })
+            }
+            Err(SdkError::ServiceError(se)) => {
+                let status = se.raw().status().as_u16();
+                let retry_after = se
+                    .raw()
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                let err = se.err();
+                // ModelError (424) wraps the container's own status: retry what it would.
+                let original = match err {
+                    aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError::ModelError(m) => {
+                        m.original_status_code().map(|c| c as u16)
+                    }
+                    _ => None,
+                };
+                let effective = original.unwrap_or(status);
+                Err(Failure {
+                    code: format!("http_{effective}"),
+                    message: format!(
+                        "SageMaker answered {status}: {}",
+                        aws_sdk_sagemakerruntime::error::DisplayErrorContext(err)
+                    ),
+                    retryable: effective == 429 || effective >= 500,
+                    retry_after,
+                })
+            }
+            Err(SdkError::TimeoutError(_)) => {
+                Err(Failure { code: "timeout".into(), message: "timeout".into(), retryable: true, retry_after: None })
+            }
+            Err(e) => Err(Failure {
+                code: "connect".into(),
+                message: format!("calling SageMaker: {}", aws_sdk_sagemakerruntime::error::DisplayErrorContext(&e)),
+                retryable: true,
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+/// The standard AWS chain (environment, profile, instance role), with the SDK's own retries off
+/// and the call timeout of `[scoring]`. `url` overrides the SageMaker runtime endpoint (as does
+/// `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`).
+async fn load_aws(settings: &ScoringSettings) -> Result<Aws> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(settings.timeout).build());
+    if let Some(r) = &settings.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    let conf = loader.load().await;
+    let region = conf
+        .region()
+        .map(|r| r.to_string())
+        .ok_or_else(|| Error::Usage("no AWS region: set scoring.region in runner.toml or AWS_REGION".into()))?;
+    let sagemaker = (settings.endpoint == EndpointKind::Sagemaker).then(|| {
+        let mut b = aws_sdk_sagemakerruntime::config::Builder::from(&conf);
+        if let Some(url) = &settings.url {
+            b = b.endpoint_url(url.clone());
+        }
+        aws_sdk_sagemakerruntime::Client::from_conf(b.build())
+    });
+    Ok(Aws { sagemaker, credentials: conf.credentials_provider(), region })
+}
+
+/// SigV4 headers (service `execute-api`) for a POST of `body` to `url` with `headers`.
+async fn sigv4_headers(
+    aws: &Aws,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::result::Result<Vec<(String, String)>, Failure> {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let fail = |m: String| Failure { code: "signing".into(), message: m, retryable: false, retry_after: None };
+    let provider = aws.credentials.as_ref().ok_or_else(|| fail("sigv4 = true but no AWS credentials were found".into()))?;
+    let creds = provider.provide_credentials().await.map_err(|e| fail(format!("no AWS credentials: {e}")))?;
+    let identity = creds.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&aws.region)
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| fail(format!("SigV4 parameters: {e}")))?
+        .into();
+    let signable =
+        SignableRequest::new("POST", url, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), SignableBody::Bytes(body))
+            .map_err(|e| fail(format!("SigV4 request: {e}")))?;
+    let (instructions, _) = sign(signable, &params).map_err(|e| fail(format!("SigV4 signing: {e}")))?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
 fn transport_failure(e: reqwest::Error) -> Failure {

@@ -82,7 +82,7 @@ pub async fn run(
     let started = Instant::now();
     let settings = &ws.config.scoring;
     let model = Arc::new(ModelDecl::load(&settings.model)?);
-    let endpoint = Arc::new(Endpoint::new(settings, model.clone())?);
+    let endpoint = Arc::new(Endpoint::new(settings, model.clone()).await?);
     let mut summary = ScoreSummary {
         job: job.name.clone(),
         as_of: as_of.to_string(),
@@ -129,7 +129,7 @@ pub async fn run(
 
     let attempted = items.len();
     progress.start(&job.name, attempted as u64);
-    let batches: Vec<Vec<Item>> = items.chunks(endpoint.batch_size()).map(<[Item]>::to_vec).collect();
+    let batches: Vec<Vec<Item>> = items.chunks(endpoint.batch_size(&items)).map(<[Item]>::to_vec).collect();
     let mut calls = futures::stream::iter(batches)
         .map(|batch| {
             let endpoint = endpoint.clone();
