@@ -4,6 +4,11 @@
 -- changed since the job's last successful run (late events included), passing each run of
 -- consecutive changed days as $dt_from..$dt_to (DATEs, inclusive), and replaces those days'
 -- partitions. Every filter is on dt, so only those days' files are read.
+--
+-- A tenant has a row on a day it had a job or a tenant/user event. Each table is aggregated
+-- once per (dt, companyID) and the two are FULL JOINed (a UNION of their keys made DataFusion
+-- aggregate each table twice); distinct sessions and active users are counted apart (a
+-- COUNT(DISTINCT) next to other aggregates keeps a hash set per group, many times slower).
 WITH jobs AS (
     SELECT dt, companyID,
            SUM(CASE WHEN event_type = 'job_submitted' THEN nbJobs ELSE 0 END)                 AS jobs_submitted,
@@ -26,8 +31,6 @@ tenant AS (
     WHERE dt BETWEEN $dt_from AND $dt_to
     GROUP BY dt, companyID
 ),
--- Distinct login sessions, counted apart: a COUNT(DISTINCT) next to other aggregates keeps a
--- hash set per group, many times slower than a DISTINCT then a COUNT.
 sessions AS (
     SELECT dt, companyID, COUNT(*) AS sessions
     FROM (
@@ -48,26 +51,27 @@ active AS (
     ) u
     GROUP BY dt, companyID
 ),
-tenants_of_the_day AS (
-    SELECT dt, companyID FROM jobs
-    UNION
-    SELECT dt, companyID FROM tenant
+days AS (
+    SELECT COALESCE(j.dt, t.dt) AS dt, COALESCE(j.companyID, t.companyID) AS companyID,
+           j.jobs_submitted, j.jobs_succeeded, j.jobs_failed, j.jobs_cancelled, j.data_size_mb,
+           t.logins, t.users_added, t.users_deleted,
+           GREATEST(j.last_event_at, t.last_event_at) AS last_event_at
+    FROM jobs j
+    FULL JOIN tenant t ON t.dt = j.dt AND t.companyID = j.companyID
 )
 SELECT d.dt,
        d.companyID,
-       COALESCE(j.jobs_submitted, 0)               AS jobs_submitted,
-       COALESCE(j.jobs_succeeded, 0)               AS jobs_succeeded,
-       COALESCE(j.jobs_failed, 0)                  AS jobs_failed,
-       COALESCE(j.jobs_cancelled, 0)               AS jobs_cancelled,
-       COALESCE(j.data_size_mb, 0)                 AS data_size_mb,
-       COALESCE(t.logins, 0)                       AS logins,
+       COALESCE(d.jobs_submitted, 0)               AS jobs_submitted,
+       COALESCE(d.jobs_succeeded, 0)               AS jobs_succeeded,
+       COALESCE(d.jobs_failed, 0)                  AS jobs_failed,
+       COALESCE(d.jobs_cancelled, 0)               AS jobs_cancelled,
+       COALESCE(d.data_size_mb, 0)                 AS data_size_mb,
+       COALESCE(d.logins, 0)                       AS logins,
        COALESCE(s.sessions, 0)                     AS sessions,
        COALESCE(a.active_users, 0)                 AS active_users,
-       COALESCE(t.users_added, 0)                  AS users_added,
-       COALESCE(t.users_deleted, 0)                AS users_deleted,
-       GREATEST(j.last_event_at, t.last_event_at)  AS last_event_at
-FROM tenants_of_the_day d
-LEFT JOIN jobs j   ON j.dt = d.dt AND j.companyID = d.companyID
-LEFT JOIN tenant t ON t.dt = d.dt AND t.companyID = d.companyID
+       COALESCE(d.users_added, 0)                  AS users_added,
+       COALESCE(d.users_deleted, 0)                AS users_deleted,
+       d.last_event_at
+FROM days d
 LEFT JOIN sessions s ON s.dt = d.dt AND s.companyID = d.companyID
 LEFT JOIN active a ON a.dt = d.dt AND a.companyID = d.companyID
