@@ -32,6 +32,16 @@ activity AS (
     WHERE dt <= $as_of
     GROUP BY companyID
 ),
+-- The latest successful churn score up to the as-of date (scores of earlier runs of score_churn:
+-- the table is read as published, see jobs/tenants.toml). NULL when never scored.
+latest_score AS (
+    SELECT companyID,
+           last_value(churn ORDER BY scored_at) AS riskOfChurn
+    FROM churn_scores
+    WHERE dt <= $as_of
+      AND status = 'scored'
+    GROUP BY companyID
+),
 all_tenants AS (
     SELECT companyID FROM profile
     UNION
@@ -42,14 +52,17 @@ joined AS (
            COALESCE(a.users, 0)  AS users,
            a.last_activity_at,
            COALESCE(a.job30, 0)  AS job30,
-           COALESCE(a.job90, 0)  AS job90
+           COALESCE(a.job90, 0)  AS job90,
+           s.riskOfChurn
     FROM all_tenants t
     LEFT JOIN profile p  ON p.companyID = t.companyID
     LEFT JOIN activity a ON a.companyID = t.companyID
+    LEFT JOIN latest_score s ON s.companyID = t.companyID
 )
 SELECT CAST($as_of AS DATE) AS as_of,
        companyID, name, industry, revenu, employees, monthlyFee, totalFee,
        users, last_activity_at, job30, job90,
        RANK() OVER (ORDER BY job30, job90)   AS activity_rank,
-       (job30 < 5 OR job90 < 20)             AS minimal_activity
+       (job30 < 5 OR job90 < 20)             AS minimal_activity,
+       riskOfChurn
 FROM joined

@@ -430,6 +430,17 @@ async fn a_misbehaving_endpoint_loses_and_duplicates_nothing() {
     let s = scores(&env).await;
     assert_eq!(s.len(), n);
     assert!(s.iter().all(|x| x.1 == "scored"));
+
+    // The scores flow into tenants and churn_features (the seed's enriched companies).
+    let out = runner(&env, &["run", "tenants", "churn_features", "--at", AS_OF]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for table in ["tenants", "churn_features"] {
+        let q = format!(
+            "SELECT count(*) FROM {table} t JOIN churn_scores s ON s.companyID = t.companyID AND s.dt = t.as_of \
+             WHERE t.as_of = DATE '{AS_OF}' AND t.riskOfChurn = s.churn"
+        );
+        assert_eq!(env.query(&q).await[1], n.to_string(), "{table}.riskOfChurn is the score's label");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
