@@ -54,7 +54,9 @@ pub fn run(checks: &Checks, batches: &[RecordBatch]) -> Vec<String> {
                             let cols: Vec<_> = idx.iter().map(|i| b.column(*i).clone()).collect();
                             let Ok(keys) = conv.convert_columns(&cols) else { continue };
                             for (r, k) in keys.iter().enumerate() {
-                                if !seen.insert(k.as_ref().to_vec()) {
+                                // A 128-bit hash of the row's key bytes: no allocation per
+                                // row, and a collision (2^-128) is not a practical concern.
+                                if !seen.insert(xxhash_rust::xxh3::xxh3_128(k.as_ref())) {
                                     dups += 1;
                                     if example.is_none() {
                                         example = Some(describe_row(b, &idx, r));

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Schema};
 use bytes::Bytes;
@@ -227,7 +227,8 @@ pub async fn publish_output(
         }
         _ => HashMap::new(),
     };
-    let mut new_parts = Vec::new();
+    // Each partition's file: encoded on the blocking pool, two at a time.
+    let mut writes = Vec::new();
     for (values, batches) in &all_parts {
         let dir = partition_dir(&sj.partition_by, values);
         let (folder, name) = match (sj.mode, current.get(values)) {
@@ -247,19 +248,32 @@ pub async fn publish_output(
                 RecordBatch::try_new(file_schema.clone(), cols).map_err(Error::arrow("dropping partition columns"))
             })
             .collect::<Result<_>>()?;
-        let data = tokio::task::spawn_blocking({
+        writes.push((values.clone(), folder, name, stripped));
+    }
+    let written: Vec<Result<(PartitionMeta, u64)>> = futures::stream::iter(writes)
+        .map(|(values, folder, name, stripped)| {
             let fs = file_schema.clone();
-            move || -> Result<Bytes> {
-                let all = arrow::compute::concat_batches(&fs, &stripped).map_err(Error::arrow("concatenating output"))?;
-                encode_parquet(&all)
+            async move {
+                let data = tokio::task::spawn_blocking(move || -> Result<Bytes> {
+                    let all = arrow::compute::concat_batches(&fs, &stripped).map_err(Error::arrow("concatenating output"))?;
+                    encode_parquet(&all)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
+                let len = data.len() as u64;
+                ws.warehouse.put(&ws.warehouse.child(&format!("{folder}/{name}")), data).await?;
+                Ok((PartitionMeta { values, location: ws.warehouse.join(&folder).url }, len))
             }
         })
-        .await
-        .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
-        summary.bytes_out += data.len() as u64;
+        .buffered(2)
+        .collect()
+        .await;
+    let mut new_parts = Vec::new();
+    for w in written {
+        let (part, len) = w?;
+        summary.bytes_out += len;
         summary.files += 1;
-        ws.warehouse.put(&ws.warehouse.child(&format!("{folder}/{name}")), data).await?;
-        new_parts.push(PartitionMeta { values: values.clone(), location: ws.warehouse.join(&folder).url });
+        new_parts.push(part);
     }
 
     failpoint::hit("sql.before_publish");
@@ -398,24 +412,30 @@ fn split_partitions(
     }
     let idx: Vec<usize> = keys.iter().map(|k| schema.index_of(k).expect("checked")).collect();
     for b in batches {
-        let cols: Vec<_> = idx
+        // Sort the rows by their partition values, then cut the sorted batch into runs of equal
+        // values: no key is built per row.
+        let cols: Vec<arrow::array::ArrayRef> = idx
             .iter()
             .map(|i| arrow::compute::cast(b.column(*i), &DataType::Utf8).map_err(Error::arrow("rendering partition values")))
             .collect::<Result<_>>()?;
-        let mut rows: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
-        for r in 0..b.num_rows() {
-            let key: Vec<String> = cols
+        let sort: Vec<arrow::compute::SortColumn> =
+            cols.iter().map(|c| arrow::compute::SortColumn { values: c.clone(), options: None }).collect();
+        let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(Error::arrow("splitting partitions"))?;
+        let sorted = take_record_batch(b, &order).map_err(Error::arrow("splitting partitions"))?;
+        let keys_sorted: Vec<arrow::array::ArrayRef> = cols
+            .iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &order, None).map_err(Error::arrow("splitting partitions")))
+            .collect::<Result<_>>()?;
+        let ranges = arrow::compute::partition(&keys_sorted).map_err(Error::arrow("splitting partitions"))?.ranges();
+        for r in ranges {
+            let key: Vec<String> = keys_sorted
                 .iter()
                 .map(|c| {
                     let s = c.as_any().downcast_ref::<arrow::array::StringArray>().expect("utf8");
-                    if s.is_null(r) { String::new() } else { s.value(r).to_string() }
+                    if s.is_null(r.start) { String::new() } else { s.value(r.start).to_string() }
                 })
                 .collect();
-            rows.entry(key).or_default().push(r as u32);
-        }
-        for (k, r) in rows {
-            let part = take_record_batch(b, &UInt32Array::from(r)).map_err(Error::arrow("splitting partitions"))?;
-            out.entry(k).or_default().push(part);
+            out.entry(key).or_default().push(sorted.slice(r.start, r.end - r.start));
         }
     }
     Ok(out)
