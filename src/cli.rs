@@ -523,33 +523,31 @@ fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> 
     if !sql.is_empty() {
         print_sql_summaries(out, format, &sql)?;
     }
+    // Compaction, scoring and export runs: one line each.
     for o in outcomes {
-        if let Outcome::Score(c) = o {
-            let reasons: Vec<String> = c.errors_by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            writeln!(
-                out,
-                "{}: as of {}: {} companies, {} scored, {} kept from an earlier run, {} churn, {} errors{}; {} unknown industries; {} calls, {} retries to {} (model {} {}) ({:.2}s)",
-                c.job,
-                c.as_of,
-                c.companies,
-                c.scored,
-                c.kept,
-                c.churn,
-                c.errors,
-                if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
-                c.unknown_industry,
-                c.calls,
-                c.retries,
-                c.endpoint,
-                c.model_id,
-                c.model_version,
-                c.seconds
-            )
-            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
-        }
-        if let Outcome::Compact(c) = o {
-            writeln!(
-                out,
+        let line = match o {
+            Outcome::Score(c) => {
+                let reasons: Vec<String> = c.errors_by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(
+                    "{}: as of {}: {} companies, {} scored, {} kept from an earlier run, {} churn, {} errors{}; {} unknown industries; {} calls, {} retries to {} (model {} {}) ({:.2}s)",
+                    c.job,
+                    c.as_of,
+                    c.companies,
+                    c.scored,
+                    c.kept,
+                    c.churn,
+                    c.errors,
+                    if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
+                    c.unknown_industry,
+                    c.calls,
+                    c.retries,
+                    c.endpoint,
+                    c.model_id,
+                    c.model_version,
+                    c.seconds
+                )
+            }
+            Outcome::Compact(c) => format!(
                 "{}: compacted {} partitions: {} files ({:.1} MB) into {} ({:.1} MB), {} rows; removed {} replaced files ({:.2}s)",
                 c.job,
                 c.partitions,
@@ -560,17 +558,14 @@ fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> 
                 c.rows,
                 c.removed_files,
                 c.seconds
-            )
-            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
-        }
-        if let Outcome::Export(e) = o {
-            writeln!(
-                out,
+            ),
+            Outcome::Export(e) => format!(
                 "{}: exported {} rows of {} tenants as of {} in {} files ({:.2}s)",
                 e.job, e.rows, e.tenants, e.as_of, e.files, e.seconds
-            )
-            .map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
-        }
+            ),
+            Outcome::Ingest(_) | Outcome::Sql(_) => continue,
+        };
+        writeln!(out, "{line}").map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
     }
     Ok(())
 }

@@ -83,17 +83,14 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
             let staging = ledger.staging_prefix(&attempt);
             let mut files = Vec::new();
             let mut compacted = Vec::new();
-            let mut stats = Stats::default();
+            let mut bytes_in = 0;
             for (partition, inputs) in todo {
                 let date = partition.first().cloned().unwrap_or_default();
                 let dir = format!("{table}/{PARTITION_COL}={date}/{}", version_dir(seq));
                 let name = format!("part-{stream}-{seq:012}.parquet");
                 let (data, rows) = merge(ws, stream, &inputs).await?;
                 let staged = format!("{staging}/{dir}/{name}");
-                stats.files_in += inputs.len() as u64;
-                stats.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
-                stats.bytes_out += data.len() as u64;
-                stats.rows += rows;
+                bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
                 files.push(FileEntry {
                     table: table.clone(),
                     partition: partition.clone(),
@@ -130,11 +127,11 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
                     tracing::info!(stream, seq, partitions = commit.compacted.len(), "compacted");
                     summary.commits += 1;
                     summary.partitions += commit.compacted.len() as u64;
+                    summary.files_in += commit.compacted.iter().map(|p| p.inputs.len() as u64).sum::<u64>();
                     summary.files_out += commit.files.len() as u64;
-                    summary.files_in += stats.files_in;
-                    summary.rows += stats.rows;
-                    summary.bytes_in += stats.bytes_in;
-                    summary.bytes_out += stats.bytes_out;
+                    summary.rows += commit.files.iter().map(|f| f.rows).sum::<u64>();
+                    summary.bytes_in += bytes_in;
+                    summary.bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
                 }
                 Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
                     // An ingest run committed this seq first; its files may be in our
@@ -150,14 +147,6 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-#[derive(Default)]
-struct Stats {
-    files_in: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    rows: u64,
 }
 
 /// Reads a partition's files and writes them as one Parquet file sorted by companyID, then

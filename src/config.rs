@@ -55,7 +55,7 @@ struct ScoringFile {
 }
 
 /// How the scoring job reaches the churn model (`../shared/spec/scoring.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointKind {
     /// In-process, with the model declaration's weights: no HTTP.
@@ -66,6 +66,18 @@ pub enum EndpointKind {
     Apigateway,
     /// SageMaker `InvokeEndpoint` through the AWS SDK: CSV rows, batched under 6 MB.
     Sagemaker,
+}
+
+impl EndpointKind {
+    /// The name `[scoring] endpoint` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointKind::Local => "local",
+            EndpointKind::Container => "container",
+            EndpointKind::Apigateway => "apigateway",
+            EndpointKind::Sagemaker => "sagemaker",
+        }
+    }
 }
 
 /// The `[scoring]` section: where the churn endpoint is and how hard to try.
@@ -278,7 +290,7 @@ impl Config {
         if matches!(scoring.endpoint, EndpointKind::Container | EndpointKind::Apigateway) && scoring.url.is_none() {
             return Err(cfg_err(format!(
                 "scoring.endpoint = \"{}\" needs scoring.url (e.g. \"http://127.0.0.1:8080\")",
-                serde_json::to_value(scoring.endpoint).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                scoring.endpoint.name()
             )));
         }
         Ok(Config {

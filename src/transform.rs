@@ -365,9 +365,13 @@ fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<
 }
 
 /// The named parameters every job's SQL may use.
+/// Days since the Unix epoch: Arrow's `Date32`.
+pub fn date32(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
 pub fn params(as_of: NaiveDate, days: (NaiveDate, NaiveDate)) -> datafusion::common::ParamValues {
-    let date =
-        |d: NaiveDate| ScalarValue::Date32(Some((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32));
+    let date = |d: NaiveDate| ScalarValue::Date32(Some(date32(d)));
     let map: HashMap<String, ScalarValue> =
         [("as_of".to_string(), date(as_of)), ("dt_from".to_string(), date(days.0)), ("dt_to".to_string(), date(days.1))].into();
     map.into()

@@ -142,6 +142,12 @@ fn set_scoring(env: &TestEnv, scoring: &str) {
     std::fs::write(env.config_path(), format!("{head}[scoring]\nmodel = \"{}\"\n{scoring}", model_path().display())).unwrap();
 }
 
+/// Deletes `churn_scores` (files and catalog entry), so the next run scores every company again.
+fn drop_scores(env: &TestEnv) {
+    std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
+    std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+}
+
 fn runner(env: &TestEnv, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args);
@@ -232,8 +238,7 @@ async fn model_serve_scores_end_to_end_through_both_contracts() {
     set_scoring(&env, "endpoint = \"local\"\n");
     let local_env_scores = {
         // A new model version would be rescored; the same one is kept: force a fresh partition.
-        std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
-        std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+        drop_scores(&env);
         let (ok, _, err) = score(&env);
         assert!(ok, "{err}");
         scores(&env).await
@@ -242,8 +247,7 @@ async fn model_serve_scores_end_to_end_through_both_contracts() {
     assert_eq!(churn(&by_container), churn(&local_env_scores), "the container answers what the model computes");
 
     set_scoring(&env, &format!("endpoint = \"apigateway\"\nurl = \"{}/assessChurn\"\nconcurrency = 4\n", server.url));
-    std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
-    std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+    drop_scores(&env);
     let (ok, v, err) = score(&env);
     assert!(ok, "{err}");
     assert_eq!(v[0]["calls"], n as u64, "one call per company: {v}");
@@ -257,8 +261,7 @@ async fn model_serve_scores_end_to_end_through_both_contracts() {
             server.url
         ),
     );
-    std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
-    std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+    drop_scores(&env);
     let (ok, v, err) = score(&env);
     assert!(ok, "{err}");
     assert_eq!(v[0]["calls"], n.div_ceil(10) as u64, "{v}");
@@ -407,8 +410,7 @@ async fn a_misbehaving_endpoint_loses_and_duplicates_nothing() {
         &env,
         &format!("endpoint = \"container\"\nurl = \"{url}\"\n{FLAKY}concurrency = 1\n").replace("concurrency = 3\n", ""),
     );
-    std::fs::remove_dir_all(env.warehouse().join("churn_scores")).unwrap();
-    std::fs::remove_dir_all(env.warehouse().join("_runner/catalog/churn_scores")).ok();
+    drop_scores(&env);
     let (ok, v, err) = score(&env);
     assert!(ok, "{err}");
     assert_eq!(v[0]["errors"], 4, "{v}");

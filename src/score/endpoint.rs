@@ -120,14 +120,12 @@ impl Endpoint {
 
     /// What the scores record as the endpoint: the kind and URL (never a key).
     pub fn describe(&self) -> String {
-        match self.kind {
-            EndpointKind::Local => "local".into(),
-            EndpointKind::Container => format!("container {}", self.url),
-            EndpointKind::Apigateway => format!("apigateway {}", self.url),
-            EndpointKind::Sagemaker => {
-                format!("sagemaker {}", self.settings.endpoint_name.as_deref().unwrap_or_default())
-            }
-        }
+        let target = match self.kind {
+            EndpointKind::Local => return "local".into(),
+            EndpointKind::Sagemaker => self.settings.endpoint_name.as_deref().unwrap_or_default(),
+            EndpointKind::Container | EndpointKind::Apigateway => &self.url,
+        };
+        format!("{} {target}", self.kind.name())
     }
 
     /// Companies per call: `batch_rows`, fewer if that many of the longest row would not fit

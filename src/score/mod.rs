@@ -83,12 +83,13 @@ pub async fn run(
     let settings = &ws.config.scoring;
     let model = Arc::new(ModelDecl::load(&settings.model)?);
     let endpoint = Arc::new(Endpoint::new(settings, model.clone()).await?);
+    let endpoint_name = endpoint.describe();
     let mut summary = ScoreSummary {
         job: job.name.clone(),
         as_of: as_of.to_string(),
         model_id: model.id.clone(),
         model_version: model.version.clone(),
-        endpoint: endpoint.describe(),
+        endpoint: endpoint_name.clone(),
         ..Default::default()
     };
     let ctx = crate::engine::session(ws).await?;
@@ -121,7 +122,7 @@ pub async fn run(
                 company_id: c.company_id.clone(),
                 prediction: None,
                 scored_at: now,
-                endpoint: endpoint.describe(),
+                endpoint: endpoint_name.clone(),
                 error: Some(format!("invalid_input: {e}")),
             }),
         }
@@ -150,7 +151,7 @@ pub async fn run(
                 company_id: item.company_id.clone(),
                 prediction,
                 scored_at: at,
-                endpoint: endpoint.describe(),
+                endpoint: endpoint_name.clone(),
                 error,
             });
             progress.inc();
@@ -162,10 +163,7 @@ pub async fn run(
     summary.retries = endpoint.stats.retries.load(Ordering::Relaxed);
     for r in &results {
         match (&r.prediction, &r.error) {
-            (Some(p), _) => {
-                summary.scored += 1;
-                summary.churn += u64::from(p.predicted_label == 1);
-            }
+            (Some(p), _) => summary.churn += u64::from(p.predicted_label == 1),
             (None, Some(e)) => {
                 summary.errors += 1;
                 let code = e.split(':').next().unwrap_or("error").to_string();
@@ -174,7 +172,8 @@ pub async fn run(
             (None, None) => unreachable!("a result is a prediction or an error"),
         }
     }
-    summary.scored -= summary.kept.min(summary.scored);
+    // Scored by this run: every prediction but the kept ones.
+    summary.scored = results.iter().filter(|r| r.prediction.is_some()).count() as u64 - summary.kept;
 
     // Publish the date's partition: kept, new and failed companies together.
     results.sort_by(|a, b| a.company_id.cmp(&b.company_id));
@@ -264,9 +263,8 @@ async fn previous_scores(
          WHERE dt = $as_of AND status = 'scored' AND model_id = $model_id AND model_version = $model_version"
     );
     let what = format!("reading earlier scores of `{output}`");
-    let day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     let params: HashMap<String, datafusion::common::ScalarValue> = [
-        ("as_of".to_string(), datafusion::common::ScalarValue::Date32(Some(day))),
+        ("as_of".to_string(), datafusion::common::ScalarValue::Date32(Some(crate::transform::date32(as_of)))),
         ("model_id".to_string(), datafusion::common::ScalarValue::Utf8(Some(model.id.clone()))),
         ("model_version".to_string(), datafusion::common::ScalarValue::Utf8(Some(model.version.clone()))),
     ]
@@ -328,7 +326,7 @@ fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate) -> Result<R
         status.append_value(if r.prediction.is_some() { "scored" } else { "error" });
         error.append_option(r.error.as_deref());
     }
-    let day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+    let day = crate::transform::date32(as_of);
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("companyID", DataType::Utf8, true),
