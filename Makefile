@@ -17,11 +17,12 @@ test: venv fmt lint
 	$(RUNNER) validate
 	RUNNER_TEST_PYTHON=$(PY) cargo test --all-targets
 
-## Python with pyarrow and duckdb: the independent readers of the tests and the benchmark.
-venv: $(VENV)/.ready
-$(VENV)/.ready:
+## Python with pyarrow and duckdb (the independent readers of the tests and the benchmark) and
+## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1).
+venv: $(VENV)/.ready-2
+$(VENV)/.ready-2:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb 'moto[server]'
 	touch $@
 
 fmt:

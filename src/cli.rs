@@ -47,6 +47,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where `runner query` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    #[default]
+    Datafusion,
+    Athena,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run jobs from jobs/ (ingest new drops exactly once) and print a summary.
@@ -113,6 +121,17 @@ pub enum Command {
         /// Read the SQL from a file.
         #[arg(short, long)]
         file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Where the query runs: DataFusion in this process over the warehouse (no Athena cost),
+        /// or Athena over the Glue catalog (needs [catalog] kind = "glue" and [athena]).
+        #[arg(long, value_enum, default_value_t)]
+        engine: Engine,
+    },
+    /// Sync the whole local catalog to Glue (tables, partitions, deletions): a repair after
+    /// drift. Idempotent: a second run changes nothing and says so.
+    Publish {
+        /// Summary format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -231,6 +250,10 @@ pub fn init_logging(verbose: u8) {
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     let config = Config::load(cli.config.as_deref())?;
+    let simulate_to_s3 = matches!(&cli.command, Command::Simulate(a) if a.out.starts_with("s3"));
+    if config.uses_aws() || simulate_to_s3 {
+        crate::aws::init(config.aws_region.as_deref()).await;
+    }
     let mut stdout = std::io::stdout().lock();
     let progress = Progress::new(!cli.quiet && std::io::stderr().is_terminal());
     match cli.command {
@@ -471,14 +494,49 @@ pub async fn run(cli: Cli) -> Result<i32> {
             write_batches(&mut stdout, format, &[batch])?;
             Ok(exit::OK)
         }
-        Command::Query { sql, file, format } => {
-            let sql = match (sql, file) {
-                (Some(s), _) => s,
-                (None, Some(f)) => {
-                    std::fs::read_to_string(&f).map_err(|e| Error::Usage(format!("cannot read SQL file {}: {e}", f.display())))?
-                }
-                (None, None) => return Err(Error::Usage("give the SQL or --file".into())),
+        Command::Publish { format } => {
+            let ws = Workspace::open(config)?;
+            let Some(glue) = ws.glue() else {
+                return Err(Error::Usage(
+                    "`runner publish` syncs the local catalog to Glue: set [catalog] kind = \"glue\" (and an s3:// warehouse)"
+                        .into(),
+                ));
             };
+            let r = glue.publish_all().await?;
+            let batch = RecordBatch::try_from_iter(vec![
+                ("database", Arc::new(StringArray::from(vec![glue.database()])) as ArrayRef),
+                ("tables_created", Arc::new(UInt64Array::from(vec![r.tables_created])) as ArrayRef),
+                ("tables_updated", Arc::new(UInt64Array::from(vec![r.tables_updated]))),
+                ("tables_unchanged", Arc::new(UInt64Array::from(vec![r.tables_unchanged]))),
+                ("partitions_created", Arc::new(UInt64Array::from(vec![r.partitions_created]))),
+                ("partitions_updated", Arc::new(UInt64Array::from(vec![r.partitions_updated]))),
+                ("partitions_deleted", Arc::new(UInt64Array::from(vec![r.partitions_deleted]))),
+                ("partitions_unchanged", Arc::new(UInt64Array::from(vec![r.partitions_unchanged]))),
+            ])
+            .map_err(Error::arrow("summarizing the publish"))?;
+            write_batches(&mut stdout, format, &[batch])?;
+            if r.changed() {
+                eprintln!("Glue database `{}` now matches the local catalog", glue.database());
+            } else {
+                eprintln!("nothing changed: Glue database `{}` already matched the local catalog", glue.database());
+            }
+            Ok(exit::OK)
+        }
+        Command::Query { sql, file, format, engine: Engine::Athena } => {
+            let sql = read_sql(sql, file)?;
+            if config.catalog.kind != crate::config::CatalogKind::Glue {
+                return Err(Error::Usage(
+                    "--engine athena reads the tables Glue knows: set [catalog] kind = \"glue\" (and [athena] workgroup, \
+                     output_location)"
+                        .into(),
+                ));
+            }
+            let batches = crate::athena::query(&config, &sql).await?;
+            write_batches(&mut stdout, format, &batches)?;
+            Ok(exit::OK)
+        }
+        Command::Query { sql, file, format, engine: Engine::Datafusion } => {
+            let sql = read_sql(sql, file)?;
             let ws = Workspace::open(config)?;
             let ctx = crate::engine::session(&ws).await?;
             let df = ctx.sql(&sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {e}")))?;
@@ -486,6 +544,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             write_batches(&mut stdout, format, &batches)?;
             Ok(exit::OK)
         }
+    }
+}
+
+fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String> {
+    match (sql, file) {
+        (Some(s), _) => Ok(s),
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).map_err(|e| Error::Usage(format!("cannot read SQL file {}: {e}", f.display())))
+        }
+        (None, None) => Err(Error::Usage("give the SQL or --file".into())),
     }
 }
 

@@ -33,6 +33,34 @@ struct FileConfig {
     sources: BTreeMap<String, SourceFile>,
     ingest: Option<IngestFile>,
     scoring: Option<ScoringFile>,
+    aws: Option<AwsFile>,
+    athena: Option<AthenaFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AwsFile {
+    region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AthenaFile {
+    workgroup: Option<String>,
+    output_location: Option<String>,
+    poll: Option<String>,
+    max_poll: Option<String>,
+}
+
+/// The `[athena]` section: where `runner query --engine athena` runs.
+#[derive(Debug, Clone)]
+pub struct AthenaSettings {
+    pub workgroup: String,
+    /// `s3://...` for results; `None` when the workgroup enforces its own.
+    pub output_location: Option<String>,
+    /// First wait between GetQueryExecution polls; doubled up to `max_poll`.
+    pub poll: Duration,
+    pub max_poll: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -111,6 +139,22 @@ pub struct ScoringSettings {
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     kind: CatalogKind,
+    database: Option<String>,
+    catalog_id: Option<String>,
+    #[serde(default)]
+    projection: Vec<String>,
+}
+
+/// The `[catalog]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogSettings {
+    pub kind: CatalogKind,
+    /// Glue database the tables are registered in.
+    pub database: String,
+    /// The AWS account that owns the Glue catalog (default: the caller's).
+    pub catalog_id: Option<String>,
+    /// Tables Athena should read with partition projection instead of registered partitions.
+    pub projection: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +169,7 @@ struct IngestFile {
     max_objects_per_batch: Option<usize>,
     max_bytes_per_batch: Option<String>,
     dedup_horizon: Option<String>,
+    lookback: Option<String>,
     parallelism: Option<usize>,
 }
 
@@ -133,6 +178,8 @@ struct IngestFile {
 pub enum CatalogKind {
     /// JSON objects under `<warehouse>/_runner/catalog/`.
     Local,
+    /// The local catalog, mirrored to the AWS Glue Data Catalog on every publish.
+    Glue,
 }
 
 /// The resolved configuration every command works from.
@@ -147,7 +194,10 @@ pub struct Config {
     pub jobs_dir: PathBuf,
     pub sql_dir: PathBuf,
     pub schemas_dir: PathBuf,
-    pub catalog: CatalogKind,
+    pub catalog: CatalogSettings,
+    /// `[aws] region`: wins over the standard chain's region.
+    pub aws_region: Option<String>,
+    pub athena: AthenaSettings,
     /// Delivery stream name -> source root URL (the folder holding `YYYY/MM/DD/HH/`).
     pub sources: BTreeMap<String, String>,
     pub ingest: IngestSettings,
@@ -160,6 +210,9 @@ pub struct IngestSettings {
     pub max_bytes_per_batch: u64,
     pub dedup_horizon: Duration,
     pub parallelism: usize,
+    /// Discovery lists drops from the last ingested hour minus this (Firehose retries failed
+    /// deliveries for up to 24 h, and a key's hour is the arrival of its oldest record).
+    pub lookback: Duration,
 }
 
 impl Default for IngestSettings {
@@ -168,6 +221,7 @@ impl Default for IngestSettings {
             max_objects_per_batch: 256,
             max_bytes_per_batch: 64 << 20,
             dedup_horizon: Duration::from_secs(7 * 86_400),
+            lookback: Duration::from_secs(26 * 3600),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
@@ -253,6 +307,10 @@ impl Config {
                 ingest.dedup_horizon = humantime::parse_duration(&s)
                     .map_err(|e| cfg_err(format!("ingest.dedup_horizon `{s}` is not a duration (e.g. \"7d\"): {e}")))?;
             }
+            if let Some(s) = i.lookback {
+                ingest.lookback = humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("ingest.lookback `{s}` is not a duration (e.g. \"26h\"): {e}")))?;
+            }
             if let Some(n) = i.parallelism {
                 ingest.parallelism = n.max(1);
             }
@@ -293,13 +351,48 @@ impl Config {
                 scoring.endpoint.name()
             )));
         }
+        let cf = fc.catalog;
+        let catalog = CatalogSettings {
+            kind: cf.as_ref().map(|c| c.kind).unwrap_or(CatalogKind::Local),
+            database: cf.as_ref().and_then(|c| c.database.clone()).unwrap_or_else(|| "runner".into()),
+            catalog_id: cf.as_ref().and_then(|c| c.catalog_id.clone()),
+            projection: cf.map(|c| c.projection).unwrap_or_default(),
+        };
+        if !catalog.database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(cfg_err(format!(
+                "catalog.database `{}`: Glue/Athena database names are lowercase letters, digits and `_`",
+                catalog.database
+            )));
+        }
+        let af = fc.athena.unwrap_or_default();
+        let adur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
+            v.map(|s| {
+                humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("athena.{key} `{s}` is not a duration (e.g. \"500ms\"): {e}")))
+            })
+            .transpose()
+            .map(|d| d.unwrap_or(default))
+        };
+        let athena = AthenaSettings {
+            workgroup: af.workgroup.unwrap_or_else(|| "primary".into()),
+            output_location: af.output_location,
+            poll: adur("poll", af.poll, Duration::from_millis(200))?,
+            max_poll: adur("max_poll", af.max_poll, Duration::from_secs(5))?,
+        };
+        if let Some(o) = &athena.output_location
+            && !o.starts_with("s3://")
+        {
+            return Err(cfg_err(format!("athena.output_location `{o}` must be an s3:// URL")));
+        }
         Ok(Config {
+            catalog,
+            aws_region: fc.aws.and_then(|a| a.region),
+            athena,
             scoring,
             warehouse,
             jobs_dir: base_dir.join(fc.jobs_dir.as_deref().unwrap_or("jobs")),
             sql_dir: base_dir.join(fc.sql_dir.as_deref().unwrap_or("sql")),
             schemas_dir: base_dir.join(fc.schemas_dir.as_deref().unwrap_or("schemas")),
-            catalog: fc.catalog.map(|c| c.kind).unwrap_or(CatalogKind::Local),
             sources,
             ingest,
             file,
@@ -312,6 +405,14 @@ impl Config {
             file: self.file_name(),
             message: format!("no source for stream `{stream}`: add [sources.{stream}] url = \"...\""),
         })
+    }
+
+    /// Whether anything here lives in AWS (then the SDK config is loaded first).
+    pub fn uses_aws(&self) -> bool {
+        self.catalog.kind == CatalogKind::Glue
+            || self.warehouse.starts_with("s3")
+            || self.sources.values().any(|u| u.starts_with("s3"))
+            || self.scoring.endpoint == EndpointKind::Sagemaker
     }
 
     pub fn file_name(&self) -> String {
@@ -387,7 +488,7 @@ mod tests {
         let c = Config::from_parts(None, "", &[]).unwrap();
         assert!(c.warehouse.starts_with("file:///") && c.warehouse.ends_with("/warehouse/"));
         assert!(c.sources["companies"].ends_with("data/drops/raw/companies/"));
-        assert_eq!(c.catalog, CatalogKind::Local);
+        assert_eq!(c.catalog.kind, CatalogKind::Local);
     }
 
     #[test]

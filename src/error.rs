@@ -33,7 +33,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error("{what}: {source}{}", retry_hint(source))]
+    #[error("{what}: {source}{}", store_hint(source))]
     Store {
         what: String,
         #[source]
@@ -68,8 +68,35 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
 
+    /// Ctrl-C, after the work in flight was stopped cleanly.
+    #[error("{0}")]
+    Interrupted(String),
+
     #[error("internal error (a bug in runner, please report it): {0}")]
     Internal(String),
+}
+
+/// What to do about a storage error: the AWS explanation when there is one, else a hint by kind.
+fn store_hint(e: &object_store::Error) -> String {
+    if let Some(hint) = crate::aws::explain(&chain(e)) {
+        return format!("\n  what to do: {hint}");
+    }
+    retry_hint(e).to_string()
+}
+
+/// An error and its sources, `: `-separated, each said once.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
 }
 
 fn retry_hint(e: &object_store::Error) -> &'static str {
@@ -88,6 +115,7 @@ impl Error {
         match self {
             Error::Config { .. } => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
+            Error::Interrupted(_) => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
     }

@@ -4,17 +4,21 @@
 //!
 //! - [`config`]: what runs where (`runner.toml`, env overrides); [`job`]: `jobs/*.toml`;
 //!   [`schema`]: the event contract from `schemas/events.toml`; [`workspace`]: all of them resolved.
-//! - [`store`]: every byte through `object_store` (local folders or S3).
+//! - [`store`]: every byte through `object_store` (local folders or S3); [`aws`]: one SDK config,
+//!   credentials and error explanations for S3, Glue and Athena.
 //! - [`source`]: which keys are Firehose drops; [`ingest`]: framing, validation, dedup, writing;
 //!   [`ledger`]: the commit log that makes ingest exactly once; [`compact`]: merging small files
 //!   through the same log.
-//! - [`catalog`]: tables and partitions (local, Glue-shaped); [`engine`]: DataFusion over it.
+//! - [`catalog`]: tables and partitions (local, mirrored to Glue); [`engine`]: DataFusion over it;
+//!   [`athena`]: `runner query --engine athena`.
 //! - [`transform`]: SQL jobs (write, [`checks`], publish); [`pipeline`]: runs jobs in DAG order
 //!   and records each in [`runs`] (`runner_runs`); [`sqlcheck`]: planning SQL offline.
 //! - [`model`]: the churn model's declaration, the anti-corruption layer, `model train|serve`;
 //!   [`score`]: the scoring job and its reliable endpoint client.
 //! - [`simulate`]: realistic drops; [`cli`], [`output`], [`progress`]: the command line.
 
+pub mod athena;
+pub mod aws;
 pub mod catalog;
 pub mod checks;
 pub mod cli;

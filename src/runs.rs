@@ -92,5 +92,5 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     let date = r.started_at.format("%Y-%m-%d").to_string();
     let dir = format!("{RUNS_TABLE}/dt={date}");
     ws.warehouse.put(&ws.warehouse.child(&format!("{dir}/run-{}.parquet", r.run_id)), encode_parquet(&batch)?).await?;
-    ws.catalog.put_partitions(RUNS_TABLE, &[PartitionMeta { values: vec![date], location: ws.warehouse.join(&dir).url }]).await
+    ws.catalog.add_partitions(RUNS_TABLE, &[PartitionMeta { values: vec![date], location: ws.warehouse.join(&dir).url }]).await
 }

@@ -38,6 +38,15 @@ impl Location {
                     Path::from_absolute_path(&path).map_err(|e| Error::Usage(format!("`{url}` is not a usable path: {e}")))?;
                 (Arc::new(fs), root)
             }
+            "s3" | "s3a" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| Error::Usage(format!("`{url}` names no bucket: write s3://<bucket>/<prefix>/")))?;
+                let root = Path::parse(parsed.path().trim_matches('/'))
+                    .map_err(|e| Error::Usage(format!("`{url}` is not a usable S3 prefix: {e}")))?;
+                (Arc::new(crate::aws::s3_store(bucket)?), root)
+            }
             _ => {
                 let (store, root) =
                     object_store::parse_url_opts(&parsed, std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)))
@@ -96,6 +105,20 @@ impl Location {
             Ok(v) => Ok(v),
             Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(Error::Store { what: format!("listing {}{}", self.url, rel), source: e }),
+        }
+    }
+
+    /// Every object below this folder whose path sorts after `offset` (relative to the folder):
+    /// one paginated listing that starts there (S3 `start-after`), not a walk of the whole prefix.
+    pub async fn list_after(&self, offset: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.child("");
+        let offset = self.child(offset);
+        let res: std::result::Result<Vec<ObjectMeta>, _> =
+            self.store.list_with_offset(Some(&prefix), &offset).try_collect().await;
+        match res {
+            Ok(v) => Ok(v),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(Error::Store { what: format!("listing {} from {offset}", self.url), source: e }),
         }
     }
 

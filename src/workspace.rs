@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use crate::catalog::glue::GlueCatalog;
 use crate::catalog::local::LocalCatalog;
 use crate::catalog::{Catalog, DeclaredTable};
 use crate::config::{CatalogKind, Config};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::Jobs;
 use crate::schema::Contract;
 use crate::store::Location;
@@ -23,6 +24,8 @@ pub struct Workspace {
     pub jobs: Jobs,
     pub warehouse: Location,
     pub catalog: Arc<dyn Catalog>,
+    /// The Glue mirror, when `[catalog] kind = "glue"` (the same object as `catalog`).
+    glue: Option<Arc<GlueCatalog>>,
     /// Tables declared in `schemas/tables/` (read as empty until a job writes them).
     pub declared: BTreeMap<String, DeclaredTable>,
 }
@@ -32,10 +35,34 @@ impl Workspace {
         let contract = Arc::new(Contract::load(&config.schemas_dir.join("events.toml"))?);
         let jobs = Jobs::load(&config.jobs_dir, &config, &contract)?;
         let warehouse = Location::parse(&config.warehouse)?;
-        let catalog: Arc<dyn Catalog> = match config.catalog {
-            CatalogKind::Local => Arc::new(LocalCatalog::new(warehouse.clone())),
+        let local = LocalCatalog::new(warehouse.clone());
+        let mut glue = None;
+        let catalog: Arc<dyn Catalog> = match config.catalog.kind {
+            CatalogKind::Local => Arc::new(local),
+            CatalogKind::Glue => {
+                if !config.warehouse.starts_with("s3") {
+                    return Err(Error::Config {
+                        file: config.file_name(),
+                        message: format!(
+                            "catalog.kind = \"glue\" needs an s3:// warehouse (Athena reads the tables from S3); the \
+                             warehouse is {}",
+                            config.warehouse
+                        ),
+                    });
+                }
+                let sdk = crate::aws::sdk()
+                    .ok_or_else(|| Error::Internal("the AWS SDK config is loaded before a Glue workspace opens".into()))?;
+                let g = Arc::new(GlueCatalog::new(local, sdk, &config.catalog));
+                glue = Some(g.clone());
+                g
+            }
         };
         let declared = DeclaredTable::load_all(&config.schemas_dir.join("tables"))?;
-        Ok(Workspace { config, contract, jobs, warehouse, catalog, declared })
+        Ok(Workspace { config, contract, jobs, warehouse, catalog, glue, declared })
+    }
+
+    /// The Glue catalog, when the workspace publishes to Glue.
+    pub fn glue(&self) -> Option<&GlueCatalog> {
+        self.glue.as_deref()
     }
 }

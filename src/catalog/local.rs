@@ -10,6 +10,7 @@
 //! warehouse's own object store, so it works the same on a folder and on S3.
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{Catalog, PartitionMeta, TableMeta, hive_escape};
 use crate::error::{Error, Result};
@@ -67,8 +68,12 @@ impl Catalog for LocalCatalog {
     }
 
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
-        if self.table(&table.name).await?.as_ref() == Some(table) {
+        let current = self.table(&table.name).await?;
+        if current.as_ref() == Some(table) {
             return Ok(());
+        }
+        if let Some(current) = &current {
+            super::check_compatible(current, table)?;
         }
         let body = serde_json::to_vec_pretty(table).map_err(|e| Error::Internal(e.to_string()))?;
         self.warehouse.put(&self.table_path(&table.name), Bytes::from(body)).await
@@ -76,11 +81,16 @@ impl Catalog for LocalCatalog {
 
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>> {
         let dir = format!("{CATALOG_DIR}/{}/partitions", hive_escape(table));
-        let mut out = Vec::new();
-        for meta in self.warehouse.list(&dir).await? {
-            let bytes = self.warehouse.get(&meta.location).await?;
-            out.push(Self::decode::<PartitionMeta>(meta.location.as_ref(), &bytes)?);
-        }
+        // One small object per partition: read many at once (on S3 each is a round trip).
+        let objects = self.warehouse.list(&dir).await?;
+        let mut out: Vec<PartitionMeta> = futures::stream::iter(objects)
+            .map(|meta| async move {
+                let bytes = self.warehouse.get(&meta.location).await?;
+                Self::decode::<PartitionMeta>(meta.location.as_ref(), &bytes)
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
         out.sort();
         Ok(out)
     }

@@ -5,6 +5,7 @@
 //! Glue one are two implementations of one [`Catalog`] trait. Column types are stored as the
 //! Hive/Athena type names Glue uses; [`arrow_type`] and [`glue_type`] convert.
 
+pub mod glue;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -103,6 +104,44 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
     /// Unregisters partitions by their values (absent ones are fine).
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()>;
+}
+
+/// Whether `next` can replace `current` without breaking a reader: the same partition keys, and
+/// every existing column kept with its type (Athena matches Parquet columns by name, so a new
+/// nullable column is safe; a changed type fails queries with `HIVE_BAD_DATA`). Checked before
+/// anything is published.
+pub fn check_compatible(current: &TableMeta, next: &TableMeta) -> Result<()> {
+    let refuse = |m: String| {
+        Err(Error::Failed(format!(
+            "table `{}`: {m}; nothing was published. Keep the old definition, write the change as a new column or a new \
+             table, or drop the table (its catalog entry and folder) to rebuild it",
+            current.name
+        )))
+    };
+    if current.partition_keys != next.partition_keys {
+        let names =
+            |t: &TableMeta| t.partition_keys.iter().map(|k| format!("{} {}", k.name, k.ty)).collect::<Vec<_>>().join(", ");
+        return refuse(format!("partition keys change from ({}) to ({})", names(current), names(next)));
+    }
+    for c in &current.columns {
+        match next.columns.iter().find(|n| n.name == c.name) {
+            None => return refuse(format!("column `{}` ({}) would be dropped", c.name, c.ty)),
+            Some(n) if n.ty != c.ty => {
+                return refuse(format!("column `{}` changes type from {} to {}", c.name, c.ty, n.ty));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for c in next.columns.iter().chain(&next.partition_keys) {
+        if let Some(other) = seen.insert(c.name.to_ascii_lowercase(), &c.name) {
+            return refuse(format!(
+                "columns `{other}` and `{}` differ only in case, and Glue and Athena names are case-insensitive",
+                c.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A table declared in `schemas/tables/*.toml`: read as empty until a job first writes it.
@@ -240,6 +279,36 @@ mod tests {
             assert_eq!(arrow_type(&glue_type(&dt).unwrap()).unwrap(), dt);
         }
         assert!(glue_type(&DataType::UInt64).is_err());
+    }
+
+    #[test]
+    fn schema_changes_adding_columns_pass_and_others_name_the_column() {
+        let col = |n: &str, t: &str| ColumnMeta { name: n.into(), ty: t.into(), comment: String::new() };
+        let t = TableMeta {
+            name: "t".into(),
+            description: String::new(),
+            location: "file:///wh/t/".into(),
+            columns: vec![col("companyID", "string"), col("jobs", "bigint")],
+            partition_keys: vec![col("dt", "date")],
+            format: "parquet".into(),
+            parameters: BTreeMap::new(),
+        };
+        let mut added = t.clone();
+        added.columns.push(col("riskOfChurn", "double"));
+        check_compatible(&t, &added).unwrap();
+        let mut retyped = t.clone();
+        retyped.columns[1].ty = "string".into();
+        let e = check_compatible(&t, &retyped).unwrap_err().to_string();
+        assert!(e.contains("`jobs` changes type from bigint to string"), "{e}");
+        let mut dropped = t.clone();
+        dropped.columns.pop();
+        assert!(check_compatible(&t, &dropped).unwrap_err().to_string().contains("`jobs` (bigint) would be dropped"));
+        let mut rekeyed = t.clone();
+        rekeyed.partition_keys[0].ty = "string".into();
+        assert!(check_compatible(&t, &rekeyed).unwrap_err().to_string().contains("partition keys"));
+        let mut cased = added.clone();
+        cased.columns.push(col("JOBS", "bigint"));
+        assert!(check_compatible(&t, &cased).unwrap_err().to_string().contains("differ only in case"));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct IngestSummary {
     pub refused: u64,
     pub skipped_error_output: u64,
     pub skipped_stray: u64,
+    /// Objects the discovery listing returned (from the last ingested hour minus the lookback).
+    pub listed: u64,
     /// Records, valid, duplicates, quarantined by reason, bytes: summed over the run's batches.
     #[serde(flatten)]
     pub stats: BatchStats,
@@ -137,9 +139,22 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
         tracing::info!(stream, removed, "removed staging of attempts that never committed");
     }
 
-    // Discover.
+    // Discover: from the last ingested hour minus the lookback on, so a run lists the recent
+    // hours, not years of drops (Firehose keys start with their arrival hour).
+    let since = state
+        .commits
+        .iter()
+        .filter(|c| !c.is_compaction())
+        .map(|c| c.max_arrival_ms)
+        .max()
+        .map(|ms| ms - settings.lookback.as_millis() as i64);
+    let listed = match since.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => source.list_after(&t.format("%Y/%m/%d/%H").to_string()).await?,
+        None => source.list("").await?,
+    };
+    summary.listed = listed.len() as u64;
     let mut candidates = Vec::new();
-    for meta in source.list("").await? {
+    for meta in listed {
         let Some(rel) = source.relative(&meta.location) else { continue };
         match classify(rel) {
             KeyKind::Drop(d) => candidates.push(Candidate {

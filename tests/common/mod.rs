@@ -10,6 +10,8 @@ use runner::ingest::{self, IngestSummary};
 use runner::progress::Progress;
 use runner::workspace::Workspace;
 
+pub mod moto;
+
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 pub struct TestEnv {

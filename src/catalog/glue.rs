@@ -1,0 +1,618 @@
+//! The AWS Glue Data Catalog, kept in step with the local catalog.
+//!
+//! The local catalog in the warehouse stays the runner's record: its conditional creates are what
+//! make concurrent publishers safe, and jobs read it. With `[catalog] kind = "glue"` every write
+//! goes to it first and then to Glue, in the shape Athena and QuickSight expect
+//! (`../shared/spec/aws.md`): EXTERNAL_TABLE, Parquet formats and SerDe, `classification=parquet`,
+//! lowercase columns with Athena types, typed partition keys. Partitions go in batches of at most
+//! 100 (`BatchCreatePartition`, `BatchUpdatePartition`) and 25 (`BatchDeletePartition`); the
+//! per-entry errors inside a successful answer are retried when transient and reported otherwise.
+//! A crash between the two writes leaves Glue behind, never ahead: the next publish of the same
+//! partitions, or `runner publish`, catches it up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_glue::Client;
+use aws_sdk_glue::types::{
+    BatchUpdatePartitionRequestEntry, Column, DatabaseInput, PartitionError, PartitionInput, PartitionValueList, SerDeInfo,
+    StorageDescriptor, Table, TableInput,
+};
+
+use super::local::LocalCatalog;
+use super::{Catalog, PartitionMeta, TableMeta};
+use crate::aws::sdk_error;
+use crate::error::{Error, Result};
+use crate::transform::{CURRENT_VERSION, VERSIONED};
+
+const INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+/// Glue's limits per batch call.
+const CREATE_BATCH: usize = 100;
+const DELETE_BATCH: usize = 25;
+/// Rounds of retrying the entries of a batch that failed with a transient error.
+const ENTRY_ATTEMPTS: u32 = 4;
+
+#[derive(Debug)]
+pub struct GlueCatalog {
+    local: LocalCatalog,
+    client: Client,
+    database: String,
+    catalog_id: Option<String>,
+    /// Tables read by Athena through partition projection.
+    projection: Vec<String>,
+    database_ready: tokio::sync::OnceCell<()>,
+}
+
+/// What a sync changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub tables_created: u64,
+    pub tables_updated: u64,
+    pub tables_unchanged: u64,
+    pub partitions_created: u64,
+    pub partitions_updated: u64,
+    pub partitions_deleted: u64,
+    pub partitions_unchanged: u64,
+}
+
+impl SyncReport {
+    pub fn changed(&self) -> bool {
+        self.tables_created + self.tables_updated + self.partitions_created + self.partitions_updated + self.partitions_deleted
+            > 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableChange {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl GlueCatalog {
+    pub fn new(local: LocalCatalog, sdk: &aws_config::SdkConfig, settings: &crate::config::CatalogSettings) -> Self {
+        GlueCatalog {
+            local,
+            client: Client::new(sdk),
+            database: settings.database.clone(),
+            catalog_id: settings.catalog_id.clone(),
+            projection: settings.projection.clone(),
+            database_ready: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Creates the database when it is missing (once per process).
+    async fn ensure_database(&self) -> Result<()> {
+        self.database_ready
+            .get_or_try_init(|| async {
+                let got = self.client.get_database().set_catalog_id(self.catalog_id.clone()).name(&self.database).send().await;
+                match got {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => {
+                        let input = DatabaseInput::builder()
+                            .name(&self.database)
+                            .description("Tables published by runner")
+                            .build()
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        match self
+                            .client
+                            .create_database()
+                            .set_catalog_id(self.catalog_id.clone())
+                            .database_input(input)
+                            .send()
+                            .await
+                        {
+                            Ok(_) => {
+                                tracing::info!(database = %self.database, "created Glue database");
+                                Ok(())
+                            }
+                            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => Ok(()),
+                            Err(e) => Err(sdk_error(format!("creating Glue database `{}`", self.database), e)),
+                        }
+                    }
+                    Err(e) => Err(sdk_error(format!("reading Glue database `{}`", self.database), e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The table as Glue should hold it.
+    fn table_input(&self, t: &TableMeta) -> Result<TableInput> {
+        let versioned = t.parameters.get(VERSIONED).is_some_and(|v| v == "true");
+        // An unpartitioned versioned table is read at its current version's folder.
+        let location = match t.parameters.get(CURRENT_VERSION) {
+            Some(v) if t.partition_keys.is_empty() => format!("{}v={v}/", t.location),
+            _ => t.location.clone(),
+        };
+        let mut params: BTreeMap<String, String> = t.parameters.clone();
+        params.insert("classification".into(), "parquet".into());
+        params.insert("EXTERNAL".into(), "TRUE".into());
+        params.insert("compressionType".into(), "snappy".into());
+        params.insert("runner.managed".into(), "true".into());
+        if self.projection.contains(&t.name) {
+            if versioned {
+                return Err(Error::Config {
+                    file: "runner.toml [catalog] projection".into(),
+                    message: format!(
+                        "table `{}` cannot use partition projection: its partitions move to a new `v=` folder on every \
+                         replace or compaction, and projection reads fixed locations. Remove it from the list",
+                        t.name
+                    ),
+                });
+            }
+            params.extend(projection_parameters(t)?);
+        }
+        let sd = storage_descriptor(t, &location)?;
+        TableInput::builder()
+            .name(&t.name)
+            .description(&t.description)
+            .table_type("EXTERNAL_TABLE")
+            .set_partition_keys(Some(columns(&t.partition_keys)?))
+            .storage_descriptor(sd)
+            .set_parameters(Some(params.into_iter().collect()))
+            .build()
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    async fn glue_table(&self, name: &str) -> Result<Option<Table>> {
+        match self
+            .client
+            .get_table()
+            .set_catalog_id(self.catalog_id.clone())
+            .database_name(&self.database)
+            .name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.table),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => Ok(None),
+            Err(e) => Err(sdk_error(format!("reading Glue table {}.{name}", self.database), e)),
+        }
+    }
+
+    /// Creates the table, or updates it when it differs; a type change is refused (the local
+    /// catalog refused it first when it knew the table).
+    async fn sync_table(&self, t: &TableMeta) -> Result<TableChange> {
+        self.ensure_database().await?;
+        let input = self.table_input(t)?;
+        let Some(current) = self.glue_table(&t.name).await? else {
+            match self
+                .client
+                .create_table()
+                .set_catalog_id(self.catalog_id.clone())
+                .database_name(&self.database)
+                .table_input(input)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(TableChange::Created),
+                // Another publisher created it meanwhile: compare with theirs.
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {
+                    return Box::pin(self.sync_table(t)).await;
+                }
+                Err(e) => return Err(sdk_error(format!("creating Glue table {}.{}", self.database, t.name), e)),
+            }
+        };
+        if same_table(&current, &input) {
+            return Ok(TableChange::Unchanged);
+        }
+        refuse_type_changes(&self.database, &current, &input)?;
+        self.client
+            .update_table()
+            .set_catalog_id(self.catalog_id.clone())
+            .database_name(&self.database)
+            .table_input(input)
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("updating Glue table {}.{}", self.database, t.name), e))?;
+        Ok(TableChange::Updated)
+    }
+
+    fn partition_input(&self, t: &TableMeta, p: &PartitionMeta) -> Result<PartitionInput> {
+        Ok(PartitionInput::builder()
+            .set_values(Some(p.values.clone()))
+            .storage_descriptor(storage_descriptor(t, &p.location)?)
+            .build())
+    }
+
+    /// Creates partitions; those that exist are updated when `repoint`, else left as they are.
+    /// Returns (created, updated).
+    async fn write_partitions(&self, t: &TableMeta, parts: &[PartitionMeta], repoint: bool) -> Result<(u64, u64)> {
+        let (mut created, mut updated) = (0, 0);
+        for chunk in parts.chunks(CREATE_BATCH) {
+            let mut pending: Vec<&PartitionMeta> = chunk.iter().collect();
+            let mut existing: Vec<&PartitionMeta> = Vec::new();
+            for attempt in 1..=ENTRY_ATTEMPTS {
+                let inputs = pending.iter().map(|p| self.partition_input(t, p)).collect::<Result<Vec<_>>>()?;
+                let out = self
+                    .client
+                    .batch_create_partition()
+                    .set_catalog_id(self.catalog_id.clone())
+                    .database_name(&self.database)
+                    .table_name(&t.name)
+                    .set_partition_input_list(Some(inputs))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(format!("registering partitions of {}.{}", self.database, t.name), e))?;
+                let (retry, exists) = sort_errors(&t.name, out.errors(), attempt)?;
+                created += (pending.len() - retry.len() - exists.len()) as u64;
+                existing.extend(pending.iter().filter(|p| exists.contains(&p.values)).copied());
+                pending.retain(|p| retry.contains(&p.values));
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            if repoint && !existing.is_empty() {
+                updated += self.update_partitions(t, &existing).await?;
+            }
+        }
+        Ok((created, updated))
+    }
+
+    async fn update_partitions(&self, t: &TableMeta, parts: &[&PartitionMeta]) -> Result<u64> {
+        let mut n = 0;
+        for chunk in parts.chunks(CREATE_BATCH) {
+            let mut pending: Vec<&PartitionMeta> = chunk.to_vec();
+            for attempt in 1..=ENTRY_ATTEMPTS {
+                let entries = pending
+                    .iter()
+                    .map(|p| {
+                        BatchUpdatePartitionRequestEntry::builder()
+                            .set_partition_value_list(Some(p.values.clone()))
+                            .partition_input(self.partition_input(t, p)?)
+                            .build()
+                            .map_err(|e| Error::Internal(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let out = self
+                    .client
+                    .batch_update_partition()
+                    .set_catalog_id(self.catalog_id.clone())
+                    .database_name(&self.database)
+                    .table_name(&t.name)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(format!("updating partitions of {}.{}", self.database, t.name), e))?;
+                let errors: Vec<PartitionError> = out
+                    .errors()
+                    .iter()
+                    .map(|e| {
+                        PartitionError::builder()
+                            .set_partition_values(e.partition_value_list.clone())
+                            .set_error_detail(e.error_detail.clone())
+                            .build()
+                    })
+                    .collect();
+                let (retry, _) = sort_errors(&t.name, &errors, attempt)?;
+                n += (pending.len() - retry.len()) as u64;
+                pending.retain(|p| retry.contains(&p.values));
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn remove_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<u64> {
+        let mut n = 0;
+        for chunk in values.chunks(DELETE_BATCH) {
+            let keys = chunk
+                .iter()
+                .map(|v| {
+                    PartitionValueList::builder().set_values(Some(v.clone())).build().map_err(|e| Error::Internal(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .batch_delete_partition()
+                .set_catalog_id(self.catalog_id.clone())
+                .database_name(&self.database)
+                .table_name(table)
+                .set_partitions_to_delete(Some(keys))
+                .send()
+                .await
+                .map_err(|e| sdk_error(format!("deleting partitions of {}.{table}", self.database), e))?;
+            let failed: Vec<&PartitionError> = out
+                .errors()
+                .iter()
+                .filter(|e| e.error_detail().and_then(|d| d.error_code()) != Some("EntityNotFoundException"))
+                .collect();
+            if let Some(e) = failed.first() {
+                return Err(entry_error(table, e));
+            }
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Every partition Glue holds for `table`: values -> location.
+    async fn glue_partitions(&self, table: &str) -> Result<BTreeMap<Vec<String>, String>> {
+        let mut out = BTreeMap::new();
+        let mut pages = self
+            .client
+            .get_partitions()
+            .set_catalog_id(self.catalog_id.clone())
+            .database_name(&self.database)
+            .table_name(table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(format!("listing partitions of {}.{table}", self.database), e))?;
+            for p in page.partitions() {
+                let loc = p.storage_descriptor().and_then(|s| s.location()).unwrap_or_default().to_string();
+                out.insert(p.values().to_vec(), loc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `runner publish`: makes Glue hold exactly the local catalog's tables and partitions.
+    /// Idempotent: a second run changes nothing and says so.
+    pub async fn publish_all(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        for t in self.local.tables().await? {
+            match self.sync_table(&t).await? {
+                TableChange::Created => report.tables_created += 1,
+                TableChange::Updated => report.tables_updated += 1,
+                TableChange::Unchanged => report.tables_unchanged += 1,
+            }
+            if t.partition_keys.is_empty() {
+                continue;
+            }
+            let local = self.local.partitions(&t.name).await?;
+            let glue = self.glue_partitions(&t.name).await?;
+            let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+            let missing: Vec<PartitionMeta> = local.iter().filter(|p| !glue.contains_key(&p.values)).cloned().collect();
+            let moved: Vec<&PartitionMeta> =
+                local.iter().filter(|p| glue.get(&p.values).is_some_and(|l| !same(l, &p.location))).collect();
+            let stale: Vec<Vec<String>> = glue.keys().filter(|v| !local.iter().any(|p| &p.values == *v)).cloned().collect();
+            report.partitions_unchanged += (local.len() - missing.len() - moved.len()) as u64;
+            report.partitions_created += self.write_partitions(&t, &missing, true).await?.0;
+            report.partitions_updated += self.update_partitions(&t, &moved).await?;
+            report.partitions_deleted += self.remove_partitions(&t.name, &stale).await?;
+        }
+        Ok(report)
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for GlueCatalog {
+    async fn tables(&self) -> Result<Vec<TableMeta>> {
+        self.local.tables().await
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<TableMeta>> {
+        self.local.table(name).await
+    }
+
+    async fn put_table(&self, table: &TableMeta) -> Result<()> {
+        // Check Glue's definition before changing anything: a table another tool changed there
+        // must not be published over.
+        self.table_input(table)?;
+        if let Some(current) = self.glue_table(&table.name).await? {
+            refuse_type_changes(&self.database, &current, &self.table_input(table)?)?;
+        }
+        self.local.put_table(table).await?;
+        self.sync_table(table).await.map(|_| ())
+    }
+
+    async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>> {
+        self.local.partitions(table).await
+    }
+
+    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+        self.local.put_partitions(table, partitions).await?;
+        let t = self.local_table(table).await?;
+        self.write_partitions(&t, partitions, true).await.map(|_| ())
+    }
+
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+        self.local.add_partitions(table, partitions).await?;
+        let t = self.local_table(table).await?;
+        // Like the local catalog: an existing partition is never repointed by an add.
+        self.write_partitions(&t, partitions, false).await.map(|_| ())
+    }
+
+    async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()> {
+        self.local.delete_partitions(table, values).await?;
+        self.remove_partitions(table, values).await.map(|_| ())
+    }
+}
+
+impl GlueCatalog {
+    async fn local_table(&self, table: &str) -> Result<TableMeta> {
+        self.local
+            .table(table)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("partitions registered for table `{table}`, which is not in the catalog")))
+    }
+}
+
+/// Glue columns: lowercase names (Glue lowercases them anyway; Athena matches Parquet columns
+/// case-insensitively), Athena types.
+fn columns(cols: &[super::ColumnMeta]) -> Result<Vec<Column>> {
+    cols.iter()
+        .map(|c| {
+            let mut b = Column::builder().name(c.name.to_ascii_lowercase()).r#type(&c.ty);
+            if !c.comment.is_empty() {
+                b = b.comment(&c.comment);
+            }
+            b.build().map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
+}
+
+fn storage_descriptor(t: &TableMeta, location: &str) -> Result<StorageDescriptor> {
+    Ok(StorageDescriptor::builder()
+        .set_columns(Some(columns(&t.columns)?))
+        .location(location)
+        .input_format(INPUT_FORMAT)
+        .output_format(OUTPUT_FORMAT)
+        .compressed(false)
+        .serde_info(SerDeInfo::builder().serialization_library(SERDE).parameters("serialization.format", "1").build())
+        .build())
+}
+
+/// Athena partition projection for a table whose partitions sit at `<table>/<key>=<value>/`.
+fn projection_parameters(t: &TableMeta) -> Result<BTreeMap<String, String>> {
+    let mut p = BTreeMap::new();
+    p.insert("projection.enabled".to_string(), "true".to_string());
+    let mut template = t.location.clone();
+    for k in &t.partition_keys {
+        let name = k.name.to_ascii_lowercase();
+        if k.ty != "date" {
+            return Err(Error::Config {
+                file: "runner.toml [catalog] projection".into(),
+                message: format!(
+                    "table `{}`: partition key `{}` is {}; projection is offered for date keys only",
+                    t.name, k.name, k.ty
+                ),
+            });
+        }
+        p.insert(format!("projection.{name}.type"), "date".into());
+        p.insert(format!("projection.{name}.format"), "yyyy-MM-dd".into());
+        p.insert(format!("projection.{name}.range"), "2020-01-01,NOW".into());
+        p.insert(format!("projection.{name}.interval"), "1".into());
+        p.insert(format!("projection.{name}.interval.unit"), "DAYS".into());
+        template.push_str(&format!("{}=${{{name}}}/", k.name));
+    }
+    p.insert("storage.location.template".into(), template);
+    Ok(p)
+}
+
+fn same_columns(a: &[Column], b: &[Column]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name().eq_ignore_ascii_case(y.name()) && x.r#type() == y.r#type())
+}
+
+/// Whether Glue's table already is what `input` describes (so nothing needs updating).
+fn same_table(current: &Table, input: &TableInput) -> bool {
+    let (Some(sd), Some(want)) = (current.storage_descriptor(), input.storage_descriptor()) else { return false };
+    let params = current.parameters();
+    let trim = |s: Option<&str>| s.unwrap_or_default().trim_end_matches('/').to_string();
+    current.table_type() == input.table_type()
+        && current.description() == input.description()
+        && trim(sd.location()) == trim(want.location())
+        && sd.input_format() == want.input_format()
+        && sd.output_format() == want.output_format()
+        && sd.serde_info().and_then(|s| s.serialization_library()) == want.serde_info().and_then(|s| s.serialization_library())
+        && same_columns(sd.columns(), want.columns())
+        && same_columns(current.partition_keys(), input.partition_keys())
+        && input.parameters().is_some_and(|want| {
+            want.iter().all(|(k, v)| params.and_then(|p| p.get(k)) == Some(v))
+                && params.is_none_or(|p| p.keys().filter(|k| k.starts_with("projection.")).all(|k| want.contains_key(k)))
+        })
+}
+
+/// A column Glue has with another type than the one we would publish is an incompatible change.
+fn refuse_type_changes(database: &str, current: &Table, input: &TableInput) -> Result<()> {
+    let have = current.storage_descriptor().map(|s| s.columns()).unwrap_or_default().iter().chain(current.partition_keys());
+    let want: Vec<&Column> =
+        input.storage_descriptor().map(|s| s.columns()).unwrap_or_default().iter().chain(input.partition_keys()).collect();
+    for c in have {
+        if let Some(w) = want.iter().find(|w| w.name().eq_ignore_ascii_case(c.name()))
+            && w.r#type() != c.r#type()
+        {
+            return Err(Error::Failed(format!(
+                "Glue table {database}.{}: column `{}` is {} in Glue and would become {}; nothing was published. \
+                 Athena fails on a changed type (HIVE_BAD_DATA): restore the old type, write a new column, or drop the \
+                 Glue table to let the runner recreate it",
+                input.name(),
+                c.name(),
+                c.r#type().unwrap_or("?"),
+                w.r#type().unwrap_or("?")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a batch answer's per-entry errors into values to retry (transient) and values that
+/// already exist; any other error is returned, naming the partition and Glue's reason.
+fn sort_errors(table: &str, errors: &[PartitionError], attempt: u32) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>)> {
+    let (mut retry, mut exists) = (Vec::new(), Vec::new());
+    for e in errors {
+        let values = e.partition_values().to_vec();
+        match e.error_detail().and_then(|d| d.error_code()).unwrap_or_default() {
+            "AlreadyExistsException" => exists.push(values),
+            "ThrottlingException"
+            | "InternalServiceException"
+            | "ConcurrentModificationException"
+            | "OperationTimeoutException"
+                if attempt < ENTRY_ATTEMPTS =>
+            {
+                retry.push(values)
+            }
+            _ => return Err(entry_error(table, e)),
+        }
+    }
+    Ok((retry, exists))
+}
+
+fn entry_error(table: &str, e: &PartitionError) -> Error {
+    let d = e.error_detail();
+    Error::Failed(format!(
+        "Glue refused partition ({}) of table `{table}`: {} {}; the data is published in the warehouse, run `runner publish` \
+         to retry the catalog",
+        e.partition_values().join(", "),
+        d.and_then(|d| d.error_code()).unwrap_or("error"),
+        d.and_then(|d| d.error_message()).unwrap_or_default()
+    ))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100 << attempt.min(6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_glue::types::ErrorDetail;
+
+    fn err(values: &[&str], code: &str) -> PartitionError {
+        PartitionError::builder()
+            .set_partition_values(Some(values.iter().map(|s| s.to_string()).collect()))
+            .error_detail(ErrorDetail::builder().error_code(code).error_message("m").build())
+            .build()
+    }
+
+    #[test]
+    fn batch_errors_are_sorted_retried_or_reported() {
+        let (retry, exists) =
+            sort_errors("t", &[err(&["2026-11-20"], "AlreadyExistsException"), err(&["2026-11-21"], "ThrottlingException")], 1)
+                .unwrap();
+        assert_eq!(exists, vec![vec!["2026-11-20".to_string()]]);
+        assert_eq!(retry, vec![vec!["2026-11-21".to_string()]]);
+        let e = sort_errors("t", &[err(&["2026-11-21"], "ThrottlingException")], ENTRY_ATTEMPTS).unwrap_err();
+        assert!(e.to_string().contains("(2026-11-21)") && e.to_string().contains("runner publish"), "{e}");
+        let e = sort_errors("t", &[err(&["x"], "InvalidInputException")], 1).unwrap_err();
+        assert!(e.to_string().contains("InvalidInputException"));
+    }
+
+    #[test]
+    fn projection_templates_the_partition_folders() {
+        let t = TableMeta {
+            name: "quarantine".into(),
+            description: String::new(),
+            location: "s3://b/wh/quarantine/".into(),
+            columns: vec![],
+            partition_keys: vec![super::super::ColumnMeta { name: "dt".into(), ty: "date".into(), comment: String::new() }],
+            format: "parquet".into(),
+            parameters: BTreeMap::new(),
+        };
+        let p = projection_parameters(&t).unwrap();
+        assert_eq!(p["storage.location.template"], "s3://b/wh/quarantine/dt=${dt}/");
+        assert_eq!(p["projection.dt.type"], "date");
+        assert_eq!(p["projection.dt.format"], "yyyy-MM-dd");
+    }
+}

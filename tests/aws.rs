@@ -1,0 +1,301 @@
+//! AWS end to end, against a real AWS API emulator (moto's server on 127.0.0.1, see
+//! `common/moto.rs`): drops delivered through the Firehose API into S3, the whole DAG over an
+//! `s3://` source and warehouse with the Glue catalog, the catalog checked through the Glue API,
+//! `runner publish`, the Athena flow, schema changes, the errors users meet, and the ingest
+//! crash-recovery test on S3. Nothing here is faked: every call goes over HTTP to the emulator.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use aws_sdk_glue::Client as Glue;
+use common::REPO;
+use common::moto::{Moto, moto, unique};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner");
+
+struct AwsEnv {
+    dir: tempfile::TempDir,
+    bucket: String,
+    database: String,
+    m: &'static Moto,
+}
+
+impl AwsEnv {
+    /// A config with an S3 source and warehouse in a new bucket and a new Glue database.
+    fn new(m: &'static Moto, extra: &str) -> AwsEnv {
+        let env = AwsEnv {
+            dir: tempfile::tempdir().unwrap(),
+            bucket: unique("runner-test"),
+            database: unique("db").replace('-', "_"),
+            m,
+        };
+        let toml = format!(
+            "warehouse = \"s3://{b}/warehouse\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
+             [catalog]\nkind = \"glue\"\ndatabase = \"{db}\"\n\
+             [athena]\noutput_location = \"s3://{b}/athena-results/\"\npoll = \"10ms\"\n\
+             [sources.companies]\nurl = \"s3://{b}/raw/companies/\"\n[sources.bigdatajobs]\nurl = \"s3://{b}/raw/bigdatajobs/\"\n\
+             [scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n{extra}",
+            b = env.bucket,
+            db = env.database
+        );
+        std::fs::write(env.root().join("runner.toml"), toml).unwrap();
+        env
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn runner(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.root()).arg("--config").arg(self.root().join("runner.toml")).arg("--quiet").args(args);
+        c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.m.env(&mut c);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.runner(args).output().unwrap();
+        assert!(out.status.success(), "runner {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Drops from `runner simulate` in a local folder: `<root>/<name>/raw/<stream>/...`.
+    fn simulate(&self, name: &str, end_date: &str, days: &str, seed: &str) -> PathBuf {
+        let out = self.root().join(name);
+        let o = Command::new(BIN)
+            .args(["--quiet", "simulate", "--out"])
+            .arg(&out)
+            .args(["--tenants", "4", "--users-per-tenant", "3", "--days", days, "--end-date", end_date, "--seed", seed])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    }
+
+    async fn glue(&self) -> Glue {
+        Glue::new(&self.m.sdk().await)
+    }
+
+    /// Glue's partitions of `table`: values -> (location, creation time).
+    async fn glue_partitions(&self, table: &str) -> BTreeMap<Vec<String>, (String, String)> {
+        let out = self.glue().await.get_partitions().database_name(&self.database).table_name(table).send().await.unwrap();
+        assert!(out.next_token().is_none(), "the test tables fit one page");
+        out.partitions()
+            .iter()
+            .map(|p| {
+                let loc = p.storage_descriptor().and_then(|s| s.location()).unwrap_or_default().to_string();
+                (p.values().to_vec(), (loc, format!("{:?}", p.creation_time())))
+            })
+            .collect()
+    }
+
+    /// `runner tables`: table -> partition count in the local catalog.
+    fn local_partition_counts(&self) -> BTreeMap<String, u64> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["tables", "--format", "json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["table"].as_str().unwrap().to_string(), t["partitions"].as_u64().unwrap()))
+            .collect()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const ATHENA_TYPES: &[&str] =
+    &["tinyint", "smallint", "int", "bigint", "float", "double", "boolean", "string", "binary", "date", "timestamp"];
+
+#[tokio::test]
+async fn firehose_to_glue_and_athena_end_to_end() {
+    let Some(m) = moto() else {
+        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
+        return;
+    };
+    let env = AwsEnv::new(m, "");
+    for stream in ["companies", "bigdatajobs"] {
+        m.ops(&["firehose-setup", &env.bucket, stream, &format!("raw/{stream}/")]);
+    }
+    // Producers: every record of the simulated drops, through PutRecordBatch.
+    let drops = env.simulate("drops", "2026-11-20", "5", "7");
+    for stream in ["companies", "bigdatajobs"] {
+        let sent: u64 =
+            m.ops(&["firehose-put", stream, drops.join("raw").join(stream).to_str().unwrap()]).trim().parse().unwrap();
+        assert!(sent > 10, "{stream}: {sent} records");
+    }
+    env.ok(&["run", "--all", "--at", "2026-11-20"]);
+
+    // The tables through the Glue API, in the shape Athena needs.
+    let glue = env.glue().await;
+    let tables = glue.get_tables().database_name(&env.database).send().await.unwrap();
+    let names: Vec<&str> = tables.table_list().iter().map(|t| t.name()).collect();
+    for t in [
+        "job_events",
+        "tenant_events",
+        "quarantine",
+        "runner_runs",
+        "tenant_activity_daily",
+        "tenants",
+        "jobs_daily",
+        "churn_features",
+    ] {
+        assert!(names.contains(&t), "Glue has no `{t}`: {names:?}");
+    }
+    for t in tables.table_list() {
+        assert_eq!(t.table_type(), Some("EXTERNAL_TABLE"), "{}", t.name());
+        let p = t.parameters().unwrap();
+        assert_eq!(p.get("classification").map(String::as_str), Some("parquet"), "{}", t.name());
+        assert_eq!(p.get("EXTERNAL").map(String::as_str), Some("TRUE"), "{}", t.name());
+        let sd = t.storage_descriptor().unwrap();
+        assert_eq!(sd.input_format(), Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"));
+        assert_eq!(sd.output_format(), Some("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"));
+        let serde = sd.serde_info().unwrap();
+        assert_eq!(serde.serialization_library(), Some("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"));
+        assert_eq!(serde.parameters().unwrap().get("serialization.format").map(String::as_str), Some("1"));
+        assert!(
+            sd.location().unwrap().starts_with(&format!("s3://{}/warehouse/{}/", env.bucket, t.name())),
+            "{:?}",
+            sd.location()
+        );
+        for c in sd.columns().iter().chain(t.partition_keys()) {
+            assert_eq!(c.name(), c.name().to_ascii_lowercase(), "{}: Glue column names are lowercase", t.name());
+            let ty = c.r#type().unwrap();
+            assert!(
+                ATHENA_TYPES.contains(&ty) || ty.starts_with("decimal("),
+                "{}.{}: `{ty}` is not an Athena type",
+                t.name(),
+                c.name()
+            );
+        }
+    }
+    let job_events = tables.table_list().iter().find(|t| t.name() == "job_events").unwrap();
+    let keys: Vec<(&str, &str)> = job_events.partition_keys().iter().map(|k| (k.name(), k.r#type().unwrap())).collect();
+    assert_eq!(keys, vec![("dt", "date")]);
+    let cols: BTreeMap<&str, &str> =
+        job_events.storage_descriptor().unwrap().columns().iter().map(|c| (c.name(), c.r#type().unwrap())).collect();
+    assert_eq!(cols.get("companyid"), Some(&"string"));
+    assert_eq!(cols.get("nbjobs"), Some(&"bigint"), "{cols:?}");
+    assert!(cols.values().any(|t| *t == "timestamp"), "{cols:?}");
+
+    // Every partition the local catalog has is registered in Glue, at its folder.
+    let counts = env.local_partition_counts();
+    for (table, n) in &counts {
+        let parts = env.glue_partitions(table).await;
+        assert_eq!(parts.len() as u64, *n, "{table}: Glue and the local catalog disagree");
+        for (values, (loc, _)) in &parts {
+            assert!(
+                loc.starts_with(&format!("s3://{}/warehouse/{table}/", env.bucket)) && loc.contains(&format!("={}", values[0])),
+                "{loc}"
+            );
+        }
+    }
+    assert!(counts["job_events"] >= 5 && counts["tenant_activity_daily"] >= 5, "{counts:?}");
+
+    // The same drops through a local warehouse give the same tables.
+    let local_cfg = env.root().join("local.toml");
+    std::fs::write(
+        &local_cfg,
+        format!(
+            "warehouse = \"local-wh\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
+             [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n\
+             [scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n"
+        ),
+    )
+    .unwrap();
+    let local = |args: &[&str]| {
+        let o =
+            Command::new(BIN).current_dir(env.root()).arg("--config").arg(&local_cfg).arg("--quiet").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    local(&["run", "--all", "--at", "2026-11-20"]);
+    for q in [
+        "SELECT \"companyID\", dt, count(*) AS n, sum(\"nbJobs\") AS jobs FROM job_events GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT * FROM tenant_activity_daily ORDER BY dt, \"companyID\"",
+        "SELECT * FROM tenants ORDER BY \"companyID\"",
+    ] {
+        let s3 = env.ok(&["query", q, "--format", "csv"]);
+        assert!(s3.lines().count() > 4, "{q}: {s3}");
+        assert_eq!(s3, local(&["query", q, "--format", "csv"]), "{q}");
+    }
+
+    // A second delivery: only the new day's partition is registered; the others stay as they were.
+    let before = env.glue_partitions("job_events").await;
+    let drops2 = env.simulate("drops2", "2026-11-21", "1", "8");
+    m.ops(&["firehose-put", "bigdatajobs", drops2.join("raw/bigdatajobs").to_str().unwrap()]);
+    env.ok(&["run", "ingest_bigdatajobs"]);
+    let after = env.glue_partitions("job_events").await;
+    let new: Vec<&Vec<String>> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(new, vec![&vec!["2026-11-21".to_string()]], "only the new day is registered");
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "partition {k:?} was touched");
+    }
+
+    // `runner publish`: in sync already, so nothing changes; after drift by hand, it repairs.
+    let sync = |expect_change: bool| {
+        let o = env.runner(&["publish", "--format", "json"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let said = stderr(&o);
+        assert_eq!(said.contains("nothing changed"), !expect_change, "{said}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0].clone()
+    };
+    let r = sync(false);
+    assert_eq!(r["partitions_created"], 0, "{r}");
+    assert_eq!(r["tables_updated"], 0, "{r}");
+    let dropped = vec!["2026-11-18".to_string()];
+    glue.delete_partition()
+        .database_name(&env.database)
+        .table_name("job_events")
+        .set_partition_values(Some(dropped.clone()))
+        .send()
+        .await
+        .unwrap();
+    let stray = aws_sdk_glue::types::PartitionInput::builder()
+        .values("2001-01-01")
+        .storage_descriptor(
+            aws_sdk_glue::types::StorageDescriptor::builder()
+                .location(format!("s3://{}/warehouse/job_events/dt=2001-01-01/", env.bucket))
+                .build(),
+        )
+        .build();
+    glue.create_partition().database_name(&env.database).table_name("job_events").partition_input(stray).send().await.unwrap();
+    let r = sync(true);
+    assert_eq!((r["partitions_created"].as_u64(), r["partitions_deleted"].as_u64()), (Some(1), Some(1)), "{r}");
+    let repaired = env.glue_partitions("job_events").await;
+    assert_eq!(repaired.get(&dropped).map(|(l, _)| l), after.get(&dropped).map(|(l, _)| l));
+    assert!(!repaired.contains_key(&vec!["2001-01-01".to_string()]));
+    let r = sync(false);
+    assert_eq!(r["partitions_unchanged"].as_u64(), Some(env.local_partition_counts().values().sum::<u64>()), "{r}");
+
+    // Athena: the emulator runs no SQL, so it is given the rows to answer (header first, as Athena does).
+    let results = serde_json::json!({"region": common::moto::REGION, "results": [{
+        "rows": [
+            {"Data": [{"VarCharValue": "companyID"}, {"VarCharValue": "job30"}]},
+            {"Data": [{"VarCharValue": "c-0001"}, {"VarCharValue": "42"}]},
+            {"Data": [{"VarCharValue": "c-0002"}, {}]},
+        ],
+        "column_info": [
+            {"Name": "companyID", "Label": "companyID", "Type": "varchar", "Nullable": "UNKNOWN"},
+            {"Name": "job30", "Label": "job30", "Type": "bigint", "Nullable": "UNKNOWN"},
+        ],
+    }]});
+    m.ops(&["athena-results", &results.to_string()]);
+    let sql = "SELECT \"companyID\", job30 FROM tenants ORDER BY job30 DESC LIMIT 2";
+    let out = env.ok(&["query", "--engine", "athena", sql, "--format", "csv"]);
+    assert_eq!(out, "companyID,job30\nc-0001,42\nc-0002,\n");
+    let execs: serde_json::Value = serde_json::from_str(&m.ops(&["athena-executions"])).unwrap();
+    let e = execs.as_array().unwrap().iter().find(|e| e["Query"] == sql).expect("the query reached Athena");
+    assert_eq!(e["QueryExecutionContext"]["Database"], env.database.as_str());
+    assert_eq!(e["WorkGroup"], "primary");
+    assert!(
+        e["ResultConfiguration"]["OutputLocation"].as_str().unwrap().starts_with(&format!("s3://{}/athena-results/", env.bucket))
+    );
+    assert_eq!(e["Status"]["State"], "SUCCEEDED");
+}
