@@ -76,6 +76,10 @@ pub enum Command {
         /// Plan and run the SQL, run the checks, list what would be written; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Ingest: list the whole source prefix instead of the hours since the last ingested one
+        /// minus ingest.lookback (for drops copied by hand into old hour folders).
+        #[arg(long)]
+        full_listing: bool,
     },
     /// Run a SQL job for each day from --from to --to (inclusive), in turn.
     Backfill {
@@ -379,11 +383,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run } => {
+        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run, full_listing } => {
             let mut config = config;
             if let Some(n) = max_objects_per_batch {
                 config.ingest.max_objects_per_batch = n.max(1);
             }
+            config.ingest.full_listing |= full_listing;
             let ws = Workspace::open(config)?;
             let names: Vec<String> = if all {
                 ws.jobs.jobs.keys().cloned().collect()

@@ -213,6 +213,8 @@ pub struct IngestSettings {
     /// Discovery lists drops from the last ingested hour minus this (Firehose retries failed
     /// deliveries for up to 24 h, and a key's hour is the arrival of its oldest record).
     pub lookback: Duration,
+    /// List the whole source prefix (`runner run --full-listing`).
+    pub full_listing: bool,
 }
 
 impl Default for IngestSettings {
@@ -222,6 +224,7 @@ impl Default for IngestSettings {
             max_bytes_per_batch: 64 << 20,
             dedup_horizon: Duration::from_secs(7 * 86_400),
             lookback: Duration::from_secs(26 * 3600),
+            full_listing: false,
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }

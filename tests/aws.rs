@@ -299,3 +299,145 @@ async fn firehose_to_glue_and_athena_end_to_end() {
     );
     assert_eq!(e["Status"]["State"], "SUCCEEDED");
 }
+
+/// What a reader sees after ingest on S3: the rows of the event tables (bucket names masked) and
+/// Glue's partitions of them.
+async fn ingest_snapshot(env: &AwsEnv) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in [
+        "SELECT * FROM job_events ORDER BY source_object, event_id, \"companyID\", event_time, \"jobID\", event_type",
+        "SELECT * FROM tenant_events ORDER BY source_object, event_id, \"companyID\", event_time, \"userID\", event_type",
+        "SELECT stream, source_object, byte_offset, raw, reason_code, field, reason, dt FROM quarantine ORDER BY source_object, byte_offset",
+    ] {
+        out.extend(env.ok(&["query", q, "--format", "csv"]).lines().map(str::to_string));
+    }
+    for t in ["job_events", "tenant_events"] {
+        for (values, (loc, _)) in env.glue_partitions(t).await {
+            // Locations hold the batch's ledger seq, which a crash does not change.
+            out.push(format!("{t} {values:?} {loc}"));
+        }
+    }
+    out.into_iter().map(|l| l.replace(&env.bucket, "<bucket>")).collect()
+}
+
+fn fresh_s3_drops(m: &'static Moto, drops: &Path) -> AwsEnv {
+    let env = AwsEnv::new(m, "[ingest]\nmax_objects_per_batch = 10\n");
+    for stream in ["companies", "bigdatajobs"] {
+        m.ops(&["upload", &env.bucket, &format!("raw/{stream}"), drops.join("raw").join(stream).to_str().unwrap()]);
+    }
+    env
+}
+
+#[tokio::test]
+async fn ingest_crash_recovery_on_s3_and_glue() {
+    let Some(m) = moto() else {
+        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["--quiet", "simulate", "--out"])
+        .arg(tmp.path())
+        .args(["--tenants", "3", "--users-per-tenant", "2", "--days", "3", "--end-date", "2026-11-20", "--seed", "5"])
+        .args(["--noise", "--invalid-share", "0.02", "--duplicate-share", "0.05"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ingest = ["run", "ingest_companies", "ingest_bigdatajobs"];
+    let reference = fresh_s3_drops(m, tmp.path());
+    reference.ok(&ingest);
+    let expected = ingest_snapshot(&reference).await;
+    assert!(expected.len() > 100, "the fixture should hold real work: {} lines", expected.len());
+    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.")) {
+        let env = fresh_s3_drops(m, tmp.path());
+        let out = env.runner(&ingest).env("RUNNER_FAILPOINT", point).output().unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: the failpoint must kill the run: {}", stderr(&out));
+        env.ok(&ingest);
+        let got = ingest_snapshot(&env).await;
+        assert!(got == expected, "{point}: tables differ after recovery on S3");
+        let again: serde_json::Value = serde_json::from_str(&env.ok(&["run", "ingest_companies", "--format", "json"])).unwrap();
+        assert_eq!(again[0]["objects"], 0, "{point}: {again}");
+    }
+}
+
+#[tokio::test]
+async fn an_incompatible_glue_schema_is_refused_before_publishing() {
+    let Some(m) = moto() else {
+        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["--quiet", "simulate", "--out"])
+        .arg(tmp.path())
+        .args(["--tenants", "2", "--users-per-tenant", "2", "--days", "2", "--end-date", "2026-11-20", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env = fresh_s3_drops(m, tmp.path());
+    env.ok(&["run", "ingest_bigdatajobs"]);
+    // Someone changes a column's type in Glue by hand.
+    let glue = env.glue().await;
+    let t = glue.get_table().database_name(&env.database).name("job_events").send().await.unwrap().table.unwrap();
+    let mut sd = t.storage_descriptor().unwrap().clone();
+    for c in sd.columns.iter_mut().flatten().filter(|c| c.name == "nbjobs") {
+        c.r#type = Some("string".into());
+    }
+    let input = aws_sdk_glue::types::TableInput::builder()
+        .name("job_events")
+        .table_type("EXTERNAL_TABLE")
+        .set_partition_keys(Some(t.partition_keys().to_vec()))
+        .storage_descriptor(sd)
+        .set_parameters(t.parameters().cloned())
+        .build()
+        .unwrap();
+    glue.update_table().database_name(&env.database).table_input(input).send().await.unwrap();
+    let before = env.glue_partitions("job_events").await;
+    // New drops arrive; the run must refuse before it publishes any of them.
+    m.ops(&[
+        "upload",
+        &env.bucket,
+        "raw/bigdatajobs/2026/11/23/10",
+        tmp.path().join("raw/bigdatajobs/2026/11/20/23").to_str().unwrap(),
+    ]);
+    let out = env.runner(&["run", "ingest_bigdatajobs"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("column `nbjobs` is string in Glue and would become bigint") && e.contains("nothing was published"),
+        "{e}"
+    );
+    assert_eq!(env.glue_partitions("job_events").await, before);
+}
+
+#[test]
+fn errors_users_meet_say_what_to_do() {
+    let Some(m) = moto() else {
+        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
+        return;
+    };
+    let env = AwsEnv::new(m, "");
+    // The bucket was never created.
+    let out = env.runner(&["run", "ingest_companies"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the bucket does not exist: create it"), "{}", stderr(&out));
+    // No credentials anywhere in the chain.
+    let home = tempfile::tempdir().unwrap();
+    let out = env
+        .runner(&["tables"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", home.path())
+        .env("AWS_CONFIG_FILE", home.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no AWS credentials found: set AWS_ACCESS_KEY_ID"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("testing"), "no secret in messages");
+    // Athena needs the Glue catalog.
+    let local = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).current_dir(local.path()).args(["query", "--engine", "athena", "SELECT 1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("[catalog] kind = \"glue\""), "{}", stderr(&out));
+}

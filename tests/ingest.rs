@@ -271,3 +271,22 @@ async fn gzip_helper_matches_firehose_gzip() {
     // Guard for the helpers above: a .gz drop really is GZIP.
     assert_eq!(&gz(b"{}")[..2], b"\x1f\x8b");
 }
+
+#[tokio::test]
+async fn discovery_lists_from_the_last_ingested_hour_minus_the_lookback() {
+    let env = TestEnv::new();
+    // A history of drops, days old.
+    for (n, hour) in ["2026-11-01T00", "2026-11-02T00", "2026-11-10T05", "2026-11-20T12"].iter().enumerate() {
+        env.put_drop("bigdatajobs", hour, n as u32, job(&format!("h{n}"), "c1", T0).as_bytes(), false);
+    }
+    let s = env.ingest("bigdatajobs").await;
+    assert_eq!((s.listed, s.objects), (4, 4), "the first run lists everything");
+    // Next run: a new drop, and one delivered late into an hour 20 h before the last ingested
+    // one (inside the 26 h lookback). Older hours are not listed again.
+    env.put_drop("bigdatajobs", "2026-11-20T14", 10, job("new", "c1", T0).as_bytes(), false);
+    env.put_drop("bigdatajobs", "2026-11-19T16", 11, job("late", "c1", T0).as_bytes(), false);
+    let s = env.ingest("bigdatajobs").await;
+    assert_eq!(s.objects, 2, "both new drops are ingested");
+    assert_eq!(s.listed, 3, "listed from 2026-11-19T10 on: the late drop, the last ingested one and the new one");
+    assert_eq!(env.query("SELECT count(*) AS n FROM job_events").await, vec!["n", "6"]);
+}

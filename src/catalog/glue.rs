@@ -537,9 +537,12 @@ fn refuse_type_changes(database: &str, current: &Table, input: &TableInput) -> R
     Ok(())
 }
 
+/// A partition's values, in partition-key order.
+type Values = Vec<String>;
+
 /// Splits a batch answer's per-entry errors into values to retry (transient) and values that
 /// already exist; any other error is returned, naming the partition and Glue's reason.
-fn sort_errors(table: &str, errors: &[PartitionError], attempt: u32) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>)> {
+fn sort_errors(table: &str, errors: &[PartitionError], attempt: u32) -> Result<(Vec<Values>, Vec<Values>)> {
     let (mut retry, mut exists) = (Vec::new(), Vec::new());
     for e in errors {
         let values = e.partition_values().to_vec();

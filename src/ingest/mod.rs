@@ -141,12 +141,14 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
 
     // Discover: from the last ingested hour minus the lookback on, so a run lists the recent
     // hours, not years of drops (Firehose keys start with their arrival hour).
+    // `--full-listing` lists everything, for drops copied by hand into old hours.
     let since = state
         .commits
         .iter()
         .filter(|c| !c.is_compaction())
         .map(|c| c.max_arrival_ms)
         .max()
+        .filter(|_| !settings.full_listing)
         .map(|ms| ms - settings.lookback.as_millis() as i64);
     let listed = match since.and_then(chrono::DateTime::from_timestamp_millis) {
         Some(t) => source.list_after(&t.format("%Y/%m/%d/%H").to_string()).await?,
