@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score model serve sample clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score bench-discovery model serve sample clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -52,6 +52,11 @@ bench-dag: venv
 ## Scoring benchmark: batched next to one request per company, against `runner model serve`.
 bench-score:
 	bash bench/score.sh
+
+## Discovery benchmark: DROPS (default 100000) drops in S3 (moto on 127.0.0.1), then one more.
+bench-discovery: venv
+	[ -n "$(RUNNER_BIN)" ] || cargo build --release --quiet
+	$(PY) bench/discovery.py $${RUNNER_BIN:-$(CARGO_TARGET_DIR)/release/runner} $${DROPS:-100000}
 
 ## Retrain the churn model on the seed's companies (writes data/model/churn.json).
 model:
