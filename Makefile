@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score bench-discovery model serve sample clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score bench-discovery model serve sample schedules clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -40,6 +40,10 @@ unit:
 ## Rewrite tests/golden/expected/*.csv from the current SQL (review the diff before committing).
 golden:
 	UPDATE_GOLDEN=1 cargo test --test golden --test scoring
+
+## Rewrite scheduler/export/ (crontab, EventBridge, CloudFormation) from scheduler/schedules.toml.
+schedules:
+	UPDATE_GOLDEN=1 cargo test --test schedule committed_exports
 
 ## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
 bench: venv

@@ -28,6 +28,7 @@ const EXIT_CODES: &str = "Exit codes:
   0    success (quarantined records do not fail a run: see table `quarantine`)
   1    the run failed (storage, data or engine error; the message says what and whether a retry helps)
   2    usage error (bad command line, unknown job or table, SQL that does not plan)
+  75   skipped: another run of a job holds its lock (the other jobs named still ran)
   78   configuration error (runner.toml, jobs/, schemas/)
   130  interrupted (Ctrl-C); rerunning is always safe";
 
@@ -80,7 +81,21 @@ pub enum Command {
         /// minus ingest.lookback (for drops copied by hand into old hour folders).
         #[arg(long)]
         full_listing: bool,
+        /// Run a schedule of scheduler/schedules.toml: its jobs, in order, for the fire time
+        /// --at (default now), with its lag; a period that already ran is skipped.
+        #[arg(long, conflicts_with_all = ["jobs", "all"])]
+        schedule: Option<String>,
+        /// Read an EventBridge Scheduled Event (JSON) from this file or `-` (stdin) and take its
+        /// `time` as the logical time; a period that already ran is skipped.
+        #[arg(long, conflicts_with = "at")]
+        event: Option<String>,
+        /// Do not take the jobs' leases (the ledger still keeps ingest exactly once).
+        #[arg(long)]
+        no_lock: bool,
     },
+    /// Schedules (scheduler/schedules.toml): list them, run them, export them.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Run a SQL job for each day from --from to --to (inclusive), in turn.
     Backfill {
         job: String,
@@ -144,6 +159,45 @@ pub enum Command {
     /// The churn model: train it, or serve it as the local endpoint.
     #[command(subcommand)]
     Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each scheduled job: expression, time zone, policy, next fire times, last run.
+    List {
+        /// Fire times to show.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run due schedules until SIGTERM/Ctrl-C: catch-up by policy, leases, dependency order.
+    Daemon {
+        /// Treat fire times since this time as missed (default: since each schedule's last done period).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Exit once this time has passed and nothing due is left (default: run forever).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Format of the list of runs printed at exit.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Write the schedules as crontab lines, EventBridge Scheduler definitions or CloudFormation.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The runner command in crontab lines.
+        #[arg(long, default_value = "runner")]
+        runner: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Crontab,
+    Eventbridge,
+    Cloudformation,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +419,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
                 Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
             }
+            let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
             let problems = crate::sqlcheck::plan_all(&ws).await;
             if !problems.is_empty() {
                 for p in &problems {
@@ -376,30 +431,76 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 });
             }
             eprintln!(
-                "ok: config {}, {} jobs, {} streams in schemas/events.toml",
+                "ok: config {}, {} jobs, {} streams in schemas/events.toml, {} schedules",
                 ws.config.file_name(),
                 ws.jobs.jobs.len(),
-                ws.contract.streams.len()
+                ws.contract.streams.len(),
+                schedules.schedules.len()
             );
             Ok(exit::OK)
         }
-        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run, full_listing } => {
+        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run, full_listing, schedule, event, no_lock } => {
             let mut config = config;
             if let Some(n) = max_objects_per_batch {
                 config.ingest.max_objects_per_batch = n.max(1);
             }
             config.ingest.full_listing |= full_listing;
             let ws = Workspace::open(config)?;
-            let names: Vec<String> = if all {
-                ws.jobs.jobs.keys().cloned().collect()
-            } else if jobs.is_empty() {
-                return Err(Error::Usage("name the jobs to run, or --all".into()));
-            } else {
-                jobs
+            let at = match &event {
+                Some(src) => Some(crate::schedule::daemon::event_time(src)?),
+                None => at,
             };
-            let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None }, &progress).await?;
+            // Triggered runs (--schedule, --event) are periods: one that already ran is skipped.
+            let (names, at, period) = if let Some(name) = &schedule {
+                let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
+                let s = schedules.schedules.iter().find(|s| &s.name == name).ok_or_else(|| {
+                    let names: Vec<&str> = schedules.schedules.iter().map(|s| s.name.as_str()).collect();
+                    Error::Usage(format!("no schedule `{name}` in {}; schedules: {}", schedules.file.display(), names.join(", ")))
+                })?;
+                let fire = at.unwrap_or_else(Utc::now);
+                (s.jobs.clone(), Some(s.logical_time(fire)), Some(fire))
+            } else if all {
+                (ws.jobs.jobs.keys().cloned().collect(), at, event.as_ref().and(at))
+            } else if jobs.is_empty() {
+                return Err(Error::Usage("name the jobs to run, --all, or --schedule NAME".into()));
+            } else {
+                (jobs, at, event.as_ref().and(at))
+            };
+            if dry_run || no_lock {
+                let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None }, &progress).await?;
+                print_outcomes(&mut stdout, format, &outcomes)?;
+                return Ok(exit::OK);
+            }
+            let ttl = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)
+                .map(|s| s.lease_ttl)
+                .unwrap_or(std::time::Duration::from_secs(60));
+            let holder = crate::schedule::lease::holder_id();
+            let at = at.unwrap_or_else(Utc::now);
+            let mut outcomes = Vec::new();
+            let mut skipped = false;
+            for job in ws.jobs.order(&names)? {
+                use crate::schedule::daemon::{Locked, run_locked};
+                match run_locked(&ws, job, at, period, &holder, ttl, &progress).await? {
+                    Locked::Ran(r) => outcomes.push(r?),
+                    Locked::Held(h) => {
+                        skipped = true;
+                        eprintln!(
+                            "skipped `{}`: another run holds its lock ({}, until {}); the next trigger catches up",
+                            job.name,
+                            h.holder,
+                            h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        );
+                    }
+                    Locked::AlreadyDone => eprintln!("skipped `{}`: the period {} already ran", job.name, period.unwrap_or(at)),
+                }
+            }
             print_outcomes(&mut stdout, format, &outcomes)?;
-            Ok(exit::OK)
+            Ok(if skipped { exit::LOCKED } else { exit::OK })
+        }
+        Command::Schedule(cmd) => {
+            let ws = Workspace::open(config)?;
+            let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
+            crate::schedule::cli::run(&ws, &schedules, cmd, &mut stdout, &progress).await
         }
         Command::Backfill { job, from, to, format } => {
             let ws = Workspace::open(config)?;

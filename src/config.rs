@@ -28,6 +28,7 @@ struct FileConfig {
     jobs_dir: Option<String>,
     sql_dir: Option<String>,
     schemas_dir: Option<String>,
+    scheduler_dir: Option<String>,
     catalog: Option<CatalogFile>,
     #[serde(default)]
     sources: BTreeMap<String, SourceFile>,
@@ -194,6 +195,8 @@ pub struct Config {
     pub jobs_dir: PathBuf,
     pub sql_dir: PathBuf,
     pub schemas_dir: PathBuf,
+    /// Where `schedules.toml` is.
+    pub scheduler_dir: PathBuf,
     pub catalog: CatalogSettings,
     /// `[aws] region`: wins over the standard chain's region.
     pub aws_region: Option<String>,
@@ -396,6 +399,7 @@ impl Config {
             jobs_dir: base_dir.join(fc.jobs_dir.as_deref().unwrap_or("jobs")),
             sql_dir: base_dir.join(fc.sql_dir.as_deref().unwrap_or("sql")),
             schemas_dir: base_dir.join(fc.schemas_dir.as_deref().unwrap_or("schemas")),
+            scheduler_dir: base_dir.join(fc.scheduler_dir.as_deref().unwrap_or("scheduler")),
             sources,
             ingest,
             file,

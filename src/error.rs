@@ -14,6 +14,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILED: i32 = 1;
     pub const USAGE: i32 = 2;
+    /// Skipped: another run of the job holds its lease (`EX_TEMPFAIL`: the next trigger retries).
+    pub const LOCKED: i32 = 75;
     pub const CONFIG: i32 = 78;
     pub const INTERRUPTED: i32 = 130;
 }

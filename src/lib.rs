@@ -15,6 +15,7 @@
 //!   and records each in [`runs`] (`runner_runs`); [`sqlcheck`]: planning SQL offline.
 //! - [`model`]: the churn model's declaration, the anti-corruption layer, `model train|serve`;
 //!   [`score`]: the scoring job and its reliable endpoint client.
+//! - [`schedule`]: EventBridge expressions, job leases, the daemon, crontab/EventBridge export.
 //! - [`simulate`]: realistic drops; [`cli`], [`output`], [`progress`]: the command line.
 
 pub mod athena;
@@ -37,6 +38,7 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod runs;
+pub mod schedule;
 pub mod schema;
 pub mod score;
 pub mod simulate;

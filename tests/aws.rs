@@ -343,7 +343,8 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let ingest = ["run", "ingest_companies", "ingest_bigdatajobs"];
+    // --no-lock: a killed run keeps its lease until it expires; this test is about the ledger.
+    let ingest = ["run", "--no-lock", "ingest_companies", "ingest_bigdatajobs"];
     let reference = fresh_s3_drops(m, tmp.path());
     reference.ok(&ingest);
     let expected = ingest_snapshot(&reference).await;

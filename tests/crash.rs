@@ -56,7 +56,7 @@ fn fresh() -> TestEnv {
 }
 
 fn run_ok(env: &TestEnv) {
-    let out = runner(env, &["run", "--all"]).output().unwrap();
+    let out = runner(env, &["run", "--all", "--no-lock"]).output().unwrap();
     assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -92,7 +92,7 @@ async fn sigkill_at_every_failpoint_then_rerun_equals_an_uninterrupted_run() {
     let expected = reference().await;
     for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.") || p.starts_with("compact.")) {
         let env = fresh();
-        let out = runner(&env, &["run", "--all"]).env("RUNNER_FAILPOINT", point).output().unwrap();
+        let out = runner(&env, &["run", "--all", "--no-lock"]).env("RUNNER_FAILPOINT", point).output().unwrap();
         assert_eq!(
             out.status.signal(),
             Some(9),
@@ -103,7 +103,7 @@ async fn sigkill_at_every_failpoint_then_rerun_equals_an_uninterrupted_run() {
         let got = snapshot(&env).await;
         assert!(got == expected, "{point}: tables differ after recovery\n{}", diff(&expected, &got));
         // And the recovered warehouse is quiescent: another run finds nothing new.
-        let again = runner(&env, &["run", "--all", "--format", "json"]).stdout(Stdio::piped()).output().unwrap();
+        let again = runner(&env, &["run", "--all", "--no-lock", "--format", "json"]).stdout(Stdio::piped()).output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
         for job in v.as_array().unwrap().iter().filter(|j| j["kind"] == "ingest") {
             assert_eq!(job["objects"], 0, "{point}: {job}");
@@ -118,7 +118,7 @@ async fn sigkill_from_outside_at_arbitrary_moments() {
     let env = fresh();
     // Bounded: at most 8 interrupted attempts, each killed after a growing delay.
     for delay_ms in [5u64, 20, 40, 80, 120, 200, 300, 500] {
-        let mut child = runner(&env, &["run", "--all"]).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = runner(&env, &["run", "--all", "--no-lock"]).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -135,8 +135,8 @@ async fn sigkill_from_outside_at_arbitrary_moments() {
 async fn two_runs_at_the_same_time_never_duplicate() {
     let expected = reference().await;
     let env = fresh();
-    let a = runner(&env, &["run", "--all"]).spawn().unwrap();
-    let b = runner(&env, &["run", "--all"]).spawn().unwrap();
+    let a = runner(&env, &["run", "--all", "--no-lock"]).spawn().unwrap();
+    let b = runner(&env, &["run", "--all", "--no-lock"]).spawn().unwrap();
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,189 @@
+//! Job leases in the warehouse: never two runs of one job at once, across processes and
+//! machines, with nothing but create-if-absent puts (a hard link locally, `If-None-Match` on S3).
+//!
+//! ```text
+//! <warehouse>/_runner/leases/<job>/<gen:012>.json            taken: holder, expiry
+//! <warehouse>/_runner/leases/<job>/<gen:012>.renew-<n:06>.json  renewed by the holder: new expiry
+//! <warehouse>/_runner/leases/<job>/<gen:012>.released         given back
+//! ```
+//!
+//! The lease is the highest generation. It is free when it was released or its latest expiry
+//! has passed; then whoever creates generation + 1 first holds it (the other create fails).
+//! Only the holder writes renewals of its generation, so there is no read-modify-write. A holder
+//! killed with SIGKILL stops renewing; its lease expires after `ttl` and another process takes
+//! over. A holder that finds its own expiry passed (a long pause) has lost the lease and stops
+//! renewing; the ledger and write-audit-publish still keep its data exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::Location;
+
+const DIR: &str = "_runner/leases";
+/// Generations kept behind the current one (older ones are deleted when a lease is taken).
+const KEEP: u64 = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    holder: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Who holds a lease and until when (for "skipped" messages).
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A lease this process holds. Renewed in the background until [`Lease::release`].
+#[derive(Debug)]
+pub struct Lease {
+    wh: Location,
+    job: String,
+    generation: u64,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// This process, as lease records name it.
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn dir(job: &str) -> String {
+    format!("{DIR}/{}", crate::catalog::hive_escape(job))
+}
+
+/// The current generation of `job`'s lease and whether it is free now.
+async fn current(wh: &Location, job: &str) -> Result<(u64, Option<Holder>)> {
+    let mut gen_max = 0;
+    let mut files: Vec<(u64, String)> = Vec::new();
+    for o in wh.list(&dir(job)).await? {
+        let Some(name) = o.location.filename() else { continue };
+        let Some(g) = name.get(..12).and_then(|g| g.parse::<u64>().ok()) else { continue };
+        gen_max = gen_max.max(g);
+        files.push((g, name.to_string()));
+    }
+    if gen_max == 0 {
+        return Ok((0, None));
+    }
+    let mine: Vec<&String> = files.iter().filter(|(g, _)| *g == gen_max).map(|(_, n)| n).collect();
+    if mine.iter().any(|n| n.ends_with(".released")) {
+        return Ok((gen_max, None));
+    }
+    let mut best: Option<Record> = None;
+    for n in mine {
+        if let Some(bytes) = wh.get_opt(&wh.child(&format!("{}/{n}", dir(job)))).await? {
+            // A record being written can be unreadable for a moment: it then counts as held.
+            let r: Record = serde_json::from_slice(&bytes)
+                .unwrap_or(Record { holder: "unknown".into(), expires_at: Utc::now() + chrono::Duration::minutes(5) });
+            if best.as_ref().is_none_or(|b| r.expires_at > b.expires_at) {
+                best = Some(r);
+            }
+        }
+    }
+    Ok((gen_max, best.filter(|r| r.expires_at > Utc::now()).map(|r| Holder { holder: r.holder, expires_at: r.expires_at })))
+}
+
+/// Takes `job`'s lease for `ttl`, or says who holds it.
+pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> Result<std::result::Result<Lease, Holder>> {
+    let (generation, held) = current(wh, job).await?;
+    if let Some(h) = held {
+        return Ok(Err(h));
+    }
+    let next = generation + 1;
+    let rec = Record { holder: holder.to_string(), expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default() };
+    let body = Bytes::from(serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?);
+    if !wh.put_if_absent(&wh.child(&format!("{}/{next:012}.json", dir(job))), body).await? {
+        // Someone took generation `next` between our look and our create.
+        let (_, held) = current(wh, job).await?;
+        return Ok(Err(held.unwrap_or(Holder { holder: "another process".into(), expires_at: rec.expires_at })));
+    }
+    // Old generations are history nobody reads.
+    for o in wh.list(&dir(job)).await? {
+        let g = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok());
+        if g.is_some_and(|g| g + KEEP < next) {
+            wh.delete(&o.location).await?;
+        }
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), rec.expires_at));
+    Ok(Ok(Lease { wh: wh.clone(), job: job.to_string(), generation: next, lost, renewer }))
+}
+
+async fn renew(
+    wh: Location,
+    job: String,
+    generation: u64,
+    holder: String,
+    ttl: Duration,
+    lost: Arc<AtomicBool>,
+    mut expires_at: DateTime<Utc>,
+) {
+    for n in 1.. {
+        tokio::time::sleep(ttl / 3).await;
+        if Utc::now() >= expires_at {
+            tracing::warn!(job, "the lease expired before it was renewed (the process was paused?); another run may start");
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
+        let next = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+        let rec = Record { holder: holder.clone(), expires_at: next };
+        let Ok(body) = serde_json::to_vec(&rec) else { return };
+        let path = wh.child(&format!("{}/{generation:012}.renew-{n:06}.json", dir(&job)));
+        match wh.put_if_absent(&path, Bytes::from(body)).await {
+            Ok(_) => expires_at = next,
+            Err(e) => tracing::warn!(job, "could not renew the lease: {e}"),
+        }
+    }
+}
+
+impl Lease {
+    /// Whether the lease expired while held (the holder was paused longer than the ttl).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Gives the lease back so another process need not wait for it to expire.
+    pub async fn release(self) -> Result<()> {
+        self.renewer.abort();
+        let path = self.wh.child(&format!("{}/{:012}.released", dir(&self.job), self.generation));
+        self.wh.put_if_absent(&path, Bytes::from_static(b"{}")).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_release_and_expiry_free_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ttl = Duration::from_millis(600);
+        let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
+        let held = acquire(&wh, "j", "b", ttl).await.unwrap().unwrap_err();
+        assert_eq!(held.holder, "a");
+        // Renewed while held: still held after the first ttl.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(acquire(&wh, "j", "b", ttl).await.unwrap().is_err(), "renewed");
+        a.release().await.unwrap();
+        let b = acquire(&wh, "j", "b", ttl).await.unwrap().unwrap();
+        // A holder that stops renewing (killed) loses it after the ttl.
+        b.renewer.abort();
+        assert!(acquire(&wh, "j", "c", ttl).await.unwrap().is_err());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let c = acquire(&wh, "j", "c", ttl).await.unwrap().unwrap();
+        assert_eq!(c.generation, 3);
+        // Other jobs have their own leases.
+        assert!(acquire(&wh, "other", "d", ttl).await.unwrap().is_ok());
+    }
+}

@@ -1,0 +1,313 @@
+//! Scheduling: the daemon through a simulated day (an injected clock, real jobs), catch-up by
+//! policy after downtime, two daemons (real processes) on one warehouse never running a period
+//! twice, a SIGKILLed lock holder taken over after its lease expires, EventBridge events on
+//! stdin, SIGTERM, and the committed crontab/EventBridge artifacts kept in sync.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{REPO, query_csv};
+use runner::config::Config;
+use runner::progress::Progress;
+use runner::schedule::Schedules;
+use runner::schedule::daemon::{self, DaemonOptions, SimulatedClock, Stop};
+use runner::workspace::Workspace;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A workspace over simulated drops with its own scheduler/schedules.toml.
+    fn new(schedules: &str) -> Env {
+        let env = Env { dir: tempfile::tempdir().unwrap() };
+        std::fs::write(
+            env.root().join("runner.toml"),
+            format!(
+                "warehouse = \"warehouse\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
+                 scheduler_dir = \"scheduler\"\n[sources.companies]\nurl = \"drops/raw/companies\"\n\
+                 [sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n[scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(env.root().join("scheduler")).unwrap();
+        std::fs::write(env.root().join("scheduler/schedules.toml"), schedules).unwrap();
+        let o = env
+            .cmd(&["simulate", "--out", "drops", "--tenants", "3", "--users-per-tenant", "2", "--days", "3"])
+            .args(["--end-date", "2026-11-20", "--seed", "4"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        env
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.root()).args(["--config", "runner.toml", "--quiet"]).args(args);
+        c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    fn workspace(&self) -> Workspace {
+        let path: PathBuf = self.root().join("runner.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        Workspace::open(Config::from_parts(Some(path), &text, &[]).unwrap()).unwrap()
+    }
+
+    async fn runs(&self) -> Vec<String> {
+        let ws = self.workspace();
+        query_csv(&ws, "SELECT job, logical_time, status FROM runner_runs ORDER BY started_at, job").await
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+const DAY: &str = r#"
+[daemon]
+lease_ttl = "10s"
+tick = "100ms"
+
+[schedules.ingest]
+jobs = ["ingest_bigdatajobs", "ingest_companies"]
+expression = "rate(6 hours)"
+catch_up = "once"
+
+[schedules.activity]
+jobs = ["jobs_daily", "tenant_activity_daily"]
+expression = "cron(10 0/8 * * ? *)"
+catch_up = "once"
+
+[schedules.daily]
+jobs = ["tenants"]
+expression = "cron(30 0 * * ? *)"
+lag = "1h"
+catch_up = "all"
+"#;
+
+async fn drive(env: &Env, from: &str, until: &str) -> Vec<(String, String, String, String)> {
+    let ws = env.workspace();
+    let schedules = Schedules::load(&env.root().join("scheduler"), &ws.jobs).unwrap();
+    let clock = SimulatedClock::new(t(from));
+    let opts = DaemonOptions { from: None, until: Some(t(until)), holder: "test".into() };
+    let runs = daemon::run(&ws, &schedules, &clock, &Stop::default(), &opts, &Progress::new(false)).await.unwrap();
+    runs.into_iter().map(|r| (r.schedule, r.job, r.fire_time.format("%m-%d %H:%M").to_string(), r.status)).collect()
+}
+
+fn seq(items: &[(&str, &str, &str)]) -> Vec<(String, String, String, String)> {
+    items.iter().map(|(s, j, f)| (s.to_string(), j.to_string(), f.to_string(), "succeeded".to_string())).collect()
+}
+
+#[tokio::test]
+async fn a_simulated_day_then_catch_up_after_downtime_by_policy() {
+    let env = Env::new(DAY);
+    // The day's drops are in before the daemon starts, so the SQL jobs have data.
+    assert!(env.cmd(&["run", "ingest_bigdatajobs", "ingest_companies"]).output().unwrap().status.success());
+    let before = env.runs().await.len();
+
+    let day = drive(&env, "2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z").await;
+    // Jobs of one schedule run in dependency order (tenant_activity_daily before jobs_daily is
+    // not required: they are independent, so the listed order holds).
+    let ws = env.workspace();
+    let activity: Vec<String> =
+        ws.jobs.order(&["jobs_daily".into(), "tenant_activity_daily".into()]).unwrap().iter().map(|j| j.name.clone()).collect();
+    let (a1, a2) = (activity[0].as_str(), activity[1].as_str());
+    assert_eq!(
+        day,
+        seq(&[
+            ("activity", a1, "11-20 00:10"),
+            ("activity", a2, "11-20 00:10"),
+            ("daily", "tenants", "11-20 00:30"),
+            ("ingest", "ingest_bigdatajobs", "11-20 06:00"),
+            ("ingest", "ingest_companies", "11-20 06:00"),
+            ("activity", a1, "11-20 08:10"),
+            ("activity", a2, "11-20 08:10"),
+            ("ingest", "ingest_bigdatajobs", "11-20 12:00"),
+            ("ingest", "ingest_companies", "11-20 12:00"),
+            ("activity", a1, "11-20 16:10"),
+            ("activity", a2, "11-20 16:10"),
+            ("ingest", "ingest_bigdatajobs", "11-20 18:00"),
+            ("ingest", "ingest_companies", "11-20 18:00"),
+            ("ingest", "ingest_bigdatajobs", "11-21 00:00"),
+            ("ingest", "ingest_companies", "11-21 00:00"),
+        ])
+    );
+    // Every run landed in the run history, with the fire time (minus the lag) as logical time.
+    let runs = env.runs().await;
+    assert_eq!(runs.len() - before, day.len(), "{runs:?}");
+    assert!(
+        runs.contains(&"tenants,2026-11-19,succeeded".to_string()),
+        "the 00:30 run with lag 1h is as of the day before: {runs:?}"
+    );
+
+    // Down for two days. On restart: ingest and activity catch up once (their latest missed
+    // period), daily catches up every missed day.
+    let caught_up = drive(&env, "2026-11-23T00:00:00Z", "2026-11-23T00:00:00Z").await;
+    assert_eq!(
+        caught_up,
+        seq(&[
+            ("daily", "tenants", "11-21 00:30"),
+            ("daily", "tenants", "11-22 00:30"),
+            ("activity", a1, "11-22 16:10"),
+            ("activity", a2, "11-22 16:10"),
+            ("ingest", "ingest_bigdatajobs", "11-23 00:00"),
+            ("ingest", "ingest_companies", "11-23 00:00"),
+        ])
+    );
+    // Started again at the same moment: everything due already ran.
+    assert!(drive(&env, "2026-11-23T00:00:00Z", "2026-11-23T00:00:00Z").await.is_empty());
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_warehouse_never_run_a_period_twice() {
+    let env = Env::new(
+        "[daemon]\nlease_ttl = \"10s\"\ntick = \"50ms\"\n\
+         [schedules.ingest]\njobs = [\"ingest_bigdatajobs\", \"ingest_companies\"]\nexpression = \"rate(1 hour)\"\ncatch_up = \"all\"\n",
+    );
+    let now = Utc::now();
+    let from = (now - chrono::Duration::hours(8)).to_rfc3339();
+    let until = now.to_rfc3339();
+    let daemons: Vec<_> = (0..2)
+        .map(|_| env.cmd(&["schedule", "daemon", "--from", &from, "--until", &until, "--format", "json"]).spawn().unwrap())
+        .collect();
+    let mut statuses = Vec::new();
+    for d in daemons {
+        let out = d.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        statuses.extend(
+            v.as_array().unwrap().iter().map(|r| (r["job"].to_string(), r["fire_time"].to_string(), r["status"].to_string())),
+        );
+    }
+    let succeeded: Vec<_> = statuses.iter().filter(|s| s.2 == "\"succeeded\"").collect();
+    assert_eq!(succeeded.len(), 16, "8 periods x 2 jobs, each run by exactly one daemon: {statuses:?}");
+    let unique: std::collections::BTreeSet<_> = succeeded.iter().map(|s| (&s.0, &s.1)).collect();
+    assert_eq!(unique.len(), 16, "{statuses:?}");
+    let runs = env.runs().await;
+    let mut per_period: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &runs[1..] {
+        *per_period.entry(r.rsplit_once(',').unwrap().0).or_default() += 1;
+    }
+    assert_eq!(per_period.len(), 16);
+    assert!(per_period.values().all(|n| *n == 1), "{per_period:?}");
+}
+
+#[tokio::test]
+async fn a_killed_lock_holder_is_taken_over_after_its_lease_expires() {
+    let env = Env::new("[daemon]\nlease_ttl = \"2s\"\n");
+    let crashed = env.cmd(&["run", "ingest_bigdatajobs"]).env("RUNNER_FAILPOINT", "ingest.before_commit").output().unwrap();
+    assert_eq!(crashed.status.signal(), Some(9));
+    // The dead holder's lease is still valid: a run now is skipped with the documented code.
+    let skipped = env.cmd(&["run", "ingest_bigdatajobs"]).output().unwrap();
+    assert_eq!(skipped.status.code(), Some(75), "{}", stderr(&skipped));
+    assert!(stderr(&skipped).contains("skipped `ingest_bigdatajobs`: another run holds its lock"), "{}", stderr(&skipped));
+    // Other jobs are not blocked by it.
+    assert!(env.cmd(&["run", "ingest_companies"]).output().unwrap().status.success());
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = env.cmd(&["run", "ingest_bigdatajobs", "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v[0]["objects"].as_u64().unwrap() > 0, "the takeover ingests what the dead run did not commit: {v}");
+}
+
+#[tokio::test]
+async fn an_eventbridge_event_is_the_logical_time_and_a_repeated_event_runs_once() {
+    let env = Env::new("");
+    let event = r#"{"version":"0","id":"7bf73129-1428-4cd3-a780-95db273d1602","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-20T13:05:00Z","region":"us-west-2","resources":["arn:aws:events:us-west-2:123456789012:rule/ingest"],"detail":{}}"#;
+    let send = |args: &[&str], input: &str| {
+        let mut c = env.cmd(args).stdin(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(c.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let first = send(&["run", "ingest_bigdatajobs", "--event", "-", "--format", "json"], event);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // EventBridge delivers at least once: the same event again is skipped.
+    let again = send(&["run", "ingest_bigdatajobs", "--event", "-"], event);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(stderr(&again).contains("already ran"), "{}", stderr(&again));
+    let runs = env.runs().await;
+    assert_eq!(runs, vec!["job,logical_time,status", "ingest_bigdatajobs,2026-11-20T13:05:00+00:00,succeeded"]);
+    let bad = send(&["run", "ingest_bigdatajobs", "--event", "-"], r#"{"detail-type":"Scheduled Event"}"#);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("has no `time` field"), "{}", stderr(&bad));
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_job_finish_and_releases_its_lease() {
+    let env = Env::new(
+        "[daemon]\nlease_ttl = \"60s\"\ntick = \"50ms\"\n\
+         [schedules.all]\njobs = [\"ingest_bigdatajobs\", \"ingest_companies\", \"tenant_activity_daily\", \"tenants\"]\n\
+         expression = \"rate(1 hour)\"\ncatch_up = \"all\"\n",
+    );
+    let from = (Utc::now() - chrono::Duration::hours(48)).to_rfc3339();
+    let d = env.cmd(&["schedule", "daemon", "--from", &from]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on a child we started.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let out = d.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopping"), "{}", stderr(&out));
+    let ran = env.runs().await.len() - 1;
+    assert!(ran > 0 && ran < 48 * 4, "stopped part way: {ran} runs");
+    // Nothing half published and no lease left behind: a run right away succeeds.
+    let out = env.cmd(&["run", "--all", "--at", "2026-11-20"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn schedule_list_shows_next_fire_times() {
+    let env = Env::new(DAY);
+    let out = env.cmd(&["schedule", "list", "--count", "2", "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants = v.as_array().unwrap().iter().find(|r| r["job"] == "tenants").unwrap();
+    assert_eq!(tenants["expression"], "cron(30 0 * * ? *)");
+    assert_eq!(tenants["next"].as_str().unwrap().matches("00:30 UTC").count(), 2, "{tenants}");
+    assert_eq!(tenants["last_run"], "never");
+    // A wrong expression is a config error naming the schedule and the field.
+    std::fs::write(
+        env.root().join("scheduler/schedules.toml"),
+        "[schedules.x]\njobs = [\"tenants\"]\nexpression = \"cron(0 24 * * ? *)\"\n",
+    )
+    .unwrap();
+    let out = env.cmd(&["schedule", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("schedule `x`: `cron(0 24 * * ? *)`: field 2 (hours) `24`: 24 is out of range: 0-23 allowed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn committed_exports_match_the_schedules() {
+    for (format, file) in [("crontab", "crontab"), ("eventbridge", "eventbridge.json"), ("cloudformation", "cloudformation.json")]
+    {
+        let out =
+            Command::new(BIN).current_dir(REPO).args(["--quiet", "schedule", "export", "--format", format]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let path = Path::new(REPO).join("scheduler/export").join(file);
+        if std::env::var("UPDATE_GOLDEN").is_ok() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &out.stdout).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), committed, "{file} is stale: run `make schedules` and commit it");
+    }
+}
