@@ -471,9 +471,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 print_outcomes(&mut stdout, format, &outcomes)?;
                 return Ok(exit::OK);
             }
-            let ttl = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)
-                .map(|s| s.lease_ttl)
-                .unwrap_or(std::time::Duration::from_secs(60));
+            let ttl = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?.lease_ttl;
             let holder = crate::schedule::lease::holder_id();
             let at = at.unwrap_or_else(Utc::now);
             let mut outcomes = Vec::new();

@@ -322,10 +322,11 @@ impl Config {
             }
         }
         let sc = fc.scoring.unwrap_or_default();
+        // `<key> = "5s"` or the default; an error names the key.
         let duration = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
             v.map(|s| {
                 humantime::parse_duration(&s)
-                    .map_err(|e| cfg_err(format!("scoring.{key} `{s}` is not a duration (e.g. \"5s\"): {e}")))
+                    .map_err(|e| cfg_err(format!("{key} `{s}` is not a duration (e.g. \"5s\" or \"500ms\"): {e}")))
             })
             .transpose()
             .map(|d| d.unwrap_or(default))
@@ -336,11 +337,11 @@ impl Config {
             model: base_dir.join(sc.model.as_deref().unwrap_or("data/model/churn.json")),
             api_key_env: sc.api_key_env,
             api_key_file: sc.api_key_file.map(|f| base_dir.join(f)),
-            timeout: duration("timeout", sc.timeout, Duration::from_secs(10))?,
+            timeout: duration("scoring.timeout", sc.timeout, Duration::from_secs(10))?,
             concurrency: sc.concurrency.unwrap_or(8).max(1),
             batch_rows: sc.batch_rows.unwrap_or(1000).max(1),
             max_attempts: sc.max_attempts.unwrap_or(5).max(1),
-            backoff: duration("backoff", sc.backoff, Duration::from_millis(200))?,
+            backoff: duration("scoring.backoff", sc.backoff, Duration::from_millis(200))?,
             breaker_failures: sc.breaker_failures.unwrap_or(20).max(1),
             endpoint_name: sc.endpoint_name,
             region: sc.region,
@@ -371,19 +372,11 @@ impl Config {
             )));
         }
         let af = fc.athena.unwrap_or_default();
-        let adur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
-            v.map(|s| {
-                humantime::parse_duration(&s)
-                    .map_err(|e| cfg_err(format!("athena.{key} `{s}` is not a duration (e.g. \"500ms\"): {e}")))
-            })
-            .transpose()
-            .map(|d| d.unwrap_or(default))
-        };
         let athena = AthenaSettings {
             workgroup: af.workgroup.unwrap_or_else(|| "primary".into()),
             output_location: af.output_location,
-            poll: adur("poll", af.poll, Duration::from_millis(200))?,
-            max_poll: adur("max_poll", af.max_poll, Duration::from_secs(5))?,
+            poll: duration("athena.poll", af.poll, Duration::from_millis(200))?,
+            max_poll: duration("athena.max_poll", af.max_poll, Duration::from_secs(5))?,
         };
         if let Some(o) = &athena.output_location
             && !o.starts_with("s3://")

@@ -320,6 +320,19 @@ async fn ingest_snapshot(env: &AwsEnv) -> Vec<String> {
     out.into_iter().map(|l| l.replace(&env.bucket, "<bucket>")).collect()
 }
 
+/// Drops from `runner simulate` (ending 2026-11-20) in a new temporary folder.
+fn simulate_to(args: &[&str]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["--quiet", "simulate", "--end-date", "2026-11-20", "--out"])
+        .arg(tmp.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    tmp
+}
+
 fn fresh_s3_drops(m: &'static Moto, drops: &Path) -> AwsEnv {
     let env = AwsEnv::new(m, "[ingest]\nmax_objects_per_batch = 10\n");
     for stream in ["companies", "bigdatajobs"] {
@@ -334,15 +347,21 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
         eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN)
-        .args(["--quiet", "simulate", "--out"])
-        .arg(tmp.path())
-        .args(["--tenants", "3", "--users-per-tenant", "2", "--days", "3", "--end-date", "2026-11-20", "--seed", "5"])
-        .args(["--noise", "--invalid-share", "0.02", "--duplicate-share", "0.05"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let tmp = simulate_to(&[
+        "--tenants",
+        "3",
+        "--users-per-tenant",
+        "2",
+        "--days",
+        "3",
+        "--seed",
+        "5",
+        "--noise",
+        "--invalid-share",
+        "0.02",
+        "--duplicate-share",
+        "0.05",
+    ]);
     // --no-lock: a killed run keeps its lease until it expires; this test is about the ledger.
     let ingest = ["run", "--no-lock", "ingest_companies", "ingest_bigdatajobs"];
     let reference = fresh_s3_drops(m, tmp.path());
@@ -367,14 +386,7 @@ async fn an_incompatible_glue_schema_is_refused_before_publishing() {
         eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN)
-        .args(["--quiet", "simulate", "--out"])
-        .arg(tmp.path())
-        .args(["--tenants", "2", "--users-per-tenant", "2", "--days", "2", "--end-date", "2026-11-20", "--seed", "3"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let tmp = simulate_to(&["--tenants", "2", "--users-per-tenant", "2", "--days", "2", "--seed", "3"]);
     let env = fresh_s3_drops(m, tmp.path());
     env.ok(&["run", "ingest_bigdatajobs"]);
     // Someone changes a column's type in Glue by hand.

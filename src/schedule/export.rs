@@ -74,6 +74,18 @@ fn input(s: &Schedule) -> String {
     json!({"containerOverrides": [{"name": "runner", "command": command(s)}]}).to_string()
 }
 
+/// The ECS (Fargate) target of a schedule: `[cluster, role, task definition]` and the network
+/// configuration, as literal placeholders or CloudFormation references.
+fn target(s: &Schedule, [cluster, role, task]: [Value; 3], network: Value) -> Value {
+    json!({
+        "Arn": cluster,
+        "RoleArn": role,
+        "EcsParameters": {"TaskDefinitionArn": task, "LaunchType": "FARGATE", "NetworkConfiguration": network},
+        "Input": input(s),
+        "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+    })
+}
+
 /// EventBridge Scheduler `CreateSchedule` inputs targeting the runner's ECS task.
 pub fn eventbridge(s: &Schedules) -> String {
     let defs: Vec<Value> = s
@@ -87,17 +99,11 @@ pub fn eventbridge(s: &Schedules) -> String {
                 "ScheduleExpressionTimezone": sch.tz.name(),
                 "FlexibleTimeWindow": {"Mode": "OFF"},
                 "State": "ENABLED",
-                "Target": {
-                    "Arn": "${ClusterArn}",
-                    "RoleArn": "${SchedulerRoleArn}",
-                    "EcsParameters": {
-                        "TaskDefinitionArn": "${TaskDefinitionArn}",
-                        "LaunchType": "FARGATE",
-                        "NetworkConfiguration": {"awsvpcConfiguration": {"Subnets": ["${Subnet}"], "SecurityGroups": ["${SecurityGroup}"], "AssignPublicIp": "DISABLED"}}
-                    },
-                    "Input": input(sch),
-                    "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
-                }
+                "Target": target(
+                    sch,
+                    [json!("${ClusterArn}"), json!("${SchedulerRoleArn}"), json!("${TaskDefinitionArn}")],
+                    json!({"awsvpcConfiguration": {"Subnets": ["${Subnet}"], "SecurityGroups": ["${SecurityGroup}"], "AssignPublicIp": "DISABLED"}}),
+                )
             })
         })
         .collect();
@@ -127,17 +133,11 @@ pub fn cloudformation(s: &Schedules) -> String {
                     "ScheduleExpressionTimezone": sch.tz.name(),
                     "FlexibleTimeWindow": {"Mode": "OFF"},
                     "State": "ENABLED",
-                    "Target": {
-                        "Arn": {"Ref": "ClusterArn"},
-                        "RoleArn": {"Ref": "SchedulerRoleArn"},
-                        "EcsParameters": {
-                            "TaskDefinitionArn": {"Ref": "TaskDefinitionArn"},
-                            "LaunchType": "FARGATE",
-                            "NetworkConfiguration": {"AwsvpcConfiguration": {"Subnets": {"Ref": "Subnets"}, "SecurityGroups": {"Ref": "SecurityGroups"}, "AssignPublicIp": "DISABLED"}}
-                        },
-                        "Input": input(sch),
-                        "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
-                    }
+                    "Target": target(
+                        sch,
+                        [json!({"Ref": "ClusterArn"}), json!({"Ref": "SchedulerRoleArn"}), json!({"Ref": "TaskDefinitionArn"})],
+                        json!({"AwsvpcConfiguration": {"Subnets": {"Ref": "Subnets"}, "SecurityGroups": {"Ref": "SecurityGroups"}, "AssignPublicIp": "DISABLED"}}),
+                    )
                 }
             }),
         );

@@ -110,13 +110,18 @@ pub struct Schedules {
 }
 
 impl Schedules {
-    /// `<dir>/schedules.toml`, checked against `jobs/`. Errors name the file, the schedule and
-    /// the field.
+    /// `<dir>/schedules.toml`, checked against `jobs/` (no file: no schedules). Errors name the
+    /// file, the schedule and the field.
     pub fn load(dir: &Path, jobs: &Jobs) -> Result<Schedules> {
         let path = dir.join(FILE);
         let file_name = path.display().to_string();
         let err = |m: String| Error::Config { file: file_name.clone(), message: m };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("cannot read the schedules: {e}")))?;
+        // No file: nothing is scheduled (runs are started by hand, cron or EventBridge).
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(err(format!("cannot read the schedules: {e}"))),
+        };
         let f: File = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
             v.map(|s| humantime::parse_duration(&s).map_err(|e| err(format!("{key} `{s}` is not a duration: {e}"))))

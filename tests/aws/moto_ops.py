@@ -47,15 +47,20 @@ def drop_files(root):
             yield os.path.join(dirpath, f)
 
 
+def ensure_bucket(name):
+    s3 = boto3.client("s3")
+    try:
+        s3.create_bucket(Bucket=name)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return s3
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "firehose-setup":
         bucket, stream, prefix = argv[2:5]
-        s3 = boto3.client("s3")
-        try:
-            s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
+        ensure_bucket(bucket)
         boto3.client("firehose").create_delivery_stream(
             DeliveryStreamName=stream,
             DeliveryStreamType="DirectPut",
@@ -84,11 +89,7 @@ def main(argv):
         print(sent)
     elif cmd == "upload":
         bucket, prefix, root = argv[2:5]
-        s3 = boto3.client("s3")
-        try:
-            s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
+        s3 = ensure_bucket(bucket)
         for path in drop_files(root):
             key = prefix.rstrip("/") + "/" + os.path.relpath(path, root)
             s3.put_object(Bucket=bucket, Key=key, Body=open(path, "rb").read())
