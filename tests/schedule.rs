@@ -210,7 +210,7 @@ async fn two_daemons_on_one_warehouse_never_run_a_period_twice() {
 
 #[tokio::test]
 async fn a_killed_lock_holder_is_taken_over_after_its_lease_expires() {
-    let env = Env::new("[daemon]\nlease_ttl = \"2s\"\n");
+    let env = Env::new("[daemon]\nlease_ttl = \"6s\"\n");
     let crashed = env.cmd(&["run", "ingest_bigdatajobs"]).env("RUNNER_FAILPOINT", "ingest.before_commit").output().unwrap();
     assert_eq!(crashed.status.signal(), Some(9));
     // The dead holder's lease is still valid: a run now is skipped with the documented code.
@@ -219,8 +219,15 @@ async fn a_killed_lock_holder_is_taken_over_after_its_lease_expires() {
     assert!(stderr(&skipped).contains("skipped `ingest_bigdatajobs`: another run holds its lock"), "{}", stderr(&skipped));
     // Other jobs are not blocked by it.
     assert!(env.cmd(&["run", "ingest_companies"]).output().unwrap().status.success());
-    std::thread::sleep(Duration::from_millis(2500));
-    let out = env.cmd(&["run", "ingest_bigdatajobs", "--format", "json"]).output().unwrap();
+    // Once the lease expires (6 s after the dead holder's last renewal) a run takes over.
+    let mut out = env.cmd(&["run", "ingest_bigdatajobs", "--format", "json"]).output().unwrap();
+    for _ in 0..60 {
+        if out.status.code() != Some(75) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        out = env.cmd(&["run", "ingest_bigdatajobs", "--format", "json"]).output().unwrap();
+    }
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v[0]["objects"].as_u64().unwrap() > 0, "the takeover ingests what the dead run did not commit: {v}");
@@ -257,7 +264,14 @@ async fn sigterm_lets_the_running_job_finish_and_releases_its_lease() {
     );
     let from = (Utc::now() - chrono::Duration::hours(48)).to_rfc3339();
     let d = env.cmd(&["schedule", "daemon", "--from", &from]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stop it once its first run is recorded (bounded wait).
+    let runs_dir = env.root().join("warehouse/runner_runs");
+    for _ in 0..600 {
+        if walk(&runs_dir) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: kill(2) on a child we started.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
     let out = d.wait_with_output().unwrap();
@@ -268,6 +282,11 @@ async fn sigterm_lets_the_running_job_finish_and_releases_its_lease() {
     // Nothing half published and no lease left behind: a run right away succeeds.
     let out = env.cmd(&["run", "--all", "--at", "2026-11-20"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Files below `dir` (0 when it does not exist).
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
 }
 
 #[test]
