@@ -450,9 +450,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 Some(src) => Some(crate::schedule::daemon::event_time(src)?),
                 None => at,
             };
+            // Read once, and only when needed: for --schedule, and for the lease ttl of locked runs.
+            let locked = !(dry_run || no_lock);
+            let schedules = match schedule.is_some() || locked {
+                true => Some(crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?),
+                false => None,
+            };
             // Triggered runs (--schedule, --event) are periods: one that already ran is skipped.
-            let (names, at, period) = if let Some(name) = &schedule {
-                let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
+            let (names, at, period) = if let (Some(name), Some(schedules)) = (&schedule, &schedules) {
                 let s = schedules.schedules.iter().find(|s| &s.name == name).ok_or_else(|| {
                     let names: Vec<&str> = schedules.schedules.iter().map(|s| s.name.as_str()).collect();
                     Error::Usage(format!("no schedule `{name}` in {}; schedules: {}", schedules.file.display(), names.join(", ")))
@@ -466,12 +471,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             } else {
                 (jobs, at, event.as_ref().and(at))
             };
-            if dry_run || no_lock {
+            let Some(schedules) = schedules.filter(|_| locked) else {
                 let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None }, &progress).await?;
                 print_outcomes(&mut stdout, format, &outcomes)?;
                 return Ok(exit::OK);
-            }
-            let ttl = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?.lease_ttl;
+            };
+            let ttl = schedules.lease_ttl;
             let holder = crate::schedule::lease::holder_id();
             let at = at.unwrap_or_else(Utc::now);
             let mut outcomes = Vec::new();

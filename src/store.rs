@@ -100,11 +100,18 @@ impl Location {
     /// Every object below this folder (recursive). A folder that does not exist is empty.
     pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.child(rel);
-        let res: std::result::Result<Vec<ObjectMeta>, _> = self.store.list(Some(&prefix)).try_collect().await;
-        match res {
+        Self::collect(self.store.list(Some(&prefix)), || format!("listing {}{}", self.url, rel)).await
+    }
+
+    /// A listing's objects; a folder that does not exist is empty.
+    async fn collect(
+        listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<ObjectMeta>> {
+        match listing.try_collect().await {
             Ok(v) => Ok(v),
             Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(Error::Store { what: format!("listing {}{}", self.url, rel), source: e }),
+            Err(e) => Err(Error::Store { what: what(), source: e }),
         }
     }
 
@@ -113,13 +120,7 @@ impl Location {
     pub async fn list_after(&self, offset: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.child("");
         let offset = self.child(offset);
-        let res: std::result::Result<Vec<ObjectMeta>, _> =
-            self.store.list_with_offset(Some(&prefix), &offset).try_collect().await;
-        match res {
-            Ok(v) => Ok(v),
-            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(Error::Store { what: format!("listing {} from {offset}", self.url), source: e }),
-        }
+        Self::collect(self.store.list_with_offset(Some(&prefix), &offset), || format!("listing {} from {offset}", self.url)).await
     }
 
     pub async fn get(&self, p: &Path) -> Result<Bytes> {

@@ -64,6 +64,12 @@ impl SyncReport {
     }
 }
 
+/// Glue's current definition of a table next to the one to publish.
+struct TablePlan {
+    input: TableInput,
+    current: Option<Table>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TableChange {
     Created,
@@ -177,13 +183,35 @@ impl GlueCatalog {
         }
     }
 
-    /// Creates the table, or updates it when it differs; a type change is refused (the local
-    /// catalog refused it first when it knew the table).
-    async fn sync_table(&self, t: &TableMeta) -> Result<TableChange> {
+    /// What Glue holds for `t` and what it should hold. A type change against Glue's definition
+    /// (someone may have edited it by hand) is refused here, before anything is written.
+    async fn plan_table(&self, t: &TableMeta) -> Result<TablePlan> {
         self.ensure_database().await?;
         let input = self.table_input(t)?;
-        let Some(current) = self.glue_table(&t.name).await? else {
-            match self
+        let current = self.glue_table(&t.name).await?;
+        if let Some(c) = &current {
+            refuse_type_changes(&self.database, c, &input)?;
+        }
+        Ok(TablePlan { input, current })
+    }
+
+    /// Creates the table, or updates it when it differs from the plan.
+    async fn apply_table(&self, t: &TableMeta, plan: TablePlan) -> Result<TableChange> {
+        let TablePlan { input, current } = plan;
+        match current {
+            Some(c) if same_table(&c, &input) => Ok(TableChange::Unchanged),
+            Some(_) => {
+                self.client
+                    .update_table()
+                    .set_catalog_id(self.catalog_id.clone())
+                    .database_name(&self.database)
+                    .table_input(input)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(format!("updating Glue table {}.{}", self.database, t.name), e))?;
+                Ok(TableChange::Updated)
+            }
+            None => match self
                 .client
                 .create_table()
                 .set_catalog_id(self.catalog_id.clone())
@@ -192,27 +220,15 @@ impl GlueCatalog {
                 .send()
                 .await
             {
-                Ok(_) => return Ok(TableChange::Created),
+                Ok(_) => Ok(TableChange::Created),
                 // Another publisher created it meanwhile: compare with theirs.
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {
-                    return Box::pin(self.sync_table(t)).await;
+                    let plan = self.plan_table(t).await?;
+                    Box::pin(self.apply_table(t, plan)).await
                 }
-                Err(e) => return Err(sdk_error(format!("creating Glue table {}.{}", self.database, t.name), e)),
-            }
-        };
-        if same_table(&current, &input) {
-            return Ok(TableChange::Unchanged);
+                Err(e) => Err(sdk_error(format!("creating Glue table {}.{}", self.database, t.name), e)),
+            },
         }
-        refuse_type_changes(&self.database, &current, &input)?;
-        self.client
-            .update_table()
-            .set_catalog_id(self.catalog_id.clone())
-            .database_name(&self.database)
-            .table_input(input)
-            .send()
-            .await
-            .map_err(|e| sdk_error(format!("updating Glue table {}.{}", self.database, t.name), e))?;
-        Ok(TableChange::Updated)
     }
 
     fn partition_input(&self, t: &TableMeta, p: &PartitionMeta) -> Result<PartitionInput> {
@@ -227,9 +243,8 @@ impl GlueCatalog {
     async fn write_partitions(&self, t: &TableMeta, parts: &[PartitionMeta], repoint: bool) -> Result<(u64, u64)> {
         let (mut created, mut updated) = (0, 0);
         for chunk in parts.chunks(CREATE_BATCH) {
-            let mut pending: Vec<&PartitionMeta> = chunk.iter().collect();
-            let mut existing: Vec<&PartitionMeta> = Vec::new();
-            for attempt in 1..=ENTRY_ATTEMPTS {
+            let chunk: Vec<&PartitionMeta> = chunk.iter().collect();
+            let (n, existing) = in_rounds(&t.name, &chunk, |pending| async move {
                 let inputs = pending.iter().map(|p| self.partition_input(t, p)).collect::<Result<Vec<_>>>()?;
                 let out = self
                     .client
@@ -241,15 +256,10 @@ impl GlueCatalog {
                     .send()
                     .await
                     .map_err(|e| sdk_error(format!("registering partitions of {}.{}", self.database, t.name), e))?;
-                let (retry, exists) = sort_errors(&t.name, out.errors(), attempt)?;
-                created += (pending.len() - retry.len() - exists.len()) as u64;
-                existing.extend(pending.iter().filter(|p| exists.contains(&p.values)).copied());
-                pending.retain(|p| retry.contains(&p.values));
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+                Ok(out.errors().to_vec())
+            })
+            .await?;
+            created += n;
             if repoint && !existing.is_empty() {
                 updated += self.update_partitions(t, &existing).await?;
             }
@@ -260,8 +270,7 @@ impl GlueCatalog {
     async fn update_partitions(&self, t: &TableMeta, parts: &[&PartitionMeta]) -> Result<u64> {
         let mut n = 0;
         for chunk in parts.chunks(CREATE_BATCH) {
-            let mut pending: Vec<&PartitionMeta> = chunk.to_vec();
-            for attempt in 1..=ENTRY_ATTEMPTS {
+            n += in_rounds(&t.name, chunk, |pending| async move {
                 let entries = pending
                     .iter()
                     .map(|p| {
@@ -282,7 +291,8 @@ impl GlueCatalog {
                     .send()
                     .await
                     .map_err(|e| sdk_error(format!("updating partitions of {}.{}", self.database, t.name), e))?;
-                let errors: Vec<PartitionError> = out
+                // The same per-entry shape as BatchCreatePartition's answer.
+                Ok(out
                     .errors()
                     .iter()
                     .map(|e| {
@@ -291,15 +301,10 @@ impl GlueCatalog {
                             .set_error_detail(e.error_detail.clone())
                             .build()
                     })
-                    .collect();
-                let (retry, _) = sort_errors(&t.name, &errors, attempt)?;
-                n += (pending.len() - retry.len()) as u64;
-                pending.retain(|p| retry.contains(&p.values));
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+                    .collect())
+            })
+            .await?
+            .0;
         }
         Ok(n)
     }
@@ -362,7 +367,8 @@ impl GlueCatalog {
     pub async fn publish_all(&self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         for t in self.local.tables().await? {
-            match self.sync_table(&t).await? {
+            let plan = self.plan_table(&t).await?;
+            match self.apply_table(&t, plan).await? {
                 TableChange::Created => report.tables_created += 1,
                 TableChange::Updated => report.tables_updated += 1,
                 TableChange::Unchanged => report.tables_unchanged += 1,
@@ -397,14 +403,11 @@ impl Catalog for GlueCatalog {
     }
 
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
-        // Check Glue's definition before changing anything: a table another tool changed there
-        // must not be published over.
-        self.table_input(table)?;
-        if let Some(current) = self.glue_table(&table.name).await? {
-            refuse_type_changes(&self.database, &current, &self.table_input(table)?)?;
-        }
+        // Glue's definition is checked before the local catalog changes: a table another tool
+        // changed there must not be published over.
+        let plan = self.plan_table(table).await?;
         self.local.put_table(table).await?;
-        self.sync_table(table).await.map(|_| ())
+        self.apply_table(table, plan).await.map(|_| ())
     }
 
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>> {
@@ -535,6 +538,30 @@ fn refuse_type_changes(database: &str, current: &Table, input: &TableInput) -> R
         }
     }
     Ok(())
+}
+
+/// Sends `parts` through `call` (one batch request for the entries it is given) in rounds,
+/// retrying the entries that failed transiently. Returns how many succeeded and those that
+/// already existed.
+async fn in_rounds<'p, F, Fut>(table: &str, parts: &[&'p PartitionMeta], mut call: F) -> Result<(u64, Vec<&'p PartitionMeta>)>
+where
+    F: FnMut(Vec<&'p PartitionMeta>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<PartitionError>>>,
+{
+    let (mut done, mut existing) = (0, Vec::new());
+    let mut pending = parts.to_vec();
+    for attempt in 1..=ENTRY_ATTEMPTS {
+        let errors = call(pending.clone()).await?;
+        let (retry, exists) = sort_errors(table, &errors, attempt)?;
+        done += (pending.len() - retry.len() - exists.len()) as u64;
+        existing.extend(pending.iter().filter(|p| exists.contains(&p.values)).copied());
+        pending.retain(|p| retry.contains(&p.values));
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Ok((done, existing))
 }
 
 /// A partition's values, in partition-key order.

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::lease::{self, Holder};
@@ -194,7 +193,7 @@ pub struct DaemonOptions {
 }
 
 /// One run the daemon made (or found already made).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonRun {
     pub schedule: String,
     pub job: String,

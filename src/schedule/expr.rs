@@ -373,16 +373,6 @@ fn nearest_weekday(d: NaiveDate) -> NaiveDate {
     }
 }
 
-impl fmt::Display for Expr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Expr::Rate(s) => write!(f, "every {s} s"),
-            Expr::At(t) => write!(f, "at {t}"),
-            Expr::Cron(_) => write!(f, "cron"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

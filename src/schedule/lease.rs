@@ -62,57 +62,61 @@ fn dir(job: &str) -> String {
     format!("{DIR}/{}", crate::catalog::hive_escape(job))
 }
 
+/// What one listing of a job's lease folder says.
+struct State {
+    /// The highest generation (0: never taken).
+    generation: u64,
+    /// Who holds it, when it is neither released nor expired.
+    held: Option<Holder>,
+    /// Every file, with its generation.
+    files: Vec<(u64, object_store::path::Path)>,
+}
+
 /// The current generation of `job`'s lease and whether it is free now.
-async fn current(wh: &Location, job: &str) -> Result<(u64, Option<Holder>)> {
-    let mut gen_max = 0;
-    let mut files: Vec<(u64, String)> = Vec::new();
+async fn current(wh: &Location, job: &str) -> Result<State> {
+    let mut files = Vec::new();
     for o in wh.list(&dir(job)).await? {
-        let Some(name) = o.location.filename() else { continue };
-        let Some(g) = name.get(..12).and_then(|g| g.parse::<u64>().ok()) else { continue };
-        gen_max = gen_max.max(g);
-        files.push((g, name.to_string()));
-    }
-    if gen_max == 0 {
-        return Ok((0, None));
-    }
-    let mine: Vec<&String> = files.iter().filter(|(g, _)| *g == gen_max).map(|(_, n)| n).collect();
-    if mine.iter().any(|n| n.ends_with(".released")) {
-        return Ok((gen_max, None));
-    }
-    let mut best: Option<Record> = None;
-    for n in mine {
-        if let Some(bytes) = wh.get_opt(&wh.child(&format!("{}/{n}", dir(job)))).await? {
-            // A record being written can be unreadable for a moment: it then counts as held.
-            let r: Record = serde_json::from_slice(&bytes)
-                .unwrap_or(Record { holder: "unknown".into(), expires_at: Utc::now() + chrono::Duration::minutes(5) });
-            if best.as_ref().is_none_or(|b| r.expires_at > b.expires_at) {
-                best = Some(r);
-            }
+        let g = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok());
+        if let Some(g) = g {
+            files.push((g, o.location));
         }
     }
-    Ok((gen_max, best.filter(|r| r.expires_at > Utc::now()).map(|r| Holder { holder: r.holder, expires_at: r.expires_at })))
+    let generation = files.iter().map(|(g, _)| *g).max().unwrap_or(0);
+    let mine = || files.iter().filter(|(g, _)| *g == generation).filter_map(|(_, p)| p.filename());
+    if generation == 0 || mine().any(|n| n.ends_with(".released")) {
+        return Ok(State { generation, held: None, files });
+    }
+    // The newest record has the latest expiry: renewals (`.renew-<n>.json`, written in order)
+    // sort after the taking record (`.json`).
+    let mut held = None;
+    if let Some(name) = mine().filter(|n| n.ends_with(".json")).max()
+        && let Some(bytes) = wh.get_opt(&wh.child(&format!("{}/{name}", dir(job)))).await?
+    {
+        // A record being written can be unreadable for a moment: it then counts as held.
+        let r: Record = serde_json::from_slice(&bytes)
+            .unwrap_or(Record { holder: "unknown".into(), expires_at: Utc::now() + chrono::Duration::minutes(5) });
+        held = (r.expires_at > Utc::now()).then_some(Holder { holder: r.holder, expires_at: r.expires_at });
+    }
+    Ok(State { generation, held, files })
 }
 
 /// Takes `job`'s lease for `ttl`, or says who holds it.
 pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> Result<std::result::Result<Lease, Holder>> {
-    let (generation, held) = current(wh, job).await?;
-    if let Some(h) = held {
+    let state = current(wh, job).await?;
+    if let Some(h) = state.held {
         return Ok(Err(h));
     }
-    let next = generation + 1;
+    let next = state.generation + 1;
     let rec = Record { holder: holder.to_string(), expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default() };
     let body = Bytes::from(serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?);
     if !wh.put_if_absent(&wh.child(&format!("{}/{next:012}.json", dir(job))), body).await? {
         // Someone took generation `next` between our look and our create.
-        let (_, held) = current(wh, job).await?;
+        let held = current(wh, job).await?.held;
         return Ok(Err(held.unwrap_or(Holder { holder: "another process".into(), expires_at: rec.expires_at })));
     }
     // Old generations are history nobody reads.
-    for o in wh.list(&dir(job)).await? {
-        let g = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok());
-        if g.is_some_and(|g| g + KEEP < next) {
-            wh.delete(&o.location).await?;
-        }
+    for (_, p) in state.files.iter().filter(|(g, _)| g + KEEP < next) {
+        wh.delete(p).await?;
     }
     let lost = Arc::new(AtomicBool::new(false));
     let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), rec.expires_at));
