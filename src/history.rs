@@ -21,11 +21,13 @@ async fn runs(ws: &Workspace, job: Option<&str>) -> Result<Vec<RecordBatch>> {
     if let Some(j) = job {
         df = df.filter(col("job").eq(lit(j))).map_err(Error::df("reading runner_runs"))?;
     }
-    df.sort(vec![col("started_at").sort(false, false)])
+    let batches = df
+        .sort(vec![col("started_at").sort(false, false)])
         .map_err(Error::df("reading runner_runs"))?
         .collect()
         .await
-        .map_err(Error::df("reading runner_runs"))
+        .map_err(Error::df("reading runner_runs"))?;
+    crate::engine::plain_types(batches)
 }
 
 /// The runs of `job`, newest first.

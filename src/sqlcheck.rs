@@ -45,7 +45,10 @@ pub fn describe(sql: &str, e: &DataFusionError) -> String {
 /// Plans every SQL job against empty tables; returns one message per problem.
 pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     let mut problems = Vec::new();
-    let ctx = crate::engine::new_context();
+    let ctx = match crate::engine::new_context() {
+        Ok(ctx) => ctx,
+        Err(e) => return vec![e.to_string()],
+    };
     let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
     for sc in ws.contract.streams.values() {
         let mut fields: Vec<Field> = sc.file_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -130,7 +133,7 @@ fn register_inputs(
             continue;
         };
         let _ = ctx.deregister_table(input.as_str());
-        let table = MemTable::try_new(schema.clone(), vec![vec![]]).expect("empty table");
+        let table = MemTable::try_new(crate::engine::view_types(schema), vec![vec![]]).expect("empty table");
         let _ = ctx.register_table(input.as_str(), Arc::new(table));
     }
 }

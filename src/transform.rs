@@ -326,7 +326,7 @@ async fn execute(
 /// Widens the types Athena cannot read: unsigned integers to signed ones (checked: a value
 /// that does not fit is an error, never wrapped), nanosecond timestamps to microseconds, string
 /// views to strings.
-fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
+pub fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
     use arrow::datatypes::{Field, TimeUnit};
     let target = |dt: &DataType| -> Option<DataType> {
         match dt {

@@ -220,7 +220,7 @@ async fn read_companies(ctx: &datafusion::prelude::SessionContext, input: &str, 
     let what = format!("reading `{input}` for scoring");
     let df = ctx.sql(&sql).await.map_err(Error::df(what.clone()))?;
     let df = df.with_param_values(crate::transform::params(as_of, (as_of, as_of))).map_err(Error::df(what.clone()))?;
-    let batches = df.collect().await.map_err(Error::df(what))?;
+    let batches = crate::engine::plain_types(df.collect().await.map_err(Error::df(what))?)?;
     let mut out = Vec::new();
     for b in &batches {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
@@ -271,6 +271,7 @@ async fn previous_scores(
     .into();
     let df = ctx.sql(&sql).await.map_err(Error::df(what.clone()))?;
     let batches = df.with_param_values(params).map_err(Error::df(what.clone()))?.collect().await.map_err(Error::df(what))?;
+    let batches = crate::engine::plain_types(batches)?;
     for b in &batches {
         let id = b.column(0).as_string::<i32>();
         let score = b.column(1).as_primitive::<Float64Type>();
