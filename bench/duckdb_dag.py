@@ -30,7 +30,7 @@ WITH jobs AS (
 ), tenant AS (
     SELECT dt, companyID,
            COUNT(*) FILTER (WHERE event_type = 'user_login') AS logins,
-           COUNT(DISTINCT sessionID) FILTER (WHERE event_type = 'user_login') AS sessions,
+           COUNT(DISTINCT [userID, sessionID]) FILTER (WHERE event_type = 'user_login' AND sessionID IS NOT NULL) AS sessions,
            COUNT(*) FILTER (WHERE event_type = 'user_added') AS users_added,
            COUNT(*) FILTER (WHERE event_type = 'user_deleted') AS users_deleted,
            MAX(event_time) AS last_event_at

@@ -42,27 +42,23 @@ latest_score AS (
       AND status = 'scored'
     GROUP BY companyID
 ),
-all_tenants AS (
-    SELECT companyID FROM profile
-    UNION
-    SELECT companyID FROM activity
-),
+-- Every tenant with a profile or any activity: a FULL JOIN, so each side is computed once
+-- (a UNION of their keys joined back to both made DataFusion compute each twice).
 joined AS (
-    SELECT t.companyID, p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
+    SELECT COALESCE(p.companyID, a.companyID) AS companyID,
+           p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
            COALESCE(a.users, 0)  AS users,
            a.last_activity_at,
            COALESCE(a.job30, 0)  AS job30,
-           COALESCE(a.job90, 0)  AS job90,
-           s.riskOfChurn
-    FROM all_tenants t
-    LEFT JOIN profile p  ON p.companyID = t.companyID
-    LEFT JOIN activity a ON a.companyID = t.companyID
-    LEFT JOIN latest_score s ON s.companyID = t.companyID
+           COALESCE(a.job90, 0)  AS job90
+    FROM profile p
+    FULL JOIN activity a ON a.companyID = p.companyID
 )
 SELECT CAST($as_of AS DATE) AS as_of,
-       companyID, name, industry, revenu, employees, monthlyFee, totalFee,
-       users, last_activity_at, job30, job90,
-       RANK() OVER (ORDER BY job30, job90)   AS activity_rank,
-       (job30 < 5 OR job90 < 20)             AS minimal_activity,
-       riskOfChurn
-FROM joined
+       j.companyID, j.name, j.industry, j.revenu, j.employees, j.monthlyFee, j.totalFee,
+       j.users, j.last_activity_at, j.job30, j.job90,
+       RANK() OVER (ORDER BY j.job30, j.job90)   AS activity_rank,
+       (j.job30 < 5 OR j.job90 < 20)             AS minimal_activity,
+       s.riskOfChurn
+FROM joined j
+LEFT JOIN latest_score s ON s.companyID = j.companyID
