@@ -92,6 +92,10 @@ pub enum Command {
         /// Do not take the jobs' leases (the ledger still keeps ingest exactly once).
         #[arg(long)]
         no_lock: bool,
+        /// Jobs that do not depend on each other run at the same time, this many at once
+        /// (ingest and compaction jobs always run alone). 1: one job at a time.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
     },
     /// Schedules (scheduler/schedules.toml): list them, run them, export them.
     #[command(subcommand)]
@@ -439,7 +443,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::Run { jobs, all, format, max_objects_per_batch, at, dry_run, full_listing, schedule, event, no_lock } => {
+        Command::Run {
+            jobs,
+            all,
+            format,
+            max_objects_per_batch,
+            at,
+            dry_run,
+            full_listing,
+            schedule,
+            event,
+            no_lock,
+            parallel,
+        } => {
+            let parallel = usize::from(parallel);
             let mut config = config;
             if let Some(n) = max_objects_per_batch {
                 config.ingest.max_objects_per_batch = n.max(1);
@@ -472,31 +489,40 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 (jobs, at, event.as_ref().and(at))
             };
             let Some(schedules) = schedules.filter(|_| locked) else {
-                let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None }, &progress).await?;
+                let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel }, &progress).await?;
                 print_outcomes(&mut stdout, format, &outcomes)?;
                 return Ok(exit::OK);
             };
             let ttl = schedules.lease_ttl;
             let holder = crate::schedule::lease::holder_id();
             let at = at.unwrap_or_else(Utc::now);
-            let mut outcomes = Vec::new();
-            let mut skipped = false;
-            for job in ws.jobs.order(&names)? {
-                use crate::schedule::daemon::{Locked, run_locked};
-                match run_locked(&ws, job, at, period, &holder, ttl, &progress).await? {
-                    Locked::Ran(r) => outcomes.push(r?),
-                    Locked::Held(h) => {
-                        skipped = true;
-                        eprintln!(
-                            "skipped `{}`: another run holds its lock ({}, until {}); the next trigger catches up",
-                            job.name,
-                            h.holder,
-                            h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        );
+            let skipped = std::sync::atomic::AtomicBool::new(false);
+            let outcomes = crate::pipeline::run_dag(&ws.jobs, &names, parallel, |job| {
+                let (ws, holder, progress, skipped) = (&ws, &holder, &progress, &skipped);
+                async move {
+                    use crate::schedule::daemon::{Locked, run_locked};
+                    match run_locked(ws, job, at, period, holder, ttl, progress).await? {
+                        Locked::Ran(r) => r.map(Some),
+                        Locked::Held(h) => {
+                            skipped.store(true, std::sync::atomic::Ordering::Relaxed);
+                            eprintln!(
+                                "skipped `{}`: another run holds its lock ({}, until {}); the next trigger catches up",
+                                job.name,
+                                h.holder,
+                                h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            );
+                            Ok(None)
+                        }
+                        Locked::AlreadyDone => {
+                            eprintln!("skipped `{}`: the period {} already ran", job.name, period.unwrap_or(at));
+                            Ok(None)
+                        }
                     }
-                    Locked::AlreadyDone => eprintln!("skipped `{}`: the period {} already ran", job.name, period.unwrap_or(at)),
                 }
-            }
+            })
+            .await?;
+            let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+            let skipped = skipped.into_inner();
             print_outcomes(&mut stdout, format, &outcomes)?;
             Ok(if skipped { exit::LOCKED } else { exit::OK })
         }
@@ -519,8 +545,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             if sj.incremental {
                 let opts = RunOptions {
                     at: Some(to.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
-                    dry_run: false,
                     days: Some(days),
+                    ..Default::default()
                 };
                 outcomes.push(crate::pipeline::run_job(&ws, j, &opts, &progress).await?);
             } else {
