@@ -496,33 +496,32 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let ttl = schedules.lease_ttl;
             let holder = crate::schedule::lease::holder_id();
             let at = at.unwrap_or_else(Utc::now);
-            let skipped = std::sync::atomic::AtomicBool::new(false);
-            let outcomes = crate::pipeline::run_dag(&ws.jobs, &names, parallel, |job| {
-                let (ws, holder, progress, skipped) = (&ws, &holder, &progress, &skipped);
+            // Each job: its outcome if it ran, and whether another run held its lock.
+            let runs = crate::pipeline::run_dag(&ws.jobs, &names, parallel, |job| {
+                let (ws, holder, progress) = (&ws, &holder, &progress);
                 async move {
                     use crate::schedule::daemon::{Locked, run_locked};
                     match run_locked(ws, job, at, period, holder, ttl, progress).await? {
-                        Locked::Ran(r) => r.map(Some),
+                        Locked::Ran(r) => r.map(|o| (Some(o), false)),
                         Locked::Held(h) => {
-                            skipped.store(true, std::sync::atomic::Ordering::Relaxed);
                             eprintln!(
                                 "skipped `{}`: another run holds its lock ({}, until {}); the next trigger catches up",
                                 job.name,
                                 h.holder,
                                 h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                             );
-                            Ok(None)
+                            Ok((None, true))
                         }
                         Locked::AlreadyDone => {
                             eprintln!("skipped `{}`: the period {} already ran", job.name, period.unwrap_or(at));
-                            Ok(None)
+                            Ok((None, false))
                         }
                     }
                 }
             })
             .await?;
-            let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
-            let skipped = skipped.into_inner();
+            let skipped = runs.iter().any(|(_, held)| *held);
+            let outcomes: Vec<Outcome> = runs.into_iter().filter_map(|(o, _)| o).collect();
             print_outcomes(&mut stdout, format, &outcomes)?;
             Ok(if skipped { exit::LOCKED } else { exit::OK })
         }

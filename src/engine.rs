@@ -115,35 +115,53 @@ pub fn view_types(schema: &Schema) -> SchemaRef {
             _ => f.as_ref().clone(),
         })
         .collect();
-    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// Query results with string views as plain strings, for code that reads them as strings.
+/// Query results in types every reader takes ([`athena_types`]), for code that reads them as
+/// plain strings or writes them for other readers.
 pub fn plain_types(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    batches
+    let Some(schema) = batches.first().map(|b| b.schema()) else { return Ok(batches) };
+    Ok(athena_types(batches, &schema)?.0)
+}
+
+/// Widens the types Athena cannot read: unsigned integers to signed ones (checked: a value
+/// that does not fit is an error, never wrapped), nanosecond timestamps to microseconds, string
+/// views to strings.
+pub fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
+    use arrow::datatypes::TimeUnit;
+    let target = |dt: &DataType| -> Option<DataType> {
+        match dt {
+            DataType::UInt8 => Some(DataType::Int16),
+            DataType::UInt16 => Some(DataType::Int32),
+            DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
+            DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+            DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+            _ => None,
+        }
+    };
+    if schema.fields().iter().all(|f| target(f.data_type()).is_none()) {
+        return Ok((batches, schema.clone()));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(target(f.data_type()).unwrap_or_else(|| f.data_type().clone())))
+        .collect();
+    let new_schema = Arc::new(Schema::new(fields));
+    let opts = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let out = batches
         .into_iter()
         .map(|b| {
-            if !b.schema().fields().iter().any(|f| f.data_type() == &DataType::Utf8View) {
-                return Ok(b);
-            }
-            let fields: Vec<Field> = b
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
-                    _ => f.as_ref().clone(),
-                })
-                .collect();
-            let schema = std::sync::Arc::new(Schema::new_with_metadata(fields, b.schema().metadata().clone()));
-            let columns = b
+            let cols = b
                 .columns()
                 .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .zip(new_schema.fields())
+                .map(|(c, f)| arrow::compute::cast_with_options(c, f.data_type(), &opts))
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(Error::arrow("converting string views"))?;
-            RecordBatch::try_new(schema, columns).map_err(Error::arrow("converting string views"))
+                .map_err(Error::arrow("widening output types for Athena"))?;
+            RecordBatch::try_new(new_schema.clone(), cols).map_err(Error::arrow("widening output types for Athena"))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((out, new_schema))
 }

@@ -60,9 +60,7 @@ pub async fn run(ws: &Workspace, job: &Job, ej: &ExportJob, as_of: Option<NaiveD
             .map_err(Error::df(format!("binding parameters of {}", ds.file.display())))?;
         let batches = df.collect().await.map_err(Error::df(format!("running {}", ds.file.display())))?;
         // The files are for other readers: plain strings, types Athena reads.
-        let schema =
-            batches.first().map(|b| b.schema()).unwrap_or_else(|| std::sync::Arc::new(arrow::datatypes::Schema::empty()));
-        let (batches, _) = crate::transform::athena_types(batches, &schema)?;
+        let batches = crate::engine::plain_types(batches)?;
         let mut by_tenant: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
             let i = b.schema().index_of("companyID").map_err(|_| {

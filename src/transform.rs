@@ -122,7 +122,7 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
             .await
             .expect("one result per period")
             .map_err(|e| Error::Internal(format!("query task failed: {e}")))??;
-        let (batches, schema) = athena_types(batches, &schema)?;
+        let (batches, schema) = crate::engine::athena_types(batches, &schema)?;
         summary.rows_in += rows_in;
         summary.bytes_in += bytes_in;
         outputs.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
@@ -321,47 +321,6 @@ async fn execute(
     let batches = collect(plan.clone(), ctx.task_ctx()).await.map_err(Error::df(ctx_err("running")))?;
     let (rows, bytes) = scan_metrics(plan.as_ref());
     Ok((batches, schema, rows, bytes))
-}
-
-/// Widens the types Athena cannot read: unsigned integers to signed ones (checked: a value
-/// that does not fit is an error, never wrapped), nanosecond timestamps to microseconds, string
-/// views to strings.
-pub fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
-    use arrow::datatypes::{Field, TimeUnit};
-    let target = |dt: &DataType| -> Option<DataType> {
-        match dt {
-            DataType::UInt8 => Some(DataType::Int16),
-            DataType::UInt16 => Some(DataType::Int32),
-            DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
-            DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
-            DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
-            _ => None,
-        }
-    };
-    if schema.fields().iter().all(|f| target(f.data_type()).is_none()) {
-        return Ok((batches, schema.clone()));
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_data_type(target(f.data_type()).unwrap_or_else(|| f.data_type().clone())))
-        .collect();
-    let new_schema = Arc::new(Schema::new(fields));
-    let opts = arrow::compute::CastOptions { safe: false, ..Default::default() };
-    let out = batches
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(new_schema.fields())
-                .map(|(c, f)| arrow::compute::cast_with_options(c, f.data_type(), &opts))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(Error::arrow("widening output types for Athena"))?;
-            RecordBatch::try_new(new_schema.clone(), cols).map_err(Error::arrow("widening output types for Athena"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((out, new_schema))
 }
 
 /// The named parameters every job's SQL may use.
