@@ -17,6 +17,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig, FileMetadataCache, FileStatisticsCache};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions::expr_fn::concat_ws;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
@@ -28,28 +30,46 @@ use crate::workspace::Workspace;
 
 /// A session with every catalog table registered.
 pub async fn session(ws: &Workspace) -> Result<SessionContext> {
-    let ctx = new_context()?;
+    session_for(ws, None).await
+}
+
+/// A session with the tables `only` names (a job's declared inputs), or every catalog table.
+/// A job sees only its inputs: they decide the order jobs run in, so a query of an undeclared
+/// table fails instead of reading it before its producer ran; and the catalog is read for those
+/// tables alone (a table's partitions are one read each on a local catalog).
+pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<SessionContext> {
+    let ctx = context_with(Some(&ws.file_caches))?;
     ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
-    let tables = ws.catalog.tables().await?;
-    for t in &tables {
-        let versions = if t.parameters.get(VERSIONED).is_some_and(|v| v == "true") {
-            // `<value>/.../<version>` of every partition, as `version_key` spells it.
-            let mut v: BTreeSet<String> = ws
-                .catalog
-                .partitions(&t.name)
-                .await?
-                .iter()
-                .filter_map(|p| version_of(&p.location).map(|ver| [p.values.clone(), vec![ver]].concat().join("/")))
-                .collect();
-            v.extend(t.parameters.get(CURRENT_VERSION).cloned());
-            Some(v)
-        } else {
-            None
-        };
+    let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|t| t == name));
+    let tables: Vec<TableMeta> = match only {
+        None => ws.catalog.tables().await?,
+        Some(names) => {
+            let found = futures::future::try_join_all(names.iter().map(|n| ws.catalog.table(n))).await?;
+            found.into_iter().flatten().collect()
+        }
+    };
+    // Each versioned table's published (partition, version) pairs, the tables read at once.
+    let versions = futures::future::try_join_all(tables.iter().map(|t| async move {
+        if t.parameters.get(VERSIONED).is_none_or(|v| v != "true") {
+            return Ok::<_, Error>(None);
+        }
+        // `<value>/.../<version>` of every partition, as `version_key` spells it.
+        let mut v: BTreeSet<String> = ws
+            .catalog
+            .partitions(&t.name)
+            .await?
+            .iter()
+            .filter_map(|p| version_of(&p.location).map(|ver| [p.values.clone(), vec![ver]].concat().join("/")))
+            .collect();
+        v.extend(t.parameters.get(CURRENT_VERSION).cloned());
+        Ok(Some(v))
+    }))
+    .await?;
+    for (t, versions) in tables.iter().zip(versions) {
         register(&ctx, t, versions)?;
     }
     for (name, d) in &ws.declared {
-        if !tables.iter().any(|t| &t.name == name) {
+        if wanted(name) && !tables.iter().any(|t| &t.name == name) {
             let empty = MemTable::try_new(view_types(&*d.schema()?), vec![vec![]])
                 .map_err(Error::df(format!("declaring table `{name}`")))?;
             ctx.register_table(name.as_str(), Arc::new(empty)).map_err(Error::df(format!("declaring table `{name}`")))?;
@@ -62,12 +82,54 @@ pub async fn session(ws: &Workspace) -> Result<SessionContext> {
 /// from the environment, as in datafusion-cli: `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8` sets
 /// `datafusion.execution.target_partitions`.
 pub fn new_context() -> Result<SessionContext> {
+    context_with(None)
+}
+
+fn context_with(caches: Option<&FileCaches>) -> Result<SessionContext> {
     let config = SessionConfig::from_env()
         .map_err(|e| Error::Usage(format!("a DATAFUSION_* environment variable has a value DataFusion cannot use: {e}")))?;
     let mut config = config.with_information_schema(true);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
-    Ok(SessionContext::new_with_config(config))
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(c) = caches {
+        runtime = runtime.with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(c.metadata.clone()))
+                .with_file_statistics_cache(Some(c.statistics.clone())),
+        );
+    }
+    let runtime = runtime.build_arc().map_err(Error::df("starting the query engine"))?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Parquet footers and file statistics, kept for every session of one workspace. The jobs of a
+/// DAG read the same files (tenant_activity_daily and jobs_daily both read job_events; tenants
+/// reads what tenant_activity_daily read), and each job has its own session: without this each
+/// one opened every file's footer again at planning. Entries are checked against the file's size
+/// and modification time, so a rewritten file is read afresh; the runner's files never change
+/// once written (a new version is a new file). The list of files is not shared: a job must see
+/// the partitions its upstream job just published.
+#[derive(Clone)]
+pub struct FileCaches {
+    metadata: Arc<FileMetadataCache>,
+    statistics: Arc<FileStatisticsCache>,
+}
+
+impl FileCaches {
+    pub fn new() -> Result<FileCaches> {
+        let manager = CacheManager::try_new(&CacheManagerConfig::default()).map_err(Error::df("creating the file caches"))?;
+        let statistics = manager
+            .get_file_statistic_cache()
+            .ok_or_else(|| Error::Internal("DataFusion's default config has no file statistics cache".into()))?;
+        Ok(FileCaches { metadata: manager.get_file_metadata_cache(), statistics })
+    }
+}
+
+impl std::fmt::Debug for FileCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCaches").finish_non_exhaustive()
+    }
 }
 
 fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<String>>) -> Result<()> {
@@ -82,7 +144,11 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
         .with_file_extension(".parquet")
         .with_table_partition_cols(partition_cols);
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(view_types(&*t.file_schema()?));
-    let table = Arc::new(ListingTable::try_new(config).map_err(Error::df(ctx_err()))?);
+    let table = Arc::new(
+        ListingTable::try_new(config)
+            .map_err(Error::df(ctx_err()))?
+            .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache()),
+    );
     match versions {
         None => ctx.register_table(t.name.as_str(), table).map(|_| ()).map_err(Error::df(ctx_err())),
         Some(versions) => {

@@ -48,14 +48,16 @@ pub struct ExportSummary {
 pub async fn run(ws: &Workspace, job: &Job, ej: &ExportJob, as_of: Option<NaiveDate>) -> Result<ExportSummary> {
     let started = Instant::now();
     let as_of = as_of.unwrap_or_else(|| Utc::now().date_naive());
-    let ctx = crate::engine::session(ws).await?;
+    let ctx = crate::engine::session_for(ws, Some(&ej.inputs)).await?;
     let mut s = ExportSummary { job: job.name.clone(), as_of: as_of.to_string(), ..Default::default() };
     let mut tenants = std::collections::BTreeSet::new();
     for ds in &ej.datasets {
         let df = ctx
             .sql(&ds.sql)
             .await
-            .map_err(|e| Error::Usage(format!("{}: {}", ds.file.display(), crate::sqlcheck::describe(&ds.sql, &e))))?
+            .map_err(|e| {
+                Error::Usage(format!("{}: {}", ds.file.display(), crate::sqlcheck::describe_for_job(&ds.sql, &e, &job.file)))
+            })?
             .with_param_values(crate::transform::params(as_of, (as_of, as_of)))
             .map_err(Error::df(format!("binding parameters of {}", ds.file.display())))?;
         let batches = df.collect().await.map_err(Error::df(format!("running {}", ds.file.display())))?;

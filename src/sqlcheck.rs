@@ -42,13 +42,29 @@ pub fn describe(sql: &str, e: &DataFusionError) -> String {
     msg
 }
 
-/// Plans every SQL job against empty tables; returns one message per problem.
+/// [`describe`], plus what to do when the SQL reads a table its job does not declare: a job
+/// sees only its `inputs`, which also decide the order jobs run in.
+pub fn describe_for_job(sql: &str, e: &DataFusionError, job_file: &std::path::Path) -> String {
+    let msg = describe(sql, e);
+    match undeclared_table(e) {
+        Some(t) => format!("{msg}; if `{t}` is a table, add it to `inputs` in {}", job_file.display()),
+        None => msg,
+    }
+}
+
+/// The table of a "table '...' not found" planning error.
+fn undeclared_table(e: &DataFusionError) -> Option<String> {
+    let msg = e.strip_backtrace();
+    let start = msg.find("table '")? + "table '".len();
+    let rest = &msg[start..];
+    let name = &rest[..rest.find("' not found")?];
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+/// Plans every SQL job against empty tables; returns one message per problem. Each job is
+/// planned in a session holding only its declared inputs, as it runs.
 pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     let mut problems = Vec::new();
-    let ctx = match crate::engine::new_context() {
-        Ok(ctx) => ctx,
-        Err(e) => return vec![e.to_string()],
-    };
     let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
     for sc in ws.contract.streams.values() {
         let mut fields: Vec<Field> = sc.file_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -70,6 +86,10 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     };
     let day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
     for job in ordered {
+        let ctx = match crate::engine::new_context() {
+            Ok(ctx) => ctx,
+            Err(e) => return vec![e.to_string()],
+        };
         if let JobKind::Export(ej) = &job.kind {
             register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems);
             for ds in &ej.datasets {
@@ -83,7 +103,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
                         problems.push(format!("{}: an export dataset must output `companyID`", ds.file.display()))
                     }
                     Ok(_) => {}
-                    Err(e) => problems.push(format!("{}: {}", ds.file.display(), describe(&ds.sql, &e))),
+                    Err(e) => problems.push(format!("{}: {}", ds.file.display(), describe_for_job(&ds.sql, &e, &job.file))),
                 }
             }
             continue;
@@ -112,7 +132,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
                 }
                 schemas.insert(sj.output.clone(), schema);
             }
-            Err(e) => problems.push(format!("{file}: {}", describe(&sj.sql, &e))),
+            Err(e) => problems.push(format!("{file}: {}", describe_for_job(&sj.sql, &e, &job.file))),
         }
     }
     problems
@@ -132,7 +152,6 @@ fn register_inputs(
                 .push(format!("{job_file}: input table `{input}` is not produced by any job, the contract or schemas/tables/"));
             continue;
         };
-        let _ = ctx.deregister_table(input.as_str());
         let table = MemTable::try_new(crate::engine::view_types(schema), vec![vec![]]).expect("empty table");
         let _ = ctx.register_table(input.as_str(), Arc::new(table));
     }

@@ -93,7 +93,8 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let ctx = crate::engine::session(ws).await?;
+    let ctx = crate::engine::session_for(ws, Some(&sj.inputs)).await?;
+    let t_session = started.elapsed();
 
     // Which periods to build.
     let (periods, next_state) = if sj.incremental {
@@ -103,6 +104,7 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
         (vec![as_of], None)
     };
     summary.periods = periods.iter().map(|d| d.to_string()).collect();
+    let t_periods = started.elapsed();
 
     // Run the SQL once per run of consecutive days (`$dt_from`..`$dt_to`; a non-incremental
     // job: once, both set to the as-of date). Runs are independent, so two run at once.
@@ -112,8 +114,8 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
     let ranges = day_ranges(&periods, MAX_DAYS_PER_QUERY);
     let mut results = futures::stream::iter(ranges.clone())
         .map(|r| {
-            let (ctx, sj) = (ctx.clone(), sj.clone());
-            tokio::spawn(async move { execute(&ctx, &sj, as_of, r).await })
+            let (ctx, sj, job_file) = (ctx.clone(), sj.clone(), job.file.clone());
+            tokio::spawn(async move { execute(&ctx, &sj, &job_file, as_of, r).await })
         })
         .buffered(2);
     for _ in &ranges {
@@ -134,6 +136,7 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
     } else if sj.partition_by == ["as_of"] {
         expected_partitions.insert(vec![as_of.to_string()]);
     }
+    let t_query = started.elapsed();
     let Some(schema) = out_schema else {
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary); // nothing changed
@@ -146,6 +149,16 @@ pub async fn run(ws: &Workspace, job: &Job, sj: &SqlJob, opts: &SqlRunOptions, r
         source: sj.file.display().to_string(),
     };
     publish_output(ws, job, &spec, &schema, outputs, expected_partitions, run_id, opts.dry_run, &mut summary).await?;
+    // Where the time went (`-vv`): opening the session reads the catalog, the query reads data.
+    let ms = |d: std::time::Duration| d.as_millis();
+    tracing::debug!(
+        "job `{}`: session {} ms, periods {} ms, query {} ms, audit and publish {} ms",
+        job.name,
+        ms(t_session),
+        ms(t_periods - t_session),
+        ms(t_query - t_periods),
+        ms(started.elapsed() - t_query)
+    );
     if opts.dry_run {
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
@@ -203,6 +216,7 @@ pub async fn publish_output(
     summary.partitions = all_parts.keys().map(|v| partition_dir(&sj.partition_by, v)).collect();
 
     // Audit before anything is written where a reader could see it.
+    let started = Instant::now();
     let failed = crate::checks::run(&sj.checks, &outputs);
     if !failed.is_empty() {
         return Err(Error::Failed(format!(
@@ -227,7 +241,8 @@ pub async fn publish_output(
         }
         _ => HashMap::new(),
     };
-    // Each partition's file: encoded on the blocking pool, two at a time.
+    // Each partition's file: encoded on the blocking pool, a few at a time (the writes wait on
+    // storage, the encoding on a core).
     let mut writes = Vec::new();
     for (values, batches) in &all_parts {
         let dir = partition_dir(&sj.partition_by, values);
@@ -265,9 +280,10 @@ pub async fn publish_output(
                 Ok((PartitionMeta { values, location: ws.warehouse.join(&folder).url }, len))
             }
         })
-        .buffered(2)
+        .buffered(4)
         .collect()
         .await;
+    let t_written = started.elapsed();
     let mut new_parts = Vec::new();
     for w in written {
         let (part, len) = w?;
@@ -298,7 +314,16 @@ pub async fn publish_output(
             ws.catalog.delete_partitions(&sj.output, &stale).await?;
         }
     }
+    let t_published = started.elapsed();
     collect_replaced_versions(ws, &sj.output, chrono::Duration::minutes(VERSION_GRACE_MINUTES)).await?;
+    tracing::debug!(
+        "job `{}`: {} partition(s) audited and written in {} ms, published in {} ms, old versions collected in {} ms",
+        job.name,
+        summary.partitions.len(),
+        t_written.as_millis(),
+        (t_published - t_written).as_millis(),
+        (started.elapsed() - t_published).as_millis()
+    );
     Ok(())
 }
 
@@ -307,14 +332,14 @@ pub async fn publish_output(
 async fn execute(
     ctx: &SessionContext,
     sj: &SqlJob,
+    job_file: &std::path::Path,
     as_of: NaiveDate,
     days: (NaiveDate, NaiveDate),
 ) -> Result<(Vec<RecordBatch>, Arc<Schema>, u64, u64)> {
     let ctx_err = |what: &str| format!("{what} {}", sj.file.display());
-    let df = ctx
-        .sql(&sj.sql)
-        .await
-        .map_err(|e| Error::Usage(format!("{}: {}", sj.file.display(), crate::sqlcheck::describe(&sj.sql, &e))))?;
+    let df = ctx.sql(&sj.sql).await.map_err(|e| {
+        Error::Usage(format!("{}: {}", sj.file.display(), crate::sqlcheck::describe_for_job(&sj.sql, &e, job_file)))
+    })?;
     let df = df.with_param_values(params(as_of, days)).map_err(Error::df(ctx_err("binding parameters of")))?;
     let plan = df.create_physical_plan().await.map_err(Error::df(ctx_err("planning")))?;
     let schema = plan.schema();
@@ -376,28 +401,24 @@ fn split_partitions(
     let idx: Vec<usize> = keys.iter().map(|k| schema.index_of(k).expect("checked")).collect();
     for b in batches {
         // Sort the rows by their partition values, then cut the sorted batch into runs of equal
-        // values: no key is built per row.
-        let cols: Vec<arrow::array::ArrayRef> = idx
-            .iter()
-            .map(|i| arrow::compute::cast(b.column(*i), &DataType::Utf8).map_err(Error::arrow("rendering partition values")))
-            .collect::<Result<_>>()?;
+        // values: no key is built per row, only one per run.
         let sort: Vec<arrow::compute::SortColumn> =
-            cols.iter().map(|c| arrow::compute::SortColumn { values: c.clone(), options: None }).collect();
+            idx.iter().map(|i| arrow::compute::SortColumn { values: b.column(*i).clone(), options: None }).collect();
         let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(Error::arrow("splitting partitions"))?;
         let sorted = take_record_batch(b, &order).map_err(Error::arrow("splitting partitions"))?;
-        let keys_sorted: Vec<arrow::array::ArrayRef> = cols
-            .iter()
-            .map(|c| arrow::compute::take(c.as_ref(), &order, None).map_err(Error::arrow("splitting partitions")))
-            .collect::<Result<_>>()?;
+        let keys_sorted: Vec<arrow::array::ArrayRef> = idx.iter().map(|i| sorted.column(*i).clone()).collect();
         let ranges = arrow::compute::partition(&keys_sorted).map_err(Error::arrow("splitting partitions"))?.ranges();
         for r in ranges {
             let key: Vec<String> = keys_sorted
                 .iter()
                 .map(|c| {
-                    let s = c.as_any().downcast_ref::<arrow::array::StringArray>().expect("utf8");
-                    if s.is_null(r.start) { String::new() } else { s.value(r.start).to_string() }
+                    // The value as Hive paths spell it (a DATE as 2026-11-20).
+                    let one = arrow::compute::cast(&c.slice(r.start, 1), &DataType::Utf8)
+                        .map_err(Error::arrow("rendering partition values"))?;
+                    let s = one.as_any().downcast_ref::<arrow::array::StringArray>().expect("utf8");
+                    Ok(if s.is_null(0) { String::new() } else { s.value(0).to_string() })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             out.entry(key).or_default().push(sorted.slice(r.start, r.end - r.start));
         }
     }
@@ -430,8 +451,8 @@ async fn changed_days(
         if !sj.inputs.contains(&sc.table) {
             continue;
         }
-        let ledger = Ledger::new(ws.warehouse.clone(), stream).load().await?;
         let seen = state.watermarks.get(stream).copied().unwrap_or(0);
+        let ledger = Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await?;
         // A compaction rewrites files without changing a row: nothing to rebuild.
         for c in ledger.commits.iter().filter(|c| c.seq > seen && !c.is_compaction()) {
             for f in c.files.iter().filter(|f| f.table == sc.table) {

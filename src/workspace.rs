@@ -28,6 +28,8 @@ pub struct Workspace {
     glue: Option<Arc<GlueCatalog>>,
     /// Tables declared in `schemas/tables/` (read as empty until a job writes them).
     pub declared: BTreeMap<String, DeclaredTable>,
+    /// Parquet footers and statistics shared by the query sessions of this process.
+    pub file_caches: crate::engine::FileCaches,
 }
 
 impl Workspace {
@@ -58,7 +60,8 @@ impl Workspace {
             }
         };
         let declared = DeclaredTable::load_all(&config.schemas_dir.join("tables"))?;
-        Ok(Workspace { config, contract, jobs, warehouse, catalog, glue, declared })
+        let file_caches = crate::engine::FileCaches::new()?;
+        Ok(Workspace { config, contract, jobs, warehouse, catalog, glue, declared, file_caches })
     }
 
     /// The Glue catalog, when the workspace publishes to Glue.

@@ -129,4 +129,18 @@ fn validate_plans_sql_offline_and_names_file_and_line() {
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     assert!(err.contains("jobs_daily.sql: line 9") && err.contains("data_size"), "{err}");
+
+    // A job sees only its declared inputs (they order the DAG): reading another table is an
+    // error that says where to declare it, even though the table exists.
+    std::fs::copy(std::path::Path::new(common::REPO).join("sql/jobs_daily.sql"), sql.join("jobs_daily.sql")).unwrap();
+    let undeclared =
+        std::fs::read_to_string(sql.join("churn_features.sql")).unwrap().replace("FROM tenants t", "FROM jobs_daily t");
+    std::fs::write(sql.join("churn_features.sql"), undeclared).unwrap();
+    let out = runner(&env, &["validate"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("churn_features.sql: line") && err.contains("add it to `inputs` in") && err.contains("churn_features.toml"),
+        "{err}"
+    );
 }

@@ -120,17 +120,24 @@ impl LocalCatalog {
             .table(table)
             .await?
             .ok_or_else(|| Error::Internal(format!("partitions registered for table `{table}`, which is not in the catalog")))?;
+        // One object per partition (the last entry wins if one is named twice), written several
+        // at a time: a job that rebuilt 90 days publishes 90 partitions.
+        let mut writes: std::collections::BTreeMap<object_store::path::Path, Bytes> = Default::default();
         for p in partitions {
-            let name: Vec<String> =
-                meta.partition_keys.iter().zip(&p.values).map(|(k, v)| format!("{}={}", k.name, hive_escape(v))).collect();
-            let path = self.warehouse.child(&format!("{CATALOG_DIR}/{}/partitions/{}.json", hive_escape(table), name.join(",")));
             let body = Bytes::from(serde_json::to_vec_pretty(p).map_err(|e| Error::Internal(e.to_string()))?);
-            if only_new {
-                self.warehouse.put_if_absent(&path, body).await?;
-            } else {
-                self.warehouse.put(&path, body).await?;
-            }
+            writes.insert(self.partition_path(&meta, &p.values), body);
         }
+        futures::stream::iter(writes)
+            .map(|(path, body)| async move {
+                if only_new {
+                    self.warehouse.put_if_absent(&path, body).await.map(|_| ())
+                } else {
+                    self.warehouse.put(&path, body).await
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 }

@@ -92,7 +92,7 @@ pub async fn run(
         endpoint: endpoint_name.clone(),
         ..Default::default()
     };
-    let ctx = crate::engine::session(ws).await?;
+    let ctx = crate::engine::session_for(ws, Some(&[sj.input.clone(), sj.output.clone()])).await?;
     let companies = read_companies(&ctx, &sj.input, as_of).await?;
     summary.companies = companies.len() as u64;
     let kept = previous_scores(ws, &ctx, &sj.output, as_of, &model).await?;
