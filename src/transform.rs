@@ -453,8 +453,9 @@ async fn changed_days(
         }
         let seen = state.watermarks.get(stream).copied().unwrap_or(0);
         let ledger = Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await?;
-        // A compaction rewrites files without changing a row: nothing to rebuild.
-        for c in ledger.commits.iter().filter(|c| c.seq > seen && !c.is_compaction()) {
+        // Only commits after `seen` were read. A compaction rewrites files without changing a
+        // row: nothing to rebuild.
+        for c in ledger.commits.iter().filter(|c| !c.is_compaction()) {
             for f in c.files.iter().filter(|f| f.table == sc.table) {
                 if let Some(d) = f.partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
                     changed.insert(d);
