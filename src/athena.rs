@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use aws_sdk_athena::Client;
 use aws_sdk_athena::types::{ColumnInfo, QueryExecutionContext, QueryExecutionState, ResultConfiguration, StatementType};
 
@@ -45,7 +45,7 @@ pub async fn query(config: &Config, sql: &str) -> Result<Vec<RecordBatch>> {
     let statement = tokio::select! {
         r = wait(&client, id, a.poll, a.max_poll) => r?,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: stopping Athena query {id}");
+            crate::output::notice(format!("interrupted: stopping Athena query {id}"));
             client
                 .stop_query_execution()
                 .query_execution_id(id)
@@ -131,20 +131,12 @@ fn to_batch(info: &[ColumnInfo], rows: &[Vec<Option<String>>]) -> Result<RecordB
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(Error::arrow("building Athena results"))
 }
 
-/// Athena's (Trino's) type names to Arrow; anything else stays text.
+/// Athena's (Trino's) type names to Arrow, through the catalog's one type map; a decimal takes
+/// its precision from the column info, and anything else stays text.
 fn arrow_type(ty: &str, precision: i32, scale: i32) -> DataType {
     match ty {
-        "tinyint" => DataType::Int8,
-        "smallint" => DataType::Int16,
-        "integer" | "int" => DataType::Int32,
-        "bigint" => DataType::Int64,
-        "double" => DataType::Float64,
-        "real" | "float" => DataType::Float32,
-        "boolean" => DataType::Boolean,
-        "date" => DataType::Date32,
-        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, None),
         "decimal" if (1..=38).contains(&precision) => DataType::Decimal128(precision as u8, scale.clamp(0, 38) as i8),
-        _ => DataType::Utf8,
+        _ => crate::catalog::arrow_type(ty).unwrap_or(DataType::Utf8),
     }
 }
 
@@ -170,6 +162,8 @@ mod tests {
         assert_eq!(b.schema().field(2).data_type(), &DataType::Date32);
         assert_eq!(b.schema().field(3).data_type(), &DataType::Decimal128(10, 2));
         assert_eq!(b.column(1).null_count(), 1);
+        // The same type a warehouse reader gets for a catalog `timestamp`: UTC.
+        assert_eq!(arrow_type("timestamp", 0, 0), crate::catalog::arrow_type("timestamp").unwrap());
         let text = arrow::util::pretty::pretty_format_batches(&[b]).unwrap().to_string();
         assert!(text.contains("2026-11-20") && text.contains("12.50"), "{text}");
     }

@@ -6,8 +6,7 @@
 //! through `object_store`, which has its own, smaller chain: [`SdkCredentials`] hands it the
 //! SDK's credentials instead, so every service authenticates the same way.
 //!
-//! [`explain`] turns the errors users meet (no credentials, wrong region, no bucket, access
-//! denied, a catalog in another account) into what to do about them.
+//! What to do about the errors users meet is [`crate::error::explain_aws`]'s; [`sdk_error`] attaches it.
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -27,13 +26,21 @@ pub async fn init(region: Option<&str>) -> &'static SdkConfig {
     if let Some(c) = SDK.get() {
         return c;
     }
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = region {
-        loader = loader.region(aws_config::Region::new(r.to_string()));
-    }
-    let cfg = loader.load().await;
+    let cfg = loader(region).load().await;
     let _ = SDK.set(cfg);
     SDK.get().expect("set above")
+}
+
+/// The one way the runner configures the AWS SDK: the standard chain (credentials, region,
+/// endpoints), the latest behaviour version, and `region` when given. The Glue/Athena/S3 config
+/// ([`init`]) and the scoring client's (its own region, timeouts and no SDK retries) both start
+/// here.
+pub fn loader(region: Option<&str>) -> aws_config::ConfigLoader {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    match region {
+        Some(r) => loader.region(aws_config::Region::new(r.to_string())),
+        None => loader,
+    }
 }
 
 /// The SDK config, when [`init`] ran (it does whenever the config names an `s3://` URL or Glue).
@@ -95,7 +102,7 @@ impl object_store::CredentialProvider for SdkCredentials {
         }
         let creds = self.provider.provide_credentials().await.map_err(|e| object_store::Error::Unauthenticated {
             path: String::new(),
-            source: format!("{}: {}", NO_CREDENTIALS, crate::error::chain(&e)).into(),
+            source: format!("{}: {}", crate::error::NO_CREDENTIALS, crate::error::chain(&e)).into(),
         })?;
         let c = Arc::new(AwsCredential {
             key_id: creds.access_key_id().to_string(),
@@ -107,65 +114,11 @@ impl object_store::CredentialProvider for SdkCredentials {
     }
 }
 
-pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
-     (after `aws sso login` for SSO), or run with a role (ECS task role, instance profile)";
-
-/// What to do about an AWS error, from its text (SDK, object_store and service messages all
-/// carry the error code). `None` when there is nothing better to say than the error itself.
-pub fn explain(text: &str) -> Option<&'static str> {
-    let has = |s: &str| text.contains(s);
-    if has("NoSuchBucket") || has("bucket does not exist") {
-        Some("the bucket does not exist: create it, or fix the bucket name in the URL")
-    } else if has("PermanentRedirect") || has("AuthorizationHeaderMalformed") || has("IllegalLocationConstraint") {
-        Some("the bucket is in another region: set [aws] region (or AWS_REGION) to the bucket's region")
-    } else if has("InvalidClientTokenId") || has("UnrecognizedClientException") || has("InvalidAccessKeyId") {
-        Some("the access key is not valid in this region or account: check AWS_PROFILE / the keys, and the region")
-    } else if has("SignatureDoesNotMatch") {
-        Some("the secret key does not match the access key: check the credentials")
-    } else if has("ExpiredToken") {
-        Some("the session token has expired: refresh the credentials (e.g. `aws sso login`)")
-    } else if has("CredentialsNotLoaded") || has("no AWS credentials") || has("NoCredentialProviders") {
-        Some(NO_CREDENTIALS)
-    } else if has("dispatch failure") || has("Connection refused") || has("error sending request") {
-        Some("the AWS endpoint cannot be reached: check the network, AWS_ENDPOINT_URL and the region")
-    } else if has("AccessDenied") || has("not authorized to perform") {
-        Some(
-            "access denied: the role or user needs permission on this resource (s3:GetObject/PutObject/ListBucket/DeleteObject \
-             on the prefix; glue:*Table*, glue:*Partition*, glue:GetDatabase/CreateDatabase; athena:*QueryExecution*); \
-             for a Glue database in another account set [catalog] catalog_id and grant access with a resource policy",
-        )
-    } else if has("EntityNotFoundException") && has("atabase") {
-        Some(
-            "the Glue database does not exist in this account and region, or belongs to another account: set [catalog] catalog_id",
-        )
-    } else {
-        None
-    }
-}
-
 /// An SDK error as an [`Error::Failed`] with its full chain and what to do.
 pub fn sdk_error<E: std::error::Error>(what: impl std::fmt::Display, e: E) -> Error {
     let text = crate::error::chain(&e);
-    match explain(&text) {
+    match crate::error::explain_aws(&text) {
         Some(hint) => Error::Failed(format!("{what}: {text}\n  what to do: {hint}")),
         None => Error::Failed(format!("{what}: {text}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn explains_what_users_meet() {
-        assert!(explain("service error: NoSuchBucket: The specified bucket does not exist").unwrap().contains("create it"));
-        assert!(explain("301 PermanentRedirect").unwrap().contains("region"));
-        assert!(explain("AccessDenied: Access Denied").unwrap().contains("permission"));
-        assert!(
-            explain("User: arn:aws:iam::1:user/x is not authorized to perform: glue:GetTable").unwrap().contains("catalog_id")
-        );
-        assert!(explain("the credential provider was not enabled: CredentialsNotLoaded").unwrap().contains("AWS_PROFILE"));
-        assert!(explain("EntityNotFoundException: Database runner not found").unwrap().contains("catalog_id"));
-        assert_eq!(explain("something else"), None);
     }
 }

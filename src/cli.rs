@@ -1,4 +1,5 @@
-//! The command line: flags parsed by clap, then turned once into calls of the library.
+//! The command line: flags parsed by clap, turned once into calls of the library, and the
+//! results printed. Nothing here decides how a job runs: that is `pipeline`'s.
 //!
 //! Config (`runner.toml`, `jobs/`) says what runs; flags say how this invocation behaves.
 //! Results go to stdout in `--format`; logs, progress and errors go to stderr.
@@ -8,20 +9,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::dates::parse_time;
 use crate::error::{Error, Result, exit};
-use crate::ingest::IngestSummary;
-use crate::job::JobKind;
-use crate::output::{Format, write_batches};
-use crate::pipeline::{Outcome, RunOptions, run_jobs};
+use crate::job::summary_table;
+use crate::output::{Format, notice, write_batches, write_records};
+use crate::pipeline::locked::{Locked, LockedRun, first_failure, run_locked_dag};
+use crate::pipeline::{RunOptions, run_jobs};
 use crate::progress::Progress;
+use crate::schedule::cli::ScheduleCommand;
 use crate::simulate::{SimulateOptions, simulate};
 use crate::store::Location;
-use crate::transform::SqlSummary;
 use crate::workspace::Workspace;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -74,7 +75,9 @@ pub enum Command {
         /// Logical time of the run: YYYY-MM-DD or RFC 3339 (SQL jobs run as of its UTC date). Default: now.
         #[arg(long, value_parser = parse_time)]
         at: Option<DateTime<Utc>>,
-        /// Plan and run the SQL, run the checks, list what would be written; write nothing.
+        /// Plan each job and say what it would do (SQL: run the query and the checks; ingest:
+        /// the pending drops; compaction: the partitions; export and scoring: rows and
+        /// companies); write nothing.
         #[arg(long)]
         dry_run: bool,
         /// Ingest: list the whole source prefix instead of the hours since the last ingested one
@@ -163,45 +166,6 @@ pub enum Command {
     /// The churn model: train it, or serve it as the local endpoint.
     #[command(subcommand)]
     Model(ModelCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ScheduleCommand {
-    /// Each scheduled job: expression, time zone, policy, next fire times, last run.
-    List {
-        /// Fire times to show.
-        #[arg(long, default_value_t = 3)]
-        count: usize,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Run due schedules until SIGTERM/Ctrl-C: catch-up by policy, leases, dependency order.
-    Daemon {
-        /// Treat fire times since this time as missed (default: since each schedule's last done period).
-        #[arg(long, value_parser = parse_time)]
-        from: Option<DateTime<Utc>>,
-        /// Exit once this time has passed and nothing due is left (default: run forever).
-        #[arg(long, value_parser = parse_time)]
-        until: Option<DateTime<Utc>>,
-        /// Format of the list of runs printed at exit.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Write the schedules as crontab lines, EventBridge Scheduler definitions or CloudFormation.
-    Export {
-        #[arg(long, value_enum)]
-        format: ExportFormat,
-        /// The runner command in crontab lines.
-        #[arg(long, default_value = "runner")]
-        runner: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    Crontab,
-    Eventbridge,
-    Cloudformation,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,7 +270,13 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("runner={default},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal: logs piped to a file or a collector stay plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -317,21 +287,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
         crate::aws::init(config.aws_region.as_deref()).await;
     }
     let mut stdout = std::io::stdout().lock();
+    let out: &mut dyn Write = &mut stdout;
+    let io = |e: std::io::Error| Error::Io { what: "writing the result".into(), source: e };
     let progress = Progress::new(!cli.quiet && std::io::stderr().is_terminal());
     match cli.command {
-        Command::Model(ModelCommand::Train { data, out, seed, epochs }) => {
-            let rows = crate::model::train::read_companies_csv(&data)?;
-            let decl = crate::model::train::train(&rows, &data.display().to_string(), seed, epochs)?;
-            let out_path = out.unwrap_or_else(|| config.scoring.model.clone());
-            if let Some(dir) = out_path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
-            }
-            let text = serde_json::to_string_pretty(&decl).map_err(|e| Error::Internal(e.to_string()))?;
-            std::fs::write(&out_path, text + "\n")
-                .map_err(|e| Error::Io { what: format!("writing {}", out_path.display()), source: e })?;
+        Command::Model(ModelCommand::Train { data, out: path, seed, epochs }) => {
+            let path = path.unwrap_or_else(|| config.scoring.model.clone());
+            let decl = crate::model::train::train_file(&data, &path, seed, epochs)?;
             let t = decl.training.as_ref().expect("set by train");
             writeln!(
-                stdout,
+                out,
                 "model {} {}: trained on {} rows, held out {}\nholdout accuracy {:.4}  precision {:.4}  recall {:.4}\nwrote {}",
                 decl.id,
                 decl.version,
@@ -340,37 +305,29 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 t.holdout.accuracy,
                 t.holdout.precision,
                 t.holdout.recall,
-                out_path.display()
+                path.display()
             )
-            .map_err(|e| Error::Io { what: "writing the result".into(), source: e })?;
-            Ok(0)
+            .map_err(io)?;
+            Ok(exit::OK)
         }
         Command::Model(ModelCommand::Bench { url, data, batch_rows, concurrency, format }) => {
-            let model = std::sync::Arc::new(crate::model::ModelDecl::load(&config.scoring.model)?);
+            let model = Arc::new(crate::model::ModelDecl::load(&config.scoring.model)?);
             let rows = crate::model::train::read_companies_csv(&data)?;
-            let results = crate::model::bench::run(model, &rows, &url, batch_rows, concurrency).await?;
+            let results = crate::score::bench::run(model, &rows, &url, batch_rows, concurrency).await?;
+            let ms = |v: f64| (v * 1000.0).round() / 1000.0;
             let batch = RecordBatch::try_from_iter(vec![
                 ("mode", Arc::new(StringArray::from_iter_values(results.iter().map(|r| r.mode.clone()))) as ArrayRef),
                 ("companies", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.companies as u64))) as ArrayRef),
                 ("calls", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.calls as u64))) as ArrayRef),
-                (
-                    "seconds",
-                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.seconds * 1000.0).round() / 1000.0))),
-                ),
+                ("seconds", Arc::new(Float64Array::from_iter_values(results.iter().map(|r| ms(r.seconds))))),
                 ("companies_per_s", Arc::new(Float64Array::from_iter_values(results.iter().map(|r| r.companies_per_s.round())))),
-                (
-                    "p50_ms",
-                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.p50_ms * 1000.0).round() / 1000.0))),
-                ),
-                (
-                    "p99_ms",
-                    Arc::new(Float64Array::from_iter_values(results.iter().map(|r| (r.p99_ms * 1000.0).round() / 1000.0))),
-                ),
+                ("p50_ms", Arc::new(Float64Array::from_iter_values(results.iter().map(|r| ms(r.p50_ms))))),
+                ("p99_ms", Arc::new(Float64Array::from_iter_values(results.iter().map(|r| ms(r.p99_ms))))),
                 ("mismatches", Arc::new(UInt64Array::from_iter_values(results.iter().map(|r| r.mismatches as u64))) as ArrayRef),
             ])
             .map_err(Error::arrow("building the benchmark table"))?;
-            write_batches(&mut stdout, format, &[batch])?;
-            Ok(0)
+            write_batches(out, format, &[batch])?;
+            Ok(exit::OK)
         }
         Command::Model(ModelCommand::Serve { port, host, model, max_concurrency }) => {
             let path = model.unwrap_or_else(|| config.scoring.model.clone());
@@ -380,21 +337,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 decl,
                 std::net::SocketAddr::new(host, port),
                 max_concurrency,
-                |addr| eprintln!("serving model {id} {version} on http://{addr} (/ping, /invocations, /assessChurn)"),
+                |addr| notice(format!("serving model {id} {version} on http://{addr} (/ping, /invocations, /assessChurn)")),
                 crate::model::serve::termination(),
             )
             .await?;
-            Ok(0)
+            Ok(exit::OK)
         }
         Command::Simulate(a) => {
-            let base = config.base_dir.clone();
-            let url = crate::config::to_url(&base, &a.out).map_err(Error::Usage)?;
-            let out = Location::parse(&url)?;
+            let url = crate::config::to_url(&config.base_dir, &a.out).map_err(Error::Usage)?;
+            let dest = Location::parse(&url)?;
             let o = SimulateOptions {
                 tenants: a.tenants,
                 users_per_tenant: a.users_per_tenant,
                 days: a.days,
-                end_date: a.end_date.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+                end_date: a.end_date.unwrap_or_else(|| Utc::now().date_naive()),
                 seed: a.seed,
                 late_share: share("late-share", a.late_share)?,
                 duplicate_share: share("duplicate-share", a.duplicate_share)?,
@@ -405,42 +361,26 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 buffer_seconds: a.buffer_seconds,
                 noise: a.noise,
             };
-            let s = simulate(&out, &o).await?;
-            eprintln!(
+            let s = simulate(&dest, &o).await?;
+            notice(format!(
                 "wrote {} objects ({:.1} MB) to {}: {} events, {} records with {} duplicates and {} invalid",
                 s.objects,
                 s.bytes as f64 / 1e6,
-                out.url,
+                dest.url,
                 s.events,
                 s.records,
                 s.duplicates,
                 s.invalid
-            );
+            ));
             Ok(exit::OK)
         }
         Command::Validate => {
             let ws = Workspace::open(config)?;
-            for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
-                Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
-            }
-            let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
-            let problems = crate::sqlcheck::plan_all(&ws).await;
-            if !problems.is_empty() {
-                for p in &problems {
-                    eprintln!("error: {p}");
-                }
-                return Err(Error::Config {
-                    file: "jobs/, sql/".into(),
-                    message: format!("{} problem(s) found", problems.len()),
-                });
-            }
-            eprintln!(
+            let v = crate::validate::validate(&ws).await?;
+            notice(format!(
                 "ok: config {}, {} jobs, {} streams in schemas/events.toml, {} schedules",
-                ws.config.file_name(),
-                ws.jobs.jobs.len(),
-                ws.contract.streams.len(),
-                schedules.schedules.len()
-            );
+                v.config_file, v.jobs, v.streams, v.schedules
+            ));
             Ok(exit::OK)
         }
         Command::Run {
@@ -475,10 +415,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             // Triggered runs (--schedule, --event) are periods: one that already ran is skipped.
             let (names, at, period) = if let (Some(name), Some(schedules)) = (&schedule, &schedules) {
-                let s = schedules.schedules.iter().find(|s| &s.name == name).ok_or_else(|| {
-                    let names: Vec<&str> = schedules.schedules.iter().map(|s| s.name.as_str()).collect();
-                    Error::Usage(format!("no schedule `{name}` in {}; schedules: {}", schedules.file.display(), names.join(", ")))
-                })?;
+                let s = schedules.get(name)?;
                 let fire = at.unwrap_or_else(Utc::now);
                 (s.jobs.clone(), Some(s.logical_time(fire)), Some(fire))
             } else if all {
@@ -489,85 +426,62 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 (jobs, at, event.as_ref().and(at))
             };
             let Some(schedules) = schedules.filter(|_| locked) else {
-                let outcomes = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel }, &progress).await?;
-                print_outcomes(&mut stdout, format, &outcomes)?;
+                let runs = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel }, &progress).await?;
+                write_records(out, format, &runs, || summary_table(&runs))?;
                 return Ok(exit::OK);
             };
-            let ttl = schedules.lease_ttl;
-            let holder = crate::schedule::lease::holder_id();
-            let at = at.unwrap_or_else(Utc::now);
-            // Each job: its outcome if it ran, and whether another run held its lock.
-            let runs = crate::pipeline::run_dag(&ws.jobs, &names, parallel, |job| {
-                let (ws, holder, progress) = (&ws, &holder, &progress);
-                async move {
-                    use crate::schedule::daemon::{Locked, run_locked};
-                    match run_locked(ws, job, at, period, holder, ttl, progress).await? {
-                        Locked::Ran(r) => r.map(|o| (Some(o), false)),
-                        Locked::Held(h) => {
-                            eprintln!(
-                                "skipped `{}`: another run holds its lock ({}, until {}); the next trigger catches up",
-                                job.name,
-                                h.holder,
-                                h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                            );
-                            Ok((None, true))
-                        }
-                        Locked::AlreadyDone => {
-                            eprintln!("skipped `{}`: the period {} already ran", job.name, period.unwrap_or(at));
-                            Ok((None, false))
-                        }
+            let opts = LockedRun {
+                at: at.unwrap_or_else(Utc::now),
+                period,
+                holder: crate::pipeline::lease::holder_id(),
+                ttl: schedules.lease_ttl,
+                parallel,
+                wait_when_held: false,
+            };
+            let runs = first_failure(run_locked_dag(&ws, &names, &opts, &progress).await?)?;
+            let mut held = false;
+            let mut done = Vec::new();
+            for (job, l) in runs {
+                match l {
+                    Locked::Ran(r) => done.push((*r)?),
+                    Locked::Held(h) => {
+                        held = true;
+                        notice(format!(
+                            "skipped `{job}`: another run holds its lock ({}, until {}); the next trigger catches up",
+                            h.holder,
+                            h.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ));
+                    }
+                    Locked::AlreadyDone => {
+                        notice(format!("skipped `{job}`: the period {} already ran", period.unwrap_or(opts.at)))
                     }
                 }
-            })
-            .await?;
-            let skipped = runs.iter().any(|(_, held)| *held);
-            let outcomes: Vec<Outcome> = runs.into_iter().filter_map(|(o, _)| o).collect();
-            print_outcomes(&mut stdout, format, &outcomes)?;
-            Ok(if skipped { exit::LOCKED } else { exit::OK })
+            }
+            write_records(out, format, &done, || summary_table(&done))?;
+            Ok(if held { exit::LOCKED } else { exit::OK })
         }
         Command::Schedule(cmd) => {
             let ws = Workspace::open(config)?;
             let schedules = crate::schedule::Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
-            crate::schedule::cli::run(&ws, &schedules, cmd, &mut stdout, &progress).await
+            crate::schedule::cli::run(&ws, &schedules, cmd, out, &progress).await
         }
         Command::Backfill { job, from, to, format } => {
             let ws = Workspace::open(config)?;
-            if from > to {
-                return Err(Error::Usage(format!("--from {from} is after --to {to}")));
-            }
-            let j = ws.jobs.get(&job)?;
-            let JobKind::Sql(sj) = &j.kind else {
-                return Err(Error::Usage(format!("`{job}` is an ingest job: backfill is for SQL jobs")));
-            };
-            let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
-            let mut outcomes = Vec::new();
-            if sj.incremental {
-                let opts = RunOptions {
-                    at: Some(to.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
-                    days: Some(days),
-                    ..Default::default()
-                };
-                outcomes.push(crate::pipeline::run_job(&ws, j, &opts, &progress).await?);
-            } else {
-                for d in days {
-                    let opts = RunOptions { at: Some(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()), ..Default::default() };
-                    outcomes.push(crate::pipeline::run_job(&ws, j, &opts, &progress).await?);
-                }
-            }
-            print_outcomes(&mut stdout, format, &outcomes)?;
+            let runs = crate::pipeline::backfill(&ws, &job, from, to, &progress).await?;
+            write_records(out, format, &runs, || summary_table(&runs))?;
             Ok(exit::OK)
         }
         Command::Status { format } => {
             let ws = Workspace::open(config)?;
-            let batch = crate::history::status(&ws).await?;
-            write_batches(&mut stdout, format, &[batch])?;
+            let batch = crate::runs::status(&ws).await?;
+            write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
         Command::History { job, limit, format } => {
             let ws = Workspace::open(config)?;
             ws.jobs.get(&job)?;
-            let batches = crate::history::history(&ws, &job, limit).await?;
-            write_batches(&mut stdout, format, &batches)?;
+            let batches = crate::runs::history(&ws, &job, limit).await?;
+            write_batches(out, format, &batches)?;
             Ok(exit::OK)
         }
         Command::Tables { format } => {
@@ -584,7 +498,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 ("description", Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.description.as_str())))),
             ])
             .map_err(Error::arrow("listing tables"))?;
-            write_batches(&mut stdout, format, &[batch])?;
+            write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
         Command::Describe { table, format } => {
@@ -600,7 +514,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     _ => String::new(),
                 };
                 writeln!(
-                    stdout,
+                    out,
                     "table:       {}\ndescription: {}\nlocation:    {}\nformat:      {}\npartitions:  {}{span}",
                     t.name,
                     t.description,
@@ -608,7 +522,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     t.format,
                     parts.len()
                 )
-                .map_err(|e| Error::Io { what: "writing".into(), source: e })?;
+                .map_err(io)?;
             }
             let mut names = Vec::new();
             let mut types = Vec::new();
@@ -625,7 +539,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 ("kind", Arc::new(StringArray::from(kinds)) as ArrayRef),
             ])
             .map_err(Error::arrow("describing"))?;
-            write_batches(&mut stdout, format, &[batch])?;
+            write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
         Command::Publish { format } => {
@@ -648,11 +562,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 ("partitions_unchanged", Arc::new(UInt64Array::from(vec![r.partitions_unchanged]))),
             ])
             .map_err(Error::arrow("summarizing the publish"))?;
-            write_batches(&mut stdout, format, &[batch])?;
+            write_batches(out, format, &[batch])?;
             if r.changed() {
-                eprintln!("Glue database `{}` now matches the local catalog", glue.database());
+                notice(format!("Glue database `{}` now matches the local catalog", glue.database()));
             } else {
-                eprintln!("nothing changed: Glue database `{}` already matched the local catalog", glue.database());
+                notice(format!("nothing changed: Glue database `{}` already matched the local catalog", glue.database()));
             }
             Ok(exit::OK)
         }
@@ -666,16 +580,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 ));
             }
             let batches = crate::athena::query(&config, &sql).await?;
-            write_batches(&mut stdout, format, &batches)?;
+            write_batches(out, format, &batches)?;
             Ok(exit::OK)
         }
         Command::Query { sql, file, format, engine: Engine::Datafusion } => {
             let sql = read_sql(sql, file)?;
             let ws = Workspace::open(config)?;
-            let ctx = crate::engine::session(&ws).await?;
-            let df = ctx.sql(&sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {e}")))?;
-            let batches = df.collect().await.map_err(Error::df("running the query"))?;
-            write_batches(&mut stdout, format, &batches)?;
+            let batches = crate::engine::query(&ws, &sql).await?;
+            write_batches(out, format, &batches)?;
             Ok(exit::OK)
         }
     }
@@ -693,147 +605,4 @@ fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String> {
 
 fn share(name: &str, v: f64) -> Result<f64> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(Error::Usage(format!("--{name} must be between 0 and 1, got {v}"))) }
-}
-
-fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
-    if let Ok(d) = s.parse::<NaiveDate>() {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time (2026-11-20T13:05:00Z): {e}"))
-}
-
-/// The run summary: one table for ingest jobs and one for SQL jobs, or a JSON list of both.
-fn print_outcomes(out: &mut dyn Write, format: Format, outcomes: &[Outcome]) -> Result<()> {
-    if matches!(format, Format::Json | Format::Ndjson) {
-        let text = if format == Format::Json {
-            serde_json::to_string_pretty(outcomes)
-        } else {
-            outcomes.iter().map(serde_json::to_string).collect::<std::result::Result<Vec<_>, _>>().map(|v| v.join("\n"))
-        }
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        return writeln!(out, "{text}").map_err(|e| Error::Io { what: "writing the summary".into(), source: e });
-    }
-    let ingest: Vec<IngestSummary> =
-        outcomes.iter().filter_map(|o| if let Outcome::Ingest(s) = o { Some(s.clone()) } else { None }).collect();
-    let sql: Vec<SqlSummary> =
-        outcomes.iter().filter_map(|o| if let Outcome::Sql(s) = o { Some(s.clone()) } else { None }).collect();
-    if !ingest.is_empty() {
-        print_summaries(out, format, &ingest)?;
-    }
-    if !sql.is_empty() {
-        print_sql_summaries(out, format, &sql)?;
-    }
-    // Compaction, scoring and export runs: one line each.
-    for o in outcomes {
-        let line = match o {
-            Outcome::Score(c) => {
-                let reasons: Vec<String> = c.errors_by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!(
-                    "{}: as of {}: {} companies, {} scored, {} kept from an earlier run, {} churn, {} errors{}; {} unknown industries; {} calls, {} retries to {} (model {} {}) ({:.2}s)",
-                    c.job,
-                    c.as_of,
-                    c.companies,
-                    c.scored,
-                    c.kept,
-                    c.churn,
-                    c.errors,
-                    if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
-                    c.unknown_industry,
-                    c.calls,
-                    c.retries,
-                    c.endpoint,
-                    c.model_id,
-                    c.model_version,
-                    c.seconds
-                )
-            }
-            Outcome::Compact(c) => format!(
-                "{}: compacted {} partitions: {} files ({:.1} MB) into {} ({:.1} MB), {} rows; removed {} replaced files ({:.2}s)",
-                c.job,
-                c.partitions,
-                c.files_in,
-                c.bytes_in as f64 / 1e6,
-                c.files_out,
-                c.bytes_out as f64 / 1e6,
-                c.rows,
-                c.removed_files,
-                c.seconds
-            ),
-            Outcome::Export(e) => format!(
-                "{}: exported {} rows of {} tenants as of {} in {} files ({:.2}s)",
-                e.job, e.rows, e.tenants, e.as_of, e.files, e.seconds
-            ),
-            Outcome::Ingest(_) | Outcome::Sql(_) => continue,
-        };
-        writeln!(out, "{line}").map_err(|err| Error::Io { what: "writing the summary".into(), source: err })?;
-    }
-    Ok(())
-}
-
-fn print_sql_summaries(out: &mut dyn Write, format: Format, s: &[SqlSummary]) -> Result<()> {
-    let u = |f: fn(&SqlSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
-    let strs = |f: fn(&SqlSummary) -> String| Arc::new(StringArray::from_iter_values(s.iter().map(f))) as ArrayRef;
-    let span = |v: &[String]| match (v.first(), v.last()) {
-        (Some(a), Some(b)) if a != b => format!("{a} .. {b} ({})", v.len()),
-        (Some(a), _) => a.clone(),
-        _ => "nothing changed".into(),
-    };
-    let batch = RecordBatch::try_from_iter(vec![
-        ("job", strs(|x| x.job.clone())),
-        ("as_of", strs(|x| x.as_of.clone())),
-        ("periods", Arc::new(StringArray::from_iter_values(s.iter().map(|x| span(&x.periods)))) as ArrayRef),
-        ("rows_in", u(|x| x.rows_in)),
-        ("rows_out", u(|x| x.rows_out)),
-        ("partitions", u(|x| x.partitions.len() as u64)),
-        ("files", u(|x| x.files)),
-        ("written", strs(|x| if x.dry_run { "no (dry run)".into() } else { "published".into() })),
-        ("seconds", Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.seconds * 100.0).round() / 100.0))) as ArrayRef),
-    ])
-    .map_err(Error::arrow("building the summary"))?;
-    write_batches(out, format, &[batch])
-}
-
-fn print_summaries(out: &mut dyn Write, format: Format, s: &[IngestSummary]) -> Result<()> {
-    let u = |f: fn(&IngestSummary) -> u64| Arc::new(UInt64Array::from_iter_values(s.iter().map(f))) as ArrayRef;
-    let reasons: Vec<String> =
-        s.iter().map(|x| x.stats.quarantined.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();
-    let schema = Schema::new(vec![
-        Field::new("job", DataType::Utf8, false),
-        Field::new("batches", DataType::UInt64, false),
-        Field::new("objects", DataType::UInt64, false),
-        Field::new("records", DataType::UInt64, false),
-        Field::new("valid", DataType::UInt64, false),
-        Field::new("duplicates", DataType::UInt64, false),
-        Field::new("quarantined", DataType::UInt64, false),
-        Field::new("by_reason", DataType::Utf8, false),
-        Field::new("refused", DataType::UInt64, false),
-        Field::new("skipped", DataType::UInt64, false),
-        Field::new("recovered", DataType::UInt64, false),
-        Field::new("mb", DataType::Float64, false),
-        Field::new("seconds", DataType::Float64, false),
-    ]);
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(StringArray::from_iter_values(s.iter().map(|x| x.job.as_str()))),
-            u(|x| x.batches),
-            u(|x| x.objects),
-            u(|x| x.stats.records),
-            u(|x| x.stats.valid),
-            u(|x| x.stats.duplicates),
-            u(|x| x.stats.quarantined_total()),
-            Arc::new(StringArray::from(reasons)),
-            u(|x| x.refused),
-            u(|x| x.skipped_error_output + x.skipped_stray),
-            u(|x| x.recovered_batches),
-            Arc::new(Float64Array::from_iter_values(
-                s.iter().map(|x| (x.stats.bytes_uncompressed as f64 / 1e6 * 10.0).round() / 10.0),
-            )),
-            Arc::new(Float64Array::from_iter_values(s.iter().map(|x| (x.seconds * 100.0).round() / 100.0))),
-        ],
-    )
-    .map_err(Error::arrow("building the summary"))?;
-    write_batches(out, format, &[batch])
 }

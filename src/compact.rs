@@ -17,57 +17,32 @@ use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use chrono::Utc;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::Serialize;
 
+use crate::catalog::layout::day_folder;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ingest::{encode_parquet, publish, recover};
-use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger, version_dir};
-use crate::schema::PARTITION_COL;
-use crate::transform::collect_replaced_versions;
-use crate::workspace::Workspace;
+use crate::job::{CompactCounts, CompactJob, JobMetrics, KindCounts};
+use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger};
+use crate::publish::collect_replaced_versions;
+use crate::publish::commit::{Replan, publish_commit, roll_forward};
+use crate::store::encode_parquet;
+use crate::workspace::{JobRun, Workspace};
 
-/// How often a compaction re-plans after an ingest run committed the seq it planned.
-const MAX_COMMIT_CONFLICTS: u32 = 20;
-
-/// What a compaction job does (from its `[compact]` section).
-#[derive(Debug, Clone)]
-pub struct CompactJob {
-    pub streams: Vec<String>,
-    /// A partition is compacted once its current version holds this many files.
-    pub min_files: usize,
-    /// Partitions merged per commit (each is held in memory while it is merged).
-    pub max_partitions_per_commit: usize,
-    /// How long a replaced version stays for queries in flight.
-    pub keep_replaced: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CompactSummary {
-    pub job: String,
-    pub commits: u64,
-    pub partitions: u64,
-    pub files_in: u64,
-    pub files_out: u64,
-    pub rows: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Files of versions replaced longer than `keep_replaced` ago, deleted by this run.
-    pub removed_files: u64,
-    pub seconds: f64,
-}
-
-pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSummary> {
+/// Compacts the job's streams. A dry run lists the partitions it would merge and writes nothing.
+pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
+    let ws = r.ws;
     let started = Instant::now();
-    let mut summary = CompactSummary { job: job.to_string(), ..Default::default() };
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut counts = CompactCounts::default();
+    let mut m = r.metrics(r.at.to_rfc3339(), KindCounts::Compact(CompactCounts::default()));
     for stream in &cj.streams {
         let table = ws.contract.stream(stream)?.table.clone();
         let ledger = Ledger::new(ws.warehouse.clone(), stream);
-        let mut conflicts = 0;
+        let mut replan = Replan::default();
         loop {
             let mut state = ledger.load().await?;
-            recover(ws, &ledger, &mut state).await?;
+            if !r.dry_run {
+                roll_forward(ws, &ledger, &mut state).await?;
+            }
             let seq = state.next_seq();
             let todo: Vec<(Vec<String>, Vec<FileEntry>)> = state
                 .live_files()
@@ -79,6 +54,16 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
             if todo.is_empty() {
                 break;
             }
+            if r.dry_run {
+                // What one commit would merge (the next ones merge what is left after it).
+                for (partition, inputs) in &todo {
+                    m.partitions.push(day_folder(&table, &partition.join(","), None));
+                    counts.files_in += inputs.len() as u64;
+                    m.rows_in += inputs.iter().map(|f| f.rows).sum::<u64>();
+                    m.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
+                }
+                break;
+            }
             let attempt = uuid::Uuid::now_v7().simple().to_string();
             let staging = ledger.staging_prefix(&attempt);
             let mut files = Vec::new();
@@ -86,7 +71,7 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
             let mut bytes_in = 0;
             for (partition, inputs) in todo {
                 let date = partition.first().cloned().unwrap_or_default();
-                let dir = format!("{table}/{PARTITION_COL}={date}/{}", version_dir(seq));
+                let dir = day_folder(&table, &date, Some(seq));
                 let name = format!("part-{stream}-{seq:012}.parquet");
                 let (data, rows) = merge(ws, stream, &inputs).await?;
                 let staged = format!("{staging}/{dir}/{name}");
@@ -110,7 +95,7 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
                 stream: stream.clone(),
                 seq,
                 attempt,
-                run_id: run_id.clone(),
+                run_id: r.run_id.clone(),
                 committed_at: Utc::now().to_rfc3339(),
                 objects: Vec::new(),
                 files,
@@ -123,30 +108,32 @@ pub async fn run(ws: &Workspace, job: &str, cj: &CompactJob) -> Result<CompactSu
             match ledger.commit(&commit).await {
                 Ok(()) => {
                     failpoint::hit("compact.after_commit");
-                    publish(ws, &ledger, &commit).await?;
+                    publish_commit(ws, &ledger, &commit).await?;
                     tracing::info!(stream, seq, partitions = commit.compacted.len(), "compacted");
-                    summary.commits += 1;
-                    summary.partitions += commit.compacted.len() as u64;
-                    summary.files_in += commit.compacted.iter().map(|p| p.inputs.len() as u64).sum::<u64>();
-                    summary.files_out += commit.files.len() as u64;
-                    summary.rows += commit.files.iter().map(|f| f.rows).sum::<u64>();
-                    summary.bytes_in += bytes_in;
-                    summary.bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
+                    counts.commits += 1;
+                    m.partitions.extend(commit.compacted.iter().map(|p| day_folder(&p.table, &p.partition.join(","), None)));
+                    counts.files_in += commit.compacted.iter().map(|p| p.inputs.len() as u64).sum::<u64>();
+                    counts.files_out += commit.files.len() as u64;
+                    let rows = commit.files.iter().map(|f| f.rows).sum::<u64>();
+                    m.rows_in += rows;
+                    m.rows_out += rows;
+                    m.bytes_in += bytes_in;
+                    m.bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
                 }
-                Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
-                    // An ingest run committed this seq first; its files may be in our
-                    // partitions. Plan again (our staging is garbage-collected later).
-                    conflicts += 1;
-                    tracing::info!(stream, seq, "another run committed seq {seq} first; re-planning the compaction");
-                }
-                Err(e) => return Err(e),
+                // An ingest run committed this seq first; its files may be in our partitions.
+                // Plan again (our staging is garbage-collected later).
+                Err(e) => replan.after(e, "compaction")?,
             }
         }
-        let grace = chrono::Duration::from_std(cj.keep_replaced).unwrap_or(chrono::Duration::MAX);
-        summary.removed_files += collect_replaced_versions(ws, &table, grace).await?;
+        if !r.dry_run {
+            let grace = chrono::Duration::from_std(cj.keep_replaced).unwrap_or(chrono::Duration::MAX);
+            counts.removed_files += collect_replaced_versions(ws, &table, grace).await?;
+        }
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    m.files = counts.files_out;
+    m.counts = KindCounts::Compact(counts);
+    m.seconds = started.elapsed().as_secs_f64();
+    Ok(m)
 }
 
 /// Reads a partition's files and writes them as one Parquet file sorted by companyID, then

@@ -1,32 +1,40 @@
-//! The query engine: one DataFusion session over every table in the catalog.
+//! The query engine: DataFusion sessions over the catalog, and running SQL with typed parameters.
 //!
 //! Each catalog table becomes a listing table over its location with its partition keys, so a
 //! filter on `dt` prunes whole partition folders before any file is opened. A *versioned* table
-//! (a SQL job's output, see `transform`) keeps each partition's versions in `v=<run id>`
+//! (see `catalog::layout`) keeps each partition's versions in `v=<run id>`
 //! folders: it is read as a view over the (partition, version) pairs the catalog points at, so a
 //! reader never sees a version before it is published, nor two versions of one partition (an
 //! old version stays on disk for a grace period after it is replaced, for queries in flight). Tables declared in
 //! `schemas/tables/` and not written yet read as empty. Identifiers are not lower-cased: the
 //! producers' column names (`companyID`, `nbJobs`) are written as they are.
+//!
+//! SQL reaches the engine with its parameters as typed placeholders ([`params`]), never pasted
+//! into its text; a SQL error is described by line ([`describe`]) and, for a job, with what to
+//! change in its job file ([`describe_for_job`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::NaiveDate;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig, FileMetadataCache, FileStatisticsCache};
+use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions::expr_fn::concat_ws;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 
+use crate::catalog::layout::{CURRENT_VERSION, is_versioned, version_of};
 use crate::catalog::{TableMeta, arrow_type};
+use crate::dates::date32;
 use crate::error::{Error, Result};
-use crate::transform::{CURRENT_VERSION, VERSIONED, version_of};
-use crate::workspace::Workspace;
+use crate::workspace::{FileCaches, Workspace};
 
 /// A session with every catalog table registered.
 pub async fn session(ws: &Workspace) -> Result<SessionContext> {
@@ -50,7 +58,7 @@ pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<Sess
     };
     // Each versioned table's published (partition, version) pairs, the tables read at once.
     let versions = futures::future::try_join_all(tables.iter().map(|t| async move {
-        if t.parameters.get(VERSIONED).is_none_or(|v| v != "true") {
+        if !is_versioned(&t.parameters) {
             return Ok::<_, Error>(None);
         }
         // `<value>/.../<version>` of every partition, as `version_key` spells it.
@@ -78,6 +86,14 @@ pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<Sess
     Ok(ctx)
 }
 
+/// `runner query`: `sql` over every catalog table; SQL that does not plan is a usage error
+/// pointing at its line.
+pub async fn query(ws: &Workspace, sql: &str) -> Result<Vec<RecordBatch>> {
+    let ctx = session(ws).await?;
+    let df = ctx.sql(sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {}", describe(sql, &e))))?;
+    df.collect().await.map_err(Error::df("running the query"))
+}
+
 /// A session with the runner's SQL settings and no tables. DataFusion's own options can be tuned
 /// from the environment, as in datafusion-cli: `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8` sets
 /// `datafusion.execution.target_partitions`.
@@ -95,41 +111,12 @@ fn context_with(caches: Option<&FileCaches>) -> Result<SessionContext> {
     if let Some(c) = caches {
         runtime = runtime.with_cache_manager(
             CacheManagerConfig::default()
-                .with_file_metadata_cache(Some(c.metadata.clone()))
-                .with_file_statistics_cache(Some(c.statistics.clone())),
+                .with_file_metadata_cache(Some(c.metadata()))
+                .with_file_statistics_cache(Some(c.statistics())),
         );
     }
     let runtime = runtime.build_arc().map_err(Error::df("starting the query engine"))?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
-}
-
-/// Parquet footers and file statistics, kept for every session of one workspace. The jobs of a
-/// DAG read the same files (tenant_activity_daily and jobs_daily both read job_events; tenants
-/// reads what tenant_activity_daily read), and each job has its own session: without this each
-/// one opened every file's footer again at planning. Entries are checked against the file's size
-/// and modification time, so a rewritten file is read afresh; the runner's files never change
-/// once written (a new version is a new file). The list of files is not shared: a job must see
-/// the partitions its upstream job just published.
-#[derive(Clone)]
-pub struct FileCaches {
-    metadata: Arc<FileMetadataCache>,
-    statistics: Arc<FileStatisticsCache>,
-}
-
-impl FileCaches {
-    pub fn new() -> Result<FileCaches> {
-        let manager = CacheManager::try_new(&CacheManagerConfig::default()).map_err(Error::df("creating the file caches"))?;
-        let statistics = manager
-            .get_file_statistic_cache()
-            .ok_or_else(|| Error::Internal("DataFusion's default config has no file statistics cache".into()))?;
-        Ok(FileCaches { metadata: manager.get_file_metadata_cache(), statistics })
-    }
-}
-
-impl std::fmt::Debug for FileCaches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileCaches").finish_non_exhaustive()
-    }
 }
 
 fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<String>>) -> Result<()> {
@@ -230,4 +217,76 @@ pub fn athena_types(batches: Vec<RecordBatch>, schema: &Arc<Schema>) -> Result<(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((out, new_schema))
+}
+
+/// The named parameters every job's SQL may use: `$as_of` (the run's logical date) and
+/// `$dt_from`..`$dt_to` (the days an incremental job rebuilds; both the as-of date otherwise),
+/// all DATEs.
+pub fn params(as_of: NaiveDate, days: (NaiveDate, NaiveDate)) -> ParamValues {
+    let date = |d: NaiveDate| ScalarValue::Date32(Some(date32(d)));
+    let map: HashMap<String, ScalarValue> =
+        [("as_of".to_string(), date(as_of)), ("dt_from".to_string(), date(days.0)), ("dt_to".to_string(), date(days.1))].into();
+    map.into()
+}
+
+/// [`params`] plus named string parameters (a model's id and version, say).
+pub fn params_with(as_of: NaiveDate, strings: &[(&str, &str)]) -> ParamValues {
+    let mut map: HashMap<String, ScalarValue> = [("as_of".to_string(), ScalarValue::Date32(Some(date32(as_of))))].into();
+    for (k, v) in strings {
+        map.insert(k.to_string(), ScalarValue::Utf8(Some(v.to_string())));
+    }
+    map.into()
+}
+
+/// Plans `sql` with `params` and collects its rows as plain types ([`plain_types`]); errors say
+/// `what` was being read.
+pub async fn collect_sql(ctx: &SessionContext, sql: &str, params: ParamValues, what: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await.map_err(Error::df(what.to_string()))?;
+    let df = df.with_param_values(params).map_err(Error::df(what.to_string()))?;
+    plain_types(df.collect().await.map_err(Error::df(what.to_string()))?)
+}
+
+/// A DataFusion error as `line N: message`, when the error carries a position or names an
+/// identifier found in the SQL.
+pub fn describe(sql: &str, e: &DataFusionError) -> String {
+    let msg = e.strip_backtrace();
+    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+        return format!("line {}: {msg}", span.start.line);
+    }
+    // Parser errors say "at Line: 3, Column: 7".
+    if let Some(i) = msg.find("Line: ") {
+        let n: String = msg[i + 6..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !n.is_empty() {
+            return format!("line {n}: {msg}");
+        }
+    }
+    // Otherwise the first identifier the message quotes that the SQL contains.
+    for quoted in msg.split(['`', '\'', '"']).skip(1).step_by(2) {
+        let name = quoted.rsplit('.').next().unwrap_or(quoted);
+        if name.len() > 1
+            && let Some(line) = sql.lines().position(|l| !l.trim_start().starts_with("--") && l.contains(name))
+        {
+            return format!("line {}: {msg}", line + 1);
+        }
+    }
+    msg
+}
+
+/// [`describe`], plus what to do when the SQL reads a table its job does not declare: a job
+/// sees only its `inputs`, which also decide the order jobs run in.
+pub fn describe_for_job(sql: &str, e: &DataFusionError, job_file: &std::path::Path) -> String {
+    let msg = describe(sql, e);
+    match undeclared_table(e) {
+        Some(t) => format!("{msg}; if `{t}` is a table, add it to `inputs` in {}", job_file.display()),
+        None => msg,
+    }
+}
+
+/// The table of a "table '...' not found" planning error.
+fn undeclared_table(e: &DataFusionError) -> Option<String> {
+    let msg = e.strip_backtrace();
+    let start = msg.find("table '")? + "table '".len();
+    let rest = &msg[start..];
+    let name = &rest[..rest.find("' not found")?];
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }

@@ -80,25 +80,30 @@ pub enum Error {
 
 /// What to do about a storage error: the AWS explanation when there is one, else a hint by kind.
 fn store_hint(e: &object_store::Error) -> String {
-    if let Some(hint) = crate::aws::explain(&chain(e)) {
+    if let Some(hint) = explain_aws(&chain(e)) {
         return format!("\n  what to do: {hint}");
     }
     retry_hint(e).to_string()
 }
 
-/// An error and its sources, `: `-separated, each said once.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+/// An error's message and those of its sources, each said once (a source whose text the
+/// messages so far already contain adds nothing).
+fn messages(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
     let mut src = e.source();
     while let Some(s) = src {
         let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
+        if !out.iter().any(|m| m.contains(&t)) {
+            out.push(t);
         }
         src = s.source();
     }
     out
+}
+
+/// An error and its sources on one line, `: `-separated (for messages that embed it).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    messages(e).join(": ")
 }
 
 fn retry_hint(e: &object_store::Error) -> &'static str {
@@ -140,5 +145,87 @@ impl Error {
     pub fn parquet(context: impl Into<String>) -> impl FnOnce(parquet::errors::ParquetError) -> Error {
         let context = context.into();
         move |source| Error::Parquet { context, source }
+    }
+}
+
+pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
+     (after `aws sso login` for SSO), or run with a role (ECS task role, instance profile)";
+
+/// What to do about an AWS error, from its text (SDK, object_store and service messages all
+/// carry the error code). `None` when there is nothing better to say than the error itself.
+pub fn explain_aws(text: &str) -> Option<&'static str> {
+    let has = |s: &str| text.contains(s);
+    if has("NoSuchBucket") || has("bucket does not exist") {
+        Some("the bucket does not exist: create it, or fix the bucket name in the URL")
+    } else if has("PermanentRedirect") || has("AuthorizationHeaderMalformed") || has("IllegalLocationConstraint") {
+        Some("the bucket is in another region: set [aws] region (or AWS_REGION) to the bucket's region")
+    } else if has("InvalidClientTokenId") || has("UnrecognizedClientException") || has("InvalidAccessKeyId") {
+        Some("the access key is not valid in this region or account: check AWS_PROFILE / the keys, and the region")
+    } else if has("SignatureDoesNotMatch") {
+        Some("the secret key does not match the access key: check the credentials")
+    } else if has("ExpiredToken") {
+        Some("the session token has expired: refresh the credentials (e.g. `aws sso login`)")
+    } else if has("CredentialsNotLoaded") || has("no AWS credentials") || has("NoCredentialProviders") {
+        Some(NO_CREDENTIALS)
+    } else if has("dispatch failure") || has("Connection refused") || has("error sending request") {
+        Some("the AWS endpoint cannot be reached: check the network, AWS_ENDPOINT_URL and the region")
+    } else if has("AccessDenied") || has("not authorized to perform") {
+        Some(
+            "access denied: the role or user needs permission on this resource (s3:GetObject/PutObject/ListBucket/DeleteObject \
+             on the prefix; glue:*Table*, glue:*Partition*, glue:GetDatabase/CreateDatabase; athena:*QueryExecution*); \
+             for a Glue database in another account set [catalog] catalog_id and grant access with a resource policy",
+        )
+    } else if has("EntityNotFoundException") && has("atabase") {
+        Some(
+            "the Glue database does not exist in this account and region, or belongs to another account: set [catalog] catalog_id",
+        )
+    } else {
+        None
+    }
+}
+
+/// An error with its whole cause chain, one `caused by:` line per source not already said:
+/// what `main` prints on stderr.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let m = messages(e);
+    let mut out = format!("error: {}", m[0]);
+    for cause in &m[1..] {
+        out.push_str("\n  caused by: ");
+        out.push_str(cause);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_chain_says_each_message_once() {
+        let inner = std::io::Error::other("disk full");
+        let e = Error::Io { what: "writing x".into(), source: inner };
+        assert_eq!(report(&e), "error: writing x: disk full", "a source already in the message is not repeated");
+        let e = Error::Store {
+            what: "reading y".into(),
+            source: object_store::Error::Generic { store: "S3", source: "timeout".into() },
+        };
+        let r = report(&e);
+        assert!(r.starts_with("error: reading y: ") && r.contains("timeout"), "{r}");
+        assert_eq!(chain(&e).lines().count(), r.lines().count(), "one home: the same messages both ways");
+    }
+
+    #[test]
+    fn explains_what_users_meet() {
+        assert!(explain_aws("service error: NoSuchBucket: The specified bucket does not exist").unwrap().contains("create it"));
+        assert!(explain_aws("301 PermanentRedirect").unwrap().contains("region"));
+        assert!(explain_aws("AccessDenied: Access Denied").unwrap().contains("permission"));
+        assert!(
+            explain_aws("User: arn:aws:iam::1:user/x is not authorized to perform: glue:GetTable")
+                .unwrap()
+                .contains("catalog_id")
+        );
+        assert!(explain_aws("the credential provider was not enabled: CredentialsNotLoaded").unwrap().contains("AWS_PROFILE"));
+        assert!(explain_aws("EntityNotFoundException: Database runner not found").unwrap().contains("catalog_id"));
+        assert_eq!(explain_aws("something else"), None);
     }
 }

@@ -10,13 +10,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use chrono::{NaiveDate, Utc};
-use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::encode_parquet;
-use crate::job::{ExportJob, Job};
-use crate::workspace::Workspace;
+use crate::job::{ExportCounts, ExportJob, JobMetrics, KindCounts};
+use crate::store::encode_parquet;
+use crate::workspace::JobRun;
 
 /// The path segment for a tenant id.
 pub fn tenant_segment(id: &str) -> String {
@@ -34,35 +32,29 @@ pub fn tenant_segment(id: &str) -> String {
     out
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ExportSummary {
-    pub job: String,
-    pub as_of: String,
-    pub tenants: u64,
-    pub rows: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-pub async fn run(ws: &Workspace, job: &Job, ej: &ExportJob, as_of: Option<NaiveDate>) -> Result<ExportSummary> {
+/// Writes each dataset's rows of each tenant under the tenant's prefix, as of the run's date.
+/// A dry run runs the datasets' SQL and counts what it would write.
+pub async fn run(r: &JobRun<'_>, ej: &ExportJob) -> Result<JobMetrics> {
+    let (ws, job) = (r.ws, r.job);
     let started = Instant::now();
-    let as_of = as_of.unwrap_or_else(|| Utc::now().date_naive());
+    let as_of = r.as_of();
     let ctx = crate::engine::session_for(ws, Some(&ej.inputs)).await?;
-    let mut s = ExportSummary { job: job.name.clone(), as_of: as_of.to_string(), ..Default::default() };
+    let mut m = r.metrics(as_of.to_string(), KindCounts::Export(ExportCounts::default()));
+    m.periods = vec![as_of.to_string()];
     let mut tenants = std::collections::BTreeSet::new();
     for ds in &ej.datasets {
         let df = ctx
             .sql(&ds.sql)
             .await
             .map_err(|e| {
-                Error::Usage(format!("{}: {}", ds.file.display(), crate::sqlcheck::describe_for_job(&ds.sql, &e, &job.file)))
+                Error::Usage(format!("{}: {}", ds.file.display(), crate::engine::describe_for_job(&ds.sql, &e, &job.file)))
             })?
-            .with_param_values(crate::transform::params(as_of, (as_of, as_of)))
+            .with_param_values(crate::engine::params(as_of, (as_of, as_of)))
             .map_err(Error::df(format!("binding parameters of {}", ds.file.display())))?;
         let batches = df.collect().await.map_err(Error::df(format!("running {}", ds.file.display())))?;
         // The files are for other readers: plain strings, types Athena reads.
         let batches = crate::engine::plain_types(batches)?;
+        m.rows_in += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let mut by_tenant: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
             let i = b.schema().index_of("companyID").map_err(|_| {
@@ -72,33 +64,37 @@ pub async fn run(ws: &Workspace, job: &Job, ej: &ExportJob, as_of: Option<NaiveD
                 .map_err(Error::arrow("reading companyID"))?;
             let ids = ids.as_string::<i32>();
             let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-            for r in 0..b.num_rows() {
-                if ids.is_valid(r) {
-                    rows.entry(ids.value(r)).or_default().push(r as u32);
+            for row in 0..b.num_rows() {
+                if ids.is_valid(row) {
+                    rows.entry(ids.value(row)).or_default().push(row as u32);
                 }
             }
-            for (id, r) in rows {
+            for (id, idx) in rows {
                 let part =
-                    arrow::compute::take_record_batch(b, &UInt32Array::from(r)).map_err(Error::arrow("splitting by tenant"))?;
+                    arrow::compute::take_record_batch(b, &UInt32Array::from(idx)).map_err(Error::arrow("splitting by tenant"))?;
                 by_tenant.entry(id.to_string()).or_default().push(part);
             }
         }
         for (id, parts) in by_tenant {
             let all = arrow::compute::concat_batches(&parts[0].schema(), &parts).map_err(Error::arrow("exporting"))?;
-            s.rows += all.num_rows() as u64;
+            m.rows_out += all.num_rows() as u64;
             let prefix = ej.prefix.replace("{companyID}", &tenant_segment(&id));
             let path = format!("{}/{}/as_of={as_of}/part-00000.parquet", prefix.trim_end_matches('/'), ds.name);
+            m.partitions.push(path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default());
+            m.files += 1;
+            tenants.insert(id);
+            if r.dry_run {
+                continue;
+            }
             let data = encode_parquet(&all)?;
-            s.bytes += data.len() as u64;
-            s.files += 1;
+            m.bytes_out += data.len() as u64;
             // One put per file: a reader sees the old file or the new one, and a rerun overwrites.
             ws.warehouse.put(&ws.warehouse.child(&path), data).await?;
-            tenants.insert(id);
         }
     }
-    s.tenants = tenants.len() as u64;
-    s.seconds = started.elapsed().as_secs_f64();
-    Ok(s)
+    m.counts = KindCounts::Export(ExportCounts { tenants: tenants.len() as u64, datasets: ej.datasets.len() as u64 });
+    m.seconds = started.elapsed().as_secs_f64();
+    Ok(m)
 }
 
 #[cfg(test)]

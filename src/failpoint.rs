@@ -30,7 +30,11 @@ fn armed() -> &'static [String] {
 pub fn hit(name: &str) {
     debug_assert!(POINTS.contains(&name), "unknown failpoint {name}");
     if armed().iter().any(|a| a == name) {
-        eprintln!("failpoint {name}: SIGKILL");
+        // Straight to stderr: the process dies on the next line, before any buffer is flushed.
+        #[allow(clippy::disallowed_macros)]
+        {
+            eprintln!("failpoint {name}: SIGKILL");
+        }
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

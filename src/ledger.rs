@@ -158,11 +158,6 @@ impl LedgerState {
     }
 }
 
-/// The folder name of partition version `v`.
-pub fn version_dir(v: u64) -> String {
-    format!("v={v:012}")
-}
-
 #[derive(Debug, Clone)]
 pub struct Ledger {
     wh: Location,

@@ -1,5 +1,7 @@
 //! The `runner` binary: parse the command line, start logging, call the library, map the
-//! result to a documented exit code (see `runner --help`).
+//! result to a documented exit code (see `runner --help`). It prints the error itself: it is
+//! the last thing the process says.
+#![allow(clippy::disallowed_macros)]
 
 use clap::Parser;
 
@@ -21,16 +23,7 @@ fn main() {
         Ok(code) => code,
         Err(runner::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                let s_text = s.to_string();
-                if !msg.contains(&s_text) {
-                    msg.push_str(&format!("\n  caused by: {s_text}"));
-                }
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("{}", runner::error::report(&e));
             e.exit_code()
         }
     };

@@ -1,5 +1,8 @@
 //! Results on stdout in the format asked for: an aligned table for people, CSV or JSON for
-//! programs. Logs and progress never come here (they go to stderr).
+//! programs; and [`notice`], the one way to tell the person at the terminal something on stderr
+//! that is not a log line. Logs and progress never come to stdout. Only this module and
+//! `progress` print (clippy.toml denies `print!`, `println!` and `eprintln!` elsewhere).
+#![allow(clippy::disallowed_macros)]
 
 use std::io::Write;
 
@@ -49,4 +52,32 @@ pub fn write_batches(out: &mut dyn Write, format: Format, batches: &[RecordBatch
         }
     }
     out.flush().map_err(io)
+}
+
+/// A message for the person running the command (what was skipped, where a server listens),
+/// on stderr, so stdout stays the result.
+pub fn notice(msg: impl std::fmt::Display) {
+    eprintln!("{msg}");
+}
+
+/// Records in the format asked: JSON keeps every field of each record (serde), table and CSV
+/// show the batch `table` builds (`runner run` prints every kind of job run this way, from
+/// `JobMetrics`).
+pub fn write_records<T: serde::Serialize>(
+    out: &mut dyn Write,
+    format: Format,
+    records: &[T],
+    table: impl FnOnce() -> Result<RecordBatch>,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { what: "writing the summary".into(), source: e };
+    if matches!(format, Format::Json | Format::Ndjson) {
+        let text = if format == Format::Json {
+            serde_json::to_string_pretty(records)
+        } else {
+            records.iter().map(serde_json::to_string).collect::<std::result::Result<Vec<_>, _>>().map(|v| v.join("\n"))
+        }
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        return writeln!(out, "{text}").map_err(io);
+    }
+    write_batches(out, format, &[table()?])
 }

@@ -1,5 +1,6 @@
 //! Progress on stderr, drawn only when stderr is a terminal (indicatif hides it otherwise), so
 //! piped and scheduled runs print only their logs and the summary.
+#![allow(clippy::disallowed_macros)]
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -23,6 +23,27 @@ pub const COL_SOURCE: &str = "source_object";
 /// The Hive partition column of the event tables (a `date`, written `dt=YYYY-MM-DD`).
 pub const PARTITION_COL: &str = "dt";
 
+/// The table of every record and object ingest could not accept (shared by the streams).
+pub const QUARANTINE_TABLE: &str = "quarantine";
+
+/// The quarantine table's data-file schema: every record the runner could not accept, with its
+/// source, byte offset, raw text, reason and the run that read it.
+pub fn quarantine_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("stream", DataType::Utf8, false),
+        Field::new(COL_SOURCE, DataType::Utf8, false),
+        Field::new("byte_offset", DataType::Int64, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("reason_code", DataType::Utf8, false),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("batch", DataType::Int64, false),
+        Field::new("ingested_at", ts, false),
+    ]))
+}
+
 /// A field type in the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -364,7 +385,7 @@ impl Contract {
                 },
             );
         }
-        let ms = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+        let ms = crate::dates::midnight_ms;
         Ok(Contract { streams, type_stream, ts_min_ms: ms(raw.timestamps.min), ts_max_ms: ms(raw.timestamps.max) })
     }
 }

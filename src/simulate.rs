@@ -93,7 +93,7 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let mut sum = SimulateSummary::default();
     let start = o.end_date - Duration::days(i64::from(o.days.max(1)) - 1);
-    let day_ms = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+    let day_ms = crate::dates::midnight_ms;
 
     struct Tenant {
         id: String,

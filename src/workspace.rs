@@ -1,19 +1,23 @@
 //! The workspace: everything a command works with, resolved once from the config.
 //!
-//! One contract, one warehouse location, one catalog. Every command (ingest, query, tables,
-//! validate) goes through a `Workspace`, so no part of the pipeline knows whether it runs on a
-//! laptop or in AWS.
-
-use std::sync::Arc;
+//! One contract, one warehouse location, one catalog, the jobs, and the file caches the query
+//! sessions of one process share. Every command (ingest, query, tables, validate) goes through a
+//! `Workspace`, so no part of the pipeline knows whether it runs on a laptop or in AWS. A
+//! [`JobRun`] is one run of one job in it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig, FileMetadataCache, FileStatisticsCache};
 
 use crate::catalog::glue::GlueCatalog;
 use crate::catalog::local::LocalCatalog;
 use crate::catalog::{Catalog, DeclaredTable};
 use crate::config::{CatalogKind, Config};
 use crate::error::{Error, Result};
-use crate::job::Jobs;
+use crate::job::{Job, JobMetrics, Jobs, KindCounts};
+use crate::progress::Progress;
 use crate::schema::Contract;
 use crate::store::Location;
 
@@ -29,7 +33,7 @@ pub struct Workspace {
     /// Tables declared in `schemas/tables/` (read as empty until a job writes them).
     pub declared: BTreeMap<String, DeclaredTable>,
     /// Parquet footers and statistics shared by the query sessions of this process.
-    pub file_caches: crate::engine::FileCaches,
+    pub file_caches: FileCaches,
 }
 
 impl Workspace {
@@ -60,12 +64,79 @@ impl Workspace {
             }
         };
         let declared = DeclaredTable::load_all(&config.schemas_dir.join("tables"))?;
-        let file_caches = crate::engine::FileCaches::new()?;
+        let file_caches = FileCaches::new()?;
         Ok(Workspace { config, contract, jobs, warehouse, catalog, glue, declared, file_caches })
     }
 
     /// The Glue catalog, when the workspace publishes to Glue.
     pub fn glue(&self) -> Option<&GlueCatalog> {
         self.glue.as_deref()
+    }
+}
+
+/// Parquet footers and file statistics, kept for every session of one workspace. The jobs of a
+/// DAG read the same files (tenant_activity_daily and jobs_daily both read job_events; tenants
+/// reads what tenant_activity_daily read), and each job has its own session: without this each
+/// one opened every file's footer again at planning. Entries are checked against the file's size
+/// and modification time, so a rewritten file is read afresh; the runner's files never change
+/// once written (a new version is a new file). The list of files is not shared: a job must see
+/// the partitions its upstream job just published.
+#[derive(Clone)]
+pub struct FileCaches {
+    metadata: Arc<FileMetadataCache>,
+    statistics: Arc<FileStatisticsCache>,
+}
+
+impl FileCaches {
+    pub fn new() -> Result<FileCaches> {
+        let manager = CacheManager::try_new(&CacheManagerConfig::default()).map_err(Error::df("creating the file caches"))?;
+        let statistics = manager
+            .get_file_statistic_cache()
+            .ok_or_else(|| Error::Internal("DataFusion's default config has no file statistics cache".into()))?;
+        Ok(FileCaches { metadata: manager.get_file_metadata_cache(), statistics })
+    }
+
+    pub fn metadata(&self) -> Arc<FileMetadataCache> {
+        self.metadata.clone()
+    }
+
+    pub fn statistics(&self) -> Arc<FileStatisticsCache> {
+        self.statistics.clone()
+    }
+}
+
+impl std::fmt::Debug for FileCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCaches").finish_non_exhaustive()
+    }
+}
+
+/// One run of one job: the workspace, the job, and how this run behaves (flags, not config).
+/// Every job kind runs from one of these and returns a [`JobMetrics`].
+pub struct JobRun<'a> {
+    pub ws: &'a Workspace,
+    pub job: &'a Job,
+    /// The run's one id: in `runner_runs`, ledger commits, quarantine rows, `churn_scores`, logs.
+    pub run_id: String,
+    /// The logical time (`--at`, a schedule's fire time minus its lag, or now).
+    pub at: DateTime<Utc>,
+    /// Plan and report what would be done; write nothing.
+    pub dry_run: bool,
+    /// Exact days for an incremental SQL job (a backfill), instead of the days that changed.
+    pub days: Option<Vec<NaiveDate>>,
+    pub progress: &'a Progress,
+}
+
+impl JobRun<'_> {
+    /// The logical date: SQL, export and scoring jobs run as of it.
+    pub fn as_of(&self) -> NaiveDate {
+        self.at.date_naive()
+    }
+
+    /// Metrics of this run, for `logical_time` and the kind's counts, with `dry_run` set.
+    pub fn metrics(&self, logical_time: String, counts: KindCounts) -> JobMetrics {
+        let mut m = JobMetrics::new(&self.job.name, &self.run_id, logical_time, counts);
+        m.dry_run = self.dry_run;
+        m
     }
 }

@@ -9,13 +9,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use aws_sdk_glue::Client as Glue;
 use common::REPO;
 use common::moto::{Moto, moto, unique};
-
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
 
 struct AwsEnv {
     dir: tempfile::TempDir,
@@ -51,9 +49,7 @@ impl AwsEnv {
     }
 
     fn runner(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.root()).arg("--config").arg(self.root().join("runner.toml")).arg("--quiet").args(args);
-        c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut c = common::cmd_in(self.root(), &self.root().join("runner.toml"), args);
         self.m.env(&mut c);
         c
     }
@@ -67,7 +63,7 @@ impl AwsEnv {
     /// Drops from `runner simulate` in a local folder: `<root>/<name>/raw/<stream>/...`.
     fn simulate(&self, name: &str, end_date: &str, days: &str, seed: &str) -> PathBuf {
         let out = self.root().join(name);
-        let o = Command::new(BIN)
+        let o = common::bin()
             .args(["--quiet", "simulate", "--out"])
             .arg(&out)
             .args(["--tenants", "4", "--users-per-tenant", "3", "--days", days, "--end-date", end_date, "--seed", seed])
@@ -114,10 +110,7 @@ const ATHENA_TYPES: &[&str] =
 
 #[tokio::test]
 async fn firehose_to_glue_and_athena_end_to_end() {
-    let Some(m) = moto() else {
-        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
-        return;
-    };
+    let m = moto();
     let env = AwsEnv::new(m, "");
     for stream in ["companies", "bigdatajobs"] {
         m.ops(&["firehose-setup", &env.bucket, stream, &format!("raw/{stream}/")]);
@@ -209,8 +202,7 @@ async fn firehose_to_glue_and_athena_end_to_end() {
     )
     .unwrap();
     let local = |args: &[&str]| {
-        let o =
-            Command::new(BIN).current_dir(env.root()).arg("--config").arg(&local_cfg).arg("--quiet").args(args).output().unwrap();
+        let o = common::cmd_in(env.root(), &local_cfg, args).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         String::from_utf8(o.stdout).unwrap()
     };
@@ -323,7 +315,7 @@ async fn ingest_snapshot(env: &AwsEnv) -> Vec<String> {
 /// Drops from `runner simulate` (ending 2026-11-20) in a new temporary folder.
 fn simulate_to(args: &[&str]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN)
+    let o = common::bin()
         .args(["--quiet", "simulate", "--end-date", "2026-11-20", "--out"])
         .arg(tmp.path())
         .args(args)
@@ -343,10 +335,7 @@ fn fresh_s3_drops(m: &'static Moto, drops: &Path) -> AwsEnv {
 
 #[tokio::test]
 async fn ingest_crash_recovery_on_s3_and_glue() {
-    let Some(m) = moto() else {
-        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
-        return;
-    };
+    let m = moto();
     let tmp = simulate_to(&[
         "--tenants",
         "3",
@@ -382,10 +371,7 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
 
 #[tokio::test]
 async fn an_incompatible_glue_schema_is_refused_before_publishing() {
-    let Some(m) = moto() else {
-        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
-        return;
-    };
+    let m = moto();
     let tmp = simulate_to(&["--tenants", "2", "--users-per-tenant", "2", "--days", "2", "--seed", "3"]);
     let env = fresh_s3_drops(m, tmp.path());
     env.ok(&["run", "ingest_bigdatajobs"]);
@@ -425,10 +411,7 @@ async fn an_incompatible_glue_schema_is_refused_before_publishing() {
 
 #[test]
 fn errors_users_meet_say_what_to_do() {
-    let Some(m) = moto() else {
-        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with moto[server] (make test does)");
-        return;
-    };
+    let m = moto();
     let env = AwsEnv::new(m, "");
     // The bucket was never created.
     let out = env.runner(&["run", "ingest_companies"]).output().unwrap();
@@ -450,7 +433,7 @@ fn errors_users_meet_say_what_to_do() {
     assert!(!stderr(&out).contains("testing"), "no secret in messages");
     // Athena needs the Glue catalog.
     let local = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).current_dir(local.path()).args(["query", "--engine", "athena", "SELECT 1"]).output().unwrap();
+    let out = common::bin().current_dir(local.path()).args(["query", "--engine", "athena", "SELECT 1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("[catalog] kind = \"glue\""), "{}", stderr(&out));
 }

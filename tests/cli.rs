@@ -3,25 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-use common::{TestEnv, walk};
-
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
-
-fn runner(env: &TestEnv, args: &[&str]) -> Output {
-    Command::new(BIN).current_dir(env.root()).arg("--config").arg(env.config_path()).args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{TestEnv, text, walk};
 
 #[test]
 fn config_errors_exit_78_naming_file_and_key() {
     let env = TestEnv::new();
     std::fs::write(env.config_path(), "wearhouse = \"x\"\n").unwrap();
-    let out = runner(&env, &["validate"]);
+    let out = env.output(&["validate"]);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     assert!(err.contains("runner.toml") && err.contains("wearhouse"), "{err}");
@@ -31,12 +19,7 @@ fn config_errors_exit_78_naming_file_and_key() {
 #[test]
 fn env_override_errors_name_the_variable() {
     let env = TestEnv::new();
-    let out = Command::new(BIN)
-        .current_dir(env.root())
-        .args(["--config", "runner.toml", "validate"])
-        .env("RUNNER__INGEST__MAX_OBJECTS", "3")
-        .output()
-        .unwrap();
+    let out = env.cmd(&["validate"]).env("RUNNER__INGEST__MAX_OBJECTS", "3").output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("RUNNER__INGEST__MAX_OBJECTS"), "{}", text(&out.stderr));
 }
@@ -44,13 +27,13 @@ fn env_override_errors_name_the_variable() {
 #[test]
 fn usage_errors_exit_2_with_a_hint() {
     let env = TestEnv::new();
-    let out = runner(&env, &["run", "ingest_companie"]);
+    let out = env.output(&["run", "ingest_companie"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("did you mean `ingest_companies`"), "{}", text(&out.stderr));
-    let out = runner(&env, &["query", "SELECT nope FROM nowhere"]);
+    let out = env.output(&["query", "SELECT nope FROM nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nowhere"), "{}", text(&out.stderr));
-    assert_eq!(runner(&env, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(env.output(&["frobnicate"]).status.code(), Some(2));
 }
 
 #[test]
@@ -63,28 +46,28 @@ fn results_on_stdout_in_each_format() {
         br#"{"event_type":"job_submitted","event_id":"e1","companyID":"c,1","userID":"u","nbJobs":3,"creationDate":1795179600000}"#,
         false,
     );
-    let run = runner(&env, &["run", "--all", "--format", "json"]);
+    let run = env.output(&["run", "--all", "--format", "json"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary[0]["job"], "ingest_bigdatajobs");
     assert_eq!(summary[0]["valid"], 1);
 
     let q = "SELECT companyID, nbJobs FROM job_events";
-    let csv = runner(&env, &["query", q, "--format", "csv"]);
+    let csv = env.output(&["query", q, "--format", "csv"]);
     assert_eq!(text(&csv.stdout), "companyID,nbJobs\n\"c,1\",3\n");
-    let json = runner(&env, &["query", q, "--format", "json"]);
+    let json = env.output(&["query", q, "--format", "json"]);
     assert_eq!(text(&json.stdout).trim(), r#"[{"companyID":"c,1","nbJobs":3}]"#);
-    let nd = runner(&env, &["query", q, "--format", "ndjson"]);
+    let nd = env.output(&["query", q, "--format", "ndjson"]);
     assert_eq!(text(&nd.stdout), "{\"companyID\":\"c,1\",\"nbJobs\":3}\n");
-    let table = runner(&env, &["query", q]);
+    let table = env.output(&["query", q]);
     assert!(text(&table.stdout).contains("| c,1       | 3      |"), "{}", text(&table.stdout));
 
-    let tables = runner(&env, &["tables", "--format", "csv"]);
+    let tables = env.output(&["tables", "--format", "csv"]);
     let t = text(&tables.stdout);
     assert!(t.starts_with("table,partitions,location,description\n") && t.contains("job_events,1,"), "{t}");
-    let d = runner(&env, &["describe", "job_events", "--format", "csv"]);
+    let d = env.output(&["describe", "job_events", "--format", "csv"]);
     assert!(text(&d.stdout).contains("nbJobs,bigint,column\n") && text(&d.stdout).contains("dt,date,partition key"));
-    assert_eq!(runner(&env, &["describe", "job_event"]).status.code(), Some(2));
+    assert_eq!(env.output(&["describe", "job_event"]).status.code(), Some(2));
 }
 
 #[test]
@@ -100,7 +83,7 @@ fn simulate_is_deterministic_for_a_seed_and_end_date() {
         v
     };
     for (out, seed) in [("a", "7"), ("b", "7"), ("c", "8")] {
-        let o = runner(&env, &[&args[..], &["--out", out, "--seed", seed]].concat());
+        let o = env.output(&[&args[..], &["--out", out, "--seed", seed]].concat());
         assert!(o.status.success(), "{}", text(&o.stderr));
     }
     let (a, b, c) = (listing("a"), listing("b"), listing("c"));
@@ -119,13 +102,13 @@ fn validate_plans_sql_offline_and_names_file_and_line() {
         std::fs::create_dir_all(sql.join(rel).parent().unwrap()).unwrap();
         std::fs::copy(&f, sql.join(rel)).unwrap();
     }
-    let ok = runner(&env, &["validate"]);
+    let ok = env.output(&["validate"]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(&format!("{}/sql", common::REPO), "sql");
     std::fs::write(env.config_path(), cfg).unwrap();
     let broken = std::fs::read_to_string(sql.join("jobs_daily.sql")).unwrap().replace("SUM(dataSize)", "SUM(data_size)");
     std::fs::write(sql.join("jobs_daily.sql"), broken).unwrap();
-    let out = runner(&env, &["validate"]);
+    let out = env.output(&["validate"]);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     assert!(err.contains("jobs_daily.sql: line 9") && err.contains("data_size"), "{err}");
@@ -136,11 +119,97 @@ fn validate_plans_sql_offline_and_names_file_and_line() {
     let undeclared =
         std::fs::read_to_string(sql.join("churn_features.sql")).unwrap().replace("FROM tenants t", "FROM jobs_daily t");
     std::fs::write(sql.join("churn_features.sql"), undeclared).unwrap();
-    let out = runner(&env, &["validate"]);
+    let out = env.output(&["validate"]);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     assert!(
         err.contains("churn_features.sql: line") && err.contains("add it to `inputs` in") && err.contains("churn_features.toml"),
         "{err}"
     );
+}
+
+/// Simulated drops for `days` days ending 2026-11-20, with invalid records and noise.
+fn simulate_into(env: &TestEnv, out: &str, days: &str, seed: &str) {
+    let args = ["simulate", "--out", out, "--tenants", "4", "--users-per-tenant", "2", "--days", days];
+    let o =
+        env.output(&[&args[..], &["--end-date", "2026-11-20", "--seed", seed, "--invalid-share", "0.05", "--noise"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[tokio::test]
+async fn one_run_id_joins_runs_ledger_quarantine_scores_and_logs() {
+    let env = TestEnv::new();
+    simulate_into(&env, "drops", "3", "3");
+    let out = env.cmd(&["-v", "run", "--all", "--at", "2026-11-20T12:00:00Z", "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let id = |job: &str| -> String {
+        let r = runs.iter().find(|r| r["job"] == job).unwrap_or_else(|| panic!("{job} ran: {runs:?}"));
+        r["run_id"].as_str().unwrap().to_string()
+    };
+    // Every job's summary run id is the one runner_runs recorded, kind included.
+    let recorded = env.query("SELECT job, kind, run_id FROM runner_runs ORDER BY job").await;
+    for r in &runs {
+        let line = format!("{},{},{}", r["job"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["run_id"].as_str().unwrap());
+        assert!(recorded.contains(&line), "{line} in {recorded:?}");
+    }
+    // Ingest: quarantine rows and ledger commits carry the ingest run's id.
+    let ingest = id("ingest_bigdatajobs");
+    let q = env.query("SELECT DISTINCT run_id FROM quarantine WHERE stream = 'bigdatajobs'").await;
+    assert_eq!(q, ["run_id".to_string(), ingest.clone()], "quarantine rows name the run that read them");
+    let ledger = env.warehouse().join("_runner/ledger/bigdatajobs");
+    let commits: Vec<serde_json::Value> = walk(&ledger)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    assert!(!commits.is_empty());
+    for c in &commits {
+        let by = c["run_id"].as_str().unwrap();
+        assert!(by == ingest || by == id("compact_events"), "a commit by ingest or compaction: {by}");
+    }
+    // Scoring: each score names the scoring run.
+    let s = env.query("SELECT DISTINCT run_id FROM churn_scores").await;
+    assert_eq!(s, ["run_id".to_string(), id("score_churn")]);
+    // Logs: a job's log lines carry its run id.
+    let log = text(&out.stderr);
+    assert!(log.contains(&format!("run_id={ingest}")), "{log}");
+}
+
+#[test]
+fn dry_run_plans_every_kind_and_writes_nothing() {
+    let env = TestEnv::new();
+    simulate_into(&env, "drops", "2", "4");
+    let first = env.output(&["run", "--all", "--at", "2026-11-19T12:00:00Z"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // A day later, more drops arrive; a dry run says what a run would do and writes nothing.
+    simulate_into(&env, "more", "1", "5");
+    for f in walk(&env.root().join("more")) {
+        let dest = env.root().join("drops").join(f.strip_prefix(env.root().join("more")).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::rename(&f, dest).unwrap();
+    }
+    let listing = || {
+        let mut v: Vec<(String, u64)> =
+            walk(&env.warehouse()).into_iter().map(|p| (p.display().to_string(), std::fs::metadata(&p).unwrap().len())).collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let dry = env.json(&["run", "--all", "--dry-run", "--at", "2026-11-20T12:00:00Z"]);
+    assert_eq!(listing(), before, "a dry run writes nothing, runner_runs included");
+    let runs = dry.as_array().unwrap();
+    let kinds: std::collections::BTreeSet<&str> = runs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["compact", "export", "ingest", "score", "sql"].into(), "every kind plans: {dry}");
+    assert!(runs.iter().all(|r| r["dry_run"] == true), "{dry}");
+    let ingest = runs.iter().find(|r| r["job"] == "ingest_bigdatajobs").unwrap();
+    assert!(ingest["objects"].as_u64().unwrap() > 0 && ingest["batches"].as_u64().unwrap() > 0, "{ingest}");
+    // The table summary shows every kind from the same columns.
+    let table = env.output(&["run", "--all", "--dry-run", "--at", "2026-11-20T12:00:00Z", "--format", "csv"]);
+    let t = text(&table.stdout);
+    assert!(
+        t.starts_with("job,kind,logical_time,periods,rows_in,rows_out,mb_in,files,partitions,dry_run,seconds,details,run_id\n"),
+        "{t}"
+    );
+    assert_eq!(listing(), before);
 }

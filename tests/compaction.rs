@@ -6,35 +6,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use arrow::array::AsArray;
 use common::{TestEnv, walk};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
-
-fn runner_json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .current_dir(env.root())
-        .arg("--config")
-        .arg(env.config_path())
-        .arg("--quiet")
-        .args(args)
-        .args(["--format", "json"])
-        .env_remove("RUNNER_FAILPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "runner {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
+use runner::job::{CompactJob, JobKind, KindCounts};
+use runner::pipeline::{RunOptions, run_job};
+use runner::progress::Progress;
 
 fn simulate(env: &TestEnv, seed: &str, end: &str, days: &str) {
-    let out = Command::new(BIN)
-        .current_dir(env.root())
-        .args(["--config", env.config_path().to_str().unwrap(), "--quiet", "simulate", "--out", "drops"])
+    let out = env
+        .cmd(&["simulate", "--out", "drops"])
         .args(["--tenants", "5", "--users-per-tenant", "3", "--days", days, "--end-date", end, "--seed", seed])
         .args(["--duplicate-share", "0.05"])
         .output()
@@ -93,17 +75,17 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         &[("compact_events.toml", "min_files = 8", "min_files = 2")],
     );
     simulate(&env, "5", "2026-11-20", "6");
-    runner_json(&env, &["run", "ingest_bigdatajobs", "ingest_companies"]);
-    runner_json(&env, &["run", "tenant_activity_daily", "--at", "2026-11-20"]);
+    env.json(&["run", "ingest_bigdatajobs", "ingest_companies"]);
+    env.json(&["run", "tenant_activity_daily", "--at", "2026-11-20"]);
     let before = rows(&env).await;
     let parts_before = partitions(&env, "job_events").await;
     assert!(parts_before.iter().any(|(_, _, n)| *n >= 4), "the fixture must leave many files: {parts_before:?}");
     assert!(parts_before.iter().all(|(_, v, _)| v == "v=000000000000"));
 
-    let out = runner_json(&env, &["run", "compact_events"]);
+    let out = env.json(&["run", "compact_events"]);
     let c = &out[0];
     assert_eq!(c["kind"], "compact", "{out}");
-    assert!(c["partitions"].as_u64().unwrap() > 0 && c["files_in"].as_u64() > c["files_out"].as_u64(), "{c}");
+    assert!(!c["partitions"].as_array().unwrap().is_empty() && c["files_in"].as_u64() > c["files_out"].as_u64(), "{c}");
     assert_eq!(c["removed_files"], 0, "replaced files stay for the grace period");
 
     same_rows(&rows(&env).await, &before, "readers see the same rows after compaction");
@@ -119,14 +101,14 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         }
     }
     // Nothing left to do; and compaction changed no row, so incremental SQL has nothing to rebuild.
-    assert_eq!(runner_json(&env, &["run", "compact_events"])[0]["partitions"], 0);
-    let sql = runner_json(&env, &["run", "tenant_activity_daily", "--at", "2026-11-20"]);
+    assert_eq!(env.json(&["run", "compact_events"])[0]["partitions"], serde_json::json!([]));
+    let sql = env.json(&["run", "tenant_activity_daily", "--at", "2026-11-20"]);
     assert_eq!(sql[0]["periods"], serde_json::json!([]), "{sql}");
 
     // More drops (overlapping days, late events, Firehose duplicates of nothing old): ingest
     // appends to the compacted versions, and no event is lost or doubled.
     simulate(&env, "6", "2026-11-21", "2");
-    runner_json(&env, &["run", "ingest_bigdatajobs", "ingest_companies"]);
+    env.json(&["run", "ingest_bigdatajobs", "ingest_companies"]);
     // (Legacy records have no event_id: they are told apart by content.)
     let total = env
         .query(
@@ -140,19 +122,21 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
     let grown = partitions(&env, "job_events").await;
     assert!(grown.iter().any(|(_, v, n)| v != "v=000000000000" && *n > 1), "new files join the current version: {grown:?}");
     let after_ingest = rows(&env).await;
-    runner_json(&env, &["run", "compact_events"]);
+    env.json(&["run", "compact_events"]);
     same_rows(&rows(&env).await, &after_ingest, "after the second compaction");
 
     // Past the grace period the replaced versions are deleted; readers are unaffected.
     let ws = env.workspace();
-    let job = runner::compact::CompactJob {
+    let mut job = ws.jobs.get("compact_events").unwrap().clone();
+    job.kind = JobKind::Compact(CompactJob {
         streams: vec!["bigdatajobs".into(), "companies".into()],
         min_files: 2,
         max_partitions_per_commit: 64,
         keep_replaced: std::time::Duration::ZERO,
-    };
-    let s = runner::compact::run(&ws, "compact_events", &job).await.unwrap();
-    assert!(s.removed_files > 0, "{s:?}");
+    });
+    let s = run_job(&ws, &job, &RunOptions::default(), &Progress::new(false)).await.unwrap();
+    let KindCounts::Compact(c) = &s.counts else { panic!("not a compaction: {s:?}") };
+    assert!(c.removed_files > 0, "{s:?}");
     for table in ["job_events", "tenant_events"] {
         let on_disk = walk(&env.warehouse().join(table)).len();
         let live: usize = partitions(&env, table).await.iter().map(|p| p.2).sum();

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use common::{TestEnv, query_csv, table_files};
 
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
 const SETTINGS: &str = "[ingest]\nmax_objects_per_batch = 25\n";
 
+/// The binary on `env`, its summary discarded (children are killed mid-run).
 fn runner(env: &TestEnv, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args);
-    c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut c = env.cmd(args);
+    c.stdout(Stdio::null());
     c
 }
 

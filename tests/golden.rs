@@ -1,16 +1,24 @@
 //! Golden tests for every SQL file in sql/: the fixture drops in tests/golden/drops are
-//! ingested, every job runs as of 2026-11-20, and each SQL output table must equal
-//! tests/golden/expected/<table>.csv. `UPDATE_GOLDEN=1` (make golden) rewrites the expected files;
-//! review the diff.
+//! ingested and every job runs as of 2026-11-20; then
+//! - each SQL job's output table must equal `tests/golden/expected/<table>.csv`,
+//! - each export dataset (`sql/export/*.sql`), run as its export job runs it, must equal
+//!   `tests/golden/expected/export/<dataset>.csv`,
+//! - each ad-hoc query (`sql/queries/*.sql`), run as `runner query --file` runs it, must equal
+//!   `tests/golden/expected/queries/<name>.csv`.
+//!
+//! `UPDATE_GOLDEN=1` (make golden) rewrites the expected files; review the diff.
 
 mod common;
 
+use std::path::Path;
+
 use common::{REPO, TestEnv, query_csv};
 use runner::job::JobKind;
+use runner::output::{Format, write_batches};
 use runner::pipeline::{RunOptions, run_jobs};
 use runner::progress::Progress;
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+fn copy_dir(from: &Path, to: &Path) {
     for f in common::walk(from) {
         let dest = to.join(f.strip_prefix(from).unwrap());
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
@@ -18,35 +26,88 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+fn csv(batches: &[arrow::array::RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    write_batches(&mut out, Format::Csv, batches).unwrap();
+    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Rows sorted after the header: an output whose SQL has no ORDER BY compares by content.
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    if lines.len() > 1 {
+        lines[1..].sort();
+    }
+    lines
+}
+
+/// Compares `got` with the expected file `rel` (or rewrites it under UPDATE_GOLDEN=1). The test's
+/// temporary folder (in `source_object` URLs) reads as `<root>`.
+fn check(rel: &str, got: &[String], root: &Path, mismatches: &mut Vec<String>) {
+    let got = (got.join("\n") + "\n").replace(&root.display().to_string(), "<root>");
+    let path = Path::new(REPO).join("tests/golden/expected").join(rel);
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing: run `make golden`", path.display()));
+    if want != got {
+        mismatches.push(format!("{rel}:\n--- expected\n{want}--- got\n{got}"));
+    }
+}
+
 #[tokio::test]
-async fn every_sql_job_matches_its_golden_file() {
+async fn every_sql_file_matches_its_golden_file() {
     let env = TestEnv::new();
-    copy_dir(&std::path::Path::new(REPO).join("tests/golden/drops"), &env.root().join("drops"));
+    copy_dir(&Path::new(REPO).join("tests/golden/drops"), &env.root().join("drops"));
     let ws = env.workspace();
     let names: Vec<String> = ws.jobs.jobs.keys().cloned().collect();
-    let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap().and_hms_opt(23, 0, 0).unwrap().and_utc();
+    let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let at = as_of.and_hms_opt(23, 0, 0).unwrap().and_utc();
     run_jobs(&ws, &names, &RunOptions { at: Some(at), ..Default::default() }, &Progress::new(false)).await.unwrap();
 
-    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
     let mut mismatches = Vec::new();
+    let mut files = 0;
     for job in ws.jobs.jobs.values() {
-        let JobKind::Sql(sj) = &job.kind else { continue };
-        let ctx = runner::engine::session(&ws).await.unwrap();
-        let cols: Vec<String> =
-            ctx.table(sj.output.as_str()).await.unwrap().schema().fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
-        let rows = query_csv(&ws, &format!("SELECT * FROM {} ORDER BY {}", sj.output, cols.join(", "))).await;
-        let got = rows.join("\n") + "\n";
-        let path = std::path::Path::new(REPO).join(format!("tests/golden/expected/{}.csv", sj.output));
-        if update {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing: run `make golden`", path.display()));
-        if want != got {
-            mismatches.push(format!("{}:\n--- expected\n{want}--- got\n{got}", sj.output));
+        match &job.kind {
+            JobKind::Sql(sj) => {
+                let ctx = runner::engine::session(&ws).await.unwrap();
+                let cols: Vec<String> = ctx
+                    .table(sj.output.as_str())
+                    .await
+                    .unwrap()
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("\"{}\"", f.name()))
+                    .collect();
+                let rows = query_csv(&ws, &format!("SELECT * FROM {} ORDER BY {}", sj.output, cols.join(", "))).await;
+                check(&format!("{}.csv", sj.output), &rows, env.root(), &mut mismatches);
+                files += 1;
+            }
+            JobKind::Export(ej) => {
+                let ctx = runner::engine::session_for(&ws, Some(&ej.inputs)).await.unwrap();
+                for ds in &ej.datasets {
+                    let params = runner::engine::params(as_of, (as_of, as_of));
+                    let batches = runner::engine::collect_sql(&ctx, &ds.sql, params, &ds.name).await.unwrap();
+                    check(&format!("export/{}.csv", ds.name), &sorted(csv(&batches)), env.root(), &mut mismatches);
+                    files += 1;
+                }
+            }
+            _ => {}
         }
     }
+    let mut queries: Vec<_> = common::walk(&Path::new(REPO).join("sql/queries"));
+    queries.sort();
+    for q in queries {
+        let sql = std::fs::read_to_string(&q).unwrap();
+        let batches = runner::engine::query(&ws, &sql).await.unwrap();
+        let name = q.file_stem().unwrap().to_str().unwrap();
+        check(&format!("queries/{name}.csv"), &csv(&batches), env.root(), &mut mismatches);
+        files += 1;
+    }
+    let on_disk = common::walk(&Path::new(REPO).join("sql")).len();
+    assert_eq!(files, on_disk, "every file in sql/ has a golden file (a new one needs `make golden`)");
     assert!(
         mismatches.is_empty(),
         "SQL output differs from the golden files (make golden to accept):\n{}",

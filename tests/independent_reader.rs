@@ -2,8 +2,8 @@
 //! `runner query` sees: the warehouse is plain Hive-partitioned Parquet, with no file a reader
 //! listing the partition folders would miscount.
 //!
-//! Needs a Python with pyarrow and duckdb in `RUNNER_TEST_PYTHON` (`make test` creates one).
-//! Without it the test is skipped locally and fails under CI.
+//! Needs a Python with pyarrow and duckdb in `RUNNER_TEST_PYTHON` (`make test` creates one);
+//! without one the test fails and says how to get it.
 
 mod common;
 
@@ -12,20 +12,9 @@ use std::process::Command;
 
 use common::TestEnv;
 
-fn python() -> Option<String> {
-    match std::env::var("RUNNER_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").is_ok() => panic!("RUNNER_TEST_PYTHON is not set: run the tests with `make test`"),
-        _ => None,
-    }
-}
-
 #[tokio::test]
 async fn pyarrow_and_duckdb_read_the_same_rows() {
-    let Some(py) = python() else {
-        eprintln!("skipped: set RUNNER_TEST_PYTHON to a python with pyarrow and duckdb (make test does)");
-        return;
-    };
+    let py = common::python_with(&["pyarrow", "duckdb"]);
     let env = TestEnv::with_settings("[ingest]\nmax_objects_per_batch = 40\n");
     let out = runner::simulate::SimulateOptions {
         tenants: 8,

@@ -18,8 +18,6 @@ use runner::schedule::Schedules;
 use runner::schedule::daemon::{self, DaemonOptions, SimulatedClock, Stop};
 use runner::workspace::Workspace;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
-
 struct Env {
     dir: tempfile::TempDir,
 }
@@ -53,10 +51,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.root()).args(["--config", "runner.toml", "--quiet"]).args(args);
-        c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
-        c
+        common::cmd_in(self.root(), &self.root().join("runner.toml"), args)
     }
 
     fn workspace(&self) -> Workspace {
@@ -105,7 +100,7 @@ async fn drive(env: &Env, from: &str, until: &str) -> Vec<(String, String, Strin
     let ws = env.workspace();
     let schedules = Schedules::load(&env.root().join("scheduler"), &ws.jobs).unwrap();
     let clock = SimulatedClock::new(t(from));
-    let opts = DaemonOptions { from: None, until: Some(t(until)), holder: "test".into() };
+    let opts = DaemonOptions { from: None, until: Some(t(until)), holder: "test".into(), parallel: 1 };
     let runs = daemon::run(&ws, &schedules, &clock, &Stop::default(), &opts, &Progress::new(false)).await.unwrap();
     runs.into_iter().map(|r| (r.schedule, r.job, r.fire_time.format("%m-%d %H:%M").to_string(), r.status)).collect()
 }
@@ -318,8 +313,7 @@ fn schedule_list_shows_next_fire_times() {
 fn committed_exports_match_the_schedules() {
     for (format, file) in [("crontab", "crontab"), ("eventbridge", "eventbridge.json"), ("cloudformation", "cloudformation.json")]
     {
-        let out =
-            Command::new(BIN).current_dir(REPO).args(["--quiet", "schedule", "export", "--format", format]).output().unwrap();
+        let out = common::bin().current_dir(REPO).args(["--quiet", "schedule", "export", "--format", format]).output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         let path = Path::new(REPO).join("scheduler/export").join(file);
         if std::env::var("UPDATE_GOLDEN").is_ok() {

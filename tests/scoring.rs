@@ -17,7 +17,6 @@ use common::{REPO, TestEnv};
 use runner::model::{Company, ModelDecl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
 const AS_OF: &str = "2026-11-20";
 
 fn model_path() -> std::path::PathBuf {
@@ -86,7 +85,7 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let mut child = Command::new(BIN)
+        let mut child = common::bin()
             .args(["--quiet", "model", "serve", "--port", "0", "--model"])
             .arg(model_path())
             .stdout(Stdio::null())
@@ -149,9 +148,7 @@ fn drop_scores(env: &TestEnv) {
 }
 
 fn runner(env: &TestEnv, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args);
-    c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut c = env.cmd(args);
     // Test credentials for the SigV4 and SageMaker paths (nothing leaves 127.0.0.1), and an API key.
     c.env("AWS_ACCESS_KEY_ID", "AKIDTESTING").env("AWS_SECRET_ACCESS_KEY", "testing-secret");
     c.env("AWS_EC2_METADATA_DISABLED", "true")

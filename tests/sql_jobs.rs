@@ -6,14 +6,11 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 use chrono::NaiveDate;
 use common::{REPO, TestEnv, query_csv, walk};
 use runner::pipeline::{RunOptions, run_jobs};
 use runner::progress::Progress;
-
-const BIN: &str = env!("CARGO_BIN_EXE_runner");
 
 fn at(d: NaiveDate) -> RunOptions {
     RunOptions { at: Some(d.and_hms_opt(12, 0, 0).unwrap().and_utc()), ..Default::default() }
@@ -107,10 +104,6 @@ async fn tenants_match_an_independent_computation_from_the_events() {
     assert_eq!(got, expected);
 }
 
-fn runner_cmd(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    Command::new(BIN).current_dir(env.root()).arg("--config").arg(env.config_path()).arg("--quiet").args(args).output().unwrap()
-}
-
 /// A job directory of our own, so a test can change one job's checks.
 fn env_with_own_jobs() -> TestEnv {
     let env = TestEnv::new();
@@ -121,10 +114,19 @@ fn env_with_own_jobs() -> TestEnv {
     }
     let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(&format!("{REPO}/jobs"), "jobs");
     std::fs::write(env.config_path(), cfg).unwrap();
-    let out = runner_cmd(
-        &env,
-        &["simulate", "--out", "drops", "--tenants", "5", "--users-per-tenant", "2", "--days", "5", "--end-date", "2026-11-20"],
-    );
+    let out = env.output(&[
+        "simulate",
+        "--out",
+        "drops",
+        "--tenants",
+        "5",
+        "--users-per-tenant",
+        "2",
+        "--days",
+        "5",
+        "--end-date",
+        "2026-11-20",
+    ]);
     assert!(out.status.success());
     env
 }
@@ -146,7 +148,7 @@ fn more_events(env: &TestEnv) {
         "--seed",
         "99",
     ];
-    assert!(runner_cmd(env, &args).status.success());
+    assert!(env.output(&args).status.success());
 }
 
 async fn tenants_as_of(env: &TestEnv, day: &str) -> Vec<String> {
@@ -160,7 +162,7 @@ async fn tenants_as_of(env: &TestEnv, day: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_failed_check_keeps_the_published_version_and_records_why() {
     let env = env_with_own_jobs();
-    assert!(runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]).status.success());
+    assert!(env.output(&["run", "--all", "--at", "2026-11-20"]).status.success());
     let before = tenants_as_of(&env, "2026-11-20").await;
     assert!(before.len() > 1);
 
@@ -169,13 +171,13 @@ async fn a_failed_check_keeps_the_published_version_and_records_why() {
     let path = env.root().join("jobs/tenants.toml");
     let toml = std::fs::read_to_string(&path).unwrap().replace("min_rows = 1", "min_rows = 1000000");
     std::fs::write(&path, toml).unwrap();
-    let out = runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]);
+    let out = env.output(&["run", "--all", "--at", "2026-11-20"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("quality checks failed") && err.contains("min_rows = 1000000"), "{err}");
 
     assert_eq!(tenants_as_of(&env, "2026-11-20").await, before, "the previous version stays published");
-    let hist = runner_cmd(&env, &["history", "tenants", "--format", "json"]);
+    let hist = env.output(&["history", "tenants", "--format", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert_eq!(runs[0]["status"], "failed");
     assert!(runs[0]["error"].as_str().unwrap().contains("min_rows"));
@@ -185,16 +187,15 @@ async fn a_failed_check_keeps_the_published_version_and_records_why() {
 #[tokio::test]
 async fn a_crash_before_publish_keeps_the_published_version_and_a_rerun_publishes() {
     let env = env_with_own_jobs();
-    assert!(runner_cmd(&env, &["run", "--all", "--at", "2026-11-20"]).status.success());
+    assert!(env.output(&["run", "--all", "--at", "2026-11-20"]).status.success());
     let before = tenants_as_of(&env, "2026-11-20").await;
     more_events(&env);
     // The second simulation writes into hour folders the first run already passed: list them all.
     let args = ["run", "--full-listing", "ingest_bigdatajobs", "ingest_companies", "tenant_activity_daily"];
-    assert!(runner_cmd(&env, &args).status.success());
+    assert!(env.output(&args).status.success());
 
-    let crashed = Command::new(BIN)
-        .current_dir(env.root())
-        .args(["--config", "runner.toml", "run", "--no-lock", "tenants", "--at", "2026-11-20"])
+    let crashed = env
+        .cmd(&["run", "--no-lock", "tenants", "--at", "2026-11-20"])
         .env("RUNNER_FAILPOINT", "sql.before_publish")
         .output()
         .unwrap();
@@ -202,7 +203,7 @@ async fn a_crash_before_publish_keeps_the_published_version_and_a_rerun_publishe
     assert_eq!(tenants_as_of(&env, "2026-11-20").await, before, "an unpublished version is invisible");
 
     // The killed run still holds its lease until it expires: rerun without it.
-    assert!(runner_cmd(&env, &["run", "--no-lock", "tenants", "--at", "2026-11-20"]).status.success());
+    assert!(env.output(&["run", "--no-lock", "tenants", "--at", "2026-11-20"]).status.success());
     let after = tenants_as_of(&env, "2026-11-20").await;
     assert_ne!(after, before, "the rerun publishes the new data");
     assert_eq!(after.len(), 8, "seven tenants after the second simulation, one row each: {after:?}");

@@ -19,11 +19,11 @@ use aws_sdk_glue::types::{
     StorageDescriptor, Table, TableInput,
 };
 
+use super::layout::{CURRENT_VERSION, VERSIONED};
 use super::local::LocalCatalog;
 use super::{Catalog, PartitionMeta, TableMeta};
 use crate::aws::sdk_error;
 use crate::error::{Error, Result};
-use crate::transform::{CURRENT_VERSION, VERSIONED};
 
 const INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
 const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";

@@ -6,12 +6,17 @@
 //! Hive/Athena type names Glue uses; [`arrow_type`] and [`glue_type`] convert.
 
 pub mod glue;
+pub mod layout;
 pub mod local;
+pub mod types;
+
+pub use layout::hive_escape;
+pub use types::{arrow_type, glue_type};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -187,99 +192,9 @@ impl DeclaredTable {
     }
 }
 
-/// The Hive/Athena type for an Arrow type the runner writes.
-pub fn glue_type(dt: &DataType) -> Result<String> {
-    Ok(match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string",
-        DataType::Int8 => "tinyint",
-        DataType::Int16 => "smallint",
-        DataType::Int32 => "int",
-        DataType::Int64 => "bigint",
-        DataType::Float32 => "float",
-        DataType::Float64 => "double",
-        DataType::Boolean => "boolean",
-        DataType::Date32 => "date",
-        DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, _) => "timestamp",
-        DataType::Binary | DataType::LargeBinary => "binary",
-        DataType::Decimal128(p, s) => return Ok(format!("decimal({p},{s})")),
-        other => return Err(Error::Internal(format!("no Athena type for Arrow type {other}"))),
-    }
-    .to_string())
-}
-
-/// The Arrow type the runner reads for a Hive/Athena type.
-pub fn arrow_type(ty: &str) -> Result<DataType> {
-    Ok(match ty {
-        "string" => DataType::Utf8,
-        "tinyint" => DataType::Int8,
-        "smallint" => DataType::Int16,
-        "int" => DataType::Int32,
-        "bigint" => DataType::Int64,
-        "float" => DataType::Float32,
-        "double" => DataType::Float64,
-        "boolean" => DataType::Boolean,
-        "date" => DataType::Date32,
-        "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        "binary" => DataType::Binary,
-        t if t.starts_with("decimal(") => {
-            let inner = t.trim_start_matches("decimal(").trim_end_matches(')');
-            let (p, s) = inner.split_once(',').ok_or_else(|| Error::Internal(format!("bad type {t}")))?;
-            DataType::Decimal128(
-                p.trim().parse().map_err(|_| Error::Internal(format!("bad type {t}")))?,
-                s.trim().parse().map_err(|_| Error::Internal(format!("bad type {t}")))?,
-            )
-        }
-        other => return Err(Error::Internal(format!("catalog type `{other}` is not supported"))),
-    })
-}
-
-/// Escapes a partition value for a Hive path segment (as Hive's `FileUtils.escapePathName`
-/// does), so a value can never add a path segment (`/`), climb out (`..` stays inside one
-/// escaped segment), or fake a key (`=`).
-pub fn hive_escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for ch in v.chars() {
-        let needs = ch.is_control()
-            || matches!(ch, '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^' | '\x7f');
-        if needs {
-            let mut buf = [0u8; 4];
-            for b in ch.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    if out.is_empty() {
-        // Hive's name for a partition whose value is empty.
-        return "__HIVE_DEFAULT_PARTITION__".into();
-    }
-    if out.chars().all(|c| c == '.') {
-        // `.` and `..` alone are path syntax, not names.
-        return out.replace('.', "%2E");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glue_types_round_trip() {
-        for dt in [
-            DataType::Utf8,
-            DataType::Int64,
-            DataType::Float64,
-            DataType::Boolean,
-            DataType::Date32,
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            DataType::Decimal128(12, 2),
-        ] {
-            assert_eq!(arrow_type(&glue_type(&dt).unwrap()).unwrap(), dt);
-        }
-        assert!(glue_type(&DataType::UInt64).is_err());
-    }
 
     #[test]
     fn schema_changes_adding_columns_pass_and_others_name_the_column() {
@@ -309,16 +224,5 @@ mod tests {
         let mut cased = added.clone();
         cased.columns.push(col("JOBS", "bigint"));
         assert!(check_compatible(&t, &cased).unwrap_err().to_string().contains("differ only in case"));
-    }
-
-    #[test]
-    fn hive_escape_keeps_values_in_one_segment() {
-        assert_eq!(hive_escape("2026-11-20"), "2026-11-20");
-        assert_eq!(hive_escape("a/b"), "a%2Fb");
-        assert_eq!(hive_escape("k=v"), "k%3Dv");
-        assert_eq!(hive_escape("%2F"), "%252F");
-        assert_eq!(hive_escape(".."), "%2E%2E");
-        assert_eq!(hive_escape(""), "__HIVE_DEFAULT_PARTITION__");
-        assert_eq!(hive_escape("café x"), "café x");
     }
 }

@@ -13,34 +13,32 @@ pub mod framing;
 pub mod parse;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use arrow::compute::{filter_record_batch, interleave_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use bytes::Bytes;
+use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression as PqCompression;
-use parquet::file::properties::WriterProperties;
-use serde::Serialize;
 
-use crate::catalog::{PartitionMeta, TableMeta};
+use crate::catalog::TableMeta;
+use crate::catalog::layout::{VERSIONED, day_folder};
+use crate::config::IngestSettings;
+use crate::dates::{day_of_ms, day_string};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys, version_dir};
+use crate::job::{IngestCounts, IngestJob, JobMetrics, KindCounts, RecordCounts};
+use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use crate::progress::Progress;
-use crate::schema::{COL_SOURCE, PARTITION_COL};
+use crate::publish::commit::{Replan, publish_commit, roll_forward};
+use crate::schema::{PARTITION_COL, QUARANTINE_TABLE, quarantine_schema};
 use crate::source::{Compression, KeyKind, classify};
-use crate::store::Location;
-use crate::workspace::Workspace;
+use crate::store::{Location, encode_parquet};
+use crate::workspace::{JobRun, Workspace};
 use dedup::DedupIndex;
-use parse::{MS_PER_DAY, ParsedObject, Reject, parse_object};
-
-pub const QUARANTINE_TABLE: &str = "quarantine";
+use parse::{ParsedObject, Reject, parse_object};
 
 /// Staging left by an attempt that never committed is removed after this long (a younger one
 /// may belong to a run still writing).
@@ -48,29 +46,6 @@ const STAGING_GRACE_MINUTES: i64 = 60;
 /// GZIP'd JSON inflates about this much: batches are bounded by estimated uncompressed bytes,
 /// so memory does not depend on how full or how compressed the drops are.
 const GZIP_RATIO_ESTIMATE: u64 = 8;
-/// How often a run re-plans after another run committed the batch it planned.
-const MAX_COMMIT_CONFLICTS: u32 = 20;
-
-/// What one ingest run did; printed as the run summary.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IngestSummary {
-    pub job: String,
-    pub stream: String,
-    pub batches: u64,
-    /// Committed batches of an earlier, interrupted run that this run published.
-    pub recovered_batches: u64,
-    pub objects: u64,
-    pub refused: u64,
-    pub skipped_error_output: u64,
-    pub skipped_stray: u64,
-    /// Objects the discovery listing returned (from the last ingested hour minus the lookback).
-    pub listed: u64,
-    /// Records, valid, duplicates, quarantined by reason, bytes: summed over the run's batches.
-    #[serde(flatten)]
-    pub stats: BatchStats,
-    pub files: u64,
-    pub seconds: f64,
-}
 
 /// A drop (or refused object) not yet consumed.
 #[derive(Debug, Clone)]
@@ -80,23 +55,6 @@ struct Candidate {
     arrival_ms: i64,
     compression: Compression,
     refused: Option<String>,
-}
-
-/// The quarantine table's data-file schema: every record the runner could not accept.
-pub fn quarantine_schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("stream", DataType::Utf8, false),
-        Field::new(COL_SOURCE, DataType::Utf8, false),
-        Field::new("byte_offset", DataType::Int64, true),
-        Field::new("raw", DataType::Utf8, true),
-        Field::new("reason_code", DataType::Utf8, false),
-        Field::new("field", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("batch", DataType::Int64, false),
-        Field::new("ingested_at", ts, false),
-    ]))
 }
 
 /// Registers the stream's table and `quarantine` in the catalog (idempotent).
@@ -110,7 +68,7 @@ async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
         &[(PARTITION_COL, DataType::Date32)],
     )?;
     // Partitions live in `v=<seq>` folders so compaction can replace one atomically.
-    t.parameters.insert(crate::transform::VERSIONED.into(), "true".into());
+    t.parameters.insert(VERSIONED.into(), "true".into());
     ws.catalog.put_table(&t).await?;
     let q = TableMeta::from_arrow(
         QUARANTINE_TABLE,
@@ -122,26 +80,126 @@ async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     ws.catalog.put_table(&q).await
 }
 
-/// Runs the ingest of `stream` until no new drop is left.
-pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -> Result<IngestSummary> {
+/// Runs the ingest of the job's stream until no new drop is left. A dry run lists and plans the
+/// batches and writes nothing.
+pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
+    let (ws, stream, progress) = (r.ws, ij.stream.as_str(), r.progress);
     let started = Instant::now();
-    let mut summary = IngestSummary { job: job.to_string(), stream: stream.to_string(), ..Default::default() };
+    let mut summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
+    let mut stats = BatchStats::default();
     let source = Location::parse(ws.config.source(stream)?)?;
     let ledger = Ledger::new(ws.warehouse.clone(), stream);
     let settings = &ws.config.ingest;
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let run_id = r.run_id.as_str();
 
-    ensure_tables(ws, stream).await?;
     let mut state = ledger.load().await?;
-    summary.recovered_batches += recover(ws, &ledger, &mut state).await?;
-    let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
-    if removed > 0 {
-        tracing::info!(stream, removed, "removed staging of attempts that never committed");
+    if !r.dry_run {
+        ensure_tables(ws, stream).await?;
+        summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
+        let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
+        if removed > 0 {
+            tracing::info!(stream, removed, "removed staging of attempts that never committed");
+        }
     }
 
-    // Discover: from the last ingested hour minus the lookback on, so a run lists the recent
-    // hours, not years of drops (Firehose keys start with their arrival hour).
-    // `--full-listing` lists everything, for drops copied by hand into old hours.
+    let candidates = discover(&source, &state, settings, &mut summary).await?;
+    let mut consumed: HashSet<String> = state.consumed().into_iter().map(str::to_string).collect();
+    let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
+    if r.dry_run {
+        // What the run would do: the pending drops, in the batches it would make.
+        let mut cursor = 0;
+        let mut m = r.metrics(r.at.to_rfc3339(), KindCounts::Ingest(IngestCounts::default()));
+        loop {
+            let batch = next_batch(&candidates, &mut cursor, &consumed, settings);
+            if batch.is_empty() {
+                break;
+            }
+            summary.batches += 1;
+            summary.objects += batch.iter().filter(|c| c.refused.is_none()).count() as u64;
+            summary.refused += batch.iter().filter(|c| c.refused.is_some()).count() as u64;
+            m.bytes_in += batch.iter().map(|c| c.size).sum::<u64>();
+        }
+        m.seconds = started.elapsed().as_secs_f64();
+        m.counts = KindCounts::Ingest(summary);
+        return Ok(m);
+    }
+    progress.start(stream, pending_count as u64);
+
+    let horizon_ms = settings.dedup_horizon.as_millis() as i64;
+    let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
+    let mut dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+    let mut replan = Replan::default();
+    let mut cursor = 0;
+    let mut partitions: BTreeSet<String> = BTreeSet::new();
+    let (mut files, mut bytes_out) = (0u64, 0u64);
+    loop {
+        // Plan the next bounded batch from the oldest unconsumed candidates.
+        let batch = next_batch(&candidates, &mut cursor, &consumed, settings);
+        if batch.is_empty() {
+            break;
+        }
+        match write_batch(ws, &source, &ledger, &state, run_id, &batch, &mut dedup, progress).await {
+            Ok((commit, keys)) => {
+                failpoint::hit("ingest.after_commit");
+                publish_commit(ws, &ledger, &commit).await?;
+                failpoint::hit("ingest.after_published");
+                summary.batches += 1;
+                summary.objects += commit.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
+                summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
+                files += commit.files.len() as u64;
+                bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
+                partitions.extend(commit.files.iter().map(|f| day_folder(&f.table, &f.partition.join(","), None)));
+                stats.add(&commit.stats);
+                dedup.committed(commit.max_arrival_ms, keys);
+                for o in &commit.objects {
+                    consumed.insert(o.key.clone());
+                }
+                state.published.insert(commit.seq);
+                state.commits.push(commit);
+                progress.records(stats.records);
+            }
+            Err(e) => {
+                // Another run committed this seq: take its work into account and plan again.
+                replan.after(e, "ingest")?;
+                state = ledger.load().await?;
+                summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
+                consumed = state.consumed().into_iter().map(str::to_string).collect();
+                dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+                cursor = 0;
+            }
+        }
+    }
+    progress.finish();
+    let mut m = r.metrics(r.at.to_rfc3339(), KindCounts::Ingest(IngestCounts::default()));
+    m.rows_in = stats.records;
+    m.bytes_in = stats.bytes;
+    m.rows_out = stats.valid + stats.quarantined_total();
+    m.files = files;
+    m.bytes_out = bytes_out;
+    m.partitions = partitions.into_iter().collect();
+    summary.stats = RecordCounts {
+        records: stats.records,
+        valid: stats.valid,
+        duplicates: stats.duplicates,
+        quarantined: stats.quarantined,
+        bytes_uncompressed: stats.bytes_uncompressed,
+    };
+    m.counts = KindCounts::Ingest(summary);
+    m.seconds = started.elapsed().as_secs_f64();
+    Ok(m)
+}
+
+/// Lists the source from the last ingested hour minus the lookback on, so a run lists the
+/// recent hours, not years of drops (Firehose keys start with their arrival hour);
+/// `--full-listing` lists everything, for drops copied by hand into old hours. Returns the drops
+/// and refused objects in arrival order, so a backlog is worked off oldest first and dedup keeps
+/// the first copy.
+async fn discover(
+    source: &Location,
+    state: &LedgerState,
+    settings: &IngestSettings,
+    summary: &mut IngestCounts,
+) -> Result<Vec<Candidate>> {
     let since = state
         .commits
         .iter()
@@ -177,131 +235,43 @@ pub async fn run(ws: &Workspace, job: &str, stream: &str, progress: &Progress) -
             KeyKind::Stray => summary.skipped_stray += 1,
         }
     }
-    // Arrival order, so a backlog is worked off oldest first and dedup keeps the first copy.
     candidates.sort_by(|a, b| (a.arrival_ms, &a.rel).cmp(&(b.arrival_ms, &b.rel)));
-    let mut consumed: HashSet<String> = state.consumed().into_iter().map(str::to_string).collect();
-    let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     if summary.skipped_error_output + summary.skipped_stray > 0 {
         tracing::info!(
-            stream,
+            stream = %summary.stream,
             error_output = summary.skipped_error_output,
             stray = summary.skipped_stray,
             "skipped objects outside the Firehose drop layout"
         );
     }
-    progress.start(stream, pending_count as u64);
+    Ok(candidates)
+}
 
-    let horizon_ms = settings.dedup_horizon.as_millis() as i64;
-    let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
-    let mut dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
-    let mut conflicts = 0;
-    let mut cursor = 0;
-    loop {
-        // Plan the next bounded batch from the oldest unconsumed candidates.
-        let mut batch: Vec<Candidate> = Vec::new();
-        let mut bytes = 0u64;
-        while cursor < candidates.len() {
-            let c = &candidates[cursor];
-            if consumed.contains(&c.rel) {
-                cursor += 1;
-                continue;
-            }
-            let est = if c.compression == Compression::Gzip { c.size * GZIP_RATIO_ESTIMATE } else { c.size };
-            if !batch.is_empty() && (batch.len() >= settings.max_objects_per_batch || bytes + est > settings.max_bytes_per_batch)
-            {
-                break;
-            }
-            bytes += est;
-            batch.push(c.clone());
-            cursor += 1;
+/// The next bounded batch: the oldest unconsumed candidates from `cursor` on, up to the
+/// object and (estimated uncompressed) byte limits.
+fn next_batch(
+    candidates: &[Candidate],
+    cursor: &mut usize,
+    consumed: &HashSet<String>,
+    settings: &IngestSettings,
+) -> Vec<Candidate> {
+    let mut batch: Vec<Candidate> = Vec::new();
+    let mut bytes = 0u64;
+    while *cursor < candidates.len() {
+        let c = &candidates[*cursor];
+        if consumed.contains(&c.rel) {
+            *cursor += 1;
+            continue;
         }
-        if batch.is_empty() {
+        let est = if c.compression == Compression::Gzip { c.size * GZIP_RATIO_ESTIMATE } else { c.size };
+        if !batch.is_empty() && (batch.len() >= settings.max_objects_per_batch || bytes + est > settings.max_bytes_per_batch) {
             break;
         }
-        let seq = state.next_seq();
-        match write_batch(ws, &source, &ledger, &state, &run_id, &batch, &mut dedup, progress).await {
-            Ok((commit, keys)) => {
-                failpoint::hit("ingest.after_commit");
-                publish(ws, &ledger, &commit).await?;
-                failpoint::hit("ingest.after_published");
-                summary.batches += 1;
-                summary.objects += commit.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
-                summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
-                summary.files += commit.files.len() as u64;
-                summary.stats.add(&commit.stats);
-                dedup.committed(commit.max_arrival_ms, keys);
-                for o in &commit.objects {
-                    consumed.insert(o.key.clone());
-                }
-                state.published.insert(commit.seq);
-                state.commits.push(commit);
-                progress.records(summary.stats.records);
-            }
-            Err(Error::CommitConflict { .. }) if conflicts < MAX_COMMIT_CONFLICTS => {
-                // Another run committed this seq: take its work into account and plan again.
-                conflicts += 1;
-                tracing::info!(stream, seq, "another run committed batch {seq} first; re-planning");
-                state = ledger.load().await?;
-                summary.recovered_batches += recover(ws, &ledger, &mut state).await?;
-                consumed = state.consumed().into_iter().map(str::to_string).collect();
-                dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
-                cursor = 0;
-            }
-            Err(e) => return Err(e),
-        }
+        bytes += est;
+        batch.push(c.clone());
+        *cursor += 1;
     }
-    progress.finish();
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
-}
-
-/// Publishes every committed batch that has no `.published` marker (a crash cut it short).
-pub(crate) async fn recover(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Result<u64> {
-    let mut n = 0;
-    for c in &state.commits {
-        if !state.published.contains(&c.seq) {
-            tracing::info!(stream = %c.stream, seq = c.seq, "rolling forward batch committed by an interrupted run");
-            publish(ws, ledger, c).await?;
-            n += 1;
-        }
-    }
-    for c in &state.commits {
-        state.published.insert(c.seq);
-    }
-    Ok(n)
-}
-
-/// Moves a committed batch's files into place and registers their partitions. Idempotent.
-///
-/// An ingest batch only *adds* partitions that do not exist yet (its files join the current
-/// version, which the catalog already points at); only a compaction repoints a partition. So a
-/// publisher that was delayed never points a partition back at a replaced version.
-pub(crate) async fn publish(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
-    let wh = &ws.warehouse;
-    for (i, f) in c.files.iter().enumerate() {
-        wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await?;
-        if i == 0 {
-            failpoint::hit("ingest.mid_publish");
-        }
-    }
-    failpoint::hit("ingest.before_catalog");
-    let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
-    for f in &c.files {
-        let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
-        let p = PartitionMeta { values: f.partition.clone(), location: wh.join(dir).url };
-        let v = by_table.entry(f.table.as_str()).or_default();
-        if !v.contains(&p) {
-            v.push(p);
-        }
-    }
-    for (table, parts) in by_table {
-        if c.is_compaction() {
-            ws.catalog.put_partitions(table, &parts).await?;
-        } else {
-            ws.catalog.add_partitions(table, &parts).await?;
-        }
-    }
-    ledger.mark_published(c.seq).await
+    batch
 }
 
 /// Reads, deduplicates and stages one batch, then commits it. Returns the commit and the
@@ -365,7 +335,7 @@ async fn write_batch(
     while let Some(item) = parsed.next().await {
         let (c, p, rejects) = item?;
         let url = format!("{}{}", source.url, c.rel);
-        let arrival_day = c.arrival_ms.div_euclid(MS_PER_DAY) as i32;
+        let arrival_day = day_of_ms(c.arrival_ms);
         for r in &rejects {
             *stats.quarantined.entry(r.code.to_string()).or_default() += 1;
             quarantine.push(stream, &url, r, run_id, seq, now, arrival_day);
@@ -470,10 +440,7 @@ async fn stage_partitions(
             let wh = wh.clone();
             let batches = batches.clone();
             let date = day_string(day);
-            let dir = match version(&date) {
-                Some(v) => format!("{table}/{PARTITION_COL}={date}/{}", version_dir(v)),
-                None => format!("{table}/{PARTITION_COL}={date}"),
-            };
+            let dir = day_folder(table, &date, version(&date));
             let staged = format!("{staging}/{dir}/part-{stream}-{seq:012}.parquet");
             let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
             async move {
@@ -495,26 +462,6 @@ async fn stage_partitions(
         })
         .buffered(ws.config.ingest.parallelism.max(1));
     results.collect::<Vec<_>>().await.into_iter().collect()
-}
-
-pub fn day_string(day: i32) -> String {
-    DateTime::<Utc>::from_timestamp_millis(i64::from(day) * MS_PER_DAY)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "1970-01-01".into())
-}
-
-/// Parquet as Athena reads it: Snappy pages, statistics for pruning.
-pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(PqCompression::SNAPPY)
-        .set_created_by(format!("runner {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut w =
-        ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(Error::parquet("opening a Parquet writer"))?;
-    w.write(batch).map_err(Error::parquet("writing Parquet"))?;
-    w.close().map_err(Error::parquet("closing Parquet"))?;
-    Ok(Bytes::from(buf))
 }
 
 #[derive(Default)]

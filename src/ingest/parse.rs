@@ -20,8 +20,6 @@ use super::validate::{Cell, reason, validate};
 use crate::schema::{Contract, StreamContract};
 use crate::source::Compression;
 
-pub const MS_PER_DAY: i64 = 86_400_000;
-
 /// A record the runner could not accept.
 #[derive(Debug, Clone)]
 pub struct Reject {
@@ -187,7 +185,7 @@ pub fn parse_object(
             }
             _ => content_key(&value),
         });
-        out.days.push(event_ms.div_euclid(MS_PER_DAY) as i32);
+        out.days.push(crate::dates::day_of_ms(event_ms));
         for (b, c) in builders.iter_mut().zip(cells.iter()) {
             b.append(*c);
         }
@@ -271,7 +269,7 @@ mod tests {
         assert_eq!(p.rejects[0].code, reason::INVALID_JSON);
         let nb = p.rows.column(sc.key_index["nbJobs"]).as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(nb.value(0), 2);
-        assert_eq!(p.days, vec![(1_600_000_000_000 / MS_PER_DAY) as i32, (1_700_000_000_000 / MS_PER_DAY) as i32]);
+        assert_eq!(p.days, vec![crate::dates::day_of_ms(1_600_000_000_000), crate::dates::day_of_ms(1_700_000_000_000)]);
         assert!(!p.rows.column(sc.col_event_id).is_valid(0));
     }
 

@@ -9,9 +9,7 @@
 //!
 //! - [`train`]: `runner model train`, logistic regression on standardized features.
 //! - [`serve`]: `runner model serve`, the SageMaker container and API Gateway contracts.
-//! - [`bench`]: `runner model bench`, batched next to one request per company.
 
-pub mod bench;
 pub mod serve;
 pub mod train;
 
@@ -108,6 +106,15 @@ pub struct Predictions {
 }
 
 impl ModelDecl {
+    /// Writes the declaration as pretty JSON, creating its folder.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::Io { what: format!("writing {}", path.display()), source: e })
+    }
+
     pub fn load(path: &Path) -> Result<ModelDecl> {
         let err = |m: String| Error::Config { file: path.display().to_string(), message: m };
         let text = std::fs::read_to_string(path)

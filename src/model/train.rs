@@ -103,6 +103,15 @@ pub fn read_companies_csv(path: &Path) -> Result<Vec<Labelled>> {
     Ok(out)
 }
 
+/// `runner model train`: reads labelled companies from `data`, trains, writes the declaration
+/// to `out` and returns it.
+pub fn train_file(data: &Path, out: &Path, seed: u64, epochs: usize) -> Result<ModelDecl> {
+    let rows = read_companies_csv(data)?;
+    let decl = train(&rows, &data.display().to_string(), seed, epochs)?;
+    decl.save(out)?;
+    Ok(decl)
+}
+
 /// Fits the model on 80 percent of `data` and reports on the other 20.
 pub fn train(data: &[Labelled], source: &str, seed: u64, epochs: usize) -> Result<ModelDecl> {
     if data.len() < 10 {

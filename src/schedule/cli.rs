@@ -1,18 +1,63 @@
-//! `runner schedule list|daemon|export`: the schedule commands over the library.
+//! `runner schedule list|daemon|export`: the subcommand's arguments and what each does.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
 
 use super::Schedules;
 use super::daemon::{self, DaemonOptions, Stop, SystemClock};
-use crate::cli::{ExportFormat, ScheduleCommand};
+use crate::dates::parse_time;
 use crate::error::{Error, Result, exit};
-use crate::output::write_batches;
+use crate::output::{Format, write_batches};
 use crate::progress::Progress;
 use crate::workspace::Workspace;
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each scheduled job: expression, time zone, policy, next fire times, last run.
+    List {
+        /// Fire times to show.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run due schedules until SIGTERM/Ctrl-C: catch-up by policy, leases, dependency order.
+    Daemon {
+        /// Treat fire times since this time as missed (default: since each schedule's last done period).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Exit once this time has passed and nothing due is left (default: run forever).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Jobs of a period that do not depend on each other run at the same time, this many at
+        /// once (ingest and compaction jobs always run alone), as with `runner run --parallel`.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
+        /// Format of the list of runs printed at exit.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Write the schedules as crontab lines, EventBridge Scheduler definitions or CloudFormation.
+    Export {
+        #[arg(long, value_enum)]
+        format: ScheduleFormat,
+        /// The runner command in crontab lines.
+        #[arg(long, default_value = "runner")]
+        runner: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleFormat {
+    Crontab,
+    Eventbridge,
+    Cloudformation,
+}
 
 pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut dyn Write, progress: &Progress) -> Result<i32> {
     match cmd {
@@ -48,7 +93,7 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
             write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
-        ScheduleCommand::Daemon { from, until, format } => {
+        ScheduleCommand::Daemon { from, until, parallel, format } => {
             let stop = Stop::default();
             let s2 = stop.clone();
             tokio::spawn(async move {
@@ -57,12 +102,16 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
                     _ = tokio::signal::ctrl_c() => {}
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
                 }
-                eprintln!("stopping: the running job finishes, no new run starts");
+                crate::output::notice("stopping: the running job finishes, no new run starts");
                 s2.stop();
             });
-            let holder = super::lease::holder_id();
-            eprintln!("scheduler daemon {holder}: {} schedules from {}", s.schedules.len(), s.file.display());
-            let opts = DaemonOptions { from, until, holder };
+            let holder = crate::pipeline::lease::holder_id();
+            crate::output::notice(format!(
+                "scheduler daemon {holder}: {} schedules from {}",
+                s.schedules.len(),
+                s.file.display()
+            ));
+            let opts = DaemonOptions { from, until, holder, parallel: usize::from(parallel) };
             let runs = daemon::run(ws, s, &SystemClock, &stop, &opts, progress).await?;
             let col = |f: fn(&daemon::DaemonRun) -> String| {
                 Arc::new(StringArray::from(runs.iter().map(f).collect::<Vec<_>>())) as ArrayRef
@@ -80,9 +129,9 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
         }
         ScheduleCommand::Export { format, runner } => {
             let text = match format {
-                ExportFormat::Crontab => super::export::crontab(s, &runner),
-                ExportFormat::Eventbridge => super::export::eventbridge(s),
-                ExportFormat::Cloudformation => super::export::cloudformation(s),
+                ScheduleFormat::Crontab => super::render::crontab(s, &runner),
+                ScheduleFormat::Eventbridge => super::render::eventbridge(s),
+                ScheduleFormat::Cloudformation => super::render::cloudformation(s),
             };
             out.write_all(text.as_bytes()).map_err(|e| Error::Io { what: "writing".into(), source: e })?;
             Ok(exit::OK)
@@ -92,7 +141,7 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
 
 /// `<started_at> <status>` of the job's last run, or `never`.
 async fn last_run(ws: &Workspace, job: &str) -> Result<String> {
-    let batches = crate::history::history(ws, job, 1).await?;
+    let batches = crate::runs::history(ws, job, 1).await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok("never".into()) };
     let fmt = |name: &str| -> Result<String> {
         let c = b.column_by_name(name).ok_or_else(|| Error::Internal(format!("runner_runs has no {name}")))?;

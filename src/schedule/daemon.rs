@@ -1,10 +1,7 @@
-//! `runner schedule daemon` and locked runs.
+//! `runner schedule daemon`: runs due schedules, each period's jobs under their leases.
 //!
-//! Every scheduled or triggered run of a job goes through [`run_locked`]: take the job's lease,
-//! check that the period has not already run, run it (recorded in `runner_runs`), mark the period
-//! done, give the lease back. The done marker is created only after success, with a
-//! create-if-absent put: two triggers for one period (two daemons, EventBridge delivering an
-//! event twice, cron and a daemon) run it once.
+//! Every run goes through `pipeline::locked`, as `run --schedule` does: leases, done markers,
+//! dependency order and `--parallel` are implemented once, there.
 //!
 //! The daemon keeps, per schedule, the last fire time it handled. At start it catches up the
 //! periods missed since the last done one by the schedule's policy; then it sleeps until the
@@ -15,90 +12,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use super::lease::{self, Holder};
 use super::{CatchUp, Schedule, Schedules};
 use crate::error::Result;
-use crate::job::Job;
-use crate::pipeline::{Outcome, RunOptions, run_job};
+use crate::pipeline::locked::{Locked, LockedRun, last_done, run_locked_dag};
 use crate::progress::Progress;
 use crate::workspace::Workspace;
-
-const DONE_DIR: &str = "_runner/schedule/done";
-
-/// What became of a locked run.
-#[derive(Debug)]
-pub enum Locked {
-    Ran(Result<Outcome>),
-    /// Another process holds the job's lease.
-    Held(Holder),
-    /// The period already ran (another trigger got there first).
-    AlreadyDone,
-}
-
-fn period_key(t: DateTime<Utc>) -> String {
-    t.format("%Y%m%dT%H%M%SZ").to_string()
-}
-
-fn done_dir(job: &str) -> String {
-    format!("{DONE_DIR}/{}", crate::catalog::hive_escape(job))
-}
-
-async fn is_done(ws: &Workspace, job: &str, period: DateTime<Utc>) -> Result<bool> {
-    ws.warehouse.exists(&ws.warehouse.child(&format!("{}/{}", done_dir(job), period_key(period)))).await
-}
-
-/// The latest period of `job` marked done, if any.
-pub async fn last_done(ws: &Workspace, job: &str) -> Result<Option<DateTime<Utc>>> {
-    let mut best = None;
-    for o in ws.warehouse.list(&done_dir(job)).await? {
-        let t = o
-            .location
-            .filename()
-            .and_then(|n| chrono::NaiveDateTime::parse_from_str(n, "%Y%m%dT%H%M%SZ").ok())
-            .map(|t| t.and_utc());
-        best = best.max(t);
-    }
-    Ok(best)
-}
-
-/// Runs `job` for logical time `at` under its lease. With `period`, a period already done is
-/// skipped and a successful run marks it done.
-pub async fn run_locked(
-    ws: &Workspace,
-    job: &Job,
-    at: DateTime<Utc>,
-    period: Option<DateTime<Utc>>,
-    holder: &str,
-    ttl: Duration,
-    progress: &Progress,
-) -> Result<Locked> {
-    let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
-        Ok(l) => l,
-        Err(h) => return Ok(Locked::Held(h)),
-    };
-    if let Some(p) = period
-        && is_done(ws, &job.name, p).await?
-    {
-        lease.release().await?;
-        return Ok(Locked::AlreadyDone);
-    }
-    let result = run_job(ws, job, &RunOptions { at: Some(at), ..Default::default() }, progress).await;
-    if let (Ok(_), Some(p)) = (&result, period) {
-        let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
-        ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
-    }
-    if lease.lost() {
-        tracing::warn!(job = %job.name, "the lease expired during the run");
-    }
-    lease.release().await?;
-    Ok(Locked::Ran(result))
-}
 
 /// The logical time of an EventBridge Scheduled Event (`-` reads stdin): its `time`, the
 /// scheduled time (Scheduler can pass `<aws.scheduler.scheduled-time>` in the same field).
@@ -190,6 +112,8 @@ pub struct DaemonOptions {
     /// Stop once the clock passes this time and nothing due is left.
     pub until: Option<DateTime<Utc>>,
     pub holder: String,
+    /// Jobs of a period run at once where the DAG allows.
+    pub parallel: usize,
 }
 
 /// One run the daemon made (or found already made).
@@ -206,8 +130,8 @@ pub struct DaemonRun {
 struct Due {
     fire: DateTime<Utc>,
     schedule: usize,
-    /// Jobs of the schedule still to run for this period.
-    next_job: usize,
+    /// Jobs of the schedule still to run for this period (all of them until one was held).
+    remaining: Option<Vec<String>>,
 }
 
 /// Runs due schedules until stopped (or `until`). Returns what it ran.
@@ -238,7 +162,7 @@ pub async fn run(
             if !take.is_empty() {
                 tracing::info!(schedule = %s.name, periods = take.len(), policy = s.catch_up.name(), "catching up missed periods");
             }
-            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, next_job: 0 }));
+            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, remaining: None }));
         }
         cursors.push(now);
     }
@@ -296,7 +220,7 @@ pub async fn run(
                 CatchUp::All => fires,
                 CatchUp::Once | CatchUp::Skip => fires.last().copied().into_iter().collect(),
             };
-            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, next_job: 0 }));
+            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, remaining: None }));
             cursors[i] = now;
         }
     }
@@ -316,33 +240,50 @@ async fn run_period(
     out: &mut Vec<DaemonRun>,
 ) -> Result<bool> {
     let logical = s.logical_time(due.fire);
-    while due.next_job < s.jobs.len() {
-        let job = ws.jobs.get(&s.jobs[due.next_job])?;
-        let rec = |status: &str| DaemonRun {
-            schedule: s.name.clone(),
-            job: job.name.clone(),
-            fire_time: due.fire,
-            logical_time: logical,
-            status: status.to_string(),
-        };
-        match run_locked(ws, job, logical, Some(due.fire), &opts.holder, schedules.lease_ttl, progress).await? {
+    let names = due.remaining.clone().unwrap_or_else(|| s.jobs.clone());
+    let run = LockedRun {
+        at: logical,
+        period: Some(due.fire),
+        holder: opts.holder.clone(),
+        ttl: schedules.lease_ttl,
+        parallel: opts.parallel,
+        wait_when_held: true,
+    };
+    let results = run_locked_dag(ws, &names, &run, progress).await?;
+    let rec = |job: &str, status: &str| DaemonRun {
+        schedule: s.name.clone(),
+        job: job.to_string(),
+        fire_time: due.fire,
+        logical_time: logical,
+        status: status.to_string(),
+    };
+    let mut finished: Vec<String> = Vec::new();
+    let mut held = false;
+    for (job, l) in results {
+        match l {
             Locked::Held(h) => {
-                tracing::info!(job = %job.name, holder = %h.holder, "lease held elsewhere; waiting");
-                return Ok(false);
+                tracing::info!(job = %job, holder = %h.holder, "lease held elsewhere; waiting");
+                held = true;
+                continue;
             }
-            Locked::AlreadyDone => out.push(rec("already_done")),
-            Locked::Ran(Ok(_)) => {
-                tracing::info!(schedule = %s.name, job = %job.name, fire = %due.fire, "ran");
-                out.push(rec("succeeded"));
+            Locked::AlreadyDone => out.push(rec(&job, "already_done")),
+            Locked::Ran(r) if r.is_ok() => {
+                tracing::info!(schedule = %s.name, job = %job, fire = %due.fire, "ran");
+                out.push(rec(&job, "succeeded"));
             }
-            Locked::Ran(Err(e)) => {
+            Locked::Ran(r) => {
+                let e = r.err().map(|e| e.to_string()).unwrap_or_default();
                 // Recorded in runner_runs by run_job; the jobs after it depend on it.
-                tracing::error!(schedule = %s.name, job = %job.name, fire = %due.fire, "failed: {e}");
-                out.push(rec("failed"));
+                tracing::error!(schedule = %s.name, job = %job, fire = %due.fire, "failed: {e}");
+                out.push(rec(&job, "failed"));
                 return Ok(true);
             }
         }
-        due.next_job += 1;
+        finished.push(job);
+    }
+    if held {
+        due.remaining = Some(names.into_iter().filter(|n| !finished.contains(n)).collect());
+        return Ok(false);
     }
     Ok(true)
 }

@@ -2,15 +2,15 @@
 //!
 //! A schedule names jobs that run together (in dependency order) at each fire time of its
 //! expression, in its IANA time zone, with a catch-up policy for periods missed while nothing
-//! was running. [`expr`] parses the expressions; [`lease`] keeps two processes from running one
-//! job at once; [`daemon`] runs due schedules; [`export`] writes crontab and EventBridge
-//! Scheduler definitions from the same file.
+//! was running. [`expr`] parses the expressions; [`daemon`] runs due schedules (each run under
+//! the job's lease, through `pipeline::locked`); [`render`] writes crontab, EventBridge
+//! Scheduler and CloudFormation definitions from the same file; [`cli`] is the `runner schedule`
+//! subcommand, arguments included.
 
 pub mod cli;
 pub mod daemon;
-pub mod export;
 pub mod expr;
-pub mod lease;
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,14 @@ pub struct Schedules {
 }
 
 impl Schedules {
+    /// The schedule called `name`; an unknown name is a usage error listing the schedules.
+    pub fn get(&self, name: &str) -> Result<&Schedule> {
+        self.schedules.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.schedules.iter().map(|s| s.name.as_str()).collect();
+            Error::Usage(format!("no schedule `{name}` in {}; schedules: {}", self.file.display(), names.join(", ")))
+        })
+    }
+
     /// `<dir>/schedules.toml`, checked against `jobs/` (no file: no schedules). Errors name the
     /// file, the schedule and the field.
     pub fn load(dir: &Path, jobs: &Jobs) -> Result<Schedules> {

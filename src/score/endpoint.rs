@@ -328,13 +328,12 @@ impl Endpoint {
 /// and the call timeout of `[scoring]`. `url` overrides the SageMaker runtime endpoint (as does
 /// `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`).
 async fn load_aws(settings: &ScoringSettings) -> Result<Aws> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    // This client retries by itself (backoff, Retry-After, circuit breaker): no SDK retries.
+    let conf = crate::aws::loader(settings.region.as_deref())
         .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(settings.timeout).build());
-    if let Some(r) = &settings.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    let conf = loader.load().await;
+        .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(settings.timeout).build())
+        .load()
+        .await;
     let region = conf
         .region()
         .map(|r| r.to_string())

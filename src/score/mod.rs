@@ -5,11 +5,17 @@
 //! good, is written with status `error` and the reason, never dropped and never defaulted to
 //! false. Scores are idempotent per company, date and model: a rerun for the same date keeps the
 //! companies already scored by the same model version, scores the others again, and replaces
-//! the date's partition through write-audit-publish, so no score is ever duplicated.
+//! the date's partition through write-audit-publish, so no score is ever duplicated. The
+//! columns of `churn_scores` are stated once, in `schemas/tables/churn_scores.toml`; each row
+//! carries the run id of the run that wrote it.
+//!
+//! [`endpoint`] is the reliable client every call goes through; [`bench`] measures it against a
+//! running model server (`runner model bench`).
 
+pub mod bench;
 pub mod endpoint;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,49 +24,17 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Date32Array, Float64Array, Float64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
+use arrow::datatypes::{Float64Type, SchemaRef};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use serde::Serialize;
 
+use crate::dates::date32;
 use crate::error::{Error, Result};
-use crate::job::{Job, WriteMode};
+use crate::job::{Checks, JobMetrics, KindCounts, ScoreCounts, ScoreJob, WriteMode};
 use crate::model::{Company, ModelDecl, Prediction};
-use crate::progress::Progress;
-use crate::transform::{OutputSpec, SqlSummary, publish_output};
-use crate::workspace::Workspace;
+use crate::publish::{OutputSpec, publish_output};
+use crate::workspace::{JobRun, Workspace};
 use endpoint::{Endpoint, Item};
-
-/// What a scoring job reads and writes (its `[score]` section).
-#[derive(Debug, Clone)]
-pub struct ScoreJob {
-    /// The Company entity per company and as-of date (`churn_features`).
-    pub input: String,
-    /// Where scores go (`churn_scores`).
-    pub output: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ScoreSummary {
-    pub job: String,
-    pub as_of: String,
-    pub model_id: String,
-    pub model_version: String,
-    pub endpoint: String,
-    pub companies: u64,
-    pub scored: u64,
-    /// Companies scored by an earlier run of the same date and model, kept as they were.
-    pub kept: u64,
-    pub churn: u64,
-    pub errors: u64,
-    pub errors_by_reason: BTreeMap<String, u64>,
-    /// Companies whose industry the model does not know (scored with an all-zero one-hot).
-    pub unknown_industry: u64,
-    pub calls: u64,
-    pub retries: u64,
-    pub files: u64,
-    pub seconds: f64,
-}
 
 /// One company's outcome.
 struct Scored {
@@ -71,22 +45,18 @@ struct Scored {
     error: Option<String>,
 }
 
-pub async fn run(
-    ws: &Workspace,
-    job: &Job,
-    sj: &ScoreJob,
-    as_of: NaiveDate,
-    run_id: &str,
-    progress: &Progress,
-) -> Result<ScoreSummary> {
+/// Scores every company of the input for the run's date and publishes the date's partition of
+/// the output. A dry run reads the companies and says how many it would score; it calls nothing.
+pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
+    let (ws, job, progress) = (r.ws, r.job, r.progress);
+    let (as_of, run_id) = (r.as_of(), r.run_id.as_str());
     let started = Instant::now();
+    let declared = scores_schema(ws, sj)?;
     let settings = &ws.config.scoring;
     let model = Arc::new(ModelDecl::load(&settings.model)?);
     let endpoint = Arc::new(Endpoint::new(settings, model.clone()).await?);
     let endpoint_name = endpoint.describe();
-    let mut summary = ScoreSummary {
-        job: job.name.clone(),
-        as_of: as_of.to_string(),
+    let mut summary = ScoreCounts {
         model_id: model.id.clone(),
         model_version: model.version.clone(),
         endpoint: endpoint_name.clone(),
@@ -129,6 +99,18 @@ pub async fn run(
     }
 
     let attempted = items.len();
+    let mut m = r.metrics(as_of.to_string(), KindCounts::Score(ScoreCounts::default()));
+    m.periods = vec![as_of.to_string()];
+    m.rows_in = summary.companies;
+    if r.dry_run {
+        // Would score `attempted` companies (the others are kept or cannot make a model row).
+        m.rows_out = summary.companies;
+        m.partitions = vec![format!("dt={as_of}")];
+        summary.errors = results.iter().filter(|r| r.error.is_some()).count() as u64;
+        m.counts = KindCounts::Score(summary);
+        m.seconds = started.elapsed().as_secs_f64();
+        return Ok(m);
+    }
     progress.start(&job.name, attempted as u64);
     let batches: Vec<Vec<Item>> = items.chunks(endpoint.batch_size(&items)).map(<[Item]>::to_vec).collect();
     let mut calls = futures::stream::iter(batches)
@@ -177,13 +159,15 @@ pub async fn run(
 
     // Publish the date's partition: kept, new and failed companies together.
     results.sort_by(|a, b| a.company_id.cmp(&b.company_id));
-    let batch = to_batch(&results, &model, as_of)?;
+    let batch = to_batch(&results, &model, as_of, run_id, &declared)?;
     let schema = batch.schema();
     let spec = OutputSpec {
+        job: job.name.clone(),
+        description: job.description.clone(),
         output: sj.output.clone(),
         partition_by: vec!["dt".into()],
         mode: WriteMode::ReplacePartitions,
-        checks: crate::job::Checks {
+        checks: Checks {
             not_null: vec!["companyID".into(), "status".into(), "dt".into()],
             unique: vec!["companyID".into(), "dt".into()],
             accepted_values: [("status".to_string(), vec!["scored".to_string(), "error".to_string()])].into(),
@@ -191,11 +175,12 @@ pub async fn run(
         },
         source: settings.model.display().to_string(),
     };
-    let mut out = SqlSummary::default();
     let expected = BTreeSet::from([vec![as_of.to_string()]]);
-    publish_output(ws, job, &spec, &schema, vec![batch], expected, run_id, false, &mut out).await?;
-    summary.files = out.files;
-    summary.seconds = started.elapsed().as_secs_f64();
+    let published = publish_output(ws, &spec, &schema, vec![batch], expected, run_id, false).await?;
+    m.rows_out = published.rows;
+    m.bytes_out = published.bytes;
+    m.files = published.files;
+    m.partitions = published.partitions;
     // An endpoint that answered none of the calls fails the run (after recording every company);
     // companies whose features make no model row are data problems, reported but not fatal.
     if attempted > 0 && summary.scored == 0 {
@@ -207,7 +192,21 @@ pub async fn run(
             sj.output
         )));
     }
-    Ok(summary)
+    m.counts = KindCounts::Score(summary);
+    m.seconds = started.elapsed().as_secs_f64();
+    Ok(m)
+}
+
+/// The scores table's schema as `schemas/tables/<output>.toml` declares it (columns, then `dt`).
+fn scores_schema(ws: &Workspace, sj: &ScoreJob) -> Result<SchemaRef> {
+    let d = ws.declared.get(&sj.output).ok_or_else(|| Error::Config {
+        file: ws.config.schemas_dir.join("tables").display().to_string(),
+        message: format!(
+            "the scoring job writes `{}`, which is not declared: add {}.toml with its columns (see churn_scores.toml)",
+            sj.output, sj.output
+        ),
+    })?;
+    d.schema()
 }
 
 /// The companies of `input` as of the date, as Company entities.
@@ -218,9 +217,7 @@ async fn read_companies(ctx: &datafusion::prelude::SessionContext, input: &str, 
          CAST(totalFee AS DOUBLE) AS totalFee, riskOfChurn FROM \"{input}\" WHERE as_of = $as_of ORDER BY companyID"
     );
     let what = format!("reading `{input}` for scoring");
-    let df = ctx.sql(&sql).await.map_err(Error::df(what.clone()))?;
-    let df = df.with_param_values(crate::transform::params(as_of, (as_of, as_of))).map_err(Error::df(what.clone()))?;
-    let batches = crate::engine::plain_types(df.collect().await.map_err(Error::df(what))?)?;
+    let batches = crate::engine::collect_sql(ctx, &sql, crate::engine::params(as_of, (as_of, as_of)), &what).await?;
     let mut out = Vec::new();
     for b in &batches {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
@@ -263,15 +260,8 @@ async fn previous_scores(
          WHERE dt = $as_of AND status = 'scored' AND model_id = $model_id AND model_version = $model_version"
     );
     let what = format!("reading earlier scores of `{output}`");
-    let params: HashMap<String, datafusion::common::ScalarValue> = [
-        ("as_of".to_string(), datafusion::common::ScalarValue::Date32(Some(crate::transform::date32(as_of)))),
-        ("model_id".to_string(), datafusion::common::ScalarValue::Utf8(Some(model.id.clone()))),
-        ("model_version".to_string(), datafusion::common::ScalarValue::Utf8(Some(model.version.clone()))),
-    ]
-    .into();
-    let df = ctx.sql(&sql).await.map_err(Error::df(what.clone()))?;
-    let batches = df.with_param_values(params).map_err(Error::df(what.clone()))?.collect().await.map_err(Error::df(what))?;
-    let batches = crate::engine::plain_types(batches)?;
+    let params = crate::engine::params_with(as_of, &[("model_id", &model.id), ("model_version", &model.version)]);
+    let batches = crate::engine::collect_sql(ctx, &sql, params, &what).await?;
     for b in &batches {
         let id = b.column(0).as_string::<i32>();
         let score = b.column(1).as_primitive::<Float64Type>();
@@ -309,8 +299,9 @@ fn company_json(c: &Company) -> serde_json::Value {
     })
 }
 
-/// The `churn_scores` rows (the columns of `schemas/tables/churn_scores.toml`, then `dt`).
-fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate) -> Result<RecordBatch> {
+/// The `churn_scores` rows, in the columns `schema` declares (a declared column the job does
+/// not produce is an error naming it).
+fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate, run_id: &str, schema: &SchemaRef) -> Result<RecordBatch> {
     let n = results.len();
     let (mut id, mut score, mut churn) = (StringBuilder::new(), Float64Builder::new(), BooleanBuilder::new());
     let (mut mid, mut mver, mut ep) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
@@ -327,31 +318,28 @@ fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate) -> Result<R
         status.append_value(if r.prediction.is_some() { "scored" } else { "error" });
         error.append_option(r.error.as_deref());
     }
-    let day = crate::transform::date32(as_of);
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("companyID", DataType::Utf8, true),
-        Field::new("score", DataType::Float64, true),
-        Field::new("churn", DataType::Boolean, true),
-        Field::new("model_id", DataType::Utf8, true),
-        Field::new("model_version", DataType::Utf8, true),
-        Field::new("endpoint", DataType::Utf8, true),
-        Field::new("scored_at", ts, true),
-        Field::new("status", DataType::Utf8, true),
-        Field::new("error", DataType::Utf8, true),
-        Field::new("dt", DataType::Date32, true),
-    ]));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(score.finish()),
-        Arc::new(churn.finish()),
-        Arc::new(mid.finish()),
-        Arc::new(mver.finish()),
-        Arc::new(ep.finish()),
-        Arc::new(at.finish()),
-        Arc::new(status.finish()),
-        Arc::new(error.finish()),
-        Arc::new(Date32Array::from(vec![day; n])),
-    ];
-    RecordBatch::try_new(schema, cols).map_err(Error::arrow("building churn_scores rows"))
+    let mut columns: HashMap<&str, ArrayRef> = HashMap::from([
+        ("companyID", Arc::new(id.finish()) as ArrayRef),
+        ("score", Arc::new(score.finish())),
+        ("churn", Arc::new(churn.finish())),
+        ("model_id", Arc::new(mid.finish())),
+        ("model_version", Arc::new(mver.finish())),
+        ("endpoint", Arc::new(ep.finish())),
+        ("scored_at", Arc::new(at.finish())),
+        ("status", Arc::new(status.finish())),
+        ("error", Arc::new(error.finish())),
+        ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
+        ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
+    ]);
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            columns.remove(f.name().as_str()).ok_or_else(|| Error::Config {
+                file: "schemas/tables/churn_scores.toml".into(),
+                message: format!("column `{}` is declared but the scoring job does not produce it", f.name()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow("building churn_scores rows"))
 }

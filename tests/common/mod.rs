@@ -4,15 +4,58 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use runner::config::Config;
-use runner::ingest::{self, IngestSummary};
+use runner::job::{IngestCounts, KindCounts};
+use runner::pipeline::{RunOptions, run_job};
 use runner::progress::Progress;
 use runner::workspace::Workspace;
 
 pub mod moto;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The runner binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_runner");
+
+/// The runner binary, without a config: stdout and stderr piped, no failpoint inherited from the
+/// test's environment.
+pub fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("RUNNER_FAILPOINT").stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// The runner binary in `root` with `--config <config> --quiet` and `args`; see [`bin`].
+pub fn cmd_in(root: &Path, config: &Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.current_dir(root).arg("--config").arg(config).arg("--quiet").args(args);
+    c
+}
+
+/// Bytes from a process as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A Python that imports `modules`, for the tests that need one (independent readers, the AWS
+/// emulator): `RUNNER_TEST_PYTHON` (set by `make test`), else `python3`. When neither imports
+/// them the test fails and says how to get one: it never passes without having checked.
+pub fn python_with(modules: &[&str]) -> String {
+    let from_env = std::env::var("RUNNER_TEST_PYTHON").ok().filter(|p| !p.is_empty());
+    let import = format!("import {}", modules.join(", "));
+    for py in from_env.iter().cloned().chain(["python3".to_string()]) {
+        if Command::new(&py).args(["-c", &import]).output().is_ok_and(|o| o.status.success()) {
+            return py;
+        }
+    }
+    panic!(
+        "this test needs a Python that can `{import}` (tried {}python3): run the tests with `make test`, which \
+         installs one in a virtualenv, or set RUNNER_TEST_PYTHON to such an interpreter",
+        from_env.map(|p| format!("RUNNER_TEST_PYTHON={p}, ")).unwrap_or_default()
+    )
+}
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -105,9 +148,32 @@ impl TestEnv {
         std::fs::write(p, body).unwrap();
     }
 
-    pub async fn ingest(&self, stream: &str) -> IngestSummary {
+    /// Runs the job `ingest_<stream>` and returns its ingest counts.
+    pub async fn ingest(&self, stream: &str) -> IngestCounts {
         let ws = self.workspace();
-        ingest::run(&ws, &format!("ingest_{stream}"), stream, &Progress::new(false)).await.unwrap()
+        let job = ws.jobs.get(&format!("ingest_{stream}")).unwrap();
+        let m = run_job(&ws, job, &RunOptions::default(), &Progress::new(false)).await.unwrap();
+        match m.counts {
+            KindCounts::Ingest(c) => c,
+            other => panic!("not an ingest: {other:?}"),
+        }
+    }
+
+    /// The runner binary on this environment's config (see [`cmd_in`]).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        cmd_in(self.root(), &self.config_path(), args)
+    }
+
+    /// Runs the binary and waits for it.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs the binary with `--format json`; it must succeed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cmd(args).args(["--format", "json"]).output().unwrap();
+        assert!(out.status.success(), "runner {args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
     /// Rows of a query as CSV lines (header first).

@@ -1,6 +1,7 @@
 //! A real AWS API emulator for the AWS tests: moto's server, started once per test binary on
-//! 127.0.0.1 from the Python in `RUNNER_TEST_PYTHON` (`make test` installs `moto[server]` there).
-//! Tests share it and keep apart by bucket and Glue database names.
+//! 127.0.0.1 from the Python in `RUNNER_TEST_PYTHON` (`make test` installs `moto[server]` there;
+//! without one the tests fail saying so). Tests share it and keep apart by bucket and Glue
+//! database names.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -15,14 +16,10 @@ pub struct Moto {
 }
 
 /// The emulator, started on first use; it dies with the test process.
-pub fn moto() -> Option<&'static Moto> {
-    static M: OnceLock<Option<Moto>> = OnceLock::new();
+pub fn moto() -> &'static Moto {
+    static M: OnceLock<Moto> = OnceLock::new();
     M.get_or_init(|| {
-        let python = match std::env::var("RUNNER_TEST_PYTHON") {
-            Ok(p) if !p.is_empty() => p,
-            _ if std::env::var("CI").is_ok() => panic!("RUNNER_TEST_PYTHON is not set: run the tests with `make test`"),
-            _ => return None,
-        };
+        let python = super::python_with(&["moto.server"]);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let py = python.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -50,13 +47,12 @@ pub fn moto() -> Option<&'static Moto> {
         let endpoint = format!("http://127.0.0.1:{port}");
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Moto { endpoint, python });
+                return Moto { endpoint, python };
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("moto did not start on port {port} within 30 s");
     })
-    .as_ref()
 }
 
 impl Moto {

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::ModelDecl;
-use super::train::Labelled;
+use super::endpoint::{Endpoint, Item};
 use crate::config::{EndpointKind, ScoringSettings};
 use crate::error::{Error, Result};
-use crate::score::endpoint::{Endpoint, Item};
+use crate::model::ModelDecl;
+use crate::model::train::Labelled;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {

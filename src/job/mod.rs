@@ -1,19 +1,29 @@
-//! Job definitions: `jobs/*.toml` say what runs.
+//! Jobs: `jobs/*.toml` say what runs; this module reads them and orders them.
 //!
-//! A job is named after its file (`jobs/ingest_companies.toml` is job `ingest_companies`). A job
-//! is either an `[ingest]` of one delivery stream or a `[sql]` transform: input tables, a SQL file
-//! in `sql/`, the output table, its partition columns, the write mode, and `[checks]`. Jobs form
-//! a DAG: a job depends on the jobs that produce its inputs, plus any `depends_on`. Unknown keys
-//! are errors naming the file and the key.
+//! A job is named after its file (`jobs/ingest_companies.toml` is job `ingest_companies`) and has
+//! exactly one section saying its kind: `[ingest]` of a delivery stream, a `[sql]` transform,
+//! a per-tenant `[export]`, a `[compact]`ion of event partitions, or a `[score]` through the churn
+//! endpoint ([`kinds`]). Every kind reports one [`JobMetrics`] ([`metrics`]). Jobs form a DAG: a
+//! job depends on the jobs that produce its inputs, plus any `depends_on`. Unknown keys are
+//! errors naming the file and the key.
+//!
+//! A new job kind touches: its section and definition here ([`kinds`], the loader below), its
+//! counts in [`metrics`], its module that runs it, and one arm of `pipeline::run_kind`.
+
+pub mod kinds;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use kinds::*;
+pub use metrics::*;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::schema::Contract;
+use crate::schema::{Contract, QUARANTINE_TABLE};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,83 +108,10 @@ struct DatasetSection {
     file: String,
 }
 
-/// A per-tenant export: each dataset's rows, split by `companyID`, under the tenant's prefix.
-#[derive(Debug, Clone)]
-pub struct ExportJob {
-    pub inputs: Vec<String>,
-    pub prefix: String,
-    pub datasets: Vec<Dataset>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    pub name: String,
-    pub file: PathBuf,
-    pub sql: String,
-}
-
-/// How a SQL job's output replaces what was published before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteMode {
-    /// Each partition the run produces replaces that partition; others stay.
-    #[default]
-    ReplacePartitions,
-    /// Rows are added to the partitions they belong to.
-    Append,
-    /// The run's output is the whole table: partitions it did not produce are dropped.
-    ReplaceTable,
-}
-
-/// Quality checks run on a job's output before it is published.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Checks {
-    /// Columns that must have no NULL.
-    #[serde(default)]
-    pub not_null: Vec<String>,
-    /// Columns that together identify a row.
-    #[serde(default)]
-    pub unique: Vec<String>,
-    pub min_rows: Option<u64>,
-    pub max_rows: Option<u64>,
-    /// Column -> the only values it may hold (NULL is left to `not_null`).
-    #[serde(default)]
-    pub accepted_values: BTreeMap<String, Vec<String>>,
-}
-
-/// A SQL transform.
-#[derive(Debug, Clone)]
-pub struct SqlJob {
-    pub file: PathBuf,
-    pub sql: String,
-    pub inputs: Vec<String>,
-    pub output: String,
-    pub partition_by: Vec<String>,
-    pub mode: WriteMode,
-    /// Run once per changed event day (`$dt`) instead of once per as-of date.
-    pub incremental: bool,
-    pub checks: Checks,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestSection {
     stream: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum JobKind {
-    /// Ingest new drops of a delivery stream into its typed table.
-    Ingest { stream: String },
-    /// Run SQL over catalog tables and publish its output table.
-    Sql(Box<SqlJob>),
-    /// Write each tenant's rows under its own prefix.
-    Export(Box<ExportJob>),
-    /// Merge the small files of event-table partitions.
-    Compact(crate::compact::CompactJob),
-    /// Score companies through the churn endpoint.
-    Score(crate::score::ScoreJob),
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +130,9 @@ impl Job {
     /// The tables this job writes.
     pub fn outputs(&self, contract: &Contract) -> Vec<String> {
         match &self.kind {
-            JobKind::Ingest { stream } => {
+            JobKind::Ingest(IngestJob { stream }) => {
                 let table = contract.streams.get(stream).map(|s| s.table.clone()).unwrap_or_default();
-                vec![table, crate::ingest::QUARANTINE_TABLE.to_string()]
+                vec![table, QUARANTINE_TABLE.to_string()]
             }
             JobKind::Sql(s) => vec![s.output.clone()],
             JobKind::Score(s) => vec![s.output.clone()],
@@ -240,7 +177,7 @@ impl Jobs {
             let kind = match (jf.ingest, jf.sql) {
                 _ if jf.score.is_some() => {
                     let s = jf.score.clone().expect("checked");
-                    JobKind::Score(crate::score::ScoreJob { input: s.input, output: s.output })
+                    JobKind::Score(ScoreJob { input: s.input, output: s.output })
                 }
                 _ if jf.compact.is_some() => {
                     let c = jf.compact.clone().expect("checked");
@@ -258,7 +195,7 @@ impl Jobs {
                     let keep_replaced = humantime::parse_duration(&c.keep_replaced).map_err(|e| {
                         cfg_err(format!("[compact] keep_replaced = `{}` is not a duration like \"1h\" ({e})", c.keep_replaced))
                     })?;
-                    JobKind::Compact(crate::compact::CompactJob {
+                    JobKind::Compact(CompactJob {
                         streams: c.streams,
                         min_files: c.min_files,
                         max_partitions_per_commit: c.max_partitions_per_commit,
@@ -336,7 +273,7 @@ impl Jobs {
                         ))
                     })?;
                     config.source(&i.stream)?;
-                    JobKind::Ingest { stream: i.stream }
+                    JobKind::Ingest(IngestJob { stream: i.stream })
                 }
                 (None, None) => {
                     return Err(cfg_err(
@@ -354,7 +291,7 @@ impl Jobs {
         let mut producer: BTreeMap<String, String> = BTreeMap::new();
         for j in jobs.values() {
             for t in j.outputs(contract) {
-                if t != crate::ingest::QUARANTINE_TABLE
+                if t != QUARANTINE_TABLE
                     && let Some(other) = producer.insert(t.clone(), j.name.clone())
                 {
                     return Err(Error::Config {
@@ -377,7 +314,7 @@ impl Jobs {
             let inputs = match &j.kind {
                 JobKind::Sql(s) => s.inputs.clone(),
                 JobKind::Export(e) => e.inputs.clone(),
-                JobKind::Ingest { .. } => Vec::new(),
+                JobKind::Ingest(_) => Vec::new(),
                 JobKind::Score(s) => vec![s.input.clone()],
                 // After the ingest of the streams it compacts.
                 JobKind::Compact(c) => {
@@ -438,5 +375,114 @@ impl Jobs {
                 .unwrap_or_default();
             Error::Usage(format!("no job `{name}`{hint}; jobs: {}", names.join(", ")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder with `runner.toml` (two sources), `sql/q.sql` and the given job files.
+    struct Folder {
+        dir: tempfile::TempDir,
+    }
+
+    impl Folder {
+        fn new(jobs: &[(&str, &str)]) -> Folder {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+            std::fs::create_dir_all(dir.path().join("sql")).unwrap();
+            std::fs::write(dir.path().join("sql/q.sql"), "SELECT 1 AS dt").unwrap();
+            for (name, text) in jobs {
+                std::fs::write(dir.path().join("jobs").join(name), text).unwrap();
+            }
+            Folder { dir }
+        }
+
+        fn load(&self) -> Result<Jobs> {
+            let path = self.dir.path().join("runner.toml");
+            let text = "warehouse = \"wh\"\n[sources.companies]\nurl = \"drops/c\"\n[sources.bigdatajobs]\nurl = \"drops/b\"\n";
+            let config = Config::from_parts(Some(path), text, &[]).unwrap();
+            let contract = Contract::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/events.toml")).unwrap();
+            Jobs::load(&self.dir.path().join("jobs"), &config, &contract)
+        }
+
+        fn error(&self) -> String {
+            self.load().unwrap_err().to_string()
+        }
+    }
+
+    const INGEST: (&str, &str) = ("ingest_companies.toml", "[ingest]\nstream = \"companies\"\n");
+
+    fn sql(inputs: &str, output: &str, extra: &str) -> String {
+        format!("[sql]\nfile = \"q.sql\"\ninputs = {inputs}\noutput = \"{output}\"\n{extra}")
+    }
+
+    #[test]
+    fn a_job_has_exactly_one_kind_and_no_unknown_key() {
+        let both = Folder::new(&[("x.toml", "[ingest]\nstream = \"companies\"\n[compact]\nstreams = [\"companies\"]\n")]);
+        assert!(both.error().contains("exactly one of [ingest], [sql], [export], [compact], [score]"), "{}", both.error());
+        let none = Folder::new(&[("x.toml", "description = \"nothing\"\n")]);
+        assert!(none.error().contains("a job needs a section"), "{}", none.error());
+        let typo = Folder::new(&[("x.toml", "[ingest]\nstream = \"companies\"\nstreem = 1\n")]);
+        let e = typo.error();
+        assert!(e.contains("x.toml") && e.contains("streem"), "names the file and the key: {e}");
+        let name = Folder::new(&[("bad name.toml", INGEST.1)]);
+        assert!(name.error().contains("may only hold letters"), "{}", name.error());
+    }
+
+    #[test]
+    fn references_are_checked_where_they_are_made() {
+        let stream = Folder::new(&[("x.toml", "[ingest]\nstream = \"nope\"\n")]);
+        assert!(stream.error().contains("stream `nope` is not in schemas/events.toml"), "{}", stream.error());
+        let compact = Folder::new(&[("x.toml", "[compact]\nstreams = [\"nope\"]\n")]);
+        assert!(compact.error().contains("[compact] stream `nope`"), "{}", compact.error());
+        let keep = Folder::new(&[("x.toml", "[compact]\nstreams = [\"companies\"]\nkeep_replaced = \"soon\"\n")]);
+        assert!(keep.error().contains("keep_replaced"), "{}", keep.error());
+        let file = Folder::new(&[("x.toml", "[sql]\nfile = \"missing.sql\"\ninputs = []\noutput = \"t\"\n")]);
+        assert!(file.error().contains("missing.sql") && file.error().contains("sql_dir"), "{}", file.error());
+        let dep = Folder::new(&[INGEST, ("x.toml", &format!("depends_on = [\"nope\"]\n{}", sql("[]", "t", "")))]);
+        assert!(dep.error().contains("depends_on names job `nope`"), "{}", dep.error());
+    }
+
+    #[test]
+    fn sql_options_are_consistent() {
+        let inc = Folder::new(&[("x.toml", &sql("[]", "t", "incremental = true\npartition_by = [\"as_of\"]\n"))]);
+        assert!(inc.error().contains("incremental = true` needs partition_by = [\"dt\"]"), "{}", inc.error());
+        let rp = Folder::new(&[("x.toml", &sql("[\"a\"]", "t", "reads_published = [\"b\"]\n"))]);
+        assert!(rp.error().contains("reads_published names `b`, which is not in inputs"), "{}", rp.error());
+        for prefix in ["exports/", "/abs/{companyID}", "../{companyID}"] {
+            let f = Folder::new(&[(
+                "x.toml",
+                &format!("[export]\ninputs = []\nprefix = \"{prefix}\"\ndatasets = [{{ name = \"d\", file = \"q.sql\" }}]\n"),
+            )]);
+            assert!(f.error().contains("prefix"), "{prefix}: {}", f.error());
+        }
+    }
+
+    #[test]
+    fn one_writer_per_table_and_the_dag_follows_the_inputs() {
+        let two = Folder::new(&[("a.toml", &sql("[]", "t", "")), ("b.toml", &sql("[]", "t", ""))]);
+        assert!(two.error().contains("table `t` is already written by job `a`"), "{}", two.error());
+        let f = Folder::new(&[
+            INGEST,
+            ("daily.toml", &sql("[\"tenant_events\"]", "t1", "")),
+            ("rollup.toml", &sql("[\"t1\", \"t3\"]", "t2", "reads_published = [\"t3\"]\n")),
+            ("summary.toml", &sql("[\"t2\"]", "t3", "")),
+        ]);
+        let jobs = f.load().unwrap();
+        assert_eq!(jobs.get("daily").unwrap().depends_on, ["ingest_companies"], "the producer of an input");
+        assert_eq!(jobs.get("rollup").unwrap().depends_on, ["daily"], "an input read as published is no dependency");
+        let names: Vec<String> = jobs.jobs.keys().cloned().collect();
+        let order: Vec<&str> = jobs.order(&names).unwrap().iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(order, ["ingest_companies", "daily", "rollup", "summary"]);
+        assert!(jobs.get("ingest_companie").unwrap_err().to_string().contains("did you mean `ingest_companies`"));
+    }
+
+    #[test]
+    fn a_cycle_names_its_jobs() {
+        let f = Folder::new(&[("a.toml", &sql("[\"t2\"]", "t1", "")), ("b.toml", &sql("[\"t1\"]", "t2", ""))]);
+        let e = f.error();
+        assert!(e.contains("cycle") && e.contains('a') && e.contains('b'), "{e}");
     }
 }

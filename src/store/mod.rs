@@ -2,7 +2,12 @@
 //!
 //! A [`Location`] is a store plus a root path inside it, made from a URL (`file:///...` for the
 //! embedded default, `s3://bucket/prefix/` in the cloud). Nothing above this module knows which
-//! one it has; that is what lets the same pipeline run on a laptop and on S3.
+//! one it has; that is what lets the same pipeline run on a laptop and on S3. [`encode`] turns
+//! Arrow batches into the Parquet bytes every writer puts here.
+
+pub mod encode;
+
+pub use encode::encode_parquet;
 
 use std::sync::Arc;
 

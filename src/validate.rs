@@ -1,9 +1,11 @@
-//! SQL errors that point at their line, and planning every job's SQL without reading data.
+//! `runner validate`: config, jobs, schemas, schedules and every job's SQL, checked offline.
 //!
-//! `runner validate` registers an empty table for every input (from the catalog, the event
-//! contract, `schemas/tables/`, or the planned output of an upstream job), then plans each SQL
-//! job in dependency order with its typed parameters. Nothing is read; every error names the
-//! SQL file and line.
+//! Loading the workspace already checks `runner.toml`, `jobs/`, `schemas/events.toml` and
+//! `schemas/tables/`. [`validate`] adds the source and warehouse URLs, the schedules, and plans
+//! every SQL job and export dataset ([`plan_all`]): an empty table is registered for every input
+//! (from the event contract, `schemas/tables/`, or the planned output of an upstream job), then
+//! each job is planned in dependency order with its typed parameters, in a session holding only
+//! its declared inputs, as it runs. Nothing is read; every error names the SQL file and line.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,54 +13,43 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
-use datafusion::error::DataFusionError;
 
+use crate::engine::{describe_for_job, params};
+use crate::error::{Error, Result};
 use crate::job::JobKind;
+use crate::schedule::Schedules;
+use crate::store::Location;
 use crate::workspace::Workspace;
 
-/// A DataFusion error as `line N: message`, when the error carries a position or names an
-/// identifier found in the SQL.
-pub fn describe(sql: &str, e: &DataFusionError) -> String {
-    let msg = e.strip_backtrace();
-    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
-        return format!("line {}: {msg}", span.start.line);
-    }
-    // Parser errors say "at Line: 3, Column: 7".
-    if let Some(i) = msg.find("Line: ") {
-        let n: String = msg[i + 6..].chars().take_while(|c| c.is_ascii_digit()).collect();
-        if !n.is_empty() {
-            return format!("line {n}: {msg}");
-        }
-    }
-    // Otherwise the first identifier the message quotes that the SQL contains.
-    for quoted in msg.split(['`', '\'', '"']).skip(1).step_by(2) {
-        let name = quoted.rsplit('.').next().unwrap_or(quoted);
-        if name.len() > 1
-            && let Some(line) = sql.lines().position(|l| !l.trim_start().starts_with("--") && l.contains(name))
-        {
-            return format!("line {}: {msg}", line + 1);
-        }
-    }
-    msg
+/// What a valid workspace holds, for the `ok:` line.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config_file: String,
+    pub jobs: usize,
+    pub streams: usize,
+    pub schedules: usize,
 }
 
-/// [`describe`], plus what to do when the SQL reads a table its job does not declare: a job
-/// sees only its `inputs`, which also decide the order jobs run in.
-pub fn describe_for_job(sql: &str, e: &DataFusionError, job_file: &std::path::Path) -> String {
-    let msg = describe(sql, e);
-    match undeclared_table(e) {
-        Some(t) => format!("{msg}; if `{t}` is a table, add it to `inputs` in {}", job_file.display()),
-        None => msg,
+/// Checks everything `runner validate` checks. Each problem is one line of the error (a config
+/// error, exit 78), naming the file.
+pub async fn validate(ws: &Workspace) -> Result<Validated> {
+    for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
+        Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
     }
-}
-
-/// The table of a "table '...' not found" planning error.
-fn undeclared_table(e: &DataFusionError) -> Option<String> {
-    let msg = e.strip_backtrace();
-    let start = msg.find("table '")? + "table '".len();
-    let rest = &msg[start..];
-    let name = &rest[..rest.find("' not found")?];
-    Some(name.rsplit('.').next().unwrap_or(name).to_string())
+    let schedules = Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
+    let problems = plan_all(ws).await;
+    if !problems.is_empty() {
+        return Err(Error::Config {
+            file: "jobs/, sql/".into(),
+            message: format!("{} problem(s) found:\n  - {}", problems.len(), problems.join("\n  - ")),
+        });
+    }
+    Ok(Validated {
+        config_file: ws.config.file_name(),
+        jobs: ws.jobs.jobs.len(),
+        streams: ws.contract.streams.len(),
+        schedules: schedules.schedules.len(),
+    })
 }
 
 /// Plans every SQL job against empty tables; returns one message per problem. Each job is
@@ -94,7 +85,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
             register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems);
             for ds in &ej.datasets {
                 let planned = async {
-                    let df = ctx.sql(&ds.sql).await?.with_param_values(crate::transform::params(day, (day, day)))?;
+                    let df = ctx.sql(&ds.sql).await?.with_param_values(params(day, (day, day)))?;
                     df.create_physical_plan().await.map(|p| p.schema())
                 }
                 .await;
@@ -113,7 +104,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         register_inputs(&ctx, &sj.inputs, &schemas, &job.file.display().to_string(), &mut problems);
         let planned = async {
             let df = ctx.sql(&sj.sql).await?;
-            let df = df.with_param_values(crate::transform::params(day, (day, day)))?;
+            let df = df.with_param_values(params(day, (day, day)))?;
             df.create_physical_plan().await.map(|p| p.schema())
         }
         .await;

@@ -1,0 +1,221 @@
+//! Running jobs in dependency order, several at once where the DAG allows (`--parallel`).
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::error::Result;
+use crate::job::{Job, Jobs};
+
+/// Runs `run` for each job of `names`, up to `parallel` at once: a job starts once every job it
+/// depends on (among `names`) has finished. Ingest and compaction jobs run alone: they commit
+/// to the streams' ledgers, share the quarantine table, and size their batches for the whole
+/// machine. With `parallel` 1 the jobs run one by one in `Jobs::order`. After a failure no
+/// further job starts, the running ones finish (and are recorded), and the first error is
+/// returned. A result for which `stop` holds also stops new jobs from starting, without an
+/// error (a lease held elsewhere, for a caller that waits for it). Results come in
+/// `Jobs::order`; a job that never started has none.
+pub async fn run_dag<'a, T, F, Fut>(
+    jobs: &'a Jobs,
+    names: &[String],
+    parallel: usize,
+    stop: impl Fn(&T) -> bool,
+    mut run: F,
+) -> Result<Vec<T>>
+where
+    F: FnMut(&'a Job) -> Fut,
+    Fut: Future<Output = Result<T>> + 'a,
+{
+    let order = jobs.order(names)?;
+    let alone = |j: &Job| j.kind.runs_alone();
+    let mut stopped = false;
+    let mut results: Vec<Option<T>> = order.iter().map(|_| None).collect();
+    let mut started = vec![false; order.len()];
+    let mut finished: HashSet<&str> = HashSet::new();
+    let mut running = FuturesUnordered::new();
+    let mut first_error = None;
+    let mut alone_running = None;
+    loop {
+        let mut start = Vec::new();
+        if first_error.is_none() && !stopped && alone_running.is_none() {
+            for (i, job) in order.iter().enumerate() {
+                if started[i] || running.len() + start.len() >= parallel.max(1) {
+                    continue;
+                }
+                if !job.depends_on.iter().all(|d| finished.contains(d.as_str()) || !names.contains(d)) {
+                    continue;
+                }
+                if alone(job) {
+                    // It starts when nothing else runs, and later jobs wait for it: nothing is
+                    // polled next to it, and the order stays the DAG's.
+                    if running.is_empty() && start.is_empty() {
+                        alone_running = Some(i);
+                        start.push(i);
+                    }
+                    break;
+                }
+                start.push(i);
+            }
+        }
+        for i in start {
+            started[i] = true;
+            let fut = run(order[i]);
+            running.push(async move { (i, fut.await) });
+        }
+        let Some((i, result)) = running.next().await else { break };
+        finished.insert(order[i].name.as_str());
+        if alone_running == Some(i) {
+            alone_running = None;
+        }
+        match result {
+            Ok(t) => {
+                stopped |= stop(&t);
+                results[i] = Some(t);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(results.into_iter().flatten().collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::job::{IngestJob, JobKind, SqlJob};
+
+    fn job(name: &str, ingest: bool, depends_on: &[&str]) -> (String, Job) {
+        let kind = if ingest {
+            JobKind::Ingest(IngestJob { stream: name.to_string() })
+        } else {
+            JobKind::Sql(Box::new(SqlJob {
+                file: Default::default(),
+                sql: String::new(),
+                inputs: Vec::new(),
+                output: name.to_string(),
+                partition_by: Vec::new(),
+                mode: Default::default(),
+                incremental: false,
+                checks: Default::default(),
+            }))
+        };
+        let depends_on = depends_on.iter().map(|d| d.to_string()).collect();
+        let j = Job {
+            name: name.into(),
+            description: String::new(),
+            file: Default::default(),
+            kind,
+            depends_on,
+            reads_published: Vec::new(),
+        };
+        (name.to_string(), j)
+    }
+
+    fn dag() -> Jobs {
+        Jobs {
+            jobs: [
+                job("ingest_a", true, &[]),
+                job("ingest_b", true, &[]),
+                job("x", false, &["ingest_a"]),
+                job("y", false, &["ingest_a"]),
+                job("z", false, &["x", "y"]),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// Runs the DAG with jobs that take a little while; returns (results, start/end log).
+    async fn run(jobs: &Jobs, parallel: usize, failing: &str) -> (Result<Vec<String>>, Vec<String>) {
+        let names: Vec<String> = jobs.jobs.keys().cloned().collect();
+        let log = Mutex::new(Vec::new());
+        let result = run_dag(
+            jobs,
+            &names,
+            parallel,
+            |_| false,
+            |j| {
+                let log = &log;
+                async move {
+                    log.lock().unwrap().push(format!("+{}", j.name));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    log.lock().unwrap().push(format!("-{}", j.name));
+                    if j.name == failing { Err(crate::Error::Failed(format!("{} failed", j.name))) } else { Ok(j.name.clone()) }
+                }
+            },
+        )
+        .await;
+        (result, log.into_inner().unwrap())
+    }
+
+    fn overlapping(log: &[String]) -> Vec<Vec<String>> {
+        // The sets of jobs running at the same time, as they grow.
+        let mut now: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for e in log {
+            let name = e[1..].to_string();
+            if e.starts_with('+') {
+                now.push(name);
+                out.push(now.clone());
+            } else {
+                now.retain(|n| *n != name);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn independent_jobs_overlap_ingest_runs_alone_and_dependents_wait() {
+        let jobs = dag();
+        let (result, log) = run(&jobs, 2, "").await;
+        assert_eq!(result.unwrap(), ["ingest_a", "ingest_b", "x", "y", "z"]);
+        let sets = overlapping(&log);
+        assert!(sets.contains(&vec!["x".to_string(), "y".to_string()]), "x and y run together: {log:?}");
+        for s in &sets {
+            assert!(s.len() <= 2, "{log:?}");
+            if s.iter().any(|n| n.starts_with("ingest")) {
+                assert_eq!(s.len(), 1, "ingest runs alone: {log:?}");
+            }
+        }
+        let pos = |e: &str| log.iter().position(|l| l == e).unwrap();
+        assert!(pos("+z") > pos("-x") && pos("+z") > pos("-y"), "{log:?}");
+        assert!(pos("+x") > pos("-ingest_a"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn one_at_a_time_is_the_dag_order() {
+        let jobs = dag();
+        let (result, log) = run(&jobs, 1, "").await;
+        assert_eq!(result.unwrap(), ["ingest_a", "ingest_b", "x", "y", "z"]);
+        assert_eq!(
+            log,
+            ["+ingest_a", "-ingest_a", "+ingest_b", "-ingest_b", "+x", "-x", "+y", "-y", "+z", "-z"].map(String::from)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopping_result_starts_nothing_new_without_an_error() {
+        let jobs = dag();
+        let names: Vec<String> = jobs.jobs.keys().cloned().collect();
+        let done = run_dag(&jobs, &names, 1, |n: &String| n == "ingest_b", |j| async move { Ok(j.name.clone()) }).await;
+        assert_eq!(done.unwrap(), ["ingest_a", "ingest_b"], "nothing starts after ingest_b");
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_running_jobs_finish_and_nothing_new_starts() {
+        let jobs = dag();
+        let (result, log) = run(&jobs, 2, "x").await;
+        assert!(result.unwrap_err().to_string().contains("x failed"));
+        assert!(log.contains(&"-y".to_string()), "y was running and finishes: {log:?}");
+        assert!(!log.contains(&"+z".to_string()), "{log:?}");
+    }
+}

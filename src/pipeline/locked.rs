@@ -1,0 +1,142 @@
+//! Runs under job leases: how every scheduled or triggered run goes (`run --schedule`,
+//! `run --event`, a plain `run` unless `--no-lock`, and the schedule daemon).
+//!
+//! [`run_locked`] takes the job's lease, checks that the period has not already run, runs the
+//! job (recorded in `runner_runs`), marks the period done, and gives the lease back. The done
+//! marker is created only after success, with a create-if-absent put: two triggers for one
+//! period (two daemons, EventBridge delivering an event twice, cron and a daemon) run it once.
+//! [`run_locked_dag`] does that for many jobs in dependency order, `parallel` at a time: the one
+//! implementation behind the command line and the daemon.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::lease::{self, Holder};
+use super::{RunOptions, run_dag, run_job};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobMetrics};
+use crate::progress::Progress;
+use crate::workspace::Workspace;
+
+const DONE_DIR: &str = "_runner/schedule/done";
+
+/// What became of a locked run.
+#[derive(Debug)]
+pub enum Locked {
+    Ran(Box<Result<JobMetrics>>),
+    /// Another process holds the job's lease.
+    Held(Holder),
+    /// The period already ran (another trigger got there first).
+    AlreadyDone,
+}
+
+fn period_key(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn done_dir(job: &str) -> String {
+    format!("{DONE_DIR}/{}", crate::catalog::hive_escape(job))
+}
+
+async fn is_done(ws: &Workspace, job: &str, period: DateTime<Utc>) -> Result<bool> {
+    ws.warehouse.exists(&ws.warehouse.child(&format!("{}/{}", done_dir(job), period_key(period)))).await
+}
+
+/// The latest period of `job` marked done, if any.
+pub async fn last_done(ws: &Workspace, job: &str) -> Result<Option<DateTime<Utc>>> {
+    let mut best = None;
+    for o in ws.warehouse.list(&done_dir(job)).await? {
+        let t = o
+            .location
+            .filename()
+            .and_then(|n| chrono::NaiveDateTime::parse_from_str(n, "%Y%m%dT%H%M%SZ").ok())
+            .map(|t| t.and_utc());
+        best = best.max(t);
+    }
+    Ok(best)
+}
+
+/// Runs `job` for logical time `at` under its lease. With `period`, a period already done is
+/// skipped and a successful run marks it done.
+pub async fn run_locked(
+    ws: &Workspace,
+    job: &Job,
+    at: DateTime<Utc>,
+    period: Option<DateTime<Utc>>,
+    holder: &str,
+    ttl: Duration,
+    progress: &Progress,
+) -> Result<Locked> {
+    let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
+        Ok(l) => l,
+        Err(h) => return Ok(Locked::Held(h)),
+    };
+    if let Some(p) = period
+        && is_done(ws, &job.name, p).await?
+    {
+        lease.release().await?;
+        return Ok(Locked::AlreadyDone);
+    }
+    let result = run_job(ws, job, &RunOptions { at: Some(at), ..Default::default() }, progress).await;
+    if let (Ok(_), Some(p)) = (&result, period) {
+        let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
+        ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
+    }
+    if lease.lost() {
+        tracing::warn!(job = %job.name, "the lease expired during the run");
+    }
+    lease.release().await?;
+    Ok(Locked::Ran(Box::new(result)))
+}
+
+/// How a DAG of locked runs behaves.
+#[derive(Debug, Clone)]
+pub struct LockedRun {
+    /// The logical time every job runs for.
+    pub at: DateTime<Utc>,
+    /// The period (fire time) to mark done; `None` for a run that is not a period.
+    pub period: Option<DateTime<Utc>>,
+    /// Who takes the leases (`host:pid:uuid`).
+    pub holder: String,
+    pub ttl: Duration,
+    /// Jobs at once where the DAG allows.
+    pub parallel: usize,
+    /// A held lease stops new jobs from starting (the daemon waits and resumes the period
+    /// later); otherwise the job is skipped and the others still run (the command line).
+    pub wait_when_held: bool,
+}
+
+/// Runs `names` in dependency order under their leases. Returns each job that was tried with
+/// what became of it, in dependency order. A failed job stops new jobs from starting (the
+/// running ones finish) and is returned as `Locked::Ran(Err(..))`.
+pub async fn run_locked_dag(
+    ws: &Workspace,
+    names: &[String],
+    opts: &LockedRun,
+    progress: &Progress,
+) -> Result<Vec<(String, Locked)>> {
+    let stop = |(_, l): &(String, Locked)| match l {
+        Locked::Ran(r) => r.as_ref().is_err(),
+        Locked::Held(_) => opts.wait_when_held,
+        Locked::AlreadyDone => false,
+    };
+    run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
+        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, progress).await?;
+        Ok((job.name.clone(), l))
+    })
+    .await
+}
+
+/// The first failure among locked runs, as the error of the whole run.
+pub fn first_failure(runs: Vec<(String, Locked)>) -> Result<Vec<(String, Locked)>> {
+    if runs.iter().any(|(_, l)| matches!(l, Locked::Ran(r) if r.is_err())) {
+        let e = runs.into_iter().find_map(|(_, l)| match l {
+            Locked::Ran(r) => r.err(),
+            _ => None,
+        });
+        return Err(e.unwrap_or_else(|| Error::Internal("a failed run without its error".into())));
+    }
+    Ok(runs)
+}

@@ -1,0 +1,103 @@
+//! Running jobs: one entry point for every kind of job, in dependency order, each run recorded
+//! in `runner_runs` whether it succeeds or fails.
+//!
+//! Every kind runs through [`run_job`]: it gives the run its one id, opens a log span carrying
+//! it, dispatches to the kind's module ([`run_kind`], the one place that knows every kind), and
+//! records the [`JobMetrics`] the kind returns. [`dag`] runs many jobs in dependency order,
+//! [`locked`] runs them under job leases ([`lease`]) for schedules and triggers, and
+//! [`backfill`] reruns a SQL job over past days.
+
+pub mod dag;
+pub mod lease;
+pub mod locked;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tracing::Instrument;
+
+use crate::dates::{days_between, midnight};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobKind, JobMetrics};
+use crate::progress::Progress;
+use crate::runs::{RunRecord, record};
+use crate::workspace::{JobRun, Workspace};
+pub use dag::run_dag;
+
+/// How this invocation runs (flags, not config).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Logical time (`--at`); SQL jobs run as of its UTC date. Default: now.
+    pub at: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    /// Exact days for an incremental job (backfill).
+    pub days: Option<Vec<NaiveDate>>,
+    /// Jobs run at once when the DAG allows (0 and 1: one at a time).
+    pub parallel: usize,
+}
+
+/// A new run id: time-ordered (UUID v7), so ids sort by start.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Runs one job and records the run (a dry run is not recorded).
+pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> Result<JobMetrics> {
+    let started_at = Utc::now();
+    let run = JobRun {
+        ws,
+        job,
+        run_id: new_run_id(),
+        at: opts.at.unwrap_or(started_at),
+        dry_run: opts.dry_run,
+        days: opts.days.clone(),
+        progress,
+    };
+    // Every log line of the run names the job and the run id, as runner_runs does.
+    let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
+    let result = run_kind(&run).instrument(span).await;
+    if opts.dry_run {
+        return result;
+    }
+    let r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
+    if let Err(e) = record(ws, &r).await {
+        tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
+    }
+    result
+}
+
+/// The one dispatch over job kinds: every kind takes a [`JobRun`] and returns [`JobMetrics`].
+pub async fn run_kind(run: &JobRun<'_>) -> Result<JobMetrics> {
+    match &run.job.kind {
+        JobKind::Ingest(j) => crate::ingest::run(run, j).await,
+        JobKind::Sql(j) => crate::transform::run(run, j).await,
+        JobKind::Export(j) => crate::export::run(run, j).await,
+        JobKind::Compact(j) => crate::compact::run(run, j).await,
+        JobKind::Score(j) => crate::score::run(run, j).await,
+    }
+}
+
+/// Runs `names` in dependency order, `opts.parallel` at a time; see [`run_dag`].
+pub async fn run_jobs(ws: &Workspace, names: &[String], opts: &RunOptions, progress: &Progress) -> Result<Vec<JobMetrics>> {
+    run_dag(&ws.jobs, names, opts.parallel, |_| false, |job| run_job(ws, job, opts, progress)).await
+}
+
+/// Reruns a SQL job for each day from `from` to `to` (inclusive): an incremental job rebuilds
+/// exactly those days in one run (as of `to`), any other job runs once per day, as of that day.
+pub async fn backfill(ws: &Workspace, job: &str, from: NaiveDate, to: NaiveDate, progress: &Progress) -> Result<Vec<JobMetrics>> {
+    if from > to {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    let j = ws.jobs.get(job)?;
+    let JobKind::Sql(sj) = &j.kind else {
+        return Err(Error::Usage(format!("`{job}` is not a SQL job (it is a {} job): backfill is for SQL jobs", j.kind.name())));
+    };
+    let days = days_between(from, to);
+    if sj.incremental {
+        let opts = RunOptions { at: Some(midnight(to)), days: Some(days), ..Default::default() };
+        return Ok(vec![run_job(ws, j, &opts, progress).await?]);
+    }
+    let mut out = Vec::new();
+    for d in days {
+        out.push(run_job(ws, j, &RunOptions { at: Some(midnight(d)), ..Default::default() }, progress).await?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! Publishing ledger commits: the files of a committed ingest batch or compaction move into
+//! place and their partitions are registered, idempotently, so any run can roll an interrupted
+//! one forward. Also the one re-plan rule for commit conflicts.
+
+use std::collections::BTreeMap;
+
+use crate::catalog::PartitionMeta;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ledger::{Commit, Ledger, LedgerState};
+use crate::workspace::Workspace;
+
+/// How often a run re-plans after other runs committed the seq it planned.
+pub const MAX_COMMIT_CONFLICTS: u32 = 20;
+
+/// Publishes every committed batch that has no `.published` marker (a crash cut it short).
+/// Returns how many it published.
+pub async fn roll_forward(ws: &Workspace, ledger: &Ledger, state: &mut LedgerState) -> Result<u64> {
+    let mut n = 0;
+    for c in &state.commits {
+        if !state.published.contains(&c.seq) {
+            tracing::info!(stream = %c.stream, seq = c.seq, "rolling forward batch committed by an interrupted run");
+            publish_commit(ws, ledger, c).await?;
+            n += 1;
+        }
+    }
+    for c in &state.commits {
+        state.published.insert(c.seq);
+    }
+    Ok(n)
+}
+
+/// Moves a committed batch's files into place and registers their partitions. Idempotent.
+///
+/// An ingest batch only *adds* partitions that do not exist yet (its files join the current
+/// version, which the catalog already points at); only a compaction repoints a partition. So a
+/// publisher that was delayed never points a partition back at a replaced version.
+pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
+    let wh = &ws.warehouse;
+    for (i, f) in c.files.iter().enumerate() {
+        wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await?;
+        if i == 0 {
+            failpoint::hit("ingest.mid_publish");
+        }
+    }
+    failpoint::hit("ingest.before_catalog");
+    let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
+    for f in &c.files {
+        let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
+        let p = PartitionMeta { values: f.partition.clone(), location: wh.join(dir).url };
+        let v = by_table.entry(f.table.as_str()).or_default();
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    for (table, parts) in by_table {
+        if c.is_compaction() {
+            ws.catalog.put_partitions(table, &parts).await?;
+        } else {
+            ws.catalog.add_partitions(table, &parts).await?;
+        }
+    }
+    ledger.mark_published(c.seq).await
+}
+
+/// Counts commit conflicts of one run: another run committed the seq this one planned, so it
+/// plans again from the new ledger, at most [`MAX_COMMIT_CONFLICTS`] times.
+#[derive(Debug, Default)]
+pub struct Replan {
+    conflicts: u32,
+}
+
+impl Replan {
+    /// `Ok` when `e` is a commit conflict and the run may plan again (logged); otherwise `e`.
+    pub fn after(&mut self, e: Error, what: &str) -> Result<()> {
+        match e {
+            Error::CommitConflict { stream, seq } if self.conflicts < MAX_COMMIT_CONFLICTS => {
+                self.conflicts += 1;
+                tracing::info!(stream, seq, "another run committed batch {seq} first; re-planning the {what}");
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_re_plan_a_bounded_number_of_times_and_other_errors_pass_through() {
+        let mut r = Replan::default();
+        let conflict = || Error::CommitConflict { stream: "s".into(), seq: 7 };
+        for _ in 0..MAX_COMMIT_CONFLICTS {
+            r.after(conflict(), "ingest").unwrap();
+        }
+        assert!(matches!(r.after(conflict(), "ingest"), Err(Error::CommitConflict { seq: 7, .. })));
+        assert!(matches!(Replan::default().after(Error::Failed("x".into()), "ingest"), Err(Error::Failed(_))));
+    }
+}
