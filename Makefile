@@ -59,8 +59,8 @@ bench-score:
 
 ## Discovery benchmark: DROPS (default 100000) drops in S3 (moto on 127.0.0.1), then one more.
 bench-discovery: venv
-	[ -n "$(RUNNER_BIN)" ] || cargo build --release --quiet
-	$(PY) bench/discovery.py $${RUNNER_BIN:-$(CARGO_TARGET_DIR)/release/runner} $${DROPS:-100000}
+	[ -n "$(RUNNER_BIN)" ] || cargo build --profile $${PROFILE:-release} --quiet
+	$(PY) bench/discovery.py $${RUNNER_BIN:-$(CARGO_TARGET_DIR)/$${PROFILE:-release}/runner} $${DROPS:-100000}
 
 ## Retrain the churn model on the seed's companies (writes data/model/churn.json).
 model:

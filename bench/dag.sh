@@ -15,8 +15,10 @@ WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS}
 AS_OF=2026-11-20
 [ -f "$WORK/.simulated" ] || { echo "run the ingest benchmark first (make bench, TENANTS=$TENANTS)" >&2; exit 1; }
 # RUNNER_BIN: measure a binary built earlier instead of building the working tree.
-[ -n "${RUNNER_BIN:-}" ] || cargo build --release --quiet
-BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}
+# PROFILE: the cargo profile to build (default release; bench-fast builds much faster, no LTO).
+PROFILE=${PROFILE:-release}
+[ -n "${RUNNER_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet
+BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 JOBS="tenant_activity_daily jobs_daily tenants churn_features"
 
 # Outputs of earlier runs are set aside and deleted only after the measurements: deleting

@@ -16,8 +16,10 @@ WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS}
 REPO=$(pwd)
 
 # RUNNER_BIN: measure a binary built earlier instead of building the working tree.
-[ -n "${RUNNER_BIN:-}" ] || cargo build --release --quiet
-BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}
+# PROFILE: the cargo profile to build (default release; bench-fast builds much faster, no LTO).
+PROFILE=${PROFILE:-release}
+[ -n "${RUNNER_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet
+BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 
 if [ ! -f "$WORK/.simulated" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"

@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/runner/target}"
-[ -n "${RUNNER_BIN:-}" ] || cargo build --release --quiet
-BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/release/runner}
+PROFILE=${PROFILE:-release}
+[ -n "${RUNNER_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet
+BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 PORT=${PORT:-18080}
 "$BIN" --quiet model serve --port "$PORT" --model data/model/churn.json 2> /tmp/runner-bench-serve.err &
 SERVER=$!
