@@ -114,41 +114,20 @@ fn env_with_own_jobs() -> TestEnv {
     }
     let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(&format!("{REPO}/jobs"), "jobs");
     std::fs::write(env.config_path(), cfg).unwrap();
-    let out = env.output(&[
-        "simulate",
-        "--out",
-        "drops",
-        "--tenants",
-        "5",
-        "--users-per-tenant",
-        "2",
-        "--days",
-        "5",
-        "--end-date",
-        "2026-11-20",
-    ]);
-    assert!(out.status.success());
+    simulate_drops(&env, "5", "42");
     env
+}
+
+/// Simulated drops of `tenants` tenants over the 5 days to 2026-11-20.
+fn simulate_drops(env: &TestEnv, tenants: &str, seed: &str) {
+    let args = ["simulate", "--out", "drops", "--tenants", tenants, "--users-per-tenant", "2", "--days", "5"];
+    let out = env.output(&[&args[..], &["--end-date", "2026-11-20", "--seed", seed]].concat());
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
 }
 
 /// New events arrive: two more tenants, and new events for the existing five.
 fn more_events(env: &TestEnv) {
-    let args = [
-        "simulate",
-        "--out",
-        "drops",
-        "--tenants",
-        "7",
-        "--users-per-tenant",
-        "2",
-        "--days",
-        "5",
-        "--end-date",
-        "2026-11-20",
-        "--seed",
-        "99",
-    ];
-    assert!(env.output(&args).status.success());
+    simulate_drops(env, "7", "99");
 }
 
 async fn tenants_as_of(env: &TestEnv, day: &str) -> Vec<String> {
