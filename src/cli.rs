@@ -118,6 +118,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// What the runner keeps for itself in the warehouse, per ledger and kind: objects, bytes,
+    /// the newest checkpoint, and what the next clean-up removes.
+    State {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// The runs of one job, newest first.
     History {
         job: String,
@@ -477,6 +483,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
+        Command::State { format } => {
+            let ws = Workspace::open(config)?;
+            let rows = crate::state::report(&ws).await?;
+            write_batches(out, format, &[crate::state::to_batch(&rows)?])?;
+            Ok(exit::OK)
+        }
         Command::History { job, limit, format } => {
             let ws = Workspace::open(config)?;
             ws.jobs.get(&job)?;
@@ -486,6 +498,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Tables { format } => {
             let ws = Workspace::open(config)?;
+            ws.check_format(false).await?;
             let tables = ws.catalog.tables().await?;
             let mut parts = Vec::new();
             for t in &tables {
@@ -503,6 +516,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Describe { table, format } => {
             let ws = Workspace::open(config)?;
+            ws.check_format(false).await?;
             let Some(t) = ws.catalog.table(&table).await? else {
                 let names: Vec<String> = ws.catalog.tables().await?.into_iter().map(|t| t.name).collect();
                 return Err(Error::Usage(format!("no table `{table}` in the catalog; tables: {}", names.join(", "))));
@@ -544,6 +558,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Publish { format } => {
             let ws = Workspace::open(config)?;
+            ws.check_format(false).await?;
             let Some(glue) = ws.glue() else {
                 return Err(Error::Usage(
                     "`runner publish` syncs the local catalog to Glue: set [catalog] kind = \"glue\" (and an s3:// warehouse)"

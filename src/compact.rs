@@ -18,13 +18,14 @@ use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record
 use chrono::Utc;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::catalog::layout::day_folder;
+use crate::catalog::layout::{day_folder, partition_path, quarantine_folder};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{CompactCounts, CompactJob, JobMetrics, KindCounts};
 use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger};
 use crate::publish::collect_replaced_versions;
-use crate::publish::commit::{Replan, publish_commit, roll_forward};
+use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+use crate::schema::{QUARANTINE_TABLE, RUNS_TABLE, quarantine_schema, runs_schema};
 use crate::store::encode_parquet;
 use crate::workspace::{JobRun, Workspace};
 
@@ -34,30 +35,49 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
     let started = Instant::now();
     let mut counts = CompactCounts::default();
     let mut m = r.metrics(r.at.to_rfc3339(), KindCounts::Compact(CompactCounts::default()));
+    // Each ledger and the tables it versions: a stream's events and quarantine partitions, and
+    // the run history's own ledger.
+    let mut ledgers: Vec<(String, Vec<String>)> = Vec::new();
     for stream in &cj.streams {
-        let table = ws.contract.stream(stream)?.table.clone();
+        ledgers.push((stream.clone(), vec![ws.contract.stream(stream)?.table.clone(), QUARANTINE_TABLE.to_string()]));
+    }
+    if cj.run_history {
+        ledgers.push((RUNS_TABLE.to_string(), vec![RUNS_TABLE.to_string()]));
+    }
+    for (stream, tables) in &ledgers {
+        let stream = stream.as_str();
         let ledger = Ledger::new(ws.warehouse.clone(), stream);
         let mut replan = Replan::default();
+        let settings = &ws.config.ingest;
+        let mut cleaned = false;
         loop {
             let mut state = ledger.load().await?;
             if !r.dry_run {
                 roll_forward(ws, &ledger, &mut state).await?;
+                if !cleaned {
+                    ledger.clean_up(&state, &r.run_id, retention(settings)).await?;
+                    // Staging of run records that lost a commit race (ingest cleans its own).
+                    if stream == RUNS_TABLE {
+                        ledger.collect_garbage(&state, chrono::Duration::hours(1)).await?;
+                    }
+                    cleaned = true;
+                }
             }
             let seq = state.next_seq();
-            let todo: Vec<(Vec<String>, Vec<FileEntry>)> = state
-                .live_files()
-                .into_iter()
-                .filter(|((t, _), files)| t == &table && files.len() >= cj.min_files.max(2))
+            let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = state
+                .partitions()
+                .into_values()
+                .filter(|p| tables.contains(&p.table) && p.live.len() >= cj.min_files.max(2))
                 .take(cj.max_partitions_per_commit.max(1))
-                .map(|((_, p), files)| (p, files.into_iter().cloned().collect()))
+                .map(|p| (p.table, p.partition, p.live))
                 .collect();
             if todo.is_empty() {
                 break;
             }
             if r.dry_run {
                 // What one commit would merge (the next ones merge what is left after it).
-                for (partition, inputs) in &todo {
-                    m.partitions.push(day_folder(&table, &partition.join(","), None));
+                for (t, partition, inputs) in &todo {
+                    m.partitions.push(partition_path(t, partition));
                     counts.files_in += inputs.len() as u64;
                     m.rows_in += inputs.iter().map(|f| f.rows).sum::<u64>();
                     m.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
@@ -69,15 +89,16 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
             let mut files = Vec::new();
             let mut compacted = Vec::new();
             let mut bytes_in = 0;
-            for (partition, inputs) in todo {
+            for (t, partition, inputs) in todo {
                 let date = partition.first().cloned().unwrap_or_default();
-                let dir = day_folder(&table, &date, Some(seq));
+                let dir =
+                    if t == QUARANTINE_TABLE { quarantine_folder(&partition, seq) } else { day_folder(&t, &date, Some(seq)) };
                 let name = format!("part-{stream}-{seq:012}.parquet");
-                let (data, rows) = merge(ws, stream, &inputs).await?;
+                let (data, rows) = merge(ws, &t, &inputs).await?;
                 let staged = format!("{staging}/{dir}/{name}");
                 bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
                 files.push(FileEntry {
-                    table: table.clone(),
+                    table: t.clone(),
                     partition: partition.clone(),
                     staged: staged.clone(),
                     path: format!("{dir}/{name}"),
@@ -85,14 +106,10 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                     bytes: data.len() as u64,
                 });
                 ws.warehouse.put(&ws.warehouse.child(&staged), data).await?;
-                compacted.push(Compacted {
-                    table: table.clone(),
-                    partition,
-                    inputs: inputs.iter().map(|f| f.path.clone()).collect(),
-                });
+                compacted.push(Compacted { table: t, partition, inputs: inputs.iter().map(|f| f.path.clone()).collect() });
             }
             let commit = Commit {
-                stream: stream.clone(),
+                stream: stream.to_string(),
                 seq,
                 attempt,
                 run_id: r.run_id.clone(),
@@ -124,10 +141,15 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 // Plan again (our staging is garbage-collected later).
                 Err(e) => replan.after(e, "compaction")?,
             }
+            if !r.dry_run {
+                checkpoint(&ledger, state, settings, &r.run_id).await?;
+            }
         }
         if !r.dry_run {
             let grace = chrono::Duration::from_std(cj.keep_replaced).unwrap_or(chrono::Duration::MAX);
-            counts.removed_files += collect_replaced_versions(ws, &table, grace).await?;
+            for t in tables {
+                counts.removed_files += collect_replaced_versions(ws, t, grace).await?;
+            }
         }
     }
     m.files = counts.files_out;
@@ -136,11 +158,20 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
     Ok(m)
 }
 
-/// Reads a partition's files and writes them as one Parquet file sorted by companyID, then
-/// event time.
-async fn merge(ws: &Workspace, stream: &str, inputs: &[FileEntry]) -> Result<(bytes::Bytes, u64)> {
-    let sc = ws.contract.stream(stream)?;
-    let schema = sc.file_schema();
+/// Reads a partition's files and writes them as one Parquet file: an event partition sorted by
+/// companyID, then event time; a quarantine partition by source object, then byte offset; run
+/// history by job, then start.
+async fn merge(ws: &Workspace, table: &str, inputs: &[FileEntry]) -> Result<(bytes::Bytes, u64)> {
+    let (schema, first, second) = match table {
+        QUARANTINE_TABLE => (quarantine_schema(), 0, 1),
+        RUNS_TABLE => (runs_schema(), 0, 3),
+        _ => {
+            let sc = ws.contract.streams.values().find(|s| s.table == table).ok_or_else(|| {
+                Error::Internal(format!("compaction of `{table}`, which no stream of schemas/events.toml writes"))
+            })?;
+            (sc.file_schema(), sc.col_company, sc.col_event_time)
+        }
+    };
     let mut batches: Vec<RecordBatch> = Vec::new();
     for f in inputs {
         let body = ws.warehouse.get(&ws.warehouse.child(&f.path)).await?;
@@ -153,11 +184,10 @@ async fn merge(ws: &Workspace, stream: &str, inputs: &[FileEntry]) -> Result<(by
             batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(Error::arrow(what.clone()))?);
         }
     }
-    let (company, time) = (sc.col_company, sc.col_event_time);
     tokio::task::spawn_blocking(move || {
         let all = concat_batches(&schema, &batches).map_err(Error::arrow("merging a partition"))?;
         drop(batches);
-        let keys = [all.column(company), all.column(time)].map(|c| SortColumn { values: Arc::clone(c), options: None });
+        let keys = [all.column(first), all.column(second)].map(|c| SortColumn { values: Arc::clone(c), options: None });
         let idx = lexsort_to_indices(&keys, None).map_err(Error::arrow("sorting a partition"))?;
         let sorted = take_record_batch(&all, &idx).map_err(Error::arrow("sorting a partition"))?;
         Ok((encode_parquet(&sorted)?, sorted.num_rows() as u64))

@@ -172,6 +172,8 @@ struct IngestFile {
     dedup_horizon: Option<String>,
     lookback: Option<String>,
     parallelism: Option<usize>,
+    checkpoint_every: Option<u64>,
+    checkpoint_retention: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -218,6 +220,12 @@ pub struct IngestSettings {
     pub lookback: Duration,
     /// List the whole source prefix (`runner run --full-listing`).
     pub full_listing: bool,
+    /// A ledger checkpoint is written once this many commits follow the last one.
+    pub checkpoint_every: u64,
+    /// What a checkpoint replaces (commit records, older checkpoints, dedup keys out of the
+    /// horizon) is deleted by a later run once the checkpoint is this old: a run that read the
+    /// ledger before the checkpoint may still be reading it.
+    pub checkpoint_retention: Duration,
 }
 
 impl Default for IngestSettings {
@@ -228,6 +236,8 @@ impl Default for IngestSettings {
             dedup_horizon: Duration::from_secs(7 * 86_400),
             lookback: Duration::from_secs(26 * 3600),
             full_listing: false,
+            checkpoint_every: 100,
+            checkpoint_retention: Duration::from_secs(3600),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
@@ -319,6 +329,16 @@ impl Config {
             }
             if let Some(n) = i.parallelism {
                 ingest.parallelism = n.max(1);
+            }
+            if let Some(n) = i.checkpoint_every {
+                if n < 2 {
+                    return Err(cfg_err("ingest.checkpoint_every must be at least 2".into()));
+                }
+                ingest.checkpoint_every = n;
+            }
+            if let Some(s) = i.checkpoint_retention {
+                ingest.checkpoint_retention = humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("ingest.checkpoint_retention `{s}` is not a duration (e.g. \"1h\"): {e}")))?;
             }
         }
         let sc = fc.scoring.unwrap_or_default();

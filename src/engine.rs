@@ -46,6 +46,7 @@ pub async fn session(ws: &Workspace) -> Result<SessionContext> {
 /// table fails instead of reading it before its producer ran; and the catalog is read for those
 /// tables alone (a table's partitions are one read each on a local catalog).
 pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<SessionContext> {
+    ws.check_format(false).await?;
     let ctx = context_with(Some(&ws.file_caches))?;
     ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
     let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|t| t == name));

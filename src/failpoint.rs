@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-/// Every failpoint: the ingest path in the order a batch reaches them, compaction, SQL jobs.
+/// Every failpoint: the ingest path in the order a batch reaches them, compaction, ledger
+/// checkpoints and their clean-up, SQL jobs.
 pub const POINTS: &[&str] = &[
     "ingest.after_first_staged_file",
     "ingest.before_commit",
@@ -14,6 +15,9 @@ pub const POINTS: &[&str] = &[
     "ingest.after_published",
     "compact.before_commit",
     "compact.after_commit",
+    "ledger.checkpoint_written",
+    "ledger.pointer_moved",
+    "ledger.mid_cleanup",
     "sql.before_publish",
 ];
 

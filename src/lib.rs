@@ -10,7 +10,7 @@
 //! 2. checking a workspace offline: `validate`
 //! 3. schedules (expressions, the daemon, crontab and EventBridge rendering): `schedule`
 //! 4. running jobs (dispatch over kinds, the DAG, leases, locked runs, backfill): `pipeline`
-//! 5. run history (`runner_runs`, status, history): `runs`
+//! 5. run history (`runner_runs`, status, history) and the runner's own state: `runs`, `state`
 //! 6. the job kinds: `ingest`, `compact`, `transform`, `export`, `score`, `simulate`
 //! 7. the churn model (declaration, training, serving): `model`
 //! 8. publishing and the engine: `publish`, `engine`, `athena`
@@ -58,6 +58,7 @@ pub mod schema;
 pub mod score;
 pub mod simulate;
 pub mod source;
+pub mod state;
 pub mod store;
 pub mod transform;
 pub mod validate;

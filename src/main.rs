@@ -28,6 +28,9 @@ fn main() {
         }
     };
     drop(rt);
+    if runner::store::counting::enabled() {
+        eprintln!("{}", runner::store::counting::report());
+    }
     std::process::exit(code);
 }
 

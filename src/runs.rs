@@ -1,29 +1,41 @@
 //! Run history: every run of every job, as the table `runner_runs`, and `runner status` and
 //! `runner history` over it.
 //!
-//! One small Parquet file per run under `runner_runs/dt=<start date>/run-<run id>.parquet`,
-//! written with a single atomic put and registered like any other partition, so `runner query`,
-//! `runner status` and `runner history` (and Athena) read it with plain SQL. Every kind of job is
-//! recorded the same way, from its [`JobMetrics`]: the common counts in columns, the kind's own
-//! counts as JSON in `details`.
+//! Every kind of job is recorded the same way, from its [`JobMetrics`]: the common counts in
+//! columns, the kind's own counts as JSON in `details`. A run's record is one small Parquet
+//! file committed through the table's own ledger (`_runner/ledger/runner_runs/`), exactly like an
+//! ingest batch, so the compaction job merges a day's records into one file atomically for
+//! readers and ledger checkpoints keep reading that ledger cheap.
+//!
+//! `runner status` and `runner history` read a bounded amount however long the history: each
+//! job's last [`RECENT_RUNS`] runs and its last success are kept in one small object per job
+//! (`_runner/runs/recent/<job>.json`); only `history --limit` beyond that reads the table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::DataType;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::{col, lit};
+use serde::{Deserialize, Serialize};
 
-use crate::catalog::{PartitionMeta, TableMeta};
+use crate::catalog::TableMeta;
+use crate::catalog::layout::{VERSIONED, day_folder};
 use crate::error::{Error, Result};
 use crate::job::JobMetrics;
+use crate::ledger::{BatchStats, Commit, FileEntry, Ledger};
+use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+pub use crate::schema::{RUNS_TABLE, runs_schema as schema};
 use crate::store::encode_parquet;
 use crate::workspace::Workspace;
 
-pub const RUNS_TABLE: &str = "runner_runs";
+/// Runs per job kept where `status` and `history` read them.
+pub const RECENT_RUNS: usize = 100;
+const RECENT_DIR: &str = "_runner/runs/recent";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub job: String,
     /// `ingest`, `sql`, `export`, `compact`, `score`.
@@ -31,7 +43,9 @@ pub struct RunRecord {
     pub run_id: String,
     /// The logical time the run was for (as-of date or trigger time), ISO 8601.
     pub logical_time: String,
+    #[serde(with = "millis")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "millis")]
     pub ended_at: DateTime<Utc>,
     /// `succeeded` or `failed`.
     pub status: String,
@@ -47,6 +61,21 @@ pub struct RunRecord {
     /// The kind's own counts, as JSON (`{"objects": 12, "valid": 36, ...}`).
     pub details: String,
     pub error: Option<String>,
+}
+
+/// Times as epoch milliseconds in the recent-runs objects.
+mod millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.timestamp_millis())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let ms = i64::deserialize(d)?;
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| serde::de::Error::custom(format!("{ms} is not a time")))
+    }
 }
 
 impl RunRecord {
@@ -116,82 +145,150 @@ fn details_json(m: &JobMetrics) -> String {
     v.to_string()
 }
 
-pub fn schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("job", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("logical_time", DataType::Utf8, false),
-        Field::new("started_at", ts.clone(), false),
-        Field::new("ended_at", ts, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("rows_in", DataType::Int64, false),
-        Field::new("bytes_in", DataType::Int64, false),
-        Field::new("rows_out", DataType::Int64, false),
-        Field::new("bytes_out", DataType::Int64, false),
-        Field::new("files", DataType::Int64, false),
-        Field::new("partitions", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, true),
-        // Added after the first release: older run files read these as NULL.
-        Field::new("kind", DataType::Utf8, true),
-        Field::new("periods", DataType::Utf8, true),
-        Field::new("details", DataType::Utf8, true),
-    ]))
+/// Records as `runner_runs` rows (its file schema, without `dt`).
+pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
+    let ts = |f: fn(&RunRecord) -> DateTime<Utc>| {
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(records.iter().map(|r| f(r).timestamp_millis())).with_timezone("UTC"),
+        ) as ArrayRef
+    };
+    let s = |f: fn(&RunRecord) -> &str| Arc::new(StringArray::from_iter_values(records.iter().map(f))) as ArrayRef;
+    let i = |f: fn(&RunRecord) -> i64| Arc::new(Int64Array::from_iter_values(records.iter().map(f))) as ArrayRef;
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            s(|r| &r.job),
+            s(|r| &r.run_id),
+            s(|r| &r.logical_time),
+            ts(|r| r.started_at),
+            ts(|r| r.ended_at),
+            s(|r| &r.status),
+            i(|r| r.rows_in),
+            i(|r| r.bytes_in),
+            i(|r| r.rows_out),
+            i(|r| r.bytes_out),
+            i(|r| r.files),
+            s(|r| &r.partitions),
+            Arc::new(StringArray::from_iter(records.iter().map(|r| r.error.as_deref()))),
+            s(|r| &r.kind),
+            s(|r| &r.periods),
+            s(|r| &r.details),
+        ],
+    )
+    .map_err(Error::arrow("building run records"))
 }
 
-/// Appends one run to `runner_runs`.
+/// Appends one run to `runner_runs` (a commit in its ledger) and to the job's recent runs.
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
-    let t = TableMeta::from_arrow(
+    let mut t = TableMeta::from_arrow(
         RUNS_TABLE,
         "Every run of every job: kind, logical time, start, end, status, rows and bytes in and out, files, partitions, periods, the kind's own counts, error",
         ws.warehouse.join(RUNS_TABLE).url,
         &schema(),
         &[("dt", DataType::Date32)],
     )?;
+    t.parameters.insert(VERSIONED.into(), "true".into());
     ws.catalog.put_table(&t).await?;
-    let ts =
-        |d: DateTime<Utc>| Arc::new(TimestampMillisecondArray::from(vec![d.timestamp_millis()]).with_timezone("UTC")) as ArrayRef;
-    let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-    let i = |v: i64| Arc::new(Int64Array::from(vec![v])) as ArrayRef;
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![
-            s(&r.job),
-            s(&r.run_id),
-            s(&r.logical_time),
-            ts(r.started_at),
-            ts(r.ended_at),
-            s(&r.status),
-            i(r.rows_in),
-            i(r.bytes_in),
-            i(r.rows_out),
-            i(r.bytes_out),
-            i(r.files),
-            s(&r.partitions),
-            Arc::new(StringArray::from(vec![r.error.as_deref()])),
-            s(&r.kind),
-            s(&r.periods),
-            s(&r.details),
-        ],
-    )
-    .map_err(Error::arrow("building the run record"))?;
+    let data = encode_parquet(&to_batch(std::slice::from_ref(r))?)?;
     let date = r.started_at.format("%Y-%m-%d").to_string();
-    let dir = format!("{RUNS_TABLE}/dt={date}");
-    ws.warehouse.put(&ws.warehouse.child(&format!("{dir}/run-{}.parquet", r.run_id)), encode_parquet(&batch)?).await?;
-    ws.catalog.add_partitions(RUNS_TABLE, &[PartitionMeta { values: vec![date], location: ws.warehouse.join(&dir).url }]).await
+    let ledger = Ledger::new(ws.warehouse.clone(), RUNS_TABLE);
+    let mut replan = Replan::default();
+    loop {
+        let mut state = ledger.load().await?;
+        roll_forward(ws, &ledger, &mut state).await?;
+        ledger.clean_up(&state, &r.run_id, retention(&ws.config.ingest)).await?;
+        let seq = state.next_seq();
+        let values = vec![date.clone()];
+        let dir = day_folder(RUNS_TABLE, &date, Some(state.version(RUNS_TABLE, &values)));
+        let attempt = uuid::Uuid::now_v7().simple().to_string();
+        let name = format!("run-{}.parquet", r.run_id);
+        let staged = format!("{}/{dir}/{name}", ledger.staging_prefix(&attempt));
+        ws.warehouse.put(&ws.warehouse.child(&staged), data.clone()).await?;
+        let commit = Commit {
+            stream: RUNS_TABLE.to_string(),
+            seq,
+            attempt,
+            run_id: r.run_id.clone(),
+            committed_at: Utc::now().to_rfc3339(),
+            objects: Vec::new(),
+            files: vec![FileEntry {
+                table: RUNS_TABLE.to_string(),
+                partition: values,
+                staged,
+                path: format!("{dir}/{name}"),
+                rows: 1,
+                bytes: data.len() as u64,
+            }],
+            dedup_keys: String::new(),
+            max_arrival_ms: 0,
+            stats: BatchStats::default(),
+            compacted: Vec::new(),
+        };
+        match ledger.commit(&commit).await {
+            Ok(()) => {
+                publish_commit(ws, &ledger, &commit).await?;
+                state.published.insert(seq);
+                state.commits.push(commit);
+                checkpoint(&ledger, state, &ws.config.ingest, &r.run_id).await?;
+                break;
+            }
+            // Another job's record took the seq (jobs run side by side): plan again, without
+            // the staged file of the attempt that lost.
+            Err(e) => {
+                replan.after(e, "run record")?;
+                ws.warehouse.delete(&ws.warehouse.child(&commit.files[0].staged)).await?;
+                ws.warehouse.remove_empty_dirs(&ledger.staging_prefix(&commit.attempt)).await?;
+            }
+        }
+    }
+    remember(ws, r).await
 }
 
-async fn runs(ws: &Workspace, job: Option<&str>) -> Result<Vec<RecordBatch>> {
+/// The last runs of one job, newest first, and its last success.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Recent {
+    runs: Vec<RunRecord>,
+    last_success: Option<RunRecord>,
+}
+
+fn recent_path(job: &str) -> String {
+    format!("{RECENT_DIR}/{}.json", crate::catalog::hive_escape(job))
+}
+
+async fn recent(ws: &Workspace, job: &str) -> Result<Option<Recent>> {
+    let Some(b) = ws.warehouse.get_opt(&ws.warehouse.child(&recent_path(job))).await? else { return Ok(None) };
+    // Unreadable (written by hand?): the table still has every run.
+    Ok(serde_json::from_slice(&b).ok())
+}
+
+/// Adds a run to its job's recent runs. Two runs of one job recording at the same instant
+/// (without a lease) may keep only one of them here; `runner_runs` has both.
+async fn remember(ws: &Workspace, r: &RunRecord) -> Result<()> {
+    let mut rec = recent(ws, &r.job).await?.unwrap_or_default();
+    rec.runs.retain(|x| x.run_id != r.run_id);
+    rec.runs.push(r.clone());
+    rec.runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+    rec.runs.truncate(RECENT_RUNS);
+    if r.status == "succeeded" && rec.last_success.as_ref().is_none_or(|s| s.ended_at <= r.ended_at) {
+        rec.last_success = Some(r.clone());
+    }
+    let body = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+    ws.warehouse.put(&ws.warehouse.child(&recent_path(&r.job)), Bytes::from(body)).await
+}
+
+/// Every run of `job` from the table, newest first (what `history` reads past the recent runs).
+async fn from_table(ws: &Workspace, job: &str, limit: usize) -> Result<Vec<RecordBatch>> {
     if ws.catalog.table(RUNS_TABLE).await?.is_none() {
         return Ok(Vec::new());
     }
-    let ctx = crate::engine::session(ws).await?;
-    let mut df = ctx.table(RUNS_TABLE).await.map_err(Error::df("reading runner_runs"))?;
-    if let Some(j) = job {
-        df = df.filter(col("job").eq(lit(j))).map_err(Error::df("reading runner_runs"))?;
-    }
+    let ctx = crate::engine::session_for(ws, Some(&[RUNS_TABLE.to_string()])).await?;
+    let df = ctx.table(RUNS_TABLE).await.map_err(Error::df("reading runner_runs"))?;
+    let columns: Vec<_> = schema().fields().iter().map(|f| col(format!("\"{}\"", f.name()))).collect();
     let batches = df
-        .sort(vec![col("started_at").sort(false, false)])
+        .filter(col("job").eq(lit(job)))
+        .and_then(|df| df.sort(vec![col("started_at").sort(false, false)]))
+        .and_then(|df| df.limit(0, Some(limit)))
+        .and_then(|df| df.select(columns))
         .map_err(Error::df("reading runner_runs"))?
         .collect()
         .await
@@ -199,25 +296,21 @@ async fn runs(ws: &Workspace, job: Option<&str>) -> Result<Vec<RecordBatch>> {
     crate::engine::plain_types(batches)
 }
 
-/// The runs of `job`, newest first.
+/// The runs of `job`, newest first: from its recent runs (one small read) when `limit` is
+/// within them, else from the table.
 pub async fn history(ws: &Workspace, job: &str, limit: usize) -> Result<Vec<RecordBatch>> {
-    let batches = runs(ws, Some(job)).await?;
-    let mut left = limit;
-    let mut out = Vec::new();
-    for b in batches {
-        let keep: Vec<usize> = (0..b.num_columns()).filter(|i| b.schema().field(*i).name() != "dt").collect();
-        let b = b.project(&keep).map_err(Error::arrow("formatting history"))?;
-        let n = b.num_rows().min(left);
-        out.push(b.slice(0, n));
-        left -= n;
-    }
+    let out = match recent(ws, job).await? {
+        Some(rec) if limit <= RECENT_RUNS => vec![to_batch(&rec.runs[..rec.runs.len().min(limit)])?],
+        _ => from_table(ws, job, limit).await?,
+    };
     if out.is_empty() {
-        out.push(RecordBatch::new_empty(schema()));
+        return Ok(vec![RecordBatch::new_empty(schema())]);
     }
     Ok(out)
 }
 
-/// One row per job: its last run, its last success and how long ago that was.
+/// One row per job: its last run, its last success and how long ago that was. Reads one small
+/// object per job.
 pub async fn status(ws: &Workspace) -> Result<RecordBatch> {
     #[derive(Default)]
     struct Row {
@@ -227,28 +320,21 @@ pub async fn status(ws: &Workspace) -> Result<RecordBatch> {
         last_success: Option<DateTime<Utc>>,
         error: String,
     }
-    let mut rows: BTreeMap<String, Row> = ws.jobs.jobs.keys().map(|k| (k.clone(), Row::default())).collect();
-    for b in runs(ws, None).await? {
-        let get = |n: &str| b.column(b.schema().index_of(n).expect("runner_runs column")).clone();
-        let (job, status, logical, ended, error) =
-            (get("job"), get("status"), get("logical_time"), get("ended_at"), get("error"));
-        let (job, status, logical, error) =
-            (job.as_string::<i32>(), status.as_string::<i32>(), logical.as_string::<i32>(), error.as_string::<i32>());
-        let ended = ended.as_primitive::<TimestampMillisecondType>();
-        // Newest first: the first row seen for a job is its last run.
-        for i in 0..b.num_rows() {
-            let Some(r) = rows.get_mut(job.value(i)) else { continue };
-            let at = DateTime::<Utc>::from_timestamp_millis(ended.value(i)).unwrap_or_default();
-            if r.last_status.is_empty() {
-                r.last_status = status.value(i).to_string();
-                r.last_run = at.format("%Y-%m-%d %H:%M:%S").to_string();
-                r.logical_time = logical.value(i).to_string();
-                r.error = if error.is_null(i) { String::new() } else { error.value(i).lines().next().unwrap_or("").to_string() };
+    let names: Vec<&String> = ws.jobs.jobs.keys().collect();
+    let recents = futures::future::try_join_all(names.iter().map(|j| recent(ws, j))).await?;
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for (job, rec) in names.into_iter().zip(recents) {
+        let mut row = Row::default();
+        if let Some(rec) = rec {
+            if let Some(last) = rec.runs.first() {
+                row.last_status = last.status.clone();
+                row.last_run = last.ended_at.format("%Y-%m-%d %H:%M:%S").to_string();
+                row.logical_time = last.logical_time.clone();
+                row.error = last.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string();
             }
-            if r.last_success.is_none() && status.value(i) == "succeeded" {
-                r.last_success = Some(at);
-            }
+            row.last_success = rec.last_success.map(|s| s.ended_at);
         }
+        rows.insert(job.clone(), row);
     }
     let now = Utc::now();
     let col = |f: &dyn Fn(&Row) -> String| Arc::new(StringArray::from_iter_values(rows.values().map(f))) as ArrayRef;

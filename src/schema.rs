@@ -26,12 +26,42 @@ pub const PARTITION_COL: &str = "dt";
 /// The table of every record and object ingest could not accept (shared by the streams).
 pub const QUARANTINE_TABLE: &str = "quarantine";
 
+/// The table of every run of every job (written through its own ledger, see `runs`).
+pub const RUNS_TABLE: &str = "runner_runs";
+
+/// `runner_runs`' data-file schema (partitioned by `dt`, the run's start date).
+pub fn runs_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("logical_time", DataType::Utf8, false),
+        Field::new("started_at", ts.clone(), false),
+        Field::new("ended_at", ts, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows_in", DataType::Int64, false),
+        Field::new("bytes_in", DataType::Int64, false),
+        Field::new("rows_out", DataType::Int64, false),
+        Field::new("bytes_out", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("partitions", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        // Added after the first release: older run files read these as NULL.
+        Field::new("kind", DataType::Utf8, true),
+        Field::new("periods", DataType::Utf8, true),
+        Field::new("details", DataType::Utf8, true),
+    ]))
+}
+
+/// The quarantine's second partition key: the delivery stream (after `dt`, the arrival date).
+pub const QUARANTINE_STREAM_COL: &str = "stream";
+
 /// The quarantine table's data-file schema: every record the runner could not accept, with its
-/// source, byte offset, raw text, reason and the run that read it.
+/// source, byte offset, raw text, reason and the run that read it (the stream and the arrival
+/// date are its partition keys).
 pub fn quarantine_schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
-        Field::new("stream", DataType::Utf8, false),
         Field::new(COL_SOURCE, DataType::Utf8, false),
         Field::new("byte_offset", DataType::Int64, true),
         Field::new("raw", DataType::Utf8, true),

@@ -197,18 +197,17 @@ async fn changed_days(
             continue;
         }
         let seen = state.watermarks.get(stream).copied().unwrap_or(0);
+        // The checkpoint (when past the watermark) says which partitions later batches changed;
+        // then only the commit records after it are read. A compaction rewrites files without
+        // changing a row: nothing to rebuild.
         let ledger = Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await?;
-        // Only commits after `seen` were read. A compaction rewrites files without changing a
-        // row: nothing to rebuild.
-        for c in ledger.commits.iter().filter(|c| !c.is_compaction()) {
-            for f in c.files.iter().filter(|f| f.table == sc.table) {
-                if let Some(d) = f.partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
-                    changed.insert(d);
-                }
+        for partition in ledger.changed_after(&sc.table, seen) {
+            if let Some(d) = partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
+                changed.insert(d);
             }
         }
-        if let Some(last) = ledger.commits.last() {
-            state.watermarks.insert(stream.clone(), last.seq);
+        if ledger.last_seq() > seen {
+            state.watermarks.insert(stream.clone(), ledger.last_seq());
         }
     }
     if let Some(days) = force {

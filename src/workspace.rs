@@ -21,6 +21,13 @@ use crate::progress::Progress;
 use crate::schema::Contract;
 use crate::store::Location;
 
+/// The warehouse layout this runner writes and reads, recorded in `_runner/format.json`.
+/// 2: ledger checkpoints (commit records before a checkpoint are deleted, so an older runner
+/// would ingest those drops again), quarantine partitioned by arrival date and stream,
+/// `runner_runs` through a ledger, `churn_scores.run_id`.
+pub const WAREHOUSE_FORMAT: u32 = 2;
+const FORMAT_PATH: &str = "_runner/format.json";
+
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub config: Config,
@@ -34,6 +41,8 @@ pub struct Workspace {
     pub declared: BTreeMap<String, DeclaredTable>,
     /// Parquet footers and statistics shared by the query sessions of this process.
     pub file_caches: FileCaches,
+    /// Whether the warehouse's format was checked (once per process).
+    format_checked: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Workspace {
@@ -65,7 +74,75 @@ impl Workspace {
         };
         let declared = DeclaredTable::load_all(&config.schemas_dir.join("tables"))?;
         let file_caches = FileCaches::new()?;
-        Ok(Workspace { config, contract, jobs, warehouse, catalog, glue, declared, file_caches })
+        Ok(Workspace {
+            config,
+            contract,
+            jobs,
+            warehouse,
+            catalog,
+            glue,
+            declared,
+            file_caches,
+            format_checked: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// Refuses a warehouse another layout wrote (an older runner's would be misread: its tables
+    /// as empty, its drops as new), with what to do. `write` marks a new warehouse as this
+    /// layout (a run about to write it); a reader leaves an empty warehouse as it is.
+    pub async fn check_format(&self, write: bool) -> Result<()> {
+        if self.format_checked.initialized() {
+            return Ok(());
+        }
+        let path = self.warehouse.child(FORMAT_PATH);
+        let found = match self.warehouse.get_opt(&path).await? {
+            Some(b) => Some(
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .ok()
+                    .and_then(|v| v.get("format").and_then(|f| f.as_u64()))
+                    .ok_or_else(|| self.format_error("its format marker is unreadable".into()))?,
+            ),
+            // Tables or a ledger without a marker: written before markers existed, by layout 1.
+            // A runner of this layout writes the marker before any table, so the marker is read
+            // again after the data was seen: a run starting next to ours is not mistaken for it.
+            None if self.warehouse.any_under("_runner/catalog").await? || self.warehouse.any_under("_runner/ledger").await? => {
+                match self.warehouse.get_opt(&path).await? {
+                    Some(_) => return Box::pin(self.check_format(write)).await,
+                    None => Some(1),
+                }
+            }
+            None if !write => return Ok(()),
+            None => {
+                let body = serde_json::json!({ "format": WAREHOUSE_FORMAT, "written_by": format!("runner {}", env!("CARGO_PKG_VERSION")) });
+                if self.warehouse.put_if_absent(&path, bytes::Bytes::from(body.to_string())).await? {
+                    None
+                } else {
+                    return Box::pin(self.check_format(write)).await;
+                }
+            }
+        };
+        match found {
+            Some(n) if n < u64::from(WAREHOUSE_FORMAT) => Err(self.format_error(format!(
+                "it was written by an older runner (warehouse format {n}; this runner reads format {WAREHOUSE_FORMAT}). Rebuild it: \
+                 point `warehouse` in {} at a new folder (or move this one aside) and run `runner run --all`; the sources still \
+                 hold every drop, so the new warehouse gets every event exactly once",
+                self.config.file_name()
+            ))),
+            Some(n) if n > u64::from(WAREHOUSE_FORMAT) => Err(self.format_error(format!(
+                "it was written by a newer runner (warehouse format {n}; this runner reads format {WAREHOUSE_FORMAT}): upgrade runner"
+            ))),
+            _ => {
+                let _ = self.format_checked.set(());
+                Ok(())
+            }
+        }
+    }
+
+    fn format_error(&self, why: String) -> Error {
+        Error::Config {
+            file: format!("{}{FORMAT_PATH}", self.warehouse.url),
+            message: format!("the warehouse cannot be used: {why}"),
+        }
     }
 
     /// The Glue catalog, when the workspace publishes to Glue.

@@ -326,7 +326,8 @@ fn simulate_to(args: &[&str]) -> tempfile::TempDir {
 }
 
 fn fresh_s3_drops(m: &'static Moto, drops: &Path) -> AwsEnv {
-    let env = AwsEnv::new(m, "[ingest]\nmax_objects_per_batch = 10\n");
+    // Small batches, a checkpoint every two commits, clean-ups by the next run.
+    let env = AwsEnv::new(m, "[ingest]\nmax_objects_per_batch = 10\ncheckpoint_every = 2\ncheckpoint_retention = \"0s\"\n");
     for stream in ["companies", "bigdatajobs"] {
         m.ops(&["upload", &env.bucket, &format!("raw/{stream}"), drops.join("raw").join(stream).to_str().unwrap()]);
     }
@@ -357,8 +358,12 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
     reference.ok(&ingest);
     let expected = ingest_snapshot(&reference).await;
     assert!(expected.len() > 100, "the fixture should hold real work: {} lines", expected.len());
-    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.")) {
+    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.") || p.starts_with("ledger.")) {
         let env = fresh_s3_drops(m, tmp.path());
+        if point.starts_with("ledger.") {
+            // A checkpoint of an earlier run, for this run to clean up after (and checkpoint on).
+            env.ok(&["run", "--no-lock", "ingest_companies"]);
+        }
         let out = env.runner(&ingest).env("RUNNER_FAILPOINT", point).output().unwrap();
         assert_eq!(out.status.signal(), Some(9), "{point}: the failpoint must kill the run: {}", stderr(&out));
         env.ok(&ingest);

@@ -101,7 +101,11 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         }
     }
     // Nothing left to do; and compaction changed no row, so incremental SQL has nothing to rebuild.
-    assert_eq!(env.json(&["run", "compact_events"])[0]["partitions"], serde_json::json!([]));
+    // (The run history's own partition may have gained records since: only event partitions count.)
+    let again = env.json(&["run", "compact_events"]);
+    let events: Vec<&serde_json::Value> =
+        again[0]["partitions"].as_array().unwrap().iter().filter(|p| !p.as_str().unwrap().starts_with("runner_runs/")).collect();
+    assert!(events.is_empty(), "{again}");
     let sql = env.json(&["run", "tenant_activity_daily", "--at", "2026-11-20"]);
     assert_eq!(sql[0]["periods"], serde_json::json!([]), "{sql}");
 
@@ -133,6 +137,7 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         min_files: 2,
         max_partitions_per_commit: 64,
         keep_replaced: std::time::Duration::ZERO,
+        run_history: true,
     });
     let s = run_job(&ws, &job, &RunOptions::default(), &Progress::new(false)).await.unwrap();
     let KindCounts::Compact(c) = &s.counts else { panic!("not a compaction: {s:?}") };

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::{TestEnv, query_csv, table_files};
 
-const SETTINGS: &str = "[ingest]\nmax_objects_per_batch = 25\n";
+/// Small batches, and a ledger checkpoint every two commits whose clean-up the next run may do
+/// at once: every failpoint of checkpoints and clean-ups is reached in one `run --all`.
+const SETTINGS: &str = "[ingest]\nmax_objects_per_batch = 25\ncheckpoint_every = 2\ncheckpoint_retention = \"0s\"\n";
 
 /// The binary on `env`, its summary discarded (children are killed mid-run).
 fn runner(env: &TestEnv, args: &[&str]) -> Command {
@@ -89,7 +91,7 @@ async fn reference() -> Vec<String> {
 #[tokio::test]
 async fn sigkill_at_every_failpoint_then_rerun_equals_an_uninterrupted_run() {
     let expected = reference().await;
-    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.") || p.starts_with("compact.")) {
+    for point in runner::failpoint::POINTS.iter().filter(|p| !p.starts_with("sql.")) {
         let env = fresh();
         let out = runner(&env, &["run", "--all", "--no-lock"]).env("RUNNER_FAILPOINT", point).output().unwrap();
         assert_eq!(

@@ -61,6 +61,26 @@ pub fn day_folder(table: &str, day: &str, version: Option<u64>) -> String {
     }
 }
 
+/// The quarantine's partition folder for `[day, stream]` at ledger version `version`:
+/// `quarantine/dt=<day>/stream=<stream>/v=<seq>` (each stream's ledger versions its own).
+pub fn quarantine_folder(values: &[String], version: u64) -> String {
+    use crate::schema::{PARTITION_COL, QUARANTINE_STREAM_COL, QUARANTINE_TABLE};
+    let keys = [PARTITION_COL.to_string(), QUARANTINE_STREAM_COL.to_string()];
+    format!("{QUARANTINE_TABLE}/{}/{}", partition_dir(&keys, values), version_dir(version))
+}
+
+/// `<table>/<key>=<value>...` of a ledger partition (an event table's day, or the quarantine's
+/// day and stream), without its version: how summaries name the partitions a run touched.
+pub fn partition_path(table: &str, values: &[String]) -> String {
+    use crate::schema::{PARTITION_COL, QUARANTINE_STREAM_COL, QUARANTINE_TABLE};
+    let keys: Vec<String> = if table == QUARANTINE_TABLE {
+        vec![PARTITION_COL.to_string(), QUARANTINE_STREAM_COL.to_string()]
+    } else {
+        vec![PARTITION_COL.to_string()]
+    };
+    format!("{table}/{}", partition_dir(&keys, values))
+}
+
 /// The folder of version `version` of a table's partition: `<table>/<partition>/v=<version>`
 /// (an unpartitioned table: `<table>/v=<version>`).
 pub fn version_folder(table: &str, partition_dir: &str, version: &str) -> String {
@@ -104,5 +124,9 @@ mod tests {
         assert_eq!(partition_dir(&keys, &["a/../b".to_string()]), "dt=a%2F..%2Fb");
         assert_eq!(day_folder("job_events", "2026-11-20", Some(7)), "job_events/dt=2026-11-20/v=000000000007");
         assert_eq!(day_folder("quarantine", "2026-11-20", None), "quarantine/dt=2026-11-20");
+        let q = vec!["2026-11-20".to_string(), "companies".to_string()];
+        assert_eq!(quarantine_folder(&q, 3), "quarantine/dt=2026-11-20/stream=companies/v=000000000003");
+        assert_eq!(partition_path("quarantine", &q), "quarantine/dt=2026-11-20/stream=companies");
+        assert_eq!(partition_path("job_events", &q[..1]), "job_events/dt=2026-11-20");
     }
 }

@@ -9,8 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::Result;
-use crate::ledger::{LedgerState, decode_keys};
-use crate::store::Location;
+use crate::ledger::{Ledger, LedgerState};
 
 /// The keys are already xxh3 hashes: use their low bits as the hash instead of hashing again.
 #[derive(Default)]
@@ -42,14 +41,19 @@ pub struct DedupIndex {
 impl DedupIndex {
     /// Loads the keys of committed batches that can still hold duplicates of drops arriving
     /// at `from_ms` or later.
-    pub async fn load(wh: &Location, state: &LedgerState, horizon_ms: i64, from_ms: i64) -> Result<DedupIndex> {
+    /// (A checkpoint keeps the keys of a day's batches in one segment with each key's arrival.)
+    pub async fn load(ledger: &Ledger, state: &LedgerState, horizon_ms: i64, from_ms: i64) -> Result<DedupIndex> {
         let mut idx = DedupIndex { seen: KeyMap::default(), batches: VecDeque::new(), horizon_ms };
-        let within = |c: &&crate::ledger::Commit| !c.is_compaction() && c.max_arrival_ms >= from_ms.saturating_sub(horizon_ms);
-        for c in state.commits.iter().filter(within) {
-            let bytes = wh.get(&wh.child(&c.dedup_keys)).await?;
-            let keys = decode_keys(&bytes)?;
-            idx.seen.extend(keys.iter().map(|k| (*k, c.max_arrival_ms)));
-            idx.batches.push_back((c.max_arrival_ms, keys));
+        let mut refs = state.dedup_batches();
+        refs.retain(|b| b.max_arrival_ms >= from_ms.saturating_sub(horizon_ms));
+        refs.sort_by_key(|b| b.max_arrival_ms);
+        let loaded = futures::future::try_join_all(refs.iter().map(|b| ledger.dedup_keys_of(b))).await?;
+        for (b, pairs) in refs.iter().zip(loaded) {
+            for (k, t) in &pairs {
+                let e = idx.seen.entry(*k).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+            idx.batches.push_back((b.max_arrival_ms, pairs.into_iter().map(|(k, _)| k).collect()));
         }
         Ok(idx)
     }

@@ -24,16 +24,17 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::catalog::TableMeta;
-use crate::catalog::layout::{VERSIONED, day_folder};
+use crate::catalog::layout::{VERSIONED, day_folder, partition_path, quarantine_folder};
 use crate::config::IngestSettings;
 use crate::dates::{day_of_ms, day_string};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{IngestCounts, IngestJob, JobMetrics, KindCounts, RecordCounts};
+use crate::ledger::checkpoint::arrival_day;
 use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use crate::progress::Progress;
-use crate::publish::commit::{Replan, publish_commit, roll_forward};
-use crate::schema::{PARTITION_COL, QUARANTINE_TABLE, quarantine_schema};
+use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+use crate::schema::{PARTITION_COL, QUARANTINE_STREAM_COL, QUARANTINE_TABLE, quarantine_schema};
 use crate::source::{Compression, KeyKind, classify};
 use crate::store::{Location, encode_parquet};
 use crate::workspace::{JobRun, Workspace};
@@ -70,13 +71,16 @@ async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     // Partitions live in `v=<seq>` folders so compaction can replace one atomically.
     t.parameters.insert(VERSIONED.into(), "true".into());
     ws.catalog.put_table(&t).await?;
-    let q = TableMeta::from_arrow(
+    let mut q = TableMeta::from_arrow(
         QUARANTINE_TABLE,
-        "Records and objects ingest could not accept, with source, offset, raw text and reason; partitioned by arrival date",
+        "Records and objects ingest could not accept, with source, offset, raw text and reason; partitioned by arrival date and stream",
         ws.warehouse.join(QUARANTINE_TABLE).url,
         &quarantine_schema(),
-        &[(PARTITION_COL, DataType::Date32)],
+        &[(PARTITION_COL, DataType::Date32), (QUARANTINE_STREAM_COL, DataType::Utf8)],
     )?;
+    // Each stream's quarantine partitions are versioned by its own ledger, so compaction can
+    // merge them like event partitions.
+    q.parameters.insert(VERSIONED.into(), "true".into());
     ws.catalog.put_table(&q).await
 }
 
@@ -100,10 +104,11 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
         if removed > 0 {
             tracing::info!(stream, removed, "removed staging of attempts that never committed");
         }
+        ledger.clean_up(&state, run_id, retention(settings)).await?;
     }
 
     let candidates = discover(&source, &state, settings, &mut summary).await?;
-    let mut consumed: HashSet<String> = state.consumed().into_iter().map(str::to_string).collect();
+    let mut consumed = consumed_of(&ledger, &state, &candidates).await?;
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     if r.dry_run {
         // What the run would do: the pending drops, in the batches it would make.
@@ -127,7 +132,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
 
     let horizon_ms = settings.dedup_horizon.as_millis() as i64;
     let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
-    let mut dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+    let mut dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
     let mut replan = Replan::default();
     let mut cursor = 0;
     let mut partitions: BTreeSet<String> = BTreeSet::new();
@@ -148,7 +153,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
                 files += commit.files.len() as u64;
                 bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
-                partitions.extend(commit.files.iter().map(|f| day_folder(&f.table, &f.partition.join(","), None)));
+                partitions.extend(commit.files.iter().map(|f| partition_path(&f.table, &f.partition)));
                 stats.add(&commit.stats);
                 dedup.committed(commit.max_arrival_ms, keys);
                 for o in &commit.objects {
@@ -156,6 +161,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 }
                 state.published.insert(commit.seq);
                 state.commits.push(commit);
+                state = checkpoint(&ledger, state, settings, run_id).await?;
                 progress.records(stats.records);
             }
             Err(e) => {
@@ -163,8 +169,8 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 replan.after(e, "ingest")?;
                 state = ledger.load().await?;
                 summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
-                consumed = state.consumed().into_iter().map(str::to_string).collect();
-                dedup = DedupIndex::load(&ws.warehouse, &state, horizon_ms, oldest_pending).await?;
+                consumed = consumed_of(&ledger, &state, &candidates).await?;
+                dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
                 cursor = 0;
             }
         }
@@ -189,6 +195,13 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     Ok(m)
 }
 
+/// Drops consumed by earlier batches, among the arrival days of `candidates` (a checkpoint keeps
+/// consumed keys by arrival day: a run reads the days it listed, not years of keys).
+async fn consumed_of(ledger: &Ledger, state: &LedgerState, candidates: &[Candidate]) -> Result<HashSet<String>> {
+    let days: BTreeSet<String> = candidates.iter().map(|c| arrival_day(c.arrival_ms)).collect();
+    ledger.consumed(state, Some(&days)).await
+}
+
 /// Lists the source from the last ingested hour minus the lookback on, so a run lists the
 /// recent hours, not years of drops (Firehose keys start with their arrival hour);
 /// `--full-listing` lists everything, for drops copied by hand into old hours. Returns the drops
@@ -200,14 +213,7 @@ async fn discover(
     settings: &IngestSettings,
     summary: &mut IngestCounts,
 ) -> Result<Vec<Candidate>> {
-    let since = state
-        .commits
-        .iter()
-        .filter(|c| !c.is_compaction())
-        .map(|c| c.max_arrival_ms)
-        .max()
-        .filter(|_| !settings.full_listing)
-        .map(|ms| ms - settings.lookback.as_millis() as i64);
+    let since = state.max_arrival_ms().filter(|_| !settings.full_listing).map(|ms| ms - settings.lookback.as_millis() as i64);
     let listed = match since.and_then(chrono::DateTime::from_timestamp_millis) {
         Some(t) => source.list_after(&t.format("%Y/%m/%d/%H").to_string()).await?,
         None => source.list("").await?,
@@ -338,7 +344,7 @@ async fn write_batch(
         let arrival_day = day_of_ms(c.arrival_ms);
         for r in &rejects {
             *stats.quarantined.entry(r.code.to_string()).or_default() += 1;
-            quarantine.push(stream, &url, r, run_id, seq, now, arrival_day);
+            quarantine.push(&url, r, run_id, seq, now, arrival_day);
         }
         stats.bytes += c.size;
         if let Some(p) = p {
@@ -365,13 +371,21 @@ async fn write_batch(
     drop(parsed);
     stats.valid = kept_days.len() as u64;
 
-    // Stage: one file per event date, rows sorted by companyID.
-    // Event files join their partition's current version; quarantine (shared by the streams,
-    // never compacted) is not versioned.
-    let version = |day: &str| Some(state.version(&sc.table, &[day.to_string()]));
-    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, version).await?;
+    // Stage: one file per event date, rows sorted by companyID; quarantine rows per arrival date
+    // and this stream, sorted by source object. Files join their partition's current version.
+    let events = |day: &str| {
+        let values = vec![day.to_string()];
+        let dir = day_folder(&sc.table, day, Some(state.version(&sc.table, &values)));
+        (values, dir)
+    };
+    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, events).await?;
     let (qbatch, qdays) = quarantine.finish()?;
-    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 1, |_| None).await?);
+    let quarantined = |day: &str| {
+        let values = vec![day.to_string(), stream.to_string()];
+        let dir = quarantine_folder(&values, state.version(QUARANTINE_TABLE, &values));
+        (values, dir)
+    };
+    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 0, quarantined).await?);
 
     let dedup_keys = ledger.dedup_path(seq, &attempt);
     ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
@@ -410,7 +424,7 @@ async fn stage_partitions(
     batches: Vec<RecordBatch>,
     days: Vec<i32>,
     sort_col: usize,
-    version: impl Fn(&str) -> Option<u64>,
+    partition: impl Fn(&str) -> (Vec<String>, String),
 ) -> Result<Vec<FileEntry>> {
     if days.is_empty() {
         return Ok(Vec::new());
@@ -439,8 +453,7 @@ async fn stage_partitions(
         .map(|(n, (day, rows))| {
             let wh = wh.clone();
             let batches = batches.clone();
-            let date = day_string(day);
-            let dir = day_folder(table, &date, version(&date));
+            let (values, dir) = partition(&day_string(day));
             let staged = format!("{staging}/{dir}/part-{stream}-{seq:012}.parquet");
             let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
             async move {
@@ -457,7 +470,7 @@ async fn stage_partitions(
                 if n == 0 {
                     failpoint::hit("ingest.after_first_staged_file");
                 }
-                Ok::<_, Error>(FileEntry { table: table.to_string(), partition: vec![date], staged, path, rows: len, bytes })
+                Ok::<_, Error>(FileEntry { table: table.to_string(), partition: values, staged, path, rows: len, bytes })
             }
         })
         .buffered(ws.config.ingest.parallelism.max(1));
@@ -466,7 +479,6 @@ async fn stage_partitions(
 
 #[derive(Default)]
 struct QuarantineRows {
-    stream: StringBuilder,
     source: StringBuilder,
     offset: Int64Builder,
     raw: StringBuilder,
@@ -481,8 +493,7 @@ struct QuarantineRows {
 
 impl QuarantineRows {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, stream: &str, source: &str, r: &Reject, run_id: &str, seq: u64, at: DateTime<Utc>, day: i32) {
-        self.stream.append_value(stream);
+    fn push(&mut self, source: &str, r: &Reject, run_id: &str, seq: u64, at: DateTime<Utc>, day: i32) {
         self.source.append_value(source);
         self.offset.append_option(r.offset.map(|o| o as i64));
         self.raw.append_option(r.raw.as_deref());
@@ -501,7 +512,6 @@ impl QuarantineRows {
             at.append_value(*t);
         }
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(self.stream.finish()),
             Arc::new(self.source.finish()),
             Arc::new(self.offset.finish()),
             Arc::new(self.raw.finish()),

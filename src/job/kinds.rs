@@ -25,6 +25,8 @@ pub struct CompactJob {
     pub max_partitions_per_commit: usize,
     /// How long a replaced version stays for queries in flight.
     pub keep_replaced: std::time::Duration,
+    /// Also compact `runner_runs` (one file per run otherwise).
+    pub run_history: bool,
 }
 
 /// What a scoring job reads and writes (`[score]`).

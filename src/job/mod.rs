@@ -61,6 +61,12 @@ struct CompactSection {
     max_partitions_per_commit: usize,
     #[serde(default = "default_keep_replaced")]
     keep_replaced: String,
+    #[serde(default = "default_run_history")]
+    run_history: bool,
+}
+
+fn default_run_history() -> bool {
+    true
 }
 
 fn default_min_files() -> usize {
@@ -200,6 +206,7 @@ impl Jobs {
                         min_files: c.min_files,
                         max_partitions_per_commit: c.max_partitions_per_commit,
                         keep_replaced,
+                        run_history: c.run_history,
                     })
                 }
                 _ if jf.export.is_some() => {

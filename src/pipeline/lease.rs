@@ -26,8 +26,13 @@ use crate::error::{Error, Result};
 use crate::store::Location;
 
 const DIR: &str = "_runner/leases";
-/// Generations kept behind the current one (older ones are deleted when a lease is taken).
-const KEEP: u64 = 8;
+/// Generations kept behind the current one (older ones are deleted when a lease is taken), for
+/// a person looking at who held it last. Deleting them cannot let two runs hold the lease: the
+/// lease is the *highest* generation, and the taker deletes only generations below the one it
+/// has just created, so the create-if-absent of the next generation still decides between
+/// two takers. A job's lease folder holds at most two generations: the taking record, the
+/// newest renewal and the release marker of each (a renewal deletes the one before it).
+const KEEP: u64 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -144,7 +149,14 @@ async fn renew(
         let Ok(body) = serde_json::to_vec(&rec) else { return };
         let path = wh.child(&format!("{}/{generation:012}.renew-{n:06}.json", dir(&job)));
         match wh.put_if_absent(&path, Bytes::from(body)).await {
-            Ok(_) => expires_at = next,
+            Ok(_) => {
+                expires_at = next;
+                // Readers take the newest record of a generation, which now exists: the one
+                // before it says nothing more.
+                if n > 1 {
+                    let _ = wh.delete(&wh.child(&format!("{}/{generation:012}.renew-{:06}.json", dir(&job), n - 1))).await;
+                }
+            }
             Err(e) => tracing::warn!(job, "could not renew the lease: {e}"),
         }
     }
@@ -189,5 +201,24 @@ mod tests {
         assert_eq!(c.generation, 3);
         // Other jobs have their own leases.
         assert!(acquire(&wh, "other", "d", ttl).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_lease_folder_stays_small_whatever_the_number_of_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ttl = Duration::from_secs(60);
+        for i in 0..50 {
+            let l = acquire(&wh, "j", &format!("run{i}"), ttl).await.unwrap().unwrap();
+            l.release().await.unwrap();
+        }
+        let files = wh.list(&dir_of("j")).await.unwrap().len();
+        assert!(files <= 4, "two generations of a taking record and a release marker at most: {files}");
+        let taken = acquire(&wh, "j", "last", ttl).await.unwrap().unwrap();
+        assert_eq!(taken.generation, 51, "generations keep counting after the old ones are deleted");
+    }
+
+    fn dir_of(job: &str) -> String {
+        dir(job)
     }
 }

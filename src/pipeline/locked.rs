@@ -21,6 +21,11 @@ use crate::progress::Progress;
 use crate::workspace::Workspace;
 
 const DONE_DIR: &str = "_runner/schedule/done";
+/// Done markers are kept this long: a trigger repeated within it (EventBridge delivering an
+/// event twice, cron next to a daemon) is recognised; an older one runs again, which is safe
+/// (ingest is exactly once, SQL jobs replace their partitions). The newest is always kept: the
+/// daemon catches up from it.
+const DONE_RETENTION_DAYS: i64 = 2;
 
 /// What became of a locked run.
 #[derive(Debug)]
@@ -58,6 +63,25 @@ pub async fn last_done(ws: &Workspace, job: &str) -> Result<Option<DateTime<Utc>
     Ok(best)
 }
 
+/// Deletes done markers older than the retention, but never the newest: the folder holds a
+/// bounded number of markers whatever the number of runs.
+async fn forget_old_periods(ws: &Workspace, job: &str) -> Result<u64> {
+    let markers = ws.warehouse.list(&done_dir(job)).await?;
+    // Period keys sort as times do. Age is when the marker was written, not its period (a
+    // catch-up writes markers for old periods).
+    let newest = markers.iter().filter_map(|o| o.location.filename().map(str::to_string)).max();
+    let cutoff = Utc::now() - chrono::Duration::days(DONE_RETENTION_DAYS);
+    let mut removed = 0;
+    for o in &markers {
+        let Some(name) = o.location.filename() else { continue };
+        if Some(name) != newest.as_deref() && o.last_modified < cutoff {
+            ws.warehouse.delete(&o.location).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Runs `job` for logical time `at` under its lease. With `period`, a period already done is
 /// skipped and a successful run marks it done.
 pub async fn run_locked(
@@ -69,6 +93,7 @@ pub async fn run_locked(
     ttl: Duration,
     progress: &Progress,
 ) -> Result<Locked> {
+    ws.check_format(true).await?;
     let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
         Ok(l) => l,
         Err(h) => return Ok(Locked::Held(h)),
@@ -83,6 +108,7 @@ pub async fn run_locked(
     if let (Ok(_), Some(p)) = (&result, period) {
         let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
         ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
+        forget_old_periods(ws, &job.name).await?;
     }
     if lease.lost() {
         tracing::warn!(job = %job.name, "the lease expired during the run");

@@ -41,6 +41,7 @@ pub fn new_run_id() -> String {
 
 /// Runs one job and records the run (a dry run is not recorded).
 pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> Result<JobMetrics> {
+    ws.check_format(!opts.dry_run).await?;
     let started_at = Utc::now();
     let run = JobRun {
         ws,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalog::PartitionMeta;
+use crate::config::IngestSettings;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{Commit, Ledger, LedgerState};
@@ -43,6 +44,8 @@ pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Resu
             failpoint::hit("ingest.mid_publish");
         }
     }
+    // A local disk keeps the staging folders the moves emptied.
+    wh.remove_empty_dirs(&ledger.staging_prefix(&c.attempt)).await?;
     failpoint::hit("ingest.before_catalog");
     let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
     for f in &c.files {
@@ -61,6 +64,19 @@ pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Resu
         }
     }
     ledger.mark_published(c.seq).await
+}
+
+/// How long what a checkpoint replaced is kept for runs that read the ledger before it.
+pub fn retention(settings: &IngestSettings) -> chrono::Duration {
+    chrono::Duration::from_std(settings.checkpoint_retention).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A checkpoint of a ledger when enough commits follow the last one; the state rebased on it.
+/// Dedup keys are kept for lookback + horizon behind the newest arrival: every drop discovery
+/// can list is deduplicated against them.
+pub async fn checkpoint(ledger: &Ledger, state: LedgerState, settings: &IngestSettings, run_id: &str) -> Result<LedgerState> {
+    let keep_ms = (settings.lookback + settings.dedup_horizon).as_millis() as i64;
+    ledger.maybe_checkpoint(state, settings.checkpoint_every, keep_ms, run_id).await
 }
 
 /// Counts commit conflicts of one run: another run committed the seq this one planned, so it

@@ -5,6 +5,7 @@
 //! one it has; that is what lets the same pipeline run on a laptop and on S3. [`encode`] turns
 //! Arrow batches into the Parquet bytes every writer puts here.
 
+pub mod counting;
 pub mod encode;
 
 pub use encode::encode_parquet;
@@ -59,6 +60,7 @@ impl Location {
                 (Arc::from(store), root)
             }
         };
+        let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting(store)) } else { store };
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut url = url.to_string();
@@ -128,6 +130,38 @@ impl Location {
         Self::collect(self.store.list_with_offset(Some(&prefix), &offset), || format!("listing {} from {offset}", self.url)).await
     }
 
+    /// Every object below the folder `rel` whose name sorts after `rel/<after>`: one listing that
+    /// starts there (S3 `start-after`), so a folder of numbered records is read from a point on.
+    pub async fn list_from(&self, rel: &str, after: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.child(rel);
+        let offset = self.child(&format!("{}/{after}", rel.trim_end_matches('/')));
+        Self::collect(self.store.list_with_offset(Some(&prefix), &offset), || format!("listing {}{rel} after {after}", self.url))
+            .await
+    }
+
+    /// Whether anything exists below the folder `rel` (one listing page at most).
+    pub async fn any_under(&self, rel: &str) -> Result<bool> {
+        use futures::StreamExt;
+        match self.store.list(Some(&self.child(rel))).next().await {
+            None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(Error::Store { what: format!("listing {}{rel}", self.url), source: e }),
+        }
+    }
+
+    /// Removes the empty folders below `rel` (and `rel` itself when empty) on a local disk, where
+    /// moving and deleting files leave them behind; object stores have no folders to remove.
+    pub async fn remove_empty_dirs(&self, rel: &str) -> Result<()> {
+        if self.store_url.scheme() != "file" {
+            return Ok(());
+        }
+        let dir = std::path::PathBuf::from("/").join(self.child(rel).as_ref());
+        tokio::task::spawn_blocking(move || remove_empty(&dir))
+            .await
+            .map_err(|e| Error::Internal(format!("folder clean-up task failed: {e}")))?;
+        Ok(())
+    }
+
     pub async fn get(&self, p: &Path) -> Result<Bytes> {
         let r = self.store.get(p).await.map_err(Error::store(format!("reading {p}")))?;
         r.bytes().await.map_err(Error::store(format!("reading {p}")))
@@ -183,6 +217,20 @@ impl Location {
             Err(e) => Err(Error::Store { what: format!("moving {from} to {to}"), source: e }),
         }
     }
+}
+
+/// Removes `dir`'s empty sub-folders, then `dir` if it is empty. Best effort: a folder another
+/// process just wrote into is not empty and stays.
+fn remove_empty(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let mut empty = true;
+    for e in entries.flatten() {
+        let p = e.path();
+        if !(p.is_dir() && remove_empty(&p)) {
+            empty = false;
+        }
+    }
+    empty && std::fs::remove_dir(dir).is_ok()
 }
 
 #[cfg(test)]

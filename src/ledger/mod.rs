@@ -12,13 +12,20 @@
 //! is rolled forward by the next run (every step is idempotent). Staged files of a batch that
 //! never committed are garbage and no reader ever lists them.
 //!
+//! A checkpoint ([`checkpoint`]) summarises the ledger up to a seq; a run reads the newest one
+//! and the commit records after it, so reading the ledger costs the same in year two as on
+//! day one.
+//!
 //! Event-table partitions are versioned: `<table>/dt=<day>/v=<seq>/`. Ingest appends files to a
 //! partition's current version; a compaction is a commit in the same sequence that merges a
 //! partition's live files into one file of a new version (`v=<its seq>`) and repoints the
 //! partition. Sharing the sequence serializes compaction with concurrent ingest commits: a
 //! batch planned against the old version conflicts and re-plans.
 
+pub mod checkpoint;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -26,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
+pub use checkpoint::{BatchRef, Checkpoint, PartitionState};
 
 pub const LEDGER_DIR: &str = "_runner/ledger";
 pub const STAGING_DIR: &str = "_runner/staging";
@@ -106,6 +114,11 @@ impl Commit {
     pub fn is_compaction(&self) -> bool {
         !self.compacted.is_empty()
     }
+
+    /// A batch of drops (not a compaction, nor a run record of `runner_runs`' ledger).
+    pub fn is_ingest(&self) -> bool {
+        !self.is_compaction() && !self.objects.is_empty()
+    }
 }
 
 /// One partition a compaction rewrote.
@@ -117,23 +130,41 @@ pub struct Compacted {
     pub inputs: Vec<String>,
 }
 
-/// What the ledger holds for one stream.
+/// What the ledger holds for one stream: a checkpoint (or nothing) and the commits after it.
 #[derive(Debug, Default)]
 pub struct LedgerState {
+    /// The newest checkpoint when the state was read: commits up to its seq are summarised there.
+    pub base: Option<Arc<Checkpoint>>,
+    /// Commit records after the base, in seq order.
     pub commits: Vec<Commit>,
+    /// Publish markers of the commits after the base (every commit of the base is published).
     pub published: HashSet<u64>,
 }
 
 impl LedgerState {
+    pub fn base_seq(&self) -> u64 {
+        self.base.as_ref().map(|b| b.seq).unwrap_or(0)
+    }
+
+    /// The last seq committed (the base's when no commit follows it).
+    pub fn last_seq(&self) -> u64 {
+        self.commits.last().map(|c| c.seq).unwrap_or_else(|| self.base_seq())
+    }
+
     pub fn next_seq(&self) -> u64 {
-        self.commits.last().map(|c| c.seq + 1).unwrap_or(1)
+        self.last_seq() + 1
     }
-    pub fn consumed(&self) -> HashSet<&str> {
-        self.commits.iter().flat_map(|c| c.objects.iter().map(|o| o.key.as_str())).collect()
-    }
+
     pub fn attempts(&self) -> BTreeSet<&str> {
         self.commits.iter().map(|c| c.attempt.as_str()).collect()
     }
+
+    /// Newest arrival (epoch ms) among ingest commits.
+    pub fn max_arrival_ms(&self) -> Option<i64> {
+        let commits = self.commits.iter().filter(|c| c.is_ingest()).map(|c| c.max_arrival_ms).max();
+        commits.max(self.base.as_ref().and_then(|b| b.max_arrival_ms))
+    }
+
     /// The current version of a partition: the seq of its latest compaction, 0 before any.
     pub fn version(&self, table: &str, partition: &[String]) -> u64 {
         self.commits
@@ -141,19 +172,40 @@ impl LedgerState {
             .rev()
             .find(|c| c.compacted.iter().any(|p| p.table == table && p.partition == partition))
             .map(|c| c.seq)
+            .or_else(|| {
+                let base = self.base.as_ref()?;
+                base.partitions.iter().find(|p| p.table == table && p.partition == partition).map(|p| p.version)
+            })
             .unwrap_or(0)
     }
-    /// Every partition's live files (those of its current version), by (table, partition).
-    pub fn live_files(&self) -> BTreeMap<(String, Vec<String>), Vec<&FileEntry>> {
-        let mut out: BTreeMap<(String, Vec<String>), Vec<&FileEntry>> = BTreeMap::new();
-        for c in &self.commits {
-            for p in &c.compacted {
-                out.insert((p.table.clone(), p.partition.clone()), Vec::new());
-            }
-            for f in &c.files {
-                out.entry((f.table.clone(), f.partition.clone())).or_default().push(f);
-            }
+
+    /// Every partition's state: current version, live files (those of its current version), the
+    /// last seq that added rows; by (table, partition).
+    pub fn partitions(&self) -> BTreeMap<(String, Vec<String>), PartitionState> {
+        let mut out: BTreeMap<(String, Vec<String>), PartitionState> = BTreeMap::new();
+        for p in self.base.as_ref().map(|b| b.partitions.as_slice()).unwrap_or_default() {
+            out.insert((p.table.clone(), p.partition.clone()), p.clone());
         }
+        for c in &self.commits {
+            checkpoint::apply(&mut out, c);
+        }
+        out
+    }
+
+    /// Partitions of `table` that a batch with a seq above `watermark` added rows to.
+    pub fn changed_after(&self, table: &str, watermark: u64) -> BTreeSet<Vec<String>> {
+        self.partitions().into_values().filter(|p| p.table == table && p.changed_seq > watermark).map(|p| p.partition).collect()
+    }
+
+    /// The ingest batches whose dedup keys exist: the base's and those of later commits.
+    pub fn dedup_batches(&self) -> Vec<BatchRef> {
+        let mut out = self.base.as_ref().map(|b| b.batches.clone()).unwrap_or_default();
+        out.extend(self.commits.iter().filter(|c| c.is_ingest()).map(|c| BatchRef {
+            seq: c.seq,
+            max_arrival_ms: c.max_arrival_ms,
+            dedup_keys: c.dedup_keys.clone(),
+            day_segment: false,
+        }));
         out
     }
 }
@@ -177,6 +229,10 @@ impl Ledger {
         format!("{LEDGER_DIR}/{}", self.stream)
     }
 
+    fn dedup_dir(&self) -> String {
+        format!("{DEDUP_DIR}/{}", self.stream)
+    }
+
     fn commit_path(&self, seq: u64) -> object_store::path::Path {
         self.wh.child(&format!("{}/{seq:012}.json", self.dir()))
     }
@@ -185,19 +241,30 @@ impl Ledger {
         self.wh.child(&format!("{}/{seq:012}.published", self.dir()))
     }
 
+    /// The newest checkpoint and the commit records after it.
     pub async fn load(&self) -> Result<LedgerState> {
         self.load_after(0).await
     }
 
-    /// The ledger with only the commits after `seq` (all publish markers): what a reader that
-    /// has seen the ledger up to `seq` needs, without reading every commit since the first.
+    /// The ledger as far as a reader that has seen it up to `seq` needs it: the newest
+    /// checkpoint when it is past `seq`, and the commit records after both, listed from there
+    /// (`start-after`), never from the first commit.
     pub async fn load_after(&self, seq: u64) -> Result<LedgerState> {
         let mut state = LedgerState::default();
+        if let Some(p) = self.pointer().await?.filter(|p| *p > seq) {
+            state.base = Some(Arc::new(self.read_checkpoint(p).await?));
+        }
+        let from = seq.max(state.base_seq());
         let mut seqs = Vec::new();
-        for meta in self.wh.list(&self.dir()).await? {
+        let listed = if from == 0 {
+            self.wh.list(&self.dir()).await?
+        } else {
+            self.wh.list_from(&self.dir(), &format!("{from:012}.published")).await?
+        };
+        for meta in listed {
             let Some(name) = meta.location.filename() else { continue };
             if let Some(s) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
-                if s > seq {
+                if s > from {
                     seqs.push((s, meta.location.clone()));
                 }
             } else if let Some(s) = name.strip_suffix(".published").and_then(|s| s.parse::<u64>().ok()) {
@@ -251,7 +318,7 @@ impl Ledger {
         let cutoff = chrono::Utc::now() - grace;
         let mut removed = 0;
         let staging = format!("{STAGING_DIR}/{}", self.stream);
-        let dedup = format!("{DEDUP_DIR}/{}", self.stream);
+        let dedup = self.dedup_dir();
         for prefix in [&staging, &dedup] {
             for meta in self.wh.list(prefix).await? {
                 let Some(rel) = self.wh.relative(&meta.location) else { continue };
@@ -262,14 +329,18 @@ impl Ledger {
                 } else {
                     rest.trim_end_matches(".keys").split_once('-').map(|(_, a)| a).unwrap_or("")
                 };
-                // Committed attempts' staging is left to publish (which moves it away).
-                if committed.contains(attempt) || meta.last_modified > cutoff {
+                // Committed attempts' staging is left to publish (which moves it away); dedup
+                // keys up to the checkpoint are the clean-up's (it knows which it still needs).
+                let below_base =
+                    prefix == &dedup && rest.get(..12).and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= state.base_seq());
+                if committed.contains(attempt) || below_base || meta.last_modified > cutoff {
                     continue;
                 }
                 self.wh.delete(&meta.location).await?;
                 removed += 1;
             }
         }
+        self.wh.remove_empty_dirs(&staging).await?;
         Ok(removed)
     }
 }
@@ -281,6 +352,27 @@ pub fn encode_keys(keys: &[u128]) -> Bytes {
         out.extend_from_slice(&k.to_le_bytes());
     }
     Bytes::from(out)
+}
+
+/// Encodes (key, arrival ms) pairs: 16 + 8 little-endian bytes each.
+pub fn encode_pairs(pairs: &[(u128, i64)]) -> Bytes {
+    let mut out = Vec::with_capacity(pairs.len() * 24);
+    for (k, t) in pairs {
+        out.extend_from_slice(&k.to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+pub fn decode_pairs(b: &[u8]) -> Result<Vec<(u128, i64)>> {
+    if !b.len().is_multiple_of(24) {
+        return Err(Error::Failed("a dedup-key segment has a partial entry: the warehouse was changed by hand".into()));
+    }
+    Ok(b.chunks_exact(24)
+        .map(|c| {
+            (u128::from_le_bytes(c[..16].try_into().expect("16 bytes")), i64::from_le_bytes(c[16..].try_into().expect("8 bytes")))
+        })
+        .collect())
 }
 
 pub fn decode_keys(b: &[u8]) -> Result<Vec<u128>> {
@@ -322,7 +414,7 @@ mod tests {
         let st = l.load().await.unwrap();
         assert_eq!(st.next_seq(), 3);
         assert!(st.published.contains(&1) && !st.published.contains(&2));
-        assert!(st.consumed().contains("k2"));
+        assert!(l.consumed(&st, None).await.unwrap().contains("k2"));
     }
 
     #[test]
@@ -330,5 +422,8 @@ mod tests {
         let k = vec![1u128, u128::MAX, 42];
         assert_eq!(decode_keys(&encode_keys(&k)).unwrap(), k);
         assert!(decode_keys(&[0u8; 7]).is_err());
+        let p = vec![(1u128, -5i64), (u128::MAX, i64::MAX)];
+        assert_eq!(decode_pairs(&encode_pairs(&p)).unwrap(), p);
+        assert!(decode_pairs(&[0u8; 16]).is_err());
     }
 }

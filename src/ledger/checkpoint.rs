@@ -1,0 +1,551 @@
+//! Ledger checkpoints, in the manner of Delta Lake's `_last_checkpoint`: what a run must know of
+//! the commits up to a seq, in a few objects, so a run reads the newest checkpoint and the
+//! commits after it instead of every commit ever written.
+//!
+//! ```text
+//! <warehouse>/_runner/checkpoints/<stream>/<seq>.json                 the checkpoint up to <seq>
+//! <warehouse>/_runner/checkpoints/<stream>/<seq>/consumed-<day>.json  consumed drop keys of one arrival day
+//! <warehouse>/_runner/checkpoints/<stream>/_last_checkpoint           {"seq": <seq>} of the newest
+//! <warehouse>/_runner/checkpoints/<stream>/_cleaned                   {"through": <seq>} of the last clean-up
+//! ```
+//!
+//! What a checkpoint keeps, so that exactly-once holds for every drop (README "Exactly once"):
+//! - every consumed drop key, ever, grouped by arrival day: a drop re-listed by `--full-listing`,
+//!   or delivered late inside the lookback, is recognised whatever its age. A run loads only the
+//!   days of the drops it listed, so a normal run reads the segments of a day or two;
+//! - the newest arrival among ingest commits (discovery lists from it minus the lookback);
+//! - per partition of the stream's tables: its current version, its live files (compaction
+//!   merges them) and the last seq that added rows (incremental SQL jobs rebuild the days
+//!   changed after their watermark);
+//! - the dedup-key files of the batches whose newest drop arrived within lookback + horizon of
+//!   the newest arrival: every drop discovery can list is deduplicated against them.
+//!
+//! A checkpoint covers only a prefix of published commits, so roll-forward never needs a
+//! record it replaced. It is created like a commit (create-if-absent), then the pointer moves.
+//! What it replaces (commit records up to its seq, older checkpoints, dedup keys out of the
+//! horizon) is deleted by a *later* run, once the checkpoint is older than the retention: a run
+//! that read the ledger before the pointer moved may still be listing those commits.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Commit, FileEntry, Ledger, LedgerState};
+use crate::dates::{day_of_ms, day_string};
+use crate::error::{Error, Result};
+use crate::failpoint;
+
+pub const CHECKPOINT_DIR: &str = "_runner/checkpoints";
+
+/// The ledger up to `seq`, summarised.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub stream: String,
+    pub seq: u64,
+    pub written_at: DateTime<Utc>,
+    /// The run that wrote it (it never deletes what the checkpoint replaces).
+    pub run_id: String,
+    /// Commit records summarised, from the first one.
+    pub commits: u64,
+    /// Newest arrival (epoch ms) among ingest commits.
+    pub max_arrival_ms: Option<i64>,
+    /// Arrival day (`YYYY-MM-DD`) -> the segment holding that day's consumed keys.
+    pub consumed: BTreeMap<String, Segment>,
+    pub partitions: Vec<PartitionState>,
+    /// Ingest batches whose dedup keys are kept.
+    pub batches: Vec<BatchRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Segment {
+    /// Relative to the warehouse.
+    pub path: String,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionState {
+    pub table: String,
+    pub partition: Vec<String>,
+    /// Seq of the compaction that made the current version (0: never compacted).
+    pub version: u64,
+    /// Last seq whose batch added rows to the partition.
+    pub changed_seq: u64,
+    /// Files of the current version.
+    pub live: Vec<FileEntry>,
+}
+
+/// Dedup keys that may still meet a duplicate: one ingest batch's key file, or a checkpoint's
+/// segment of one arrival day holding the keys of all its batches with their arrivals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchRef {
+    /// The batch's seq (a day segment: its newest batch's).
+    pub seq: u64,
+    pub max_arrival_ms: i64,
+    pub dedup_keys: String,
+    /// A day segment: (key, arrival) pairs instead of the keys of one batch arriving at
+    /// `max_arrival_ms`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub day_segment: bool,
+}
+
+/// The arrival day of an object, as segments are keyed.
+pub fn arrival_day(arrival_ms: i64) -> String {
+    day_string(day_of_ms(arrival_ms))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pointer {
+    seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cleaned {
+    through: u64,
+}
+
+/// What a clean-up removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cleanup {
+    pub commit_records: u64,
+    pub checkpoints: u64,
+    pub dedup_files: u64,
+}
+
+impl Cleanup {
+    pub fn total(&self) -> u64 {
+        self.commit_records + self.checkpoints + self.dedup_files
+    }
+}
+
+/// The checkpoint `state` would become when summarised up to `seq` (without its consumed
+/// segments, which [`Ledger::write_checkpoint`] writes): partitions, batches, arrivals.
+pub fn summarise(state: &LedgerState, seq: u64, keep_arrivals_ms: i64) -> (Vec<PartitionState>, Vec<BatchRef>, Option<i64>, u64) {
+    let base = state.base.as_deref();
+    let mut parts: BTreeMap<(String, Vec<String>), PartitionState> = BTreeMap::new();
+    for p in base.map(|b| b.partitions.as_slice()).unwrap_or_default() {
+        parts.insert((p.table.clone(), p.partition.clone()), p.clone());
+    }
+    let mut batches: Vec<BatchRef> = base.map(|b| b.batches.clone()).unwrap_or_default();
+    let mut max_arrival = base.and_then(|b| b.max_arrival_ms);
+    let mut n = base.map(|b| b.commits).unwrap_or(0);
+    for c in state.commits.iter().filter(|c| c.seq <= seq) {
+        n += 1;
+        apply(&mut parts, c);
+        if c.is_ingest() {
+            max_arrival = max_arrival.max(Some(c.max_arrival_ms));
+            batches.push(BatchRef {
+                seq: c.seq,
+                max_arrival_ms: c.max_arrival_ms,
+                dedup_keys: c.dedup_keys.clone(),
+                day_segment: false,
+            });
+        }
+    }
+    if let Some(newest) = max_arrival {
+        batches.retain(|b| b.max_arrival_ms >= newest.saturating_sub(keep_arrivals_ms));
+    }
+    (parts.into_values().collect(), batches, max_arrival, n)
+}
+
+/// Applies one commit to the partition states.
+pub(super) fn apply(parts: &mut BTreeMap<(String, Vec<String>), PartitionState>, c: &Commit) {
+    let entry = |parts: &mut BTreeMap<(String, Vec<String>), PartitionState>, table: &str, partition: &[String]| {
+        parts.entry((table.to_string(), partition.to_vec())).or_insert_with(|| PartitionState {
+            table: table.to_string(),
+            partition: partition.to_vec(),
+            version: 0,
+            changed_seq: 0,
+            live: Vec::new(),
+        });
+    };
+    for p in &c.compacted {
+        entry(parts, &p.table, &p.partition);
+        let s = parts.get_mut(&(p.table.clone(), p.partition.clone())).expect("inserted");
+        s.version = c.seq;
+        s.live.clear();
+    }
+    for f in &c.files {
+        entry(parts, &f.table, &f.partition);
+        let s = parts.get_mut(&(f.table.clone(), f.partition.clone())).expect("inserted");
+        s.live.push(f.clone());
+        if !c.is_compaction() {
+            s.changed_seq = c.seq;
+        }
+    }
+}
+
+impl Ledger {
+    fn checkpoint_dir(&self) -> String {
+        format!("{CHECKPOINT_DIR}/{}", self.stream)
+    }
+
+    fn checkpoint_path(&self, seq: u64) -> String {
+        format!("{}/{seq:012}.json", self.checkpoint_dir())
+    }
+
+    fn pointer_path(&self) -> String {
+        format!("{}/_last_checkpoint", self.checkpoint_dir())
+    }
+
+    fn cleaned_path(&self) -> String {
+        format!("{}/_cleaned", self.checkpoint_dir())
+    }
+
+    /// The seq of the newest checkpoint, as the pointer says (`None`: never checkpointed).
+    pub async fn pointer(&self) -> Result<Option<u64>> {
+        let Some(b) = self.wh.get_opt(&self.wh.child(&self.pointer_path())).await? else { return Ok(None) };
+        let p: Pointer = serde_json::from_slice(&b).map_err(|e| self.corrupt(&self.pointer_path(), e))?;
+        Ok(Some(p.seq))
+    }
+
+    /// The seq the last clean-up removed state through (0: never).
+    pub async fn cleaned_through(&self) -> Result<u64> {
+        match self.wh.get_opt(&self.wh.child(&self.cleaned_path())).await? {
+            Some(b) => Ok(serde_json::from_slice::<Cleaned>(&b).map_err(|e| self.corrupt(&self.cleaned_path(), e))?.through),
+            None => Ok(0),
+        }
+    }
+
+    pub async fn read_checkpoint(&self, seq: u64) -> Result<Checkpoint> {
+        let path = self.checkpoint_path(seq);
+        let b = self.wh.get(&self.wh.child(&path)).await?;
+        serde_json::from_slice(&b).map_err(|e| self.corrupt(&path, e))
+    }
+
+    fn corrupt(&self, path: &str, e: serde_json::Error) -> Error {
+        Error::Failed(format!(
+            "ledger object {path} of stream `{}` is corrupt ({e}): it was written atomically, so the warehouse was changed by hand",
+            self.stream
+        ))
+    }
+
+    /// Consumed drop keys of the arrival days `days` (`None`: every day): the checkpoint's
+    /// segments of those days and the commits after it.
+    pub async fn consumed(&self, state: &LedgerState, days: Option<&BTreeSet<String>>) -> Result<HashSet<String>> {
+        let mut out: HashSet<String> = state.commits.iter().flat_map(|c| c.objects.iter().map(|o| o.key.clone())).collect();
+        if let Some(base) = &state.base {
+            let wanted: Vec<&Segment> =
+                base.consumed.iter().filter(|(d, _)| days.is_none_or(|w| w.contains(*d))).map(|(_, s)| s).collect();
+            let reads = wanted.into_iter().map(|s| self.read_segment(&s.path));
+            for keys in futures::future::try_join_all(reads).await? {
+                out.extend(keys);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_segment(&self, path: &str) -> Result<Vec<String>> {
+        let b = self.wh.get(&self.wh.child(path)).await?;
+        serde_json::from_slice(&b).map_err(|e| self.corrupt(path, e))
+    }
+
+    /// Writes a checkpoint of `state` when `every` commits follow its base and the commits are
+    /// published that far, then moves the pointer; returns the state rebased on it. Does
+    /// nothing when another run moved the pointer since `state` was read (its checkpoint
+    /// serves as well). `keep_arrivals_ms` is lookback + dedup horizon.
+    pub async fn maybe_checkpoint(
+        &self,
+        state: LedgerState,
+        every: u64,
+        keep_arrivals_ms: i64,
+        run_id: &str,
+    ) -> Result<LedgerState> {
+        // The published prefix: a checkpoint never replaces a commit roll-forward may need.
+        let mut seq = state.base_seq();
+        for c in &state.commits {
+            if !state.published.contains(&c.seq) {
+                break;
+            }
+            seq = c.seq;
+        }
+        let fresh = state.commits.iter().filter(|c| c.seq <= seq).count() as u64;
+        if fresh < every {
+            return Ok(state);
+        }
+        if self.pointer().await? != state.base.as_ref().map(|b| b.seq) {
+            return Ok(state);
+        }
+        let cp = self.write_checkpoint(&state, seq, keep_arrivals_ms, run_id).await?;
+        let LedgerState { commits, published, .. } = state;
+        Ok(LedgerState { base: Some(Arc::new(cp)), commits: commits.into_iter().filter(|c| c.seq > seq).collect(), published })
+    }
+
+    /// Writes the checkpoint of `state` up to `seq` (published commits) and moves the pointer.
+    pub async fn write_checkpoint(
+        &self,
+        state: &LedgerState,
+        seq: u64,
+        keep_arrivals_ms: i64,
+        run_id: &str,
+    ) -> Result<Checkpoint> {
+        let (partitions, batches, max_arrival_ms, commits) = summarise(state, seq, keep_arrivals_ms);
+        let batches = self.consolidate_dedup(batches, seq).await?;
+        // Consumed keys: the base's segments, rewritten only for the days new commits touched.
+        let mut consumed = state.base.as_ref().map(|b| b.consumed.clone()).unwrap_or_default();
+        let mut new_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in state.commits.iter().filter(|c| c.seq <= seq) {
+            for o in &c.objects {
+                new_keys.entry(arrival_day(o.arrival_ms)).or_default().push(o.key.clone());
+            }
+        }
+        let writes = new_keys.into_iter().map(|(day, mut keys)| {
+            let old = consumed.get(&day).map(|s| s.path.clone());
+            async move {
+                if let Some(p) = old {
+                    keys.extend(self.read_segment(&p).await?);
+                }
+                keys.sort();
+                keys.dedup();
+                let path = format!("{}/{seq:012}/consumed-{day}.json", self.checkpoint_dir());
+                let body = serde_json::to_vec(&keys).map_err(|e| Error::Internal(e.to_string()))?;
+                self.wh.put(&self.wh.child(&path), Bytes::from(body)).await?;
+                Ok::<_, Error>((day, Segment { path, keys: keys.len() as u64 }))
+            }
+        });
+        for (day, s) in futures::future::try_join_all(writes).await? {
+            consumed.insert(day, s);
+        }
+        let cp = Checkpoint {
+            stream: self.stream.clone(),
+            seq,
+            written_at: Utc::now(),
+            run_id: run_id.to_string(),
+            commits,
+            max_arrival_ms,
+            consumed,
+            partitions,
+            batches,
+        };
+        let body = serde_json::to_vec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
+        if !self.wh.put_if_absent(&self.wh.child(&self.checkpoint_path(seq)), Bytes::from(body)).await? {
+            // Another run checkpointed the same commits: the same summary; use theirs.
+            return self.read_checkpoint(seq).await;
+        }
+        failpoint::hit("ledger.checkpoint_written");
+        // The pointer only moves forward (a slower writer of an older checkpoint leaves it).
+        if self.pointer().await?.is_none_or(|p| p < seq) {
+            let body = serde_json::to_vec(&Pointer { seq }).map_err(|e| Error::Internal(e.to_string()))?;
+            self.wh.put(&self.wh.child(&self.pointer_path()), Bytes::from(body)).await?;
+        }
+        failpoint::hit("ledger.pointer_moved");
+        tracing::info!(stream = %self.stream, seq, commits, "ledger checkpoint written");
+        Ok(cp)
+    }
+
+    /// The kept batches' dedup keys, one segment per arrival day: a run that meets a drop loads
+    /// a day or two of segments, not a file per batch of the horizon. Days with no new batch
+    /// keep their segment; a day with new batches gets a new one (its old segment plus them).
+    async fn consolidate_dedup(&self, batches: Vec<BatchRef>, seq: u64) -> Result<Vec<BatchRef>> {
+        let mut by_day: BTreeMap<String, Vec<BatchRef>> = BTreeMap::new();
+        for b in batches {
+            by_day.entry(arrival_day(b.max_arrival_ms)).or_default().push(b);
+        }
+        let writes = by_day.into_iter().map(|(day, refs)| async move {
+            if refs.iter().all(|b| b.day_segment) && refs.len() == 1 {
+                return Ok::<_, Error>(refs);
+            }
+            let mut pairs: Vec<(u128, i64)> = Vec::new();
+            for b in &refs {
+                pairs.extend(self.dedup_keys_of(b).await?);
+            }
+            let path = format!("{}/{seq:012}/dedup-{day}.keys", self.checkpoint_dir());
+            self.wh.put(&self.wh.child(&path), super::encode_pairs(&pairs)).await?;
+            let newest = refs.iter().map(|b| b.max_arrival_ms).max().unwrap_or(0);
+            let last = refs.iter().map(|b| b.seq).max().unwrap_or(0);
+            Ok(vec![BatchRef { seq: last, max_arrival_ms: newest, dedup_keys: path, day_segment: true }])
+        });
+        Ok(futures::future::try_join_all(writes).await?.into_iter().flatten().collect())
+    }
+
+    /// The (key, arrival) pairs a dedup reference holds.
+    pub async fn dedup_keys_of(&self, b: &BatchRef) -> Result<Vec<(u128, i64)>> {
+        let bytes = self.wh.get(&self.wh.child(&b.dedup_keys)).await?;
+        if b.day_segment {
+            super::decode_pairs(&bytes)
+        } else {
+            Ok(super::decode_keys(&bytes)?.into_iter().map(|k| (k, b.max_arrival_ms)).collect())
+        }
+    }
+
+    /// Deletes what the state's base checkpoint replaced (commit records and markers up to its
+    /// seq, older checkpoints and segments it does not use, dedup-key files it dropped), when
+    /// the checkpoint was written by another run more than `retention` ago and nobody cleaned
+    /// up after it yet. Idempotent; safe next to concurrent runs (see the module header).
+    pub async fn clean_up(&self, state: &LedgerState, run_id: &str, retention: chrono::Duration) -> Result<Cleanup> {
+        let mut done = Cleanup::default();
+        let Some(base) = &state.base else { return Ok(done) };
+        if base.run_id == run_id || base.written_at + retention > Utc::now() {
+            return Ok(done);
+        }
+        if self.cleaned_through().await? >= base.seq {
+            return Ok(done);
+        }
+        // Commit records and publish markers up to the checkpoint.
+        for meta in self.wh.list(&self.dir()).await? {
+            let Some(name) = meta.location.filename() else { continue };
+            let seq = name.split('.').next().and_then(|s| s.parse::<u64>().ok());
+            if seq.is_some_and(|s| s <= base.seq) {
+                self.wh.delete(&meta.location).await?;
+                done.commit_records += 1;
+                if done.commit_records == 1 {
+                    failpoint::hit("ledger.mid_cleanup");
+                }
+            }
+        }
+        // Older checkpoints, and segments the checkpoint does not point at.
+        let used: HashSet<&str> =
+            base.consumed.values().map(|s| s.path.as_str()).chain(base.batches.iter().map(|b| b.dedup_keys.as_str())).collect();
+        for meta in self.wh.list(&self.checkpoint_dir()).await? {
+            let Some(rel) = self.wh.relative(&meta.location) else { continue };
+            let rest = rel.strip_prefix(self.checkpoint_dir().as_str()).unwrap_or(rel).trim_start_matches('/');
+            let Some(seq) = rest.get(..12).and_then(|s| s.parse::<u64>().ok()) else { continue };
+            if seq < base.seq && !used.contains(rel) {
+                self.wh.delete(&meta.location).await?;
+                done.checkpoints += 1;
+            }
+        }
+        // Dedup keys of batches the checkpoint no longer keeps (out of the horizon).
+        let kept: HashSet<&str> = base.batches.iter().map(|b| b.dedup_keys.as_str()).collect();
+        for meta in self.wh.list(&self.dedup_dir()).await? {
+            let Some(rel) = self.wh.relative(&meta.location) else { continue };
+            let seq = meta.location.filename().and_then(|n| n.get(..12)).and_then(|s| s.parse::<u64>().ok());
+            if seq.is_some_and(|s| s <= base.seq) && !kept.contains(rel) {
+                self.wh.delete(&meta.location).await?;
+                done.dedup_files += 1;
+            }
+        }
+        let body = serde_json::to_vec(&Cleaned { through: base.seq }).map_err(|e| Error::Internal(e.to_string()))?;
+        self.wh.put(&self.wh.child(&self.cleaned_path()), Bytes::from(body)).await?;
+        if done.total() > 0 {
+            tracing::info!(stream = %self.stream, through = base.seq, removed = done.total(), "removed ledger state a checkpoint replaced");
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ledger::{BatchStats, Compacted, ConsumedObject};
+    use crate::store::Location;
+
+    const DAY: i64 = 86_400_000;
+
+    /// A random ledger: ingest batches of random drops into random partitions of two tables,
+    /// and compactions of random partitions.
+    fn commits(ops: &[(bool, u8, u8, u8)]) -> Vec<Commit> {
+        let mut out = Vec::new();
+        for (i, (compact, day, n, table)) in ops.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let table = if table % 2 == 0 { "t" } else { "quarantine" }.to_string();
+            let partition = vec![format!("2026-11-{:02}", 1 + day % 5)];
+            let file = |k: u8| FileEntry {
+                table: table.clone(),
+                partition: partition.clone(),
+                staged: format!("s/{seq}/{k}"),
+                path: format!("{table}/{seq}/{k}"),
+                rows: u64::from(k) + 1,
+                bytes: 10,
+            };
+            let mut c = Commit {
+                stream: "s".into(),
+                seq,
+                attempt: format!("a{seq}"),
+                run_id: "r".into(),
+                committed_at: String::new(),
+                objects: Vec::new(),
+                files: (0..=*n % 3).map(file).collect(),
+                dedup_keys: format!("_runner/dedup/s/{seq:012}-a{seq}.keys"),
+                max_arrival_ms: 0,
+                stats: BatchStats::default(),
+                compacted: Vec::new(),
+            };
+            if *compact {
+                c.files.truncate(1);
+                c.dedup_keys.clear();
+                c.compacted = vec![Compacted { table: table.clone(), partition: partition.clone(), inputs: vec![] }];
+            } else {
+                let arrival = i64::from(*day) * DAY + seq as i64;
+                c.objects = (0..=*n)
+                    .map(|k| ConsumedObject { key: format!("k{seq}-{k}"), size: 1, arrival_ms: arrival, refused: None })
+                    .collect();
+                c.max_arrival_ms = arrival;
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A checkpoint plus the commits after it describe exactly what the whole ledger did:
+        /// next seq, partitions (version, live files, last change), changes after any
+        /// watermark, newest arrival, consumed drops of every day, and the dedup batches a
+        /// drop within the kept window can meet.
+        #[test]
+        fn a_checkpoint_and_later_commits_equal_the_full_ledger(
+            ops in proptest::collection::vec((any::<bool>(), 0u8..5, 0u8..4, 0u8..2), 1..40),
+            cut in 0usize..40,
+            keep_days in 0i64..6,
+        ) {
+            let all = commits(&ops);
+            let cut = cut.min(all.len()) as u64;
+            let dir = tempfile::tempdir().unwrap();
+            let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+            let ledger = Ledger::new(wh, "s");
+            let full = LedgerState { base: None, commits: all.clone(), published: all.iter().map(|c| c.seq).collect() };
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let keep_ms = keep_days * DAY;
+            // Each batch's dedup keys: its seq and one shared key.
+            for c in all.iter().filter(|c| c.is_ingest()) {
+                let keys = super::super::encode_keys(&[u128::from(c.seq as u32), 7]);
+                rt.block_on(ledger.wh.put(&ledger.wh.child(&c.dedup_keys), keys)).unwrap();
+            }
+            let cp = rt.block_on(ledger.write_checkpoint(&full, cut, keep_ms, "r")).unwrap();
+            let split = LedgerState {
+                base: Some(Arc::new(cp)),
+                commits: all.iter().filter(|c| c.seq > cut).cloned().collect(),
+                published: all.iter().filter(|c| c.seq > cut).map(|c| c.seq).collect(),
+            };
+            prop_assert_eq!(split.next_seq(), full.next_seq());
+            prop_assert_eq!(split.partitions(), full.partitions());
+            prop_assert_eq!(split.max_arrival_ms(), full.max_arrival_ms());
+            for w in 0..=all.len() as u64 {
+                for t in ["t", "quarantine"] {
+                    prop_assert_eq!(split.changed_after(t, w), full.changed_after(t, w));
+                }
+            }
+            for p in full.partitions().keys() {
+                prop_assert_eq!(split.version(&p.0, &p.1), full.version(&p.0, &p.1));
+            }
+            let every: Option<&BTreeSet<String>> = None;
+            prop_assert_eq!(rt.block_on(ledger.consumed(&split, every)).unwrap(), rt.block_on(ledger.consumed(&full, every)).unwrap());
+            // Asked for some days, both know every key of those days (more is allowed).
+            let days: BTreeSet<String> = ["1970-01-01", "1970-01-03"].iter().map(|d| d.to_string()).collect();
+            let day_of: BTreeMap<String, String> =
+                all.iter().flat_map(|c| c.objects.iter().map(|o| (o.key.clone(), arrival_day(o.arrival_ms)))).collect();
+            let of_days = |keys: HashSet<String>| -> BTreeSet<String> { keys.into_iter().filter(|k| days.contains(&day_of[k])).collect() };
+            let want: BTreeSet<String> = day_of.iter().filter(|(_, d)| days.contains(*d)).map(|(k, _)| k.clone()).collect();
+            prop_assert_eq!(of_days(rt.block_on(ledger.consumed(&split, Some(&days))).unwrap()), want.clone());
+            prop_assert_eq!(of_days(rt.block_on(ledger.consumed(&full, Some(&days))).unwrap()), want);
+            // Every (key, arrival) a drop within the kept window can meet is still there.
+            if let Some(newest) = full.max_arrival_ms() {
+                let within = |st: &LedgerState| -> BTreeSet<(u128, i64)> {
+                    let refs = st.dedup_batches();
+                    let loaded = rt.block_on(futures::future::try_join_all(refs.iter().map(|b| ledger.dedup_keys_of(b)))).unwrap();
+                    loaded.into_iter().flatten().filter(|(_, t)| *t >= newest - keep_ms).collect()
+                };
+                prop_assert_eq!(within(&split), within(&full));
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Object-store requests counted by kind, for benchmarks (`RUNNER_COUNT_REQUESTS=1`): every
+//! store the runner opens is wrapped, and `main` prints the totals on stderr at exit as one JSON
+//! line, `{"requests":{"get":..,"head":..,"list":..,"list_pages":..,"put":..,"delete":..,"copy":..}}`.
+//! A listing counts one page per 1,000 objects it returned (S3's page size), at least one.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, RenameOptions, Result,
+};
+
+#[derive(Debug, Default)]
+struct Counts {
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    list_pages: AtomicU64,
+    put: AtomicU64,
+    delete: AtomicU64,
+    copy: AtomicU64,
+}
+
+static COUNTS: Counts = Counts {
+    get: AtomicU64::new(0),
+    head: AtomicU64::new(0),
+    list: AtomicU64::new(0),
+    list_pages: AtomicU64::new(0),
+    put: AtomicU64::new(0),
+    delete: AtomicU64::new(0),
+    copy: AtomicU64::new(0),
+};
+
+/// Whether this process counts its requests.
+pub fn enabled() -> bool {
+    std::env::var("RUNNER_COUNT_REQUESTS").is_ok_and(|v| v == "1")
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The totals as the JSON line `main` prints.
+pub fn report() -> String {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let c = &COUNTS;
+    serde_json::json!({ "requests": {
+        "get": g(&c.get), "head": g(&c.head), "list": g(&c.list), "list_pages": g(&c.list_pages),
+        "put": g(&c.put), "delete": g(&c.delete), "copy": g(&c.copy),
+    }})
+    .to_string()
+}
+
+/// A store that counts the requests it forwards.
+#[derive(Debug)]
+pub struct Counting(pub Arc<dyn ObjectStore>);
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.0)
+    }
+}
+
+/// Counts a listing's pages as its objects arrive.
+fn counted(s: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+    add(&COUNTS.list, 1);
+    add(&COUNTS.list_pages, 1);
+    let mut seen = 0u64;
+    s.inspect(move |_| {
+        seen += 1;
+        if seen > 1 && (seen - 1).is_multiple_of(1000) {
+            add(&COUNTS.list_pages, 1);
+        }
+    })
+    .boxed()
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        add(&COUNTS.put, 1);
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        add(&COUNTS.put, 1);
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        add(if options.head { &COUNTS.head } else { &COUNTS.get }, 1);
+        self.0.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        add(&COUNTS.get, ranges.len() as u64);
+        self.0.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.0.delete_stream(locations.inspect(|_| add(&COUNTS.delete, 1)).boxed())
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        counted(self.0.list(prefix))
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        counted(self.0.list_with_offset(prefix, offset))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        add(&COUNTS.list, 1);
+        add(&COUNTS.list_pages, 1);
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        add(&COUNTS.copy, 1);
+        self.0.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        add(&COUNTS.copy, 1);
+        self.0.rename_opts(from, to, options).await
+    }
+}
