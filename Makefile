@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
 demo:
@@ -52,6 +52,10 @@ bench: venv
 ## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
 bench-dag: venv
 	PYTHON=$(PY) bash bench/dag.sh
+
+## State benchmark: 100,000 committed batches next to 100, local and on moto; 1,000 runs' state.
+bench-state: venv
+	PYTHON=$(PY) bash bench/state.sh
 
 ## Scoring benchmark: batched next to one request per company, against `runner model serve`.
 bench-score:
