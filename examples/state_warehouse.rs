@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ledger.commit(c).await?;
             ledger.mark_published(c.seq).await?;
         }
-        eprintln!("{stream}: {n} batches, checkpoint at {cut}, {} commit records after it", n - cut);
+        runner::output::notice(format!("{stream}: {n} batches, checkpoint at {cut}, {} commit records after it", n - cut));
     }
     Ok(())
 }
