@@ -28,13 +28,13 @@ MEASURE = os.path.join(REPO, "bench", "measure.py")
 NEW_DROP = '{"event_type":"job_submitted","event_id":"new-%d","companyID":"c1","userID":"u1","nbJobs":1,"creationDate":1795179600000}\n'
 
 
-def config(root, warehouse, sources):
+def config(root, warehouse, sources, jobs=os.path.join(REPO, "jobs"), extra=""):
     path = os.path.join(root, "runner.toml")
     with open(path, "w") as f:
         f.write(
-            f'warehouse = "{warehouse}"\njobs_dir = "{REPO}/jobs"\nsql_dir = "{REPO}/sql"\nschemas_dir = "{REPO}/schemas"\n'
+            f'warehouse = "{warehouse}"\njobs_dir = "{jobs}"\nsql_dir = "{REPO}/sql"\nschemas_dir = "{REPO}/schemas"\n'
             f'[sources.companies]\nurl = "{sources}/raw/companies/"\n[sources.bigdatajobs]\nurl = "{sources}/raw/bigdatajobs/"\n'
-            f'[scoring]\nmodel = "{REPO}/data/model/churn.json"\n'
+            f'[scoring]\nmodel = "{REPO}/data/model/churn.json"\n{extra}'
         )
     return path
 
@@ -148,9 +148,15 @@ def compare(where, env, tmp):
 
 
 def many_runs(tmp):
+    """RUNS runs in minutes instead of days: the retentions (checkpoint clean-up 1h, replaced
+    versions 1h) are set to 0, so the clean-ups that 5-minute runs would do happen here too."""
     root = os.path.join(tmp, "many")
-    os.makedirs(root)
-    cfg = config(root, f"file://{root}/warehouse", f"file://{REPO}/data/drops")
+    os.makedirs(os.path.join(root, "jobs"))
+    for name in os.listdir(os.path.join(REPO, "jobs")):
+        text = open(os.path.join(REPO, "jobs", name)).read().replace('keep_replaced = "1h"', 'keep_replaced = "0s"')
+        open(os.path.join(root, "jobs", name), "w").write(text)
+    cfg = config(root, f"file://{root}/warehouse", f"file://{REPO}/data/drops", os.path.join(root, "jobs"),
+                 '[ingest]\ncheckpoint_retention = "0s"\n')
     t0 = time.perf_counter()
     for i in range(RUNS):
         at = f"2026-11-{20 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00Z"
@@ -166,7 +172,7 @@ def many_runs(tmp):
 
     leases = {d: count(f"_runner/leases/{d}") for d in sorted(os.listdir(os.path.join(wh, "_runner/leases")))}
     staging_dirs = sum(len(d) for _, d, _ in os.walk(os.path.join(wh, "_runner/staging")))
-    print(f"\nstate after {RUNS} consecutive `run --all` on data/drops ({wall:.0f} s):")
+    print(f"\nstate after {RUNS} consecutive `run --all` on data/drops ({wall:.0f} s, retentions 0):")
     print(f"  lease objects per job: max {max(leases.values())} ({sum(leases.values())} for {len(leases)} jobs)")
     print(f"  runner_runs data files: {count('runner_runs')} (runs recorded: {RUNS * len(leases)})")
     print(f"  runner_runs ledger records: {count('_runner/ledger/runner_runs')}, checkpoints: {count('_runner/checkpoints/runner_runs')}")

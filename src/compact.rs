@@ -95,7 +95,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                     if t == QUARANTINE_TABLE { quarantine_folder(&partition, seq) } else { day_folder(&t, &date, Some(seq)) };
                 let name = format!("part-{stream}-{seq:012}.parquet");
                 let (data, rows) = merge(ws, &t, &inputs).await?;
-                let staged = format!("{staging}/{dir}/{name}");
+                let staged = format!("{staging}/{t}-{:05}.parquet", files.len());
                 bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
                 files.push(FileEntry {
                     table: t.clone(),

@@ -202,7 +202,7 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
         let dir = day_folder(RUNS_TABLE, &date, Some(state.version(RUNS_TABLE, &values)));
         let attempt = uuid::Uuid::now_v7().simple().to_string();
         let name = format!("run-{}.parquet", r.run_id);
-        let staged = format!("{}/{dir}/{name}", ledger.staging_prefix(&attempt));
+        let staged = format!("{}/{name}", ledger.staging_prefix(&attempt));
         ws.warehouse.put(&ws.warehouse.child(&staged), data.clone()).await?;
         let commit = Commit {
             stream: RUNS_TABLE.to_string(),

@@ -454,7 +454,9 @@ async fn stage_partitions(
             let wh = wh.clone();
             let batches = batches.clone();
             let (values, dir) = partition(&day_string(day));
-            let staged = format!("{staging}/{dir}/part-{stream}-{seq:012}.parquet");
+            // Staged flat, one folder per attempt: mirroring the table folders here cost a folder
+            // per partition per batch to create and to remove again.
+            let staged = format!("{staging}/{table}-{n:05}.parquet");
             let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
             async move {
                 let len = rows.len() as u64;
