@@ -7,6 +7,7 @@
 //!
 //!     cargo run --release --example state_warehouse -- <warehouse-url> <source-root-url> <commits>
 //!
+//! Then it removes what that checkpoint replaced, as the first run after the retention does.
 //! One drop per batch, arriving every 5 minutes up to 2026-11-20T12:00Z; `<source-root-url>`
 //! gets `raw/<stream>/YYYY/MM/DD/HH/...` like `runner simulate`.
 
@@ -95,6 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ledger.commit(c).await?;
             ledger.mark_published(c.seq).await?;
         }
+        // What a later run does once the checkpoint is older than the retention (the steady
+        // state of a runner every 5 minutes): the per-batch dedup keys it consolidated go.
+        let loaded = ledger.load().await?;
+        ledger.clean_up(&loaded, "a later run", chrono::Duration::zero()).await?;
         runner::output::notice(format!("{stream}: {n} batches, checkpoint at {cut}, {} commit records after it", n - cut));
     }
     Ok(())

@@ -64,8 +64,9 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 }
             }
             let seq = state.next_seq();
-            let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = state
-                .partitions()
+            let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = ledger
+                .partitions_with_files(&state)
+                .await?
                 .into_values()
                 .filter(|p| tables.contains(&p.table) && p.live.len() >= cj.min_files.max(2))
                 .take(cj.max_partitions_per_commit.max(1))

@@ -5,6 +5,8 @@
 //! ```text
 //! <warehouse>/_runner/checkpoints/<stream>/<seq>.json                 the checkpoint up to <seq>
 //! <warehouse>/_runner/checkpoints/<stream>/<seq>/consumed-<day>.json  consumed drop keys of one arrival day
+//! <warehouse>/_runner/checkpoints/<stream>/<seq>/dedup-<day>.keys      dedup keys and arrivals of one day
+//! <warehouse>/_runner/checkpoints/<stream>/<seq>/live.json             every partition's live files
 //! <warehouse>/_runner/checkpoints/<stream>/_last_checkpoint           {"seq": <seq>} of the newest
 //! <warehouse>/_runner/checkpoints/<stream>/_cleaned                   {"through": <seq>} of the last clean-up
 //! ```
@@ -14,11 +16,12 @@
 //!   or delivered late inside the lookback, is recognised whatever its age. A run loads only the
 //!   days of the drops it listed, so a normal run reads the segments of a day or two;
 //! - the newest arrival among ingest commits (discovery lists from it minus the lookback);
-//! - per partition of the stream's tables: its current version, its live files (compaction
-//!   merges them) and the last seq that added rows (incremental SQL jobs rebuild the days
-//!   changed after their watermark);
-//! - the dedup-key files of the batches whose newest drop arrived within lookback + horizon of
-//!   the newest arrival: every drop discovery can list is deduplicated against them.
+//! - per partition of the stream's tables: its current version, the last seq that added rows
+//!   (incremental SQL jobs rebuild the days changed after their watermark) and, in a segment
+//!   only compaction reads, its live files;
+//! - the dedup keys of the batches whose newest drop arrived within lookback + horizon of the
+//!   newest arrival, one segment per arrival day: every drop discovery can list is deduplicated
+//!   against them.
 //!
 //! A checkpoint covers only a prefix of published commits, so roll-forward never needs a
 //! record it replaced. It is created like a commit (create-if-absent), then the pointer moves.
@@ -54,7 +57,12 @@ pub struct Checkpoint {
     pub max_arrival_ms: Option<i64>,
     /// Arrival day (`YYYY-MM-DD`) -> the segment holding that day's consumed keys.
     pub consumed: BTreeMap<String, Segment>,
+    /// Every partition's version and last change (its live files are in `live`).
     pub partitions: Vec<PartitionState>,
+    /// The segment with every partition's live files (what compaction merges): only compaction
+    /// reads it, so an ingest run's cost does not grow with the files a partition holds.
+    #[serde(default)]
+    pub live: String,
     /// Ingest batches whose dedup keys are kept.
     pub batches: Vec<BatchRef>,
 }
@@ -74,7 +82,8 @@ pub struct PartitionState {
     pub version: u64,
     /// Last seq whose batch added rows to the partition.
     pub changed_seq: u64,
-    /// Files of the current version.
+    /// Files of the current version (in a checkpoint: empty, see [`Checkpoint::live`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub live: Vec<FileEntry>,
 }
 
@@ -123,12 +132,14 @@ impl Cleanup {
 
 /// The checkpoint `state` would become when summarised up to `seq` (without its consumed
 /// segments, which [`Ledger::write_checkpoint`] writes): partitions, batches, arrivals.
-pub fn summarise(state: &LedgerState, seq: u64, keep_arrivals_ms: i64) -> (Vec<PartitionState>, Vec<BatchRef>, Option<i64>, u64) {
+fn summarise_from(
+    state: &LedgerState,
+    base_parts: &mut BTreeMap<(String, Vec<String>), PartitionState>,
+    seq: u64,
+    keep_arrivals_ms: i64,
+) -> (Vec<PartitionState>, Vec<BatchRef>, Option<i64>, u64) {
     let base = state.base.as_deref();
-    let mut parts: BTreeMap<(String, Vec<String>), PartitionState> = BTreeMap::new();
-    for p in base.map(|b| b.partitions.as_slice()).unwrap_or_default() {
-        parts.insert((p.table.clone(), p.partition.clone()), p.clone());
-    }
+    let mut parts = std::mem::take(base_parts);
     let mut batches: Vec<BatchRef> = base.map(|b| b.batches.clone()).unwrap_or_default();
     let mut max_arrival = base.and_then(|b| b.max_arrival_ms);
     let mut n = base.map(|b| b.commits).unwrap_or(0);
@@ -274,6 +285,30 @@ impl Ledger {
         Ok(LedgerState { base: Some(Arc::new(cp)), commits: commits.into_iter().filter(|c| c.seq > seq).collect(), published })
     }
 
+    /// Every partition's state with its live files: the base's segment, then the commits.
+    pub async fn partitions_with_files(&self, state: &LedgerState) -> Result<BTreeMap<(String, Vec<String>), PartitionState>> {
+        let mut out: BTreeMap<(String, Vec<String>), PartitionState> = BTreeMap::new();
+        if let Some(base) = &state.base {
+            for p in &base.partitions {
+                out.insert((p.table.clone(), p.partition.clone()), p.clone());
+            }
+            if !base.live.is_empty() {
+                let b = self.wh.get(&self.wh.child(&base.live)).await?;
+                let live: Vec<(String, Vec<String>, Vec<FileEntry>)> =
+                    serde_json::from_slice(&b).map_err(|e| self.corrupt(&base.live, e))?;
+                for (table, partition, files) in live {
+                    if let Some(p) = out.get_mut(&(table, partition)) {
+                        p.live = files;
+                    }
+                }
+            }
+        }
+        for c in &state.commits {
+            apply(&mut out, c);
+        }
+        Ok(out)
+    }
+
     /// Writes the checkpoint of `state` up to `seq` (published commits) and moves the pointer.
     pub async fn write_checkpoint(
         &self,
@@ -282,7 +317,9 @@ impl Ledger {
         keep_arrivals_ms: i64,
         run_id: &str,
     ) -> Result<Checkpoint> {
-        let (partitions, batches, max_arrival_ms, commits) = summarise(state, seq, keep_arrivals_ms);
+        let base_only = LedgerState { base: state.base.clone(), commits: Vec::new(), published: HashSet::new() };
+        let mut base_parts = self.partitions_with_files(&base_only).await?;
+        let (partitions, batches, max_arrival_ms, commits) = summarise_from(state, &mut base_parts, seq, keep_arrivals_ms);
         let batches = self.consolidate_dedup(batches, seq).await?;
         // Consumed keys: the base's segments, rewritten only for the days new commits touched.
         let mut consumed = state.base.as_ref().map(|b| b.consumed.clone()).unwrap_or_default();
@@ -309,6 +346,16 @@ impl Ledger {
         for (day, s) in futures::future::try_join_all(writes).await? {
             consumed.insert(day, s);
         }
+        // Live files in their own segment; the checkpoint keeps versions and last changes.
+        let live_path = format!("{}/{seq:012}/live.json", self.checkpoint_dir());
+        let live: Vec<(String, Vec<String>, Vec<FileEntry>)> = partitions
+            .iter()
+            .filter(|p| !p.live.is_empty())
+            .map(|p| (p.table.clone(), p.partition.clone(), p.live.clone()))
+            .collect();
+        let body = serde_json::to_vec(&live).map_err(|e| Error::Internal(e.to_string()))?;
+        self.wh.put(&self.wh.child(&live_path), Bytes::from(body)).await?;
+        let partitions = partitions.into_iter().map(|p| PartitionState { live: Vec::new(), ..p }).collect();
         let cp = Checkpoint {
             stream: self.stream.clone(),
             seq,
@@ -318,6 +365,7 @@ impl Ledger {
             max_arrival_ms,
             consumed,
             partitions,
+            live: live_path,
             batches,
         };
         let body = serde_json::to_vec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
@@ -397,8 +445,13 @@ impl Ledger {
             }
         }
         // Older checkpoints, and segments the checkpoint does not point at.
-        let used: HashSet<&str> =
-            base.consumed.values().map(|s| s.path.as_str()).chain(base.batches.iter().map(|b| b.dedup_keys.as_str())).collect();
+        let used: HashSet<&str> = base
+            .consumed
+            .values()
+            .map(|s| s.path.as_str())
+            .chain(base.batches.iter().map(|b| b.dedup_keys.as_str()))
+            .chain(std::iter::once(base.live.as_str()))
+            .collect();
         for meta in self.wh.list(&self.checkpoint_dir()).await? {
             let Some(rel) = self.wh.relative(&meta.location) else { continue };
             let rest = rel.strip_prefix(self.checkpoint_dir().as_str()).unwrap_or(rel).trim_start_matches('/');
@@ -517,7 +570,13 @@ mod tests {
                 published: all.iter().filter(|c| c.seq > cut).map(|c| c.seq).collect(),
             };
             prop_assert_eq!(split.next_seq(), full.next_seq());
-            prop_assert_eq!(split.partitions(), full.partitions());
+            prop_assert_eq!(split.partitions(), {
+                // Without files: a checkpoint keeps them in its live segment.
+                let mut p = full.partitions();
+                for v in p.values_mut() { if split.base.is_some() { v.live.retain(|f| all.iter().any(|c| c.seq > cut && c.files.contains(f))); } }
+                p
+            });
+            prop_assert_eq!(rt.block_on(ledger.partitions_with_files(&split)).unwrap(), full.partitions());
             prop_assert_eq!(split.max_arrival_ms(), full.max_arrival_ms());
             for w in 0..=all.len() as u64 {
                 for t in ["t", "quarantine"] {

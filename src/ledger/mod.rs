@@ -179,8 +179,9 @@ impl LedgerState {
             .unwrap_or(0)
     }
 
-    /// Every partition's state: current version, live files (those of its current version), the
-    /// last seq that added rows; by (table, partition).
+    /// Every partition's state: current version, the last seq that added rows, and the live files
+    /// the commits after the base added (the base's own are in its live segment: see
+    /// [`Ledger::partitions_with_files`]); by (table, partition).
     pub fn partitions(&self) -> BTreeMap<(String, Vec<String>), PartitionState> {
         let mut out: BTreeMap<(String, Vec<String>), PartitionState> = BTreeMap::new();
         for p in self.base.as_ref().map(|b| b.partitions.as_slice()).unwrap_or_default() {
