@@ -96,7 +96,7 @@ pub enum Command {
         #[arg(long)]
         no_lock: bool,
         /// Jobs that do not depend on each other run at the same time, this many at once
-        /// (ingest and compaction jobs always run alone). 1: one job at a time.
+        /// (ingest jobs only next to other ingest jobs, compaction alone). 1: one job at a time.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
         parallel: u16,
     },

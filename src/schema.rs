@@ -46,7 +46,7 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("files", DataType::Int64, false),
         Field::new("partitions", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, true),
-        // Added after the first release: older run files read these as NULL.
+        // Nullable, and last: columns added to a table go at its end.
         Field::new("kind", DataType::Utf8, true),
         Field::new("periods", DataType::Utf8, true),
         Field::new("details", DataType::Utf8, true),

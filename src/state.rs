@@ -83,13 +83,7 @@ pub async fn report(ws: &Workspace) -> Result<Vec<StateRow>> {
         let cleaned = ledger.cleaned_through().await?;
         let from = cp.written_at + retention;
         let when = if from <= now { "next run".to_string() } else { from.format("%Y-%m-%dT%H:%M:%SZ").to_string() };
-        let used: HashSet<&str> = cp
-            .consumed
-            .values()
-            .map(|s| s.path.as_str())
-            .chain(cp.batches.iter().map(|b| b.dedup_keys.as_str()))
-            .chain(std::iter::once(cp.live.as_str()))
-            .collect();
+        let used = cp.segments();
         let kept: HashSet<&str> = cp.batches.iter().map(|b| b.dedup_keys.as_str()).collect();
         let seq_of = |name: &str| name.get(..12).and_then(|s| s.parse::<u64>().ok());
         for (rel, kind, _, _) in files {

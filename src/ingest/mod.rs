@@ -8,6 +8,7 @@
 //! atomic step), then moves the files into place and registers the partitions. See `ledger` for
 //! why any crash in between is recovered by the next run.
 
+pub mod decode;
 pub mod dedup;
 pub mod framing;
 pub mod parse;

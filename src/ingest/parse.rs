@@ -15,8 +15,9 @@ use arrow::datatypes::DataType;
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::decode::Record;
 use super::framing::frames;
-use super::validate::{Cell, reason, validate};
+use super::validate::{Accepted, Cell, reason, validate, validate_fields};
 use crate::schema::{Contract, StreamContract};
 use crate::source::Compression;
 
@@ -134,9 +135,33 @@ pub fn parse_object(
     // One cells buffer for the whole object: emptied at the end of each record and recycled
     // into the next record's lifetime (the in-place collect reuses the allocation).
     let mut spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
+    let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
     for frame in frames(data) {
         let mut cells: Vec<Cell<'_>> = std::mem::take(&mut spare).into_iter().map(|_| Cell::Null).collect();
         out.records += 1;
+        // The fast path: a clean record with an `event_id`, validated without a tree.
+        if let Some(rec) = Record::parse(frame.bytes)
+            && let Some(event_type) = rec.event_type()
+        {
+            let mut fc: Vec<Cell<'_>> = std::mem::take(&mut fast_spare).into_iter().map(|_| Cell::Null).collect();
+            let accepted = validate_fields(contract, sc, event_type, rec.iter(), false, &mut fc);
+            let done = match accepted {
+                Ok(acc) if matches!(fc[sc.col_event_id], Cell::Str(_)) => {
+                    let Cell::Str(id) = fc[sc.col_event_id] else { unreachable!("matched") };
+                    let key = id_key(id);
+                    emit(&mut out, &mut builders, sc, &mut fc, acc, source, arrival_ms, key);
+                    true
+                }
+                _ => false,
+            };
+            fc.clear();
+            fast_spare = fc.into_iter().map(|_| Cell::Null).collect();
+            if done {
+                spare = cells.into_iter().map(|_| Cell::Null).collect();
+                continue;
+            }
+        }
+        // The exact path: whatever the fast path does not take as it is.
         let reject = |code, field: Option<String>, message: String| Reject {
             offset: Some(frame.offset as u64),
             raw: Some(String::from_utf8_lossy(frame.bytes).into_owned()),
@@ -171,30 +196,49 @@ pub fn parse_object(
                 continue;
             }
         };
-        let event_ms = acc.event_time_ms.unwrap_or(arrival_ms);
-        cells[sc.col_event_type] = Cell::Str(acc.event_type);
-        cells[sc.col_event_time] = Cell::Int(event_ms);
-        cells[sc.col_legacy] = Cell::Bool(acc.legacy);
-        cells[sc.col_source] = Cell::Str(source);
-        out.keys.push(match cells[sc.col_event_id] {
-            Cell::Str(id) => {
-                let mut h = Xxh3::new();
-                h.update(b"id\0");
-                h.update(id.as_bytes());
-                h.digest128()
-            }
+        let key = match cells[sc.col_event_id] {
+            Cell::Str(id) => id_key(id),
             _ => content_key(&value),
-        });
-        out.days.push(crate::dates::day_of_ms(event_ms));
-        for (b, c) in builders.iter_mut().zip(cells.iter()) {
-            b.append(*c);
-        }
+        };
+        emit(&mut out, &mut builders, sc, &mut cells, acc, source, arrival_ms, key);
         cells.clear();
         spare = cells.into_iter().map(|_| Cell::Null).collect();
     }
     let arrays: Vec<ArrayRef> = builders.iter_mut().map(ColBuilder::finish).collect();
     out.rows = RecordBatch::try_new(schema, arrays).expect("builders follow the schema");
     out
+}
+
+/// The dedup key of a record with an `event_id`.
+fn id_key(id: &str) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(b"id\0");
+    h.update(id.as_bytes());
+    h.digest128()
+}
+
+/// Appends an accepted record: the runner's own columns, its dedup key and event date.
+#[allow(clippy::too_many_arguments)]
+fn emit<'v>(
+    out: &mut ParsedObject,
+    builders: &mut [ColBuilder],
+    sc: &'v StreamContract,
+    cells: &mut [Cell<'v>],
+    acc: Accepted<'v>,
+    source: &'v str,
+    arrival_ms: i64,
+    key: u128,
+) {
+    let event_ms = acc.event_time_ms.unwrap_or(arrival_ms);
+    cells[sc.col_event_type] = Cell::Str(acc.event_type);
+    cells[sc.col_event_time] = Cell::Int(event_ms);
+    cells[sc.col_legacy] = Cell::Bool(acc.legacy);
+    cells[sc.col_source] = Cell::Str(source);
+    out.keys.push(key);
+    out.days.push(crate::dates::day_of_ms(event_ms));
+    for (b, c) in builders.iter_mut().zip(cells.iter()) {
+        b.append(*c);
+    }
 }
 
 /// A key for a record without `event_id`: its content with object keys in sorted order, so

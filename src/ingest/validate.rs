@@ -9,6 +9,41 @@ use serde_json::{Map, Value};
 
 use crate::schema::{Contract, DefaultValue, FieldType, StreamContract};
 
+/// What validation asks of a JSON value: implemented by `serde_json::Value` and by the lazy
+/// decoder's values (`decode::Lazy`), so both paths apply the very same rules.
+pub trait JsonField {
+    fn is_null(&self) -> bool;
+    fn string(&self) -> Option<&str>;
+    /// JSON integers, and floats with no fractional part (`100000.0`), are integers.
+    fn integer(&self) -> Option<i64>;
+    /// Any JSON number as a float.
+    fn number(&self) -> Option<f64>;
+    fn boolean(&self) -> Option<bool>;
+    /// The value for an error message, cut short.
+    fn short(&self) -> String;
+}
+
+impl JsonField for Value {
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn string(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn integer(&self) -> Option<i64> {
+        as_integer(self)
+    }
+    fn number(&self) -> Option<f64> {
+        if self.is_number() { self.as_f64() } else { None }
+    }
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn short(&self) -> String {
+        short(self)
+    }
+}
+
 /// Reason codes stored in `quarantine.reason_code`.
 pub mod reason {
     pub const INVALID_JSON: &str = "invalid_json";
@@ -21,6 +56,8 @@ pub mod reason {
     pub const BAD_VALUE: &str = "bad_value";
     pub const CORRUPT_OBJECT: &str = "corrupt_object";
     pub const UNSUPPORTED_OBJECT: &str = "unsupported_object";
+    /// Internal, never stored: the fast path met a record whose columns depend on key order.
+    pub const ORDER_MATTERS: &str = "order_matters";
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,15 +103,40 @@ pub fn validate<'v, 'c>(
 where
     'c: 'v,
 {
+    validate_fields(contract, sc, rec.get("event_type"), rec.iter().map(|(k, v)| (k.as_str(), v)), true, cells)
+}
+
+/// [`validate`] over any record: its `event_type` value, and its fields. `in_key_order`: the
+/// fields come in key order, each key once (a JSON object keeps the last of repeated keys), and
+/// of two keys for one column (aliases) the first wins. Otherwise they come as the record has
+/// them, and a column named twice (a repeated key, two aliases) is refused with the internal
+/// code [`reason::ORDER_MATTERS`]: the caller then validates the record in key order.
+pub fn validate_fields<'v, 'c, V: JsonField + 'v>(
+    contract: &'c Contract,
+    sc: &'c StreamContract,
+    event_type: Option<&'v V>,
+    fields: impl Iterator<Item = (&'v str, &'v V)>,
+    in_key_order: bool,
+    cells: &mut Vec<Cell<'v>>,
+) -> Result<Accepted<'c>, Rejection>
+where
+    'c: 'v,
+{
     cells.clear();
     cells.resize(sc.columns.len(), Cell::Null);
+    // Columns a key named with a null value (unordered fields only; at most 128 columns).
+    let mut named_null: u128 = 0;
+    let order_matters = || Rejection { code: reason::ORDER_MATTERS, field: None, message: String::new() };
+    if !in_key_order && sc.columns.len() > 128 {
+        return Err(order_matters());
+    }
 
-    let (et, legacy) = match rec.get("event_type") {
+    let (et, legacy) = match event_type.map(|v| (v, v.string())) {
         None => (&sc.event_types[&sc.legacy_event_type], true),
-        Some(Value::String(t)) => match sc.event_types.get(t.as_str()) {
+        Some((_, Some(t))) => match sc.event_types.get(t) {
             Some(et) => (et, false),
             None => {
-                return Err(match contract.type_stream.get(t.as_str()) {
+                return Err(match contract.type_stream.get(t) {
                     Some(other) => Rejection::new(
                         reason::WRONG_STREAM,
                         "event_type",
@@ -92,57 +154,80 @@ where
                 });
             }
         },
-        Some(other) => {
+        Some((other, None)) => {
             return Err(Rejection::new(
                 reason::WRONG_TYPE,
                 "event_type",
-                format!("event_type must be a string, got {}", short(other)),
+                format!("event_type must be a string, got {}", other.short()),
             ));
         }
     };
 
-    for (key, value) in rec {
-        if key == "event_type" || value.is_null() {
+    for (key, value) in fields {
+        if key == "event_type" || (in_key_order && value.is_null()) {
             continue;
         }
-        let key = if legacy { sc.legacy_rename.get(key).map(String::as_str).unwrap_or(key) } else { key.as_str() };
+        let key = if legacy { sc.legacy_rename.get(key).map(String::as_str).unwrap_or(key) } else { key };
         // Unknown extra fields, and fields another event type owns, are not errors.
         let Some(&col) = sc.key_index.get(key) else { continue };
+        if !in_key_order {
+            // In any order, a column named twice would depend on which key comes first.
+            let bit = 1u128 << col;
+            if cells[col] != Cell::Null || named_null & bit != 0 {
+                return Err(order_matters());
+            }
+            if value.is_null() {
+                named_null |= bit;
+                continue;
+            }
+        }
         if !et.allowed[col] || cells[col] != Cell::Null {
             continue;
         }
         let def = sc.columns[col].def.as_ref().expect("contract columns have a definition");
         let name = def.name.as_str();
         let cell = match def.ty {
-            FieldType::String => match value {
-                Value::String(s) => Cell::Str(s),
-                v => return Err(Rejection::new(reason::WRONG_TYPE, name, format!("{name} must be a string, got {}", short(v)))),
+            FieldType::String => match value.string() {
+                Some(s) => Cell::Str(s),
+                None => {
+                    return Err(Rejection::new(
+                        reason::WRONG_TYPE,
+                        name,
+                        format!("{name} must be a string, got {}", value.short()),
+                    ));
+                }
             },
-            FieldType::Integer => match as_integer(value) {
+            FieldType::Integer => match value.integer() {
                 Some(i) => Cell::Int(i),
                 None => {
                     return Err(Rejection::new(
                         reason::WRONG_TYPE,
                         name,
-                        format!("{name} must be an integer, got {}", short(value)),
+                        format!("{name} must be an integer, got {}", value.short()),
                     ));
                 }
             },
-            FieldType::Number => match value.as_f64() {
-                Some(x) if value.is_number() => Cell::Float(x),
-                _ => {
+            FieldType::Number => match value.number() {
+                Some(x) => Cell::Float(x),
+                None => {
                     return Err(Rejection::new(
                         reason::WRONG_TYPE,
                         name,
-                        format!("{name} must be a number, got {}", short(value)),
+                        format!("{name} must be a number, got {}", value.short()),
                     ));
                 }
             },
-            FieldType::Boolean => match value {
-                Value::Bool(b) => Cell::Bool(*b),
-                v => return Err(Rejection::new(reason::WRONG_TYPE, name, format!("{name} must be a boolean, got {}", short(v)))),
+            FieldType::Boolean => match value.boolean() {
+                Some(b) => Cell::Bool(b),
+                None => {
+                    return Err(Rejection::new(
+                        reason::WRONG_TYPE,
+                        name,
+                        format!("{name} must be a boolean, got {}", value.short()),
+                    ));
+                }
             },
-            FieldType::TimestampMs => match as_integer(value) {
+            FieldType::TimestampMs => match value.integer() {
                 Some(ms) if ms >= contract.ts_min_ms && ms < contract.ts_max_ms => Cell::Int(ms),
                 Some(ms) if ms > 0 && ms * 1000 >= contract.ts_min_ms && ms * 1000 < contract.ts_max_ms => {
                     return Err(Rejection::new(
@@ -155,7 +240,7 @@ where
                     return Err(Rejection::new(
                         reason::BAD_TIMESTAMP,
                         name,
-                        format!("{name} must be epoch milliseconds (an integer, years 2000-2099), got {}", short(value)),
+                        format!("{name} must be epoch milliseconds (an integer, years 2000-2099), got {}", value.short()),
                     ));
                 }
             },

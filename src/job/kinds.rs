@@ -123,9 +123,15 @@ impl JobKind {
         }
     }
 
-    /// Ingest and compaction run alone: they commit to the streams' ledgers, share the
-    /// quarantine table, and size their batches for the whole machine.
-    pub fn runs_alone(&self) -> bool {
-        matches!(self, JobKind::Ingest(_) | JobKind::Compact(_))
+    /// Jobs of a group run only next to jobs of the same group. Ingest jobs (one per stream,
+    /// each with its own ledger) run side by side, so two streams use both cores; compaction
+    /// runs alone: it rewrites the streams' partitions and sizes its work for the machine.
+    /// `None`: runs next to any other ungrouped job.
+    pub fn group(&self) -> Option<&'static str> {
+        match self {
+            JobKind::Ingest(_) => Some("ingest"),
+            JobKind::Compact(_) => Some("compact"),
+            _ => None,
+        }
     }
 }

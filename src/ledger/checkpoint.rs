@@ -101,6 +101,19 @@ pub struct BatchRef {
     pub day_segment: bool,
 }
 
+impl Checkpoint {
+    /// Every segment the checkpoint points at (relative to the warehouse): consumed keys, dedup
+    /// keys, live files. A clean-up keeps these.
+    pub fn segments(&self) -> HashSet<&str> {
+        self.consumed
+            .values()
+            .map(|s| s.path.as_str())
+            .chain(self.batches.iter().map(|b| b.dedup_keys.as_str()))
+            .chain(std::iter::once(self.live.as_str()))
+            .collect()
+    }
+}
+
 /// The arrival day of an object, as segments are keyed.
 pub fn arrival_day(arrival_ms: i64) -> String {
     day_string(day_of_ms(arrival_ms))
@@ -445,13 +458,7 @@ impl Ledger {
             }
         }
         // Older checkpoints, and segments the checkpoint does not point at.
-        let used: HashSet<&str> = base
-            .consumed
-            .values()
-            .map(|s| s.path.as_str())
-            .chain(base.batches.iter().map(|b| b.dedup_keys.as_str()))
-            .chain(std::iter::once(base.live.as_str()))
-            .collect();
+        let used = base.segments();
         for meta in self.wh.list(&self.checkpoint_dir()).await? {
             let Some(rel) = self.wh.relative(&meta.location) else { continue };
             let rest = rel.strip_prefix(self.checkpoint_dir().as_str()).unwrap_or(rel).trim_start_matches('/');

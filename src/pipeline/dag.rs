@@ -10,9 +10,9 @@ use crate::error::Result;
 use crate::job::{Job, Jobs};
 
 /// Runs `run` for each job of `names`, up to `parallel` at once: a job starts once every job it
-/// depends on (among `names`) has finished. Ingest and compaction jobs run alone: they commit
-/// to the streams' ledgers, share the quarantine table, and size their batches for the whole
-/// machine. With `parallel` 1 the jobs run one by one in `Jobs::order`. After a failure no
+/// depends on (among `names`) has finished. Grouped jobs run only next to their group
+/// ([`crate::job::JobKind::group`]): ingest jobs of different streams side by side (each has its
+/// own ledger and quarantine partitions), compaction alone. With `parallel` 1 the jobs run one by one in `Jobs::order`. After a failure no
 /// further job starts, the running ones finish (and are recorded), and the first error is
 /// returned. A result for which `stop` holds also stops new jobs from starting, without an
 /// error (a lease held elsewhere, for a caller that waits for it). Results come in
@@ -29,46 +29,46 @@ where
     Fut: Future<Output = Result<T>> + 'a,
 {
     let order = jobs.order(names)?;
-    let alone = |j: &Job| j.kind.runs_alone();
+    let group = |i: usize| order[i].kind.group();
     let mut stopped = false;
     let mut results: Vec<Option<T>> = order.iter().map(|_| None).collect();
     let mut started = vec![false; order.len()];
     let mut finished: HashSet<&str> = HashSet::new();
     let mut running = FuturesUnordered::new();
     let mut first_error = None;
-    let mut alone_running = None;
+    // Indices of the jobs running now.
+    let mut now: Vec<usize> = Vec::new();
     loop {
-        let mut start = Vec::new();
-        if first_error.is_none() && !stopped && alone_running.is_none() {
+        let mut start: Vec<usize> = Vec::new();
+        if first_error.is_none() && !stopped {
             for (i, job) in order.iter().enumerate() {
-                if started[i] || running.len() + start.len() >= parallel.max(1) {
+                if started[i] || now.len() + start.len() >= parallel.max(1) {
                     continue;
                 }
                 if !job.depends_on.iter().all(|d| finished.contains(d.as_str()) || !names.contains(d)) {
                     continue;
                 }
-                if alone(job) {
-                    // It starts when nothing else runs, and later jobs wait for it: nothing is
-                    // polled next to it, and the order stays the DAG's.
-                    if running.is_empty() && start.is_empty() {
-                        alone_running = Some(i);
-                        start.push(i);
-                    }
-                    break;
+                let busy: Vec<Option<&str>> = now.iter().chain(&start).map(|j| group(*j)).collect();
+                match group(i) {
+                    // A grouped job starts when only its group runs, and later jobs wait for
+                    // it, so the order stays the DAG's.
+                    Some(g) if busy.iter().all(|b| *b == Some(g)) => start.push(i),
+                    Some(_) => break,
+                    // An ungrouped job starts when no grouped job runs.
+                    None if busy.iter().all(Option::is_none) => start.push(i),
+                    None => {}
                 }
-                start.push(i);
             }
         }
         for i in start {
             started[i] = true;
+            now.push(i);
             let fut = run(order[i]);
             running.push(async move { (i, fut.await) });
         }
         let Some((i, result)) = running.next().await else { break };
         finished.insert(order[i].name.as_str());
-        if alone_running == Some(i) {
-            alone_running = None;
-        }
+        now.retain(|j| *j != i);
         match result {
             Ok(t) => {
                 stopped |= stop(&t);
@@ -174,16 +174,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn independent_jobs_overlap_ingest_runs_alone_and_dependents_wait() {
+    async fn independent_jobs_overlap_ingests_overlap_only_each_other_and_dependents_wait() {
         let jobs = dag();
         let (result, log) = run(&jobs, 2, "").await;
         assert_eq!(result.unwrap(), ["ingest_a", "ingest_b", "x", "y", "z"]);
         let sets = overlapping(&log);
         assert!(sets.contains(&vec!["x".to_string(), "y".to_string()]), "x and y run together: {log:?}");
+        assert!(sets.contains(&vec!["ingest_a".to_string(), "ingest_b".to_string()]), "the streams ingest together: {log:?}");
         for s in &sets {
             assert!(s.len() <= 2, "{log:?}");
             if s.iter().any(|n| n.starts_with("ingest")) {
-                assert_eq!(s.len(), 1, "ingest runs alone: {log:?}");
+                assert!(s.iter().all(|n| n.starts_with("ingest")), "ingest runs only next to ingest: {log:?}");
             }
         }
         let pos = |e: &str| log.iter().position(|l| l == e).unwrap();

@@ -35,7 +35,7 @@ pub enum ScheduleCommand {
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
         /// Jobs of a period that do not depend on each other run at the same time, this many at
-        /// once (ingest and compaction jobs always run alone), as with `runner run --parallel`.
+        /// once (ingest jobs only next to ingest jobs, compaction alone), as with `runner run --parallel`.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
         parallel: u16,
         /// Format of the list of runs printed at exit.

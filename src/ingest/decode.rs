@@ -1,0 +1,283 @@
+//! The fast path from a record's bytes to typed cells: no `serde_json::Value` tree.
+//!
+//! A record is parsed into its fields as (key, value) pairs that borrow from the drop's bytes
+//! (a string is copied only when it holds escapes; objects and arrays inside a record are
+//! skipped, as the contract has no such columns), in the record's own order, and validation
+//! runs on them through the same [`validate_fields`](super::validate::validate_fields) as the
+//! exact path. A `serde_json::Map` would hold the keys sorted, each once (the last repeat wins),
+//! and aliases are decided by that order; instead of sorting, the fast path refuses any record
+//! where a column is named twice, so order cannot change a result. `parse` falls back to the
+//! exact path (a full `Value`) for every record the fast path does not accept as it is: invalid
+//! JSON, not an object, a column named twice or `event_type` twice, any rejection (so reasons
+//! and messages are the exact path's), and records without `event_id` (their dedup key is the
+//! canonical content). Clean records, the common case, never build a tree.
+//!
+//! Why this and not another decoder: the profile showed the tree (a `BTreeMap` per record, a
+//! `String` per key and value, inserts and string comparisons) at about a quarter of ingest;
+//! serde's borrowed visitor removes it without a new dependency or a second JSON grammar, and
+//! keeps byte offsets, framing and every rule in one place. A tape parser (simd-json, sonic-rs)
+//! or arrow-json's decoder would need the aliases, legacy forms, defaults and reason codes
+//! reimplemented on their side, and were not tried in this step.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::validate::JsonField;
+
+/// A JSON value as validation needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lazy<'a> {
+    Null,
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    /// An object or an array (no contract column holds one).
+    Complex,
+}
+
+impl<'de> Deserialize<'de> for Lazy<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lazy<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Null)
+            }
+            fn visit_none<E>(self) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Bool(b))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::I64(i))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::U64(u))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::F64(x))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Lazy<'de>, E> {
+                Ok(Lazy::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lazy<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Lazy::Complex)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lazy<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Lazy::Complex)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A record's fields, ordered by key, each key once (its last value).
+#[derive(Debug, Default)]
+pub struct Record<'a> {
+    fields: Vec<(Cow<'a, str>, Lazy<'a>)>,
+}
+
+impl<'de> Deserialize<'de> for Record<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Record<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(Key(k)) = map.next_key::<Key>()? {
+                    fields.push((k, map.next_value::<Lazy>()?));
+                }
+                Ok(Record { fields })
+            }
+        }
+        d.deserialize_map(V).map_err(de::Error::custom)
+    }
+}
+
+impl<'a> Record<'a> {
+    /// The record in `bytes`, when they are one JSON object (else the exact path says why not).
+    pub fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The `event_type` value: `Some(None)` when absent, `None` when the key is repeated.
+    pub fn event_type(&self) -> Option<Option<&Lazy<'a>>> {
+        let mut found = self.fields.iter().filter(|(k, _)| k == "event_type").map(|(_, v)| v);
+        let first = found.next();
+        if found.next().is_some() { None } else { Some(first) }
+    }
+
+    /// The fields in the record's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Lazy<'a>)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+impl JsonField for Lazy<'_> {
+    fn is_null(&self) -> bool {
+        matches!(self, Lazy::Null)
+    }
+    fn string(&self) -> Option<&str> {
+        match self {
+            Lazy::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn integer(&self) -> Option<i64> {
+        // As `serde_json::Number`: an integer that fits, or a float with no fraction.
+        match self {
+            Lazy::I64(i) => Some(*i),
+            Lazy::U64(u) => i64::try_from(*u).ok(),
+            Lazy::F64(x) => Some(*x).filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64),
+            _ => None,
+        }
+    }
+    fn number(&self) -> Option<f64> {
+        match self {
+            Lazy::I64(i) => Some(*i as f64),
+            Lazy::U64(u) => Some(*u as f64),
+            Lazy::F64(x) => Some(*x),
+            _ => None,
+        }
+    }
+    fn boolean(&self) -> Option<bool> {
+        match self {
+            Lazy::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    /// Never shown: a rejected record goes through the exact path, which says it with the value.
+    fn short(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The fast record holds what a `serde_json::Map` holds, key by key (its last repeat).
+    fn same_as_map(json: &str) {
+        let r = Record::parse(json.as_bytes()).expect(json);
+        let v: Value = serde_json::from_str(json).unwrap();
+        let m = v.as_object().unwrap();
+        let mut last: std::collections::BTreeMap<&str, &Lazy> = std::collections::BTreeMap::new();
+        for (k, v) in r.iter() {
+            last.insert(k, v);
+        }
+        assert_eq!(last.keys().copied().collect::<Vec<_>>(), m.keys().map(String::as_str).collect::<Vec<_>>(), "{json}");
+        for ((_, lazy), (_, value)) in last.into_iter().zip(m) {
+            assert_eq!(lazy.string(), value.string(), "{json}");
+            assert_eq!(lazy.integer(), value.integer(), "{json}");
+            assert_eq!(lazy.number(), value.number(), "{json}");
+            assert_eq!(lazy.boolean(), value.boolean(), "{json}");
+            assert_eq!(JsonField::is_null(lazy), JsonField::is_null(value), "{json}");
+        }
+    }
+
+    #[test]
+    fn fields_match_a_json_map() {
+        same_as_map(r#"{"b":1,"a":"x","c":null,"d":true,"e":1.5,"f":100000.0,"g":-3}"#);
+        same_as_map(r#"{"k":1,"k":"last wins","j":[1,{"x":2}],"i":{"nested":[]}}"#);
+        same_as_map(r#"{"esc\u0061ped":"line\nbreak \"quoted\"","n":18446744073709551615,"m":-9223372036854775808}"#);
+        same_as_map(r#"{"big":9.5e15,"small":1e-3,"neg":-0.0}"#);
+        same_as_map("{}");
+    }
+
+    #[test]
+    fn a_repeated_event_type_is_left_to_the_exact_path() {
+        assert!(Record::parse(br#"{"event_type":"a","x":1,"event_type":"b"}"#).unwrap().event_type().is_none());
+        assert_eq!(Record::parse(br#"{"x":1}"#).unwrap().event_type(), Some(None));
+    }
+
+    #[test]
+    fn anything_but_one_object_is_left_to_the_exact_path() {
+        for bad in ["[1]", "\"s\"", "{\"a\":1", "{\"a\":1} x", "not json", ""] {
+            assert!(Record::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod equivalence {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::ingest::validate::{Cell, validate, validate_fields};
+    use crate::schema::Contract;
+
+    /// Whatever the fast path accepts, it accepts with the cells of the exact path.
+    #[test]
+    fn the_fast_path_accepts_only_what_the_exact_path_accepts_the_same_way() {
+        let c = Contract::parse(include_str!("../../schemas/events.toml"), "events.toml").unwrap();
+        let cases = [
+            ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","companyID":"c","userID":"u","nbJobs":2}"#),
+            ("bigdatajobs", r#"{"companyID":"c","event_type":"job_submitted","userID":"u","companyID":"d","event_id":"e"}"#),
+            ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","companyID":"c","userID":"u","nbJobs":2,"nbJobs":null}"#),
+            ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","tenantID":"t","companyID":"c","userID":"u"}"#),
+            ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","tenantID":null,"companyID":"c","userID":"u"}"#),
+            ("bigdatajobs", r#"{"event_id":"e","companyID":"c","userID":"u","nbJobs":1,"creationDate":1700000000000}"#),
+            ("companies", r#"{"event_type":"tenant_updated","event_id":"e","tenantID":"t 1","revenu":100000.0,"x":{"y":[1]}}"#),
+            ("companies", r#"{"event_type":"user_login","event_id":"e","companyID":"c","userID":"u","sessionID":"s"}"#),
+        ];
+        for (stream, json) in cases {
+            let sc = c.stream(stream).unwrap();
+            let v: Value = serde_json::from_str(json).unwrap();
+            let mut exact = Vec::new();
+            let want = validate(&c, sc, v.as_object().unwrap(), &mut exact).map(|a| (a.event_type, a.legacy, a.event_time_ms));
+            let rec = Record::parse(json.as_bytes()).unwrap();
+            let Some(et) = rec.event_type() else { continue };
+            let mut fast: Vec<Cell> = Vec::new();
+            if let Ok(a) = validate_fields(&c, sc, et, rec.iter(), false, &mut fast) {
+                assert_eq!(Ok((a.event_type, a.legacy, a.event_time_ms)), want.clone().map_err(|_| ()), "{json}");
+                assert_eq!(fast, exact, "{json}");
+            }
+        }
+    }
+}
