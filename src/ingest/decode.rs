@@ -259,7 +259,10 @@ mod equivalence {
         let cases = [
             ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","companyID":"c","userID":"u","nbJobs":2}"#),
             ("bigdatajobs", r#"{"companyID":"c","event_type":"job_submitted","userID":"u","companyID":"d","event_id":"e"}"#),
-            ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","companyID":"c","userID":"u","nbJobs":2,"nbJobs":null}"#),
+            (
+                "bigdatajobs",
+                r#"{"event_type":"job_submitted","event_id":"e","companyID":"c","userID":"u","nbJobs":2,"nbJobs":null}"#,
+            ),
             ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","tenantID":"t","companyID":"c","userID":"u"}"#),
             ("bigdatajobs", r#"{"event_type":"job_submitted","event_id":"e","tenantID":null,"companyID":"c","userID":"u"}"#),
             ("bigdatajobs", r#"{"event_id":"e","companyID":"c","userID":"u","nbJobs":1,"creationDate":1700000000000}"#),
