@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::validate::JsonField;
 
@@ -118,30 +118,54 @@ pub struct Record<'a> {
     fields: Vec<(Cow<'a, str>, Lazy<'a>)>,
 }
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Record<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(Key(k)) = map.next_key::<Key>()? {
-                    fields.push((k, map.next_value::<Lazy>()?));
-                }
-                Ok(Record { fields })
-            }
+/// Fills a record's fields into a buffer that is reused from record to record (no allocation
+/// per record once it has grown).
+struct Fill<'b, 'de>(&'b mut Vec<(Cow<'de, str>, Lazy<'de>)>);
+
+impl<'de> DeserializeSeed<'de> for Fill<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fill<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            self.0.push((k, map.next_value::<Lazy>()?));
         }
-        d.deserialize_map(V).map_err(de::Error::custom)
+        Ok(())
     }
 }
 
 impl<'a> Record<'a> {
     /// The record in `bytes`, when they are one JSON object (else the exact path says why not).
     pub fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
-        serde_json::from_slice(bytes).ok()
+        Record::parse_into(bytes, Vec::new()).ok()
+    }
+
+    /// [`Record::parse`] into `buf` (emptied first); on failure `buf` comes back for the next
+    /// record. [`Record::into_buffer`] returns it after use.
+    pub fn parse_into(
+        bytes: &'a [u8],
+        mut buf: Vec<(Cow<'a, str>, Lazy<'a>)>,
+    ) -> Result<Record<'a>, Vec<(Cow<'a, str>, Lazy<'a>)>> {
+        buf.clear();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match Fill(&mut buf).deserialize(&mut de).and_then(|()| de.end()) {
+            Ok(()) => Ok(Record { fields: buf }),
+            Err(_) => Err(buf),
+        }
+    }
+
+    /// The buffer, emptied, for the next record.
+    pub fn into_buffer(mut self) -> Vec<(Cow<'a, str>, Lazy<'a>)> {
+        self.fields.clear();
+        self.fields
     }
 
     /// The `event_type` value: `Some(None)` when absent, `None` when the key is repeated.

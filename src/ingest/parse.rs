@@ -136,30 +136,35 @@ pub fn parse_object(
     // into the next record's lifetime (the in-place collect reuses the allocation).
     let mut spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
     let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
+    // The fast path's fields, borrowing from `data`: one buffer for every record of the object.
+    let mut fields = Vec::new();
     for frame in frames(data) {
         let mut cells: Vec<Cell<'_>> = std::mem::take(&mut spare).into_iter().map(|_| Cell::Null).collect();
         out.records += 1;
         // The fast path: a clean record with an `event_id`, validated without a tree.
-        if let Some(rec) = Record::parse(frame.bytes)
-            && let Some(event_type) = rec.event_type()
-        {
-            let mut fc: Vec<Cell<'_>> = std::mem::take(&mut fast_spare).into_iter().map(|_| Cell::Null).collect();
-            let accepted = validate_fields(contract, sc, event_type, rec.iter(), false, &mut fc);
-            let done = match accepted {
-                Ok(acc) if matches!(fc[sc.col_event_id], Cell::Str(_)) => {
-                    let Cell::Str(id) = fc[sc.col_event_id] else { unreachable!("matched") };
-                    let key = id_key(id);
-                    emit(&mut out, &mut builders, sc, &mut fc, acc, source, arrival_ms, key);
-                    true
+        match Record::parse_into(frame.bytes, std::mem::take(&mut fields)) {
+            Ok(rec) => {
+                let mut done = false;
+                if let Some(event_type) = rec.event_type() {
+                    let mut fc: Vec<Cell<'_>> = std::mem::take(&mut fast_spare).into_iter().map(|_| Cell::Null).collect();
+                    let accepted = validate_fields(contract, sc, event_type, rec.iter(), false, &mut fc);
+                    if let Ok(acc) = accepted
+                        && let Cell::Str(id) = fc[sc.col_event_id]
+                    {
+                        let key = id_key(id);
+                        emit(&mut out, &mut builders, sc, &mut fc, acc, source, arrival_ms, key);
+                        done = true;
+                    }
+                    fc.clear();
+                    fast_spare = fc.into_iter().map(|_| Cell::Null).collect();
                 }
-                _ => false,
-            };
-            fc.clear();
-            fast_spare = fc.into_iter().map(|_| Cell::Null).collect();
-            if done {
-                spare = cells.into_iter().map(|_| Cell::Null).collect();
-                continue;
+                fields = rec.into_buffer();
+                if done {
+                    spare = cells.into_iter().map(|_| Cell::Null).collect();
+                    continue;
+                }
             }
+            Err(buf) => fields = buf,
         }
         // The exact path: whatever the fast path does not take as it is.
         let reject = |code, field: Option<String>, message: String| Reject {
