@@ -30,7 +30,7 @@ use crate::config::IngestSettings;
 use crate::dates::{day_of_ms, day_string};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::job::{IngestCounts, IngestJob, JobMetrics, KindCounts, RecordCounts};
+use crate::job::{IngestCounts, IngestJob, JobMetrics, KindCounts};
 use crate::ledger::checkpoint::arrival_day;
 use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use crate::progress::Progress;
@@ -184,13 +184,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     m.files = files;
     m.bytes_out = bytes_out;
     m.partitions = partitions.into_iter().collect();
-    summary.stats = RecordCounts {
-        records: stats.records,
-        valid: stats.valid,
-        duplicates: stats.duplicates,
-        quarantined: stats.quarantined,
-        bytes_uncompressed: stats.bytes_uncompressed,
-    };
+    summary.stats = stats.into();
     m.counts = KindCounts::Ingest(summary);
     m.seconds = started.elapsed().as_secs_f64();
     Ok(m)

@@ -143,16 +143,16 @@ impl Cleanup {
     }
 }
 
-/// The checkpoint `state` would become when summarised up to `seq` (without its consumed
-/// segments, which [`Ledger::write_checkpoint`] writes): partitions, batches, arrivals.
+/// The checkpoint `state` would become when summarised up to `seq`, from the base's partitions
+/// with their files (`parts`): partitions, kept dedup batches, newest arrival, commit count. The
+/// consumed segments are [`Ledger::write_checkpoint`]'s.
 fn summarise_from(
     state: &LedgerState,
-    base_parts: &mut BTreeMap<(String, Vec<String>), PartitionState>,
+    mut parts: BTreeMap<(String, Vec<String>), PartitionState>,
     seq: u64,
     keep_arrivals_ms: i64,
 ) -> (Vec<PartitionState>, Vec<BatchRef>, Option<i64>, u64) {
     let base = state.base.as_deref();
-    let mut parts = std::mem::take(base_parts);
     let mut batches: Vec<BatchRef> = base.map(|b| b.batches.clone()).unwrap_or_default();
     let mut max_arrival = base.and_then(|b| b.max_arrival_ms);
     let mut n = base.map(|b| b.commits).unwrap_or(0);
@@ -331,8 +331,8 @@ impl Ledger {
         run_id: &str,
     ) -> Result<Checkpoint> {
         let base_only = LedgerState { base: state.base.clone(), commits: Vec::new(), published: HashSet::new() };
-        let mut base_parts = self.partitions_with_files(&base_only).await?;
-        let (partitions, batches, max_arrival_ms, commits) = summarise_from(state, &mut base_parts, seq, keep_arrivals_ms);
+        let base_parts = self.partitions_with_files(&base_only).await?;
+        let (partitions, batches, max_arrival_ms, commits) = summarise_from(state, base_parts, seq, keep_arrivals_ms);
         let batches = self.consolidate_dedup(batches, seq).await?;
         // Consumed keys: the base's segments, rewritten only for the days new commits touched.
         let mut consumed = state.base.as_ref().map(|b| b.consumed.clone()).unwrap_or_default();

@@ -90,6 +90,19 @@ impl BatchStats {
     }
 }
 
+/// A run's summed batch stats as the record counts its metrics report.
+impl From<BatchStats> for crate::job::RecordCounts {
+    fn from(s: BatchStats) -> Self {
+        crate::job::RecordCounts {
+            records: s.records,
+            valid: s.valid,
+            duplicates: s.duplicates,
+            quarantined: s.quarantined,
+            bytes_uncompressed: s.bytes_uncompressed,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Commit {
     pub stream: String,

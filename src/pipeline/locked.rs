@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::lease::{self, Holder};
 use super::{RunOptions, run_dag, run_job};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{Job, JobMetrics};
 use crate::progress::Progress;
 use crate::workspace::Workspace;
@@ -157,12 +157,9 @@ pub async fn run_locked_dag(
 
 /// The first failure among locked runs, as the error of the whole run.
 pub fn first_failure(runs: Vec<(String, Locked)>) -> Result<Vec<(String, Locked)>> {
-    if runs.iter().any(|(_, l)| matches!(l, Locked::Ran(r) if r.is_err())) {
-        let e = runs.into_iter().find_map(|(_, l)| match l {
-            Locked::Ran(r) => r.err(),
-            _ => None,
-        });
-        return Err(e.unwrap_or_else(|| Error::Internal("a failed run without its error".into())));
+    if !runs.iter().any(|(_, l)| matches!(l, Locked::Ran(r) if r.is_err())) {
+        return Ok(runs);
     }
-    Ok(runs)
+    let failed = runs.into_iter().find_map(|(_, l)| if let Locked::Ran(r) = l { r.err() } else { None });
+    Err(failed.expect("checked: a run failed"))
 }
