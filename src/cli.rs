@@ -21,7 +21,7 @@ use crate::pipeline::locked::{Locked, LockedRun, first_failure, run_locked_dag};
 use crate::pipeline::{RunOptions, run_jobs};
 use crate::progress::Progress;
 use crate::schedule::cli::ScheduleCommand;
-use crate::simulate::{SimulateOptions, simulate};
+use crate::simulate::{Framing, SimulateOptions, simulate};
 use crate::store::Location;
 use crate::workspace::Workspace;
 
@@ -266,6 +266,10 @@ pub struct SimulateArgs {
     /// Also write Firehose error output, a stray file and a `.snappy` drop per stream.
     #[arg(long)]
     pub noise: bool,
+    /// How records are laid out in an object: every framing the contract allows, or
+    /// newline-delimited only.
+    #[arg(long, value_enum, default_value_t = Framing::Mixed)]
+    pub framing: Framing,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -366,6 +370,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 object_size: a.object_size.max(1),
                 buffer_seconds: a.buffer_seconds,
                 noise: a.noise,
+                framing: a.framing,
             };
             let s = simulate(&dest, &o).await?;
             notice(format!(
