@@ -51,6 +51,14 @@ fn results_on_stdout_in_each_format() {
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary[0]["job"], "ingest_bigdatajobs");
     assert_eq!(summary[0]["valid"], 1);
+    // Where the ingest's time went: every stage is reported, the ones that did work took some.
+    let stages = &summary[0]["stages"];
+    for stage in ["list_s", "read_s", "inflate_s", "parse_s", "dedup_s", "encode_s", "write_s", "commit_s"] {
+        assert!(stages[stage].as_f64().is_some_and(|s| s >= 0.0), "{stage}: {stages}");
+    }
+    for stage in ["read_s", "parse_s", "encode_s", "write_s", "commit_s"] {
+        assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages}");
+    }
 
     let q = "SELECT companyID, nbJobs FROM job_events";
     let csv = env.output(&["query", q, "--format", "csv"]);

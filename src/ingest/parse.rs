@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
@@ -18,6 +19,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::decode::Record;
 use super::framing::frames;
 use super::validate::{Accepted, Cell, reason, validate, validate_fields};
+use crate::job::thread_cpu;
 use crate::schema::{Contract, StreamContract};
 use crate::source::Compression;
 
@@ -41,6 +43,9 @@ pub struct ParsedObject {
     pub rejects: Vec<Reject>,
     pub records: u64,
     pub bytes_uncompressed: u64,
+    /// CPU time spent inflating the object, and framing, parsing and validating its records.
+    pub inflate: Duration,
+    pub parse: Duration,
 }
 
 enum ColBuilder {
@@ -108,7 +113,10 @@ pub fn parse_object(
         rejects: Vec::new(),
         records: 0,
         bytes_uncompressed: 0,
+        inflate: Duration::ZERO,
+        parse: Duration::ZERO,
     };
+    let started = thread_cpu();
 
     let inflated;
     let data: &[u8] = match compression {
@@ -131,6 +139,8 @@ pub fn parse_object(
         }
     };
     out.bytes_uncompressed = data.len() as u64;
+    out.inflate = thread_cpu().saturating_sub(started);
+    let started = thread_cpu();
 
     // One cells buffer for the whole object: emptied at the end of each record and recycled
     // into the next record's lifetime (the in-place collect reuses the allocation).
@@ -211,6 +221,7 @@ pub fn parse_object(
     }
     let arrays: Vec<ArrayRef> = builders.iter_mut().map(ColBuilder::finish).collect();
     out.rows = RecordBatch::try_new(schema, arrays).expect("builders follow the schema");
+    out.parse = thread_cpu().saturating_sub(started);
     out
 }
 

@@ -204,6 +204,58 @@ pub struct IngestCounts {
     pub listed: u64,
     #[serde(flatten)]
     pub stats: RecordCounts,
+    /// Where the run's time went, stage by stage.
+    pub stages: IngestStages,
+}
+
+/// Seconds an ingest run spent per stage. The CPU stages (inflate, parse, dedup, encode) count
+/// the CPU time of the threads doing them ([`thread_cpu`]), so waiting for a core is not
+/// counted and they add up to at most the process's CPU time. The I/O stages (list, read,
+/// write, commit) count wall time; reads and writes of several objects overlap, so theirs is
+/// the sum over objects and can exceed the run's wall time.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct IngestStages {
+    /// Listing the source and loading the ledger's consumed and dedup keys.
+    pub list_s: f64,
+    /// Fetching drop bytes from the store (wall time per object, added up).
+    pub read_s: f64,
+    /// Inflating GZIP drops (CPU).
+    pub inflate_s: f64,
+    /// Framing, parsing and validating records into Arrow builders (CPU).
+    pub parse_s: f64,
+    /// Looking up and recording dedup keys, dropping duplicates (CPU).
+    pub dedup_s: f64,
+    /// Sorting rows into partitions, gathering and encoding Parquet (CPU).
+    pub encode_s: f64,
+    /// Writing staged files and dedup keys.
+    pub write_s: f64,
+    /// The ledger commit, moving files into place, catalog registration and checkpoints.
+    pub commit_s: f64,
+}
+
+/// CPU time of the calling thread so far. A stage measured with it between two points on one
+/// thread (no `.await` in between) counts only its own work.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl IngestStages {
+    pub fn add(&mut self, o: &IngestStages) {
+        self.list_s += o.list_s;
+        self.read_s += o.read_s;
+        self.inflate_s += o.inflate_s;
+        self.parse_s += o.parse_s;
+        self.dedup_s += o.dedup_s;
+        self.encode_s += o.encode_s;
+        self.write_s += o.write_s;
+        self.commit_s += o.commit_s;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
