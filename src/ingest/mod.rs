@@ -16,7 +16,7 @@ pub mod validate;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use arrow::compute::{filter_record_batch, interleave_record_batch};
@@ -30,7 +30,7 @@ use crate::config::IngestSettings;
 use crate::dates::{day_of_ms, day_string};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::job::{IngestCounts, IngestJob, JobMetrics, KindCounts};
+use crate::job::{IngestCounts, IngestJob, IngestStages, JobMetrics, KindCounts, thread_cpu};
 use crate::ledger::checkpoint::arrival_day;
 use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use crate::progress::Progress;
@@ -108,8 +108,11 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
         ledger.clean_up(&state, run_id, retention(settings)).await?;
     }
 
+    let mut stages = IngestStages::default();
+    let listing = Instant::now();
     let candidates = discover(&source, &state, settings, &mut summary).await?;
     let mut consumed = consumed_of(&ledger, &state, &candidates).await?;
+    stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     if r.dry_run {
         // What the run would do: the pending drops, in the batches it would make.
@@ -133,20 +136,31 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
 
     let horizon_ms = settings.dedup_horizon.as_millis() as i64;
     let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
+    let loading = Instant::now();
     let mut dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
+    stages.list_s += loading.elapsed().as_secs_f64();
     let mut replan = Replan::default();
     let mut cursor = 0;
     let mut partitions: BTreeSet<String> = BTreeSet::new();
     let (mut files, mut bytes_out) = (0u64, 0u64);
+    // Plan the next bounded batch from the oldest unconsumed candidates, and start reading it.
+    // While a batch is deduplicated, encoded and committed, the next one is already being read
+    // and parsed: its plan does not depend on the commit (the next batch starts after this one),
+    // and parsing does not touch the dedup index, which is applied in batch order.
+    let mut batch = next_batch(&candidates, &mut cursor, &consumed, settings);
+    let mut reading = read_batch(ws, &source, stream, &batch);
     loop {
-        // Plan the next bounded batch from the oldest unconsumed candidates.
-        let batch = next_batch(&candidates, &mut cursor, &consumed, settings);
         if batch.is_empty() {
             break;
         }
-        match write_batch(ws, &source, &ledger, &state, run_id, &batch, &mut dedup, progress).await {
+        let next = next_batch(&candidates, &mut cursor, &consumed, settings);
+        let next_reading = read_batch(ws, &source, stream, &next);
+        let written = write_batch(ws, &ledger, &state, run_id, &batch, reading, &mut dedup, progress, &mut stages).await;
+        (batch, reading) = (next, next_reading);
+        match written {
             Ok((commit, keys)) => {
                 failpoint::hit("ingest.after_commit");
+                let publishing = Instant::now();
                 publish_commit(ws, &ledger, &commit).await?;
                 failpoint::hit("ingest.after_published");
                 summary.batches += 1;
@@ -163,6 +177,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 state.published.insert(commit.seq);
                 state.commits.push(commit);
                 state = checkpoint(&ledger, state, settings, run_id).await?;
+                stages.commit_s += publishing.elapsed().as_secs_f64();
                 progress.records(stats.records);
             }
             Err(e) => {
@@ -172,7 +187,10 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
                 consumed = consumed_of(&ledger, &state, &candidates).await?;
                 dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
+                // The batch read ahead may hold drops the other run consumed: plan again.
                 cursor = 0;
+                batch = next_batch(&candidates, &mut cursor, &consumed, settings);
+                reading = read_batch(ws, &source, stream, &batch);
             }
         }
     }
@@ -185,6 +203,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     m.bytes_out = bytes_out;
     m.partitions = partitions.into_iter().collect();
     summary.stats = stats.into();
+    summary.stages = stages;
     m.counts = KindCounts::Ingest(summary);
     m.seconds = started.elapsed().as_secs_f64();
     Ok(m)
@@ -275,18 +294,87 @@ fn next_batch(
     batch
 }
 
-/// Reads, deduplicates and stages one batch, then commits it. Returns the commit and the
-/// batch's dedup keys.
+/// One object of a batch, read and parsed (`None` for a refused object), with its rejects and
+/// the time its read took.
+type ReadObject = (Candidate, Option<ParsedObject>, Vec<Reject>, Duration);
+
+/// A batch being read and parsed in the background: its objects arrive in batch order.
+struct ReadBatch {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<ReadObject>>,
+    source_url: String,
+}
+
+impl ReadBatch {
+    async fn recv(&mut self) -> Option<Result<ReadObject>> {
+        self.rx.recv().await
+    }
+}
+
+/// Starts reading and parsing `batch`, several objects at a time, in a task of its own, so it
+/// overlaps the encoding and commit of the batch before. Results come back in batch order, so
+/// dedup keeps the first copy. Dropping the `ReadBatch` stops the task after the objects in
+/// flight. The batch is bounded, so what waits in the channel is too.
+fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidate]) -> ReadBatch {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (source, contract, stream) = (source.clone(), ws.contract.clone(), stream.to_string());
+    let (batch, in_flight) = (batch.to_vec(), ws.config.ingest.parallelism.max(1) + 1);
+    let source_url = source.url.clone();
+    tokio::spawn(async move {
+        let mut parsed = futures::stream::iter(batch)
+            .map(|c| {
+                let source = source.clone();
+                let contract = contract.clone();
+                let stream = stream.clone();
+                async move {
+                    if let Some(why) = &c.refused {
+                        let rejects = vec![Reject {
+                            offset: None,
+                            raw: None,
+                            code: validate::reason::UNSUPPORTED_OBJECT,
+                            field: None,
+                            message: why.clone(),
+                        }];
+                        return Ok::<_, Error>((c, None, rejects, Duration::ZERO));
+                    }
+                    let path = source.child(&c.rel);
+                    let reading = Instant::now();
+                    let body = source.get(&path).await?;
+                    let read = reading.elapsed();
+                    let url = format!("{}{}", source.url, c.rel);
+                    let p = tokio::task::spawn_blocking(move || {
+                        let sc = &contract.streams[&stream];
+                        parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;
+                    let rejects = p.rejects.clone();
+                    Ok((c, Some(p), rejects, read))
+                }
+            })
+            .buffered(in_flight);
+        while let Some(item) = parsed.next().await {
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                break;
+            }
+        }
+    });
+    ReadBatch { rx, source_url }
+}
+
+/// Deduplicates and stages one batch as it is read, then commits it. Returns the commit and
+/// the batch's dedup keys.
 #[allow(clippy::too_many_arguments)]
 async fn write_batch(
     ws: &Workspace,
-    source: &Location,
     ledger: &Ledger,
     state: &LedgerState,
     run_id: &str,
     batch: &[Candidate],
+    mut parsed: ReadBatch,
     dedup: &mut DedupIndex,
     progress: &Progress,
+    stages: &mut IngestStages,
 ) -> Result<(Commit, Vec<u128>)> {
     let stream = ledger.stream();
     let seq = state.next_seq();
@@ -300,42 +388,10 @@ async fn write_batch(
     let mut keys: Vec<u128> = Vec::new();
     let mut quarantine = QuarantineRows::default();
 
-    // Parse objects in parallel; results come back in batch order, so dedup keeps the first copy.
-    let contract = ws.contract.clone();
-    let mut parsed = futures::stream::iter(batch.iter().cloned())
-        .map(|c| {
-            let source = source.clone();
-            let contract = contract.clone();
-            let stream = stream.to_string();
-            async move {
-                if let Some(why) = &c.refused {
-                    let rejects = vec![Reject {
-                        offset: None,
-                        raw: None,
-                        code: validate::reason::UNSUPPORTED_OBJECT,
-                        field: None,
-                        message: why.clone(),
-                    }];
-                    return Ok::<_, Error>((c, None, rejects));
-                }
-                let path = source.child(&c.rel);
-                let body = source.get(&path).await?;
-                let url = format!("{}{}", source.url, c.rel);
-                let p = tokio::task::spawn_blocking(move || {
-                    let sc = &contract.streams[&stream];
-                    parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;
-                let rejects = p.rejects.clone();
-                Ok((c, Some(p), rejects))
-            }
-        })
-        .buffered(ws.config.ingest.parallelism.max(1) + 1);
-
-    while let Some(item) = parsed.next().await {
-        let (c, p, rejects) = item?;
-        let url = format!("{}{}", source.url, c.rel);
+    while let Some(item) = parsed.recv().await {
+        let (c, p, rejects, read) = item?;
+        stages.read_s += read.as_secs_f64();
+        let url = format!("{}{}", parsed.source_url, c.rel);
         let arrival_day = day_of_ms(c.arrival_ms);
         for r in &rejects {
             *stats.quarantined.entry(r.code.to_string()).or_default() += 1;
@@ -343,7 +399,10 @@ async fn write_batch(
         }
         stats.bytes += c.size;
         if let Some(p) = p {
-            let ParsedObject { rows, days, keys: obj_keys, records, bytes_uncompressed, .. } = p;
+            let ParsedObject { rows, days, keys: obj_keys, records, bytes_uncompressed, inflate, parse, .. } = p;
+            stages.inflate_s += inflate.as_secs_f64();
+            stages.parse_s += parse.as_secs_f64();
+            let deduping = thread_cpu();
             stats.records += records;
             stats.bytes_uncompressed += bytes_uncompressed;
             let mask: BooleanArray = obj_keys.iter().map(|k| Some(dedup.insert(*k, c.arrival_ms))).collect();
@@ -360,10 +419,10 @@ async fn write_batch(
             if rows.num_rows() > 0 {
                 kept.push(rows);
             }
+            stages.dedup_s += thread_cpu().saturating_sub(deduping).as_secs_f64();
         }
         progress.inc();
     }
-    drop(parsed);
     stats.valid = kept_days.len() as u64;
 
     // Stage: one file per event date, rows sorted by companyID; quarantine rows per arrival date
@@ -373,17 +432,22 @@ async fn write_batch(
         let dir = day_folder(&sc.table, day, Some(state.version(&sc.table, &values)));
         (values, dir)
     };
-    let mut files = stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, events).await?;
+    let mut files =
+        stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, events, stages).await?;
     let (qbatch, qdays) = quarantine.finish()?;
     let quarantined = |day: &str| {
         let values = vec![day.to_string(), stream.to_string()];
         let dir = quarantine_folder(&values, state.version(QUARANTINE_TABLE, &values));
         (values, dir)
     };
-    files.extend(stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 0, quarantined).await?);
+    files.extend(
+        stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 0, quarantined, stages).await?,
+    );
 
+    let writing = Instant::now();
     let dedup_keys = ledger.dedup_path(seq, &attempt);
     ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
+    stages.write_s += writing.elapsed().as_secs_f64();
 
     let commit = Commit {
         stream: stream.to_string(),
@@ -402,7 +466,9 @@ async fn write_batch(
         compacted: Vec::new(),
     };
     failpoint::hit("ingest.before_commit");
+    let committing = Instant::now();
     ledger.commit(&commit).await?;
+    stages.commit_s += committing.elapsed().as_secs_f64();
     Ok((commit, keys))
 }
 
@@ -420,10 +486,12 @@ async fn stage_partitions(
     days: Vec<i32>,
     sort_col: usize,
     partition: impl Fn(&str) -> (Vec<String>, String),
+    stages: &mut IngestStages,
 ) -> Result<Vec<FileEntry>> {
     if days.is_empty() {
         return Ok(Vec::new());
     }
+    let sorting = thread_cpu();
     // (day, batch, row), stably sorted by day then the sort column's value.
     let mut order: Vec<(i32, usize, usize)> = Vec::with_capacity(days.len());
     let mut d = days.iter();
@@ -442,6 +510,7 @@ async fn stage_partitions(
             _ => groups.push((day, vec![(b, r)])),
         }
     }
+    stages.encode_s += thread_cpu().saturating_sub(sorting).as_secs_f64();
     let batches = Arc::new(batches);
     let wh = ws.warehouse.clone();
     let results = futures::stream::iter(groups.into_iter().enumerate())
@@ -455,23 +524,34 @@ async fn stage_partitions(
             let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
             async move {
                 let len = rows.len() as u64;
-                let data = tokio::task::spawn_blocking(move || {
+                let (data, encode) = tokio::task::spawn_blocking(move || {
+                    let encoding = thread_cpu();
                     let refs: Vec<&RecordBatch> = batches.iter().collect();
                     let part = interleave_record_batch(&refs, &rows).map_err(Error::arrow("gathering a partition"))?;
-                    encode_parquet(&part)
+                    Ok::<_, Error>((encode_parquet(&part)?, thread_cpu().saturating_sub(encoding)))
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
                 let bytes = data.len() as u64;
+                let writing = Instant::now();
                 wh.put(&wh.child(&staged), data).await?;
+                let write = writing.elapsed();
                 if n == 0 {
                     failpoint::hit("ingest.after_first_staged_file");
                 }
-                Ok::<_, Error>(FileEntry { table: table.to_string(), partition: values, staged, path, rows: len, bytes })
+                let entry = FileEntry { table: table.to_string(), partition: values, staged, path, rows: len, bytes };
+                Ok::<_, Error>((entry, encode, write))
             }
         })
         .buffered(ws.config.ingest.parallelism.max(1));
-    results.collect::<Vec<_>>().await.into_iter().collect()
+    let mut entries = Vec::new();
+    for r in results.collect::<Vec<_>>().await {
+        let (entry, encode, write) = r?;
+        stages.encode_s += encode.as_secs_f64();
+        stages.write_s += write.as_secs_f64();
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 #[derive(Default)]
