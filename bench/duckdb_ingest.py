@@ -2,14 +2,28 @@
 type and validate it, drop Firehose duplicates by event_id (by content when absent), and write
 Hive-partitioned Parquet sorted by companyID. Prints the rows written per table.
 
-Usage: python duckdb_ingest.py DROPS_DIR OUT_DIR
+Usage: python duckdb_ingest.py DROPS_DIR OUT_DIR [--format F] [--as-of DATE]
+
+--format: DuckDB's JSON reader. `newline_delimited` (the default) is its fastest and is correct
+  for drops with one record per line (`runner simulate --framing ndjson`); `unstructured` also
+  reads concatenated objects and pretty-printed JSON, and is much slower.
+--as-of: the reference job; after the ingest, build tenant_activity_daily and tenants as of DATE
+  from the Parquet just written (duckdb_dag.py's SQL).
 """
+import argparse
 import os
-import sys
 
 import duckdb
 
-drops, out = sys.argv[1], sys.argv[2]
+import duckdb_dag
+
+ap = argparse.ArgumentParser()
+ap.add_argument("drops")
+ap.add_argument("out")
+ap.add_argument("--format", default="newline_delimited", choices=["newline_delimited", "unstructured"])
+ap.add_argument("--as-of")
+args = ap.parse_args()
+drops, out = args.drops, args.out
 os.makedirs(out, exist_ok=True)
 con = duckdb.connect()
 
@@ -38,7 +52,7 @@ for table, (stream, cols, types, extra) in streams.items():
     con.execute(f"""
         COPY (
           WITH raw AS (
-            SELECT * FROM read_json('{drops}/raw/{stream}/*/*/*/*/*', format='unstructured', columns={columns},
+            SELECT * FROM read_json('{drops}/raw/{stream}/*/*/*/*/*', format='{args.format}', columns={columns},
                                     ignore_errors=true, filename=true)
           ), typed AS (
             SELECT coalesce(event_type, CASE WHEN '{stream}' = 'bigdatajobs' THEN 'job_submitted' ELSE 'tenant_updated' END) AS event_type,
@@ -61,3 +75,8 @@ for table, (stream, cols, types, extra) in streams.items():
     """)
     n = con.execute(f"SELECT count(*) FROM read_parquet('{out}/{table}/*/*.parquet')").fetchone()[0]
     print(f"{table}: {n} rows")
+
+if args.as_of:
+    for table in streams:
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{out}/{table}/*/*.parquet', hive_partitioning=true)")
+    duckdb_dag.build(con, f"{out}/dag", args.as_of, jobs=("tenant_activity_daily", "tenants"))
