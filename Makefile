@@ -7,10 +7,11 @@ RUNNER := cargo run --quiet --
 
 .PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
 
-## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day.
+## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day and churn risk.
 demo:
 	$(RUNNER) run --all
 	$(RUNNER) query --file sql/queries/jobs_per_tenant_per_day.sql
+	$(RUNNER) query --file sql/queries/churn_risk.sql
 
 ## The whole test suite: format, lint, offline validation, unit and integration tests.
 test: venv fmt lint
@@ -77,7 +78,7 @@ serve:
 ## Regenerate the committed sample in data/drops (deterministic).
 sample:
 	rm -rf data/drops
-	$(RUNNER) simulate --out data/drops --tenants 25 --users-per-tenant 5 --days 14 --end-date 2026-11-20 --seed 42 --noise --buffer-seconds 900
+	$(RUNNER) simulate --out data/drops --tenants 25 --users-per-tenant 5 --days 90 --end-date 2026-11-20 --seed 42 --noise --buffer-seconds 900
 
 clean-warehouse:
 	rm -rf warehouse

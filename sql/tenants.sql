@@ -9,6 +9,10 @@
 -- users = users added minus users deleted up to the as-of date.
 -- activity_rank 1 is the least active tenant (fewest job30, then job90); minimal_activity marks
 -- the customers doing the very minimum (job30 < 5 or job90 < 20, the churn rule of the seed).
+-- riskOfChurn is the latest successful score published before this job runs, and
+-- risk_scored_on the date it was scored for: tenants feeds the scoring, so it runs before this
+-- date's scores exist, and shows the previous run's risk, dated (both NULL: never scored).
+-- The risk of this run date is in companies_enriched, written after score_churn.
 WITH profile AS (
     SELECT companyID,
            last_value(name ORDER BY event_time)       FILTER (WHERE name IS NOT NULL)       AS name,
@@ -36,7 +40,8 @@ activity AS (
 -- the table is read as published, see jobs/tenants.toml). NULL when never scored.
 latest_score AS (
     SELECT companyID,
-           last_value(churn ORDER BY scored_at) AS riskOfChurn
+           last_value(churn ORDER BY scored_at) AS riskOfChurn,
+           last_value(dt ORDER BY scored_at)    AS risk_scored_on
     FROM churn_scores
     WHERE dt <= $as_of
       AND status = 'scored'
@@ -59,6 +64,7 @@ SELECT CAST($as_of AS DATE) AS as_of,
        j.users, j.last_activity_at, j.job30, j.job90,
        RANK() OVER (ORDER BY j.job30, j.job90)   AS activity_rank,
        (j.job30 < 5 OR j.job90 < 20)             AS minimal_activity,
-       s.riskOfChurn
+       s.riskOfChurn,
+       s.risk_scored_on
 FROM joined j
 LEFT JOIN latest_score s ON s.companyID = j.companyID

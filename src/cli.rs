@@ -305,16 +305,28 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let path = path.unwrap_or_else(|| config.scoring.model.clone());
             let decl = crate::model::train::train_file(&data, &path, seed, epochs)?;
             let t = decl.training.as_ref().expect("set by train");
+            let (h, c) = (&t.holdout, &t.holdout.confusion);
             writeln!(
                 out,
-                "model {} {}: trained on {} rows, held out {}\nholdout accuracy {:.4}  precision {:.4}  recall {:.4}\nwrote {}",
+                "model {} {}: trained on {} rows, held out {}\n\
+                 holdout accuracy {:.4}  precision {:.4}  recall {:.4}  AUC {:.4}\n\
+                 confusion (churn is positive)  predicted churn  predicted stay\n\
+                 \x20 actual churn                  {:>15}  {:>14}\n\
+                 \x20 actual stay                   {:>15}  {:>14}\n\
+                 training ranges: {}\nwrote {}",
                 decl.id,
                 decl.version,
                 t.train_rows,
                 t.holdout_rows,
-                t.holdout.accuracy,
-                t.holdout.precision,
-                t.holdout.recall,
+                h.accuracy,
+                h.precision,
+                h.recall,
+                h.auc,
+                c.true_positive,
+                c.false_negative,
+                c.false_positive,
+                c.true_negative,
+                decl.profile.iter().map(|p| format!("{} {}..{}", p.feature, p.min, p.max)).collect::<Vec<_>>().join(", "),
                 path.display()
             )
             .map_err(io)?;

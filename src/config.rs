@@ -81,6 +81,32 @@ struct ScoringFile {
     endpoint_name: Option<String>,
     region: Option<String>,
     sigv4: Option<bool>,
+    drift: Option<DriftFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DriftFile {
+    max_out_of_range_share: Option<f64>,
+    max_psi: Option<f64>,
+    refuse: Option<bool>,
+}
+
+/// `[scoring.drift]`: when a scoring run's input is too far from the model's training data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftSettings {
+    /// Warn when more than this share of the companies has a feature outside its training range.
+    pub max_out_of_range_share: f64,
+    /// Warn when a feature's population stability index is above this (0.25: significant shift).
+    pub max_psi: f64,
+    /// Over a threshold, fail the run and publish no scores (the drift is still recorded).
+    pub refuse: bool,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        DriftSettings { max_out_of_range_share: 0.2, max_psi: 0.25, refuse: false }
+    }
 }
 
 /// How the scoring job reaches the churn model (`../shared/spec/scoring.md`).
@@ -135,6 +161,7 @@ pub struct ScoringSettings {
     pub region: Option<String>,
     /// API Gateway: sign calls with SigV4 (service `execute-api`) for IAM-authorized APIs.
     pub sigv4: bool,
+    pub drift: DriftSettings,
 }
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +393,19 @@ impl Config {
             endpoint_name: sc.endpoint_name,
             region: sc.region,
             sigv4: sc.sigv4.unwrap_or(false),
+            drift: {
+                let d = sc.drift.unwrap_or_default();
+                let defaults = DriftSettings::default();
+                let share = d.max_out_of_range_share.unwrap_or(defaults.max_out_of_range_share);
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(cfg_err(format!("scoring.drift.max_out_of_range_share = {share} must be between 0 and 1")));
+                }
+                DriftSettings {
+                    max_out_of_range_share: share,
+                    max_psi: d.max_psi.unwrap_or(defaults.max_psi),
+                    refuse: d.refuse.unwrap_or(false),
+                }
+            },
         };
         if scoring.endpoint == EndpointKind::Sagemaker && scoring.endpoint_name.is_none() {
             return Err(cfg_err(

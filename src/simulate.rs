@@ -1,7 +1,12 @@
 //! `runner simulate`: realistic Firehose drops, deterministic for a seed and an end date.
 //!
-//! Tenants are created, add and remove users, update their plans; users log in and out and
-//! submit big-data jobs that terminate or are cancelled. Some tenants do the very minimum. The
+//! Tenants are created, add and remove users, are billed monthly and now and then change plan;
+//! users log in and out through the day (most of the events) and the company submits a few
+//! big-data jobs that terminate or are cancelled. Tenants are healthy (55%), declining (25%:
+//! fewer working users each day, a handful of jobs lately) or near-dormant (20%), and their
+//! profiles and job counts fall in the ranges of the seed's companies (job30 3-9, job90 10-99
+//! for most, revenue up to 100,000, fees 100-1,199), the data the shipped churn model was
+//! trained on, so the seed's churn rule flags a realistic share and the scores mean something. The
 //! events then travel as they do in production: received a moment after they happen, delivered
 //! by Firehose in objects of about `object_size` bytes or 5 minutes, under the arrival hour of
 //! their oldest record, some late by hours or days, some delivered twice, a share in the legacy
@@ -11,7 +16,7 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,6 +92,17 @@ pub struct SimulateSummary {
     pub bytes: u64,
 }
 
+/// How a tenant's activity evolves over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    /// Users work most days; 5-9 jobs in the last 30 days.
+    Healthy,
+    /// Busy at first, fading: fewer working users each day, a handful of jobs lately.
+    Declining,
+    /// Barely there: a login now and then, a few jobs a quarter.
+    Dormant,
+}
+
 const INDUSTRIES: [&str; 9] = ["gov", "health", "retail", "travel", "energy", "IT", "finance", "consulting", "service"];
 const STREAMS: [&str; 2] = ["companies", "bigdatajobs"];
 
@@ -111,25 +127,75 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
 
     struct Tenant {
         id: String,
-        activity: f64,
+        segment: Segment,
+        /// Chance that a user works on a day, at the start and at the end of the window.
+        activity: (f64, f64),
+        /// The day (index in the window) of each job the company submits, drawn up front so the
+        /// counts of the last 30 and 90 days are the segment's.
+        job_days: Vec<u32>,
         created_day: u32,
         users: Vec<String>,
         next_user: usize,
         fee: f64,
+        /// Months billed before the window starts (totalFee = monthlyFee x months).
+        months: u32,
     }
     let mut tenants: Vec<Tenant> = (0..o.tenants)
         .map(|i| {
-            let minimal = rng.random_bool(0.2);
+            let segment = match rng.random_range(0..100) {
+                0..55 => Segment::Healthy,
+                55..80 => Segment::Declining,
+                _ => Segment::Dormant,
+            };
+            // Jobs in the last 30 days, and in the 60 days before them (the seed's companies have
+            // job30 3-9 and job90 10-99); the activity of users follows the segment.
+            let (activity, recent, earlier) = match segment {
+                Segment::Healthy => {
+                    let a = rng.random_range(0.6..0.95);
+                    ((a, a), rng.random_range(5..=9), rng.random_range(15..=80))
+                }
+                Segment::Declining => (
+                    (rng.random_range(0.5..0.8), rng.random_range(0.05..0.25)),
+                    rng.random_range(3..=5),
+                    rng.random_range(20..=90),
+                ),
+                Segment::Dormant => {
+                    let a = rng.random_range(0.02..0.12);
+                    // One in five has all but stopped: fewer jobs than any company the model saw.
+                    let recent = if rng.random_bool(0.2) { rng.random_range(1..=2) } else { rng.random_range(3..=4) };
+                    ((a, a), recent, rng.random_range(6..=14))
+                }
+            };
+            let created_day = if rng.random_bool(0.9) { 0 } else { rng.random_range(0..o.days.max(1)) };
+            let days = o.days.max(1);
+            let mut job_days = Vec::new();
+            for (count, from, to) in
+                [(recent, days.saturating_sub(30), days), (earlier, days.saturating_sub(90), days.saturating_sub(30))]
+            {
+                let from = from.max(created_day);
+                if from < to {
+                    job_days.extend((0..count).map(|_| rng.random_range(from..to)));
+                }
+            }
             Tenant {
                 id: format!("comp_{i}"),
-                activity: if minimal { rng.random_range(0.02..0.15) } else { rng.random_range(0.4..0.95) },
-                created_day: if rng.random_bool(0.7) { 0 } else { rng.random_range(0..o.days.max(1)) },
+                segment,
+                activity,
+                job_days,
+                created_day,
                 users: Vec::new(),
                 next_user: 0,
-                fee: f64::from(rng.random_range(100..1500)),
+                fee: f64::from(rng.random_range(100..1200)),
+                months: rng.random_range(1..=7),
             }
         })
         .collect();
+    tracing::debug!(
+        healthy = tenants.iter().filter(|t| t.segment == Segment::Healthy).count(),
+        declining = tenants.iter().filter(|t| t.segment == Segment::Declining).count(),
+        dormant = tenants.iter().filter(|t| t.segment == Segment::Dormant).count(),
+        "simulated tenant segments"
+    );
 
     let mut pending: [Vec<Pending>; 2] = [Vec::new(), Vec::new()];
     let mut packers = STREAMS.map(|s| Packer { stream: s, open: Vec::new(), open_bytes: 0, done: Vec::new() });
@@ -180,10 +246,10 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                 let ts = at(&mut rng, 0, 2);
                 let industry =
                     if rng.random_bool(0.01) { "aerospace" } else { INDUSTRIES[rng.random_range(0..INDUSTRIES.len())] };
-                let revenu = rng.random_range(5_000..100_000);
+                let revenu = rng.random_range(10..100_000);
                 let ev = json!({"event_type":"tenant_created","companyID":t.id,"creationDate":ts,"name":format!("Company {}", t.id),
-                    "industry":industry,"revenu":revenu,"employees":revenu / rng.random_range(2..5),"monthlyFee":t.fee,
-                    "totalFee":t.fee,"sentiment":(rng.random_range(-100..=100) as f64) / 100.0});
+                    "industry":industry,"revenu":revenu,"employees":(revenu / rng.random_range(2..5)).max(2),"monthlyFee":t.fee,
+                    "totalFee":t.fee * f64::from(t.months),"sentiment":(rng.random_range(-100..=100) as f64) / 100.0});
                 emit(&mut rng, 0, ts, ev, &mut sum);
                 for _ in 0..o.users_per_tenant {
                     let u = format!("user_{}", t.next_user);
@@ -198,10 +264,16 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                     );
                     t.users.push(u);
                 }
-            } else if rng.random_bool(0.03) {
+            } else if date.day() == 1 || rng.random_bool(0.02) {
+                // A new month is billed; now and then the plan changes within the seed's range.
                 let ts = at(&mut rng, 8, 18);
-                t.fee = (t.fee * rng.random_range(0.8..1.3)).round();
-                let ev = json!({"event_type":"tenant_updated","companyID":t.id,"creationDate":ts,"monthlyFee":t.fee,"totalFee":t.fee * f64::from(d)});
+                if date.day() == 1 {
+                    t.months += 1;
+                } else {
+                    t.fee = (t.fee * rng.random_range(0.8..1.25)).round().clamp(100.0, 1199.0);
+                }
+                let ev = json!({"event_type":"tenant_updated","companyID":t.id,"creationDate":ts,"monthlyFee":t.fee,
+                    "totalFee":t.fee * f64::from(t.months)});
                 emit(&mut rng, 0, ts, ev, &mut sum);
             }
             if d > t.created_day && !t.users.is_empty() && rng.random_bool(0.01) {
@@ -225,11 +297,14 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                 );
                 t.users.push(u);
             }
-            for u in t.users.clone() {
-                // An active user works one or two sessions a day (morning, afternoon).
-                let sessions = if rng.random_bool(t.activity) { 1 + u32::from(rng.random_bool(0.5)) } else { 0 };
-                for s in 0..sessions {
-                    let mut ts = if s == 0 { at(&mut rng, 6, 11) } else { at(&mut rng, 13, 17) };
+            // Users log in and out through the day: most of the events a tenant sends.
+            let progress = f64::from(d) / f64::from(o.days.max(2) - 1);
+            let activity = t.activity.0 + (t.activity.1 - t.activity.0) * progress;
+            let working: Vec<String> = t.users.iter().filter(|_| rng.random_bool(activity)).cloned().collect();
+            for u in &working {
+                let mut ts = at(&mut rng, 6, 9);
+                for _ in 0..rng.random_range(2..=8) {
+                    ts += rng.random_range(60_000..3_600_000);
                     let session = uuid(&mut rng);
                     emit(
                         &mut rng,
@@ -238,23 +313,7 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                         json!({"event_type":"user_login","companyID":t.id,"userID":u,"sessionID":session,"creationDate":ts}),
                         &mut sum,
                     );
-                    for _ in 0..rng.random_range(1..=6) {
-                        ts += rng.random_range(60_000..1_800_000);
-                        let job = format!("job_{}", uuid(&mut rng).split('-').next().unwrap_or("0"));
-                        let ev = json!({"event_type":"job_submitted","companyID":t.id,"userID":u,"jobID":job,
-                        "nbJobs":rng.random_range(1..=3),"dataSize":rng.random_range(1..100_000),"creationDate":ts});
-                        emit(&mut rng, 1, ts, ev, &mut sum);
-                        let end = ts + rng.random_range(10_000..3_600_000);
-                        let ev = if rng.random_bool(0.05) {
-                            json!({"event_type":"job_cancelled","companyID":t.id,"userID":u,"jobID":job,"creationDate":end})
-                        } else {
-                            let status = if rng.random_bool(0.9) { "succeeded" } else { "failed" };
-                            json!({"event_type":"job_terminated","companyID":t.id,"userID":u,"jobID":job,"status":status,
-                            "durationSec":(end - ts) / 1000,"creationDate":end})
-                        };
-                        emit(&mut rng, 1, end, ev, &mut sum);
-                    }
-                    ts += rng.random_range(60_000..7_200_000);
+                    ts += rng.random_range(60_000..2_400_000);
                     let off = if rng.random_bool(0.8) { "user_logoff" } else { "user_session_timeoff" };
                     emit(
                         &mut rng,
@@ -264,6 +323,27 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                         &mut sum,
                     );
                 }
+            }
+            // Big-data jobs are few: the ones drawn for this day, so job30 and job90 land where
+            // the churn model was trained (3-9 and 10-99) for most tenants.
+            let submitters = if working.is_empty() { &t.users } else { &working };
+            let today = t.job_days.iter().filter(|&&x| x == d).count();
+            for _ in 0..today {
+                let Some(u) = submitters.get(rng.random_range(0..submitters.len().max(1))).cloned() else { break };
+                let ts = at(&mut rng, 8, 20);
+                let job = format!("job_{}", uuid(&mut rng).split('-').next().unwrap_or("0"));
+                let ev = json!({"event_type":"job_submitted","companyID":t.id,"userID":u,"jobID":job,
+                "nbJobs":1,"dataSize":rng.random_range(1..100_000),"creationDate":ts});
+                emit(&mut rng, 1, ts, ev, &mut sum);
+                let end = ts + rng.random_range(10_000..3_600_000);
+                let ev = if rng.random_bool(0.05) {
+                    json!({"event_type":"job_cancelled","companyID":t.id,"userID":u,"jobID":job,"creationDate":end})
+                } else {
+                    let status = if rng.random_bool(0.9) { "succeeded" } else { "failed" };
+                    json!({"event_type":"job_terminated","companyID":t.id,"userID":u,"jobID":job,"status":status,
+                    "durationSec":(end - ts) / 1000,"creationDate":end})
+                };
+                emit(&mut rng, 1, end, ev, &mut sum);
             }
         }
         // Everything arriving before tomorrow can be delivered: later days only add later arrivals.

@@ -71,7 +71,7 @@ fn company_ids(file: &Path) -> Vec<String> {
 #[tokio::test]
 async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new_version() {
     let env = TestEnv::with_job_edits(
-        "[ingest]\nmax_objects_per_batch = 6\n",
+        "[ingest]\nmax_objects_per_batch = 2\n",
         &[("compact_events.toml", "min_files = 8", "min_files = 2")],
     );
     simulate(&env, "5", "2026-11-20", "6");

@@ -35,8 +35,16 @@ fn the_trained_model_reaches_90_percent_on_held_out_companies_and_matches_the_co
     let t = decl.training.clone().unwrap();
     assert_eq!(t.holdout_rows, 2000);
     assert!(t.holdout.accuracy >= 0.90, "holdout accuracy {:.4}", t.holdout.accuracy);
+    assert!(t.holdout.auc >= 0.95, "holdout AUC {:.4}", t.holdout.auc);
+    let c = t.holdout.confusion;
+    assert_eq!((c.true_positive + c.false_positive + c.true_negative + c.false_negative) as usize, t.holdout_rows);
+    // The training distribution the drift guard compares with: the seed's ranges.
+    let job30 = decl.profile.iter().find(|p| p.feature == "job30").expect("job30 profiled");
+    assert_eq!((job30.min, job30.max), (3.0, 9.0));
+    assert_eq!(decl.profile.len(), decl.features.len());
     // `runner model train --data data/companies.csv` wrote the committed declaration.
     assert_eq!(decl.version, model().version, "data/model/churn.json is stale: rerun `make model`");
+    assert_eq!(decl.profile, model().profile, "data/model/churn.json is stale: rerun `make model`");
 }
 
 /// One row per industry the model knows, plus `IT`'s neighbours and one it does not know, as
@@ -486,4 +494,89 @@ async fn api_gateway_calls_carry_the_key_and_a_sigv4_signature_and_neither_leaks
     for secret in [API_KEY, "testing-secret"] {
         assert!(!everything.contains(secret), "`{secret}` leaked");
     }
+}
+
+/// The demo as a new user runs it (`make demo`: `runner run --all` on the committed sample in
+/// data/drops, the shipped model): the answers make sense. Both classes are scored, some tenants
+/// do the very minimum and some do not, and companies_enriched holds every scored company with
+/// the risk of that run.
+#[tokio::test]
+async fn the_demo_scores_both_classes_and_enriches_every_company_in_one_run() {
+    let env = TestEnv::new();
+    for f in common::walk(&Path::new(REPO).join("data/drops")) {
+        let dest = env.root().join("drops").join(f.strip_prefix(Path::new(REPO).join("data/drops")).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, dest).unwrap();
+    }
+    let out = runner(&env, &["run", "--all", "--at", AS_OF, "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let score = runs.as_array().unwrap().iter().find(|r| r["job"] == "score_churn").expect("score_churn ran");
+    assert!(score["out_of_range"].as_u64().unwrap() * 5 <= score["companies"].as_u64().unwrap(), "{score}");
+
+    let classes = env.query(&format!("SELECT DISTINCT churn FROM churn_scores WHERE dt = DATE '{AS_OF}' ORDER BY churn")).await;
+    assert_eq!(classes, ["churn", "false", "true"], "the demo's scores hold both classes");
+    let minimal = env.query("SELECT DISTINCT minimal_activity FROM tenants ORDER BY minimal_activity").await;
+    assert_eq!(minimal, ["minimal_activity", "false", "true"]);
+    let spread =
+        env.query(&format!("SELECT count(*) FROM churn_scores WHERE score BETWEEN 0.05 AND 0.95 AND dt = DATE '{AS_OF}'")).await;
+    assert!(spread[1].parse::<u64>().unwrap() >= 3, "scores spread between the classes: {spread:?}");
+
+    // One run: every scored company is in companies_enriched with this run's risk.
+    let check = env
+        .query(&format!(
+            "SELECT count(*) AS scored, \
+                    count(e.companyID) AS enriched, \
+                    sum(CASE WHEN e.riskOfChurn = s.churn AND e.churn_score = s.score AND e.score_status = 'scored' THEN 1 ELSE 0 END) AS same \
+             FROM churn_scores s LEFT JOIN companies_enriched e ON e.companyID = s.companyID AND e.as_of = s.dt \
+             WHERE s.dt = DATE '{AS_OF}' AND s.status = 'scored'"
+        ))
+        .await;
+    let n: Vec<u64> = check[1].split(',').map(|v| v.parse().unwrap()).collect();
+    assert!(n[0] >= 20, "{check:?}");
+    assert_eq!((n[1], n[2]), (n[0], n[0]), "{check:?}");
+    let total = env.query(&format!("SELECT count(*) FROM companies_enriched WHERE as_of = DATE '{AS_OF}'")).await;
+    assert_eq!(total[1], company_count(&env).await.to_string());
+    // tenants ran before this date's scores: its risk is empty and says so (never scored).
+    let stale = env.query("SELECT count(*) FROM tenants WHERE riskOfChurn IS NOT NULL OR risk_scored_on IS NOT NULL").await;
+    assert_eq!(stale[1], "0");
+}
+
+/// Tenants far outside the model's training range (3 days of history: job90 far below the
+/// training minimum of 10): the run reports the drift, flags each such row in churn_scores and
+/// records the drift per feature; with `refuse = true` it publishes no score.
+#[tokio::test]
+async fn drift_outside_the_training_range_is_reported_flagged_and_can_refuse_to_publish() {
+    let env = env_with("");
+    let (ok, v, stderr) = score(&env);
+    assert!(ok, "{stderr}");
+    let companies = v[0]["companies"].as_u64().unwrap();
+    assert!(v[0]["out_of_range"].as_u64().unwrap() * 10 >= companies * 8, "{v}");
+    assert!(v[0]["out_of_range_by_feature"]["job90"].as_u64().unwrap() > 0, "{v}");
+    assert!(stderr.contains("WARNING") && stderr.contains("outside the model's training range"), "{stderr}");
+    assert!(stderr.contains("job90") && stderr.contains("below 10"), "{stderr}");
+
+    let flagged =
+        env.query(&format!("SELECT count(*) FROM churn_scores WHERE dt = DATE '{AS_OF}' AND out_of_range LIKE '%job90%'")).await;
+    assert_eq!(flagged[1], v[0]["out_of_range_by_feature"]["job90"].to_string());
+    let drift = env
+        .query(&format!(
+            "SELECT feature, rows, below_min, level FROM churn_drift WHERE dt = DATE '{AS_OF}' AND feature = 'job90'"
+        ))
+        .await;
+    let cells: Vec<&str> = drift[1].split(',').collect();
+    assert_eq!(cells[1], companies.to_string(), "{drift:?}");
+    assert!(cells[2].parse::<u64>().unwrap() > 0, "{drift:?}");
+    assert_eq!(cells[3], "too_few_rows", "PSI needs 50 rows: {drift:?}");
+
+    // Refuse: the run fails, says why, publishes no score; the drift is still recorded.
+    drop_scores(&env);
+    set_scoring(&env, "[scoring.drift]\nrefuse = true\n");
+    let (ok, _, stderr) = score(&env);
+    assert!(!ok, "a refused run fails");
+    assert!(stderr.contains("scoring.drift.refuse is set, so no score was published"), "{stderr}");
+    let none = env.query(&format!("SELECT count(*) FROM churn_scores WHERE dt = DATE '{AS_OF}'")).await;
+    assert_eq!(none[1], "0");
+    let drift = env.query(&format!("SELECT count(*) FROM churn_drift WHERE dt = DATE '{AS_OF}'")).await;
+    assert_eq!(drift[1], "6", "one row per model feature");
 }

@@ -36,6 +36,8 @@ pub struct ScoreJob {
     pub input: String,
     /// Where scores go (`churn_scores`).
     pub output: String,
+    /// Where each run's drift per feature goes (`churn_drift`), when set.
+    pub drift: Option<String>,
 }
 
 /// A per-tenant export: each dataset's rows, split by `companyID`, under the tenant's prefix.

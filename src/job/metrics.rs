@@ -163,6 +163,13 @@ impl KindCounts {
                     kv(&format!("errors.{reason}"), n);
                 }
                 kv("unknown_industry", &c.unknown_industry);
+                kv("out_of_range", &c.out_of_range);
+                for (feature, n) in c.out_of_range_by_feature.iter().filter(|(_, n)| **n > 0) {
+                    kv(&format!("out_of_range.{feature}"), n);
+                }
+                for (feature, psi) in &c.psi {
+                    kv(&format!("psi.{feature}"), &format!("{psi:.2}"));
+                }
                 kv("calls", &c.calls);
                 kv("retries", &c.retries);
                 kv("endpoint", &c.endpoint);
@@ -293,6 +300,12 @@ pub struct ScoreCounts {
     pub errors_by_reason: BTreeMap<String, u64>,
     /// Companies whose industry the model does not know (scored with an all-zero one-hot).
     pub unknown_industry: u64,
+    /// Companies with at least one feature outside the model's training range.
+    pub out_of_range: u64,
+    /// Per feature: companies outside its training range.
+    pub out_of_range_by_feature: BTreeMap<String, u64>,
+    /// Per feature: the population stability index against the training data (from 50 rows on).
+    pub psi: BTreeMap<String, f64>,
     pub calls: u64,
     pub retries: u64,
 }

@@ -48,6 +48,8 @@ struct ScoreSection {
     input: String,
     /// The scores table.
     output: String,
+    /// The drift table (per run date and feature), optional.
+    drift: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,7 +143,7 @@ impl Job {
                 vec![table, QUARANTINE_TABLE.to_string()]
             }
             JobKind::Sql(s) => vec![s.output.clone()],
-            JobKind::Score(s) => vec![s.output.clone()],
+            JobKind::Score(s) => std::iter::once(s.output.clone()).chain(s.drift.clone()).collect(),
             JobKind::Export(_) | JobKind::Compact(_) => Vec::new(),
         }
     }
@@ -183,7 +185,7 @@ impl Jobs {
             let kind = match (jf.ingest, jf.sql) {
                 _ if jf.score.is_some() => {
                     let s = jf.score.clone().expect("checked");
-                    JobKind::Score(ScoreJob { input: s.input, output: s.output })
+                    JobKind::Score(ScoreJob { input: s.input, output: s.output, drift: s.drift })
                 }
                 _ if jf.compact.is_some() => {
                     let c = jf.compact.clone().expect("checked");

@@ -8,8 +8,10 @@
 //! becomes all zeros and is reported, never fatal.
 //!
 //! - [`train`]: `runner model train`, logistic regression on standardized features.
+//! - [`drift`]: the training distribution of each feature, and how far a scoring run is from it.
 //! - [`serve`]: `runner model serve`, the SageMaker container and API Gateway contracts.
 
+pub mod drift;
 pub mod serve;
 pub mod train;
 
@@ -84,6 +86,9 @@ pub struct ModelDecl {
     /// How the model was trained and how it did on held-out data.
     #[serde(default)]
     pub training: Option<train::TrainingReport>,
+    /// Each numeric feature's training distribution (range, deciles), for the drift guard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<drift::FeatureProfile>,
 }
 
 /// One model row, and whether the company's industry was unknown to the model.
@@ -281,6 +286,7 @@ mod tests {
             weights: vec![0.0; 8],
             bias: 0.0,
             training: None,
+            profile: Vec::new(),
         }
     }
 

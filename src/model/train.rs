@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use super::drift::FeatureProfile;
 use super::{Company, ModelDecl};
 use crate::error::{Error, Result};
 
@@ -33,6 +34,20 @@ pub struct Metrics {
     pub accuracy: f64,
     pub precision: f64,
     pub recall: f64,
+    /// Area under the ROC curve of the scores (1 ranks every churner above every other
+    /// company, 0.5 is chance).
+    pub auc: f64,
+    /// Counts at the model's threshold, churn being the positive class.
+    pub confusion: Confusion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confusion {
+    pub true_positive: u64,
+    pub false_positive: u64,
+    pub true_negative: u64,
+    pub false_negative: u64,
 }
 
 /// A labelled company of the seed's `companies.csv`.
@@ -137,6 +152,7 @@ pub fn train(data: &[Labelled], source: &str, seed: u64, epochs: usize) -> Resul
         weights: Vec::new(),
         bias: 0.0,
         training: None,
+        profile: Vec::new(),
     };
     decl.weights = vec![0.0; decl.features.len() + decl.industries.len()];
     let rows = |idx: &[usize]| -> Result<Vec<(Vec<f64>, f64)>> {
@@ -188,6 +204,12 @@ pub fn train(data: &[Labelled], source: &str, seed: u64, epochs: usize) -> Resul
         decl.bias -= lr * grad_b / m;
     }
     let metrics = evaluate(&decl, &holdout_rows);
+    decl.profile = (0..n)
+        .map(|j| {
+            let values: Vec<f64> = train_rows.iter().map(|(x, _)| x[j]).collect();
+            FeatureProfile::of(&decl.features[j], &values)
+        })
+        .collect();
     decl.version = version_of(&decl);
     decl.training = Some(TrainingReport {
         data: source.to_string(),
@@ -201,19 +223,52 @@ pub fn train(data: &[Labelled], source: &str, seed: u64, epochs: usize) -> Resul
     Ok(decl)
 }
 
-/// Accuracy, precision and recall of `decl` on labelled rows.
+/// Accuracy, precision, recall, AUC and the confusion matrix of `decl` on labelled rows.
 pub fn evaluate(decl: &ModelDecl, rows: &[(Vec<f64>, f64)]) -> Metrics {
-    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
+    let mut c = Confusion { true_positive: 0, false_positive: 0, true_negative: 0, false_negative: 0 };
+    let mut scored = Vec::with_capacity(rows.len());
     for (x, y) in rows {
-        match (decl.predict(x).predicted_label == 1, *y == 1.0) {
-            (true, true) => tp += 1.0,
-            (true, false) => fp += 1.0,
-            (false, false) => tn += 1.0,
-            (false, true) => fn_ += 1.0,
+        let p = decl.predict(x);
+        scored.push((p.score, *y == 1.0));
+        match (p.predicted_label == 1, *y == 1.0) {
+            (true, true) => c.true_positive += 1,
+            (true, false) => c.false_positive += 1,
+            (false, false) => c.true_negative += 1,
+            (false, true) => c.false_negative += 1,
         }
     }
-    let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    Metrics { accuracy: div(tp + tn, tp + tn + fp + fn_), precision: div(tp, tp + fp), recall: div(tp, tp + fn_) }
+    let div = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    Metrics {
+        accuracy: div(c.true_positive + c.true_negative, rows.len() as u64),
+        precision: div(c.true_positive, c.true_positive + c.false_positive),
+        recall: div(c.true_positive, c.true_positive + c.false_negative),
+        auc: auc(&mut scored),
+        confusion: c,
+    }
+}
+
+/// The ROC AUC of (score, positive) pairs: the chance that a random positive scores above a
+/// random negative, ties counting half (the Mann-Whitney statistic over ranks).
+pub fn auc(scored: &mut [(f64, bool)]) -> f64 {
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (positives, negatives) = scored.iter().fold((0u64, 0u64), |(p, n), s| if s.1 { (p + 1, n) } else { (p, n + 1) });
+    if positives == 0 || negatives == 0 {
+        return 0.5;
+    }
+    // Average ranks (1-based) over runs of equal scores.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < scored.len() {
+        let mut j = i;
+        while j + 1 < scored.len() && scored[j + 1].0 == scored[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * scored[i..=j].iter().filter(|s| s.1).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
 }
 
 /// A short, stable hash of what the model computes.
@@ -221,4 +276,19 @@ fn version_of(decl: &ModelDecl) -> String {
     let text = serde_json::to_string(&(&decl.features, &decl.industries, &decl.mean, &decl.std, &decl.weights, decl.bias))
         .unwrap_or_default();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auc;
+
+    #[test]
+    fn auc_ranks_positives_above_negatives_with_ties_counting_half() {
+        assert_eq!(auc(&mut [(0.1, false), (0.2, false), (0.8, true), (0.9, true)]), 1.0);
+        assert_eq!(auc(&mut [(0.9, false), (0.1, true)]), 0.0);
+        assert_eq!(auc(&mut [(0.5, false), (0.5, true)]), 0.5);
+        // One of the four positive/negative pairs is ordered wrongly.
+        assert_eq!(auc(&mut [(0.1, false), (0.3, true), (0.4, false), (0.9, true)]), 0.75);
+        assert_eq!(auc(&mut [(0.3, true)]), 0.5, "one class only: chance");
+    }
 }

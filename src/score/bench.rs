@@ -62,6 +62,7 @@ pub async fn run(
             endpoint_name: None,
             region: None,
             sigv4: false,
+            drift: Default::default(),
         };
         let endpoint = Arc::new(Endpoint::new(&settings, model.clone()).await?);
         let started = Instant::now();

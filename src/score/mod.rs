@@ -9,6 +9,12 @@
 //! columns of `churn_scores` are stated once, in `schemas/tables/churn_scores.toml`; each row
 //! carries the run id of the run that wrote it.
 //!
+//! Before any call, the companies are compared with the model's training distribution
+//! ([`crate::model::drift`]): each company with a feature outside the training range is flagged
+//! in `churn_scores.out_of_range`, the drift per feature goes to the job's drift table
+//! (`churn_drift`), and over `[scoring.drift]`'s thresholds the run warns loudly (or, with
+//! `refuse = true`, fails without publishing scores).
+//!
 //! [`endpoint`] is the reliable client every call goes through; [`bench`] measures it against a
 //! running model server (`runner model bench`).
 
@@ -28,10 +34,13 @@ use arrow::datatypes::{Float64Type, SchemaRef};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 
+use crate::config::DriftSettings;
 use crate::dates::date32;
 use crate::error::{Error, Result};
 use crate::job::{Checks, JobMetrics, KindCounts, ScoreCounts, ScoreJob, WriteMode};
+use crate::model::drift::{self, FeatureDrift};
 use crate::model::{Company, ModelDecl, Prediction};
+use crate::output::notice;
 use crate::publish::{OutputSpec, publish_output};
 use crate::workspace::{JobRun, Workspace};
 use endpoint::{Endpoint, Item};
@@ -66,6 +75,34 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     let companies = read_companies(&ctx, &sj.input, as_of).await?;
     summary.companies = companies.len() as u64;
     let kept = previous_scores(ws, &ctx, &sj.output, as_of, &model).await?;
+
+    // The guard at the model's door: how far are these companies from the training data?
+    let (drift, flagged) = drift::assess(&model.profile, &companies);
+    let out_of_range: HashMap<String, String> =
+        companies.iter().zip(&flagged).filter(|(_, f)| !f.is_empty()).map(|(c, f)| (c.company_id.clone(), f.join(","))).collect();
+    summary.out_of_range = out_of_range.len() as u64;
+    for d in &drift {
+        summary.out_of_range_by_feature.insert(d.feature.clone(), d.out_of_range());
+        if let Some(psi) = d.psi {
+            summary.psi.insert(d.feature.clone(), psi);
+        }
+    }
+    let alarm = drift_alarm(&drift, summary.out_of_range, companies.len(), &settings.drift);
+    if model.profile.is_empty() {
+        notice(format!(
+            "note: job `{}`: the model declaration {} has no training profile, so drift is not checked; retrain with `runner model train`",
+            job.name,
+            settings.model.display()
+        ));
+    } else if let Some(why) = &alarm {
+        tracing::warn!(job = %job.name, "{why}");
+        notice(format!(
+            "WARNING: job `{}`: {why}. Scores of these companies are extrapolations: each is flagged in `{}.out_of_range`{}.",
+            job.name,
+            sj.output,
+            if settings.drift.refuse { "; scoring.drift.refuse is set, so no score is published" } else { "" }
+        ));
+    }
 
     // Companies to score: model rows, or an error for the ones that cannot make one.
     let now = Utc::now().timestamp_millis();
@@ -104,6 +141,9 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     m.rows_in = summary.companies;
     if r.dry_run {
         // Would score `attempted` companies (the others are kept or cannot make a model row).
+        if let Some(d) = &sj.drift {
+            m.partitions.push(format!("{d}/dt={as_of}"));
+        }
         m.rows_out = summary.companies;
         m.partitions = vec![format!("dt={as_of}")];
         summary.errors = results.iter().filter(|r| r.error.is_some()).count() as u64;
@@ -157,9 +197,23 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     // Scored by this run: every prediction but the kept ones.
     summary.scored = results.iter().filter(|r| r.prediction.is_some()).count() as u64 - summary.kept;
 
+    // The drift is recorded whatever happens next, so a refused run can be looked into.
+    if let Some(table) = &sj.drift
+        && !drift.is_empty()
+    {
+        publish_drift(ws, job, table, &drift, &model, as_of, run_id, &settings.model.display().to_string()).await?;
+    }
+    if let (Some(why), true) = (&alarm, settings.drift.refuse) {
+        return Err(Error::Failed(format!(
+            "job `{}`: {why}; scoring.drift.refuse is set, so no score was published (the drift per feature is in `{}`)",
+            job.name,
+            sj.drift.as_deref().unwrap_or("the summary")
+        )));
+    }
+
     // Publish the date's partition: kept, new and failed companies together.
     results.sort_by(|a, b| a.company_id.cmp(&b.company_id));
-    let batch = to_batch(&results, &model, as_of, run_id, &declared)?;
+    let batch = to_batch(&results, &model, as_of, run_id, &out_of_range, &declared)?;
     let schema = batch.schema();
     let spec = OutputSpec {
         job: job.name.clone(),
@@ -301,13 +355,21 @@ fn company_json(c: &Company) -> serde_json::Value {
 
 /// The `churn_scores` rows, in the columns `schema` declares (a declared column the job does
 /// not produce is an error naming it).
-fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate, run_id: &str, schema: &SchemaRef) -> Result<RecordBatch> {
+fn to_batch(
+    results: &[Scored],
+    model: &ModelDecl,
+    as_of: NaiveDate,
+    run_id: &str,
+    out_of_range: &HashMap<String, String>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let n = results.len();
     let (mut id, mut score, mut churn) = (StringBuilder::new(), Float64Builder::new(), BooleanBuilder::new());
     let (mut mid, mut mver, mut ep) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     let mut at = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let (mut status, mut error) = (StringBuilder::new(), StringBuilder::new());
+    let (mut status, mut error, mut oor) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     for r in results {
+        oor.append_option(out_of_range.get(&r.company_id));
         id.append_value(&r.company_id);
         score.append_option(r.prediction.and_then(|p| p.score.is_finite().then_some(p.score)));
         churn.append_option(r.prediction.map(|p| p.predicted_label == 1));
@@ -328,6 +390,7 @@ fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate, run_id: &st
         ("scored_at", Arc::new(at.finish())),
         ("status", Arc::new(status.finish())),
         ("error", Arc::new(error.finish())),
+        ("out_of_range", Arc::new(oor.finish())),
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
@@ -342,4 +405,94 @@ fn to_batch(results: &[Scored], model: &ModelDecl, as_of: NaiveDate, run_id: &st
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow("building churn_scores rows"))
+}
+
+/// Why the drift is over the configured thresholds, or `None`.
+fn drift_alarm(drift: &[FeatureDrift], out_of_range: u64, companies: usize, limits: &DriftSettings) -> Option<String> {
+    let mut why = Vec::new();
+    if companies > 0 && out_of_range as f64 / companies as f64 > limits.max_out_of_range_share {
+        let features: Vec<String> = drift
+            .iter()
+            .filter(|d| d.out_of_range() > 0)
+            .map(|d| format!("{} {} above {} / {} below {}", d.feature, d.above_max, d.train_max, d.below_min, d.train_min))
+            .collect();
+        why.push(format!(
+            "{out_of_range} of {companies} companies ({:.0}%) have features outside the model's training range ({}; limit {:.0}%)",
+            100.0 * out_of_range as f64 / companies as f64,
+            features.join(", "),
+            100.0 * limits.max_out_of_range_share
+        ));
+    }
+    let shifted: Vec<String> =
+        drift.iter().filter_map(|d| d.psi.filter(|p| *p > limits.max_psi).map(|p| format!("{} {p:.2}", d.feature))).collect();
+    if !shifted.is_empty() {
+        why.push(format!("population stability index over {} (significant shift): {}", limits.max_psi, shifted.join(", ")));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Publishes the run date's partition of the drift table (one row per feature).
+#[allow(clippy::too_many_arguments)]
+async fn publish_drift(
+    ws: &Workspace,
+    job: &crate::job::Job,
+    table: &str,
+    drift: &[FeatureDrift],
+    model: &ModelDecl,
+    as_of: NaiveDate,
+    run_id: &str,
+    source: &str,
+) -> Result<()> {
+    let d = ws.declared.get(table).ok_or_else(|| Error::Config {
+        file: ws.config.schemas_dir.join("tables").display().to_string(),
+        message: format!(
+            "the scoring job writes its drift to `{table}`, which is not declared: add {table}.toml (see churn_drift.toml)"
+        ),
+    })?;
+    let schema = d.schema()?;
+    let n = drift.len();
+    let u = |f: fn(&FeatureDrift) -> u64| {
+        Arc::new(arrow::array::Int64Array::from_iter_values(drift.iter().map(|d| f(d) as i64))) as ArrayRef
+    };
+    let mut columns: HashMap<&str, ArrayRef> = HashMap::from([
+        ("feature", Arc::new(arrow::array::StringArray::from_iter_values(drift.iter().map(|d| d.feature.as_str()))) as ArrayRef),
+        ("rows", u(|d| d.rows)),
+        ("below_min", u(|d| d.below_min)),
+        ("above_max", u(|d| d.above_max)),
+        ("train_min", Arc::new(Float64Array::from_iter_values(drift.iter().map(|d| d.train_min)))),
+        ("train_max", Arc::new(Float64Array::from_iter_values(drift.iter().map(|d| d.train_max)))),
+        ("psi", Arc::new(Float64Array::from_iter(drift.iter().map(|d| d.psi)))),
+        ("level", Arc::new(arrow::array::StringArray::from_iter_values(drift.iter().map(|d| d.level)))),
+        ("model_id", Arc::new(arrow::array::StringArray::from(vec![model.id.as_str(); n]))),
+        ("model_version", Arc::new(arrow::array::StringArray::from(vec![model.version.as_str(); n]))),
+        ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
+        ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
+    ]);
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            columns.remove(f.name().as_str()).ok_or_else(|| Error::Config {
+                file: format!("schemas/tables/{table}.toml"),
+                message: format!("column `{}` is declared but the scoring job does not produce it", f.name()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow("building drift rows"))?;
+    let spec = OutputSpec {
+        job: job.name.clone(),
+        description: d.description.clone(),
+        output: table.to_string(),
+        partition_by: vec!["dt".into()],
+        mode: WriteMode::ReplacePartitions,
+        checks: Checks {
+            not_null: vec!["feature".into(), "dt".into()],
+            unique: vec!["feature".into(), "dt".into()],
+            ..Default::default()
+        },
+        source: source.to_string(),
+    };
+    let expected = BTreeSet::from([vec![as_of.to_string()]]);
+    publish_output(ws, &spec, &schema, vec![batch], expected, run_id, false).await?;
+    Ok(())
 }

@@ -1,0 +1,34 @@
+-- companies_enriched: the customer dataset with its churn risk as of $as_of, in the same run as
+-- the scoring: the Company entity of ../shared/spec/scoring.md (churn_features of $as_of) with
+-- the profile and activity of tenants, and riskOfChurn and the score from churn_scores of the
+-- same date (this run's scoring, not an earlier one).
+--
+-- No risk is empty without a reason: score_status is `scored`, `error` (score_error says why,
+-- riskOfChurn is NULL) or `not_scored` (the scoring job has not run for this date).
+-- out_of_range names the model features outside the model's training range: such a score is
+-- an extrapolation (see churn_drift). When and by which run a score was made is in churn_scores
+-- (scored_at, run_id).
+SELECT f.as_of,
+       f.companyID,
+       t.name,
+       f.industry,
+       f.revenu,
+       f.employees,
+       t.users,
+       f.job30,
+       f.job90,
+       f.monthlyFee,
+       f.totalFee,
+       t.last_activity_at,
+       t.activity_rank,
+       t.minimal_activity,
+       s.churn                          AS riskOfChurn,
+       s.score                          AS churn_score,
+       COALESCE(s.status, 'not_scored') AS score_status,
+       s.error                          AS score_error,
+       s.out_of_range,
+       s.model_version
+FROM churn_features f
+LEFT JOIN tenants t ON t.companyID = f.companyID AND t.as_of = f.as_of
+LEFT JOIN churn_scores s ON s.companyID = f.companyID AND s.dt = f.as_of
+WHERE f.as_of = $as_of
