@@ -31,7 +31,8 @@ PROFILE=${PROFILE:-release}
 [ -n "${RUNNER_BIN:-}" ] || cargo build --profile "$PROFILE" --quiet
 BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 
-SIMULATED="ndjson $TENANTS $USERS $DAYS"
+# Bump the version when `runner simulate` changes what it writes, so old drops are made again.
+SIMULATED="v2 ndjson $TENANTS $USERS $DAYS"
 if [ "$(cat "$WORK/.simulated" 2>/dev/null)" != "$SIMULATED" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"
   echo "simulating $TENANTS tenants x $USERS users x $DAYS days into $WORK/drops ..." >&2
