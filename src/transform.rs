@@ -26,7 +26,7 @@ use crate::publish::{OutputSpec, publish_output};
 use crate::workspace::{JobRun, Workspace};
 
 /// Days an incremental job's SQL covers in one query: bounds its memory on a long backfill.
-const MAX_DAYS_PER_QUERY: usize = 31;
+const MAX_DAYS_PER_QUERY: usize = 10;
 
 /// Incremental state: the ingest batches already seen, and days changed after an earlier as-of.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -267,7 +267,7 @@ impl IngestStages {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SqlCounts {
-    /// Queries run: one per run of consecutive changed days (at most 31 days each).
+    /// Queries run: one per run of consecutive changed days (at most 10 days each).
     pub queries: u64,
 }
 

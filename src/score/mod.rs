@@ -380,7 +380,7 @@ fn to_batch(
         status.append_value(if r.prediction.is_some() { "scored" } else { "error" });
         error.append_option(r.error.as_deref());
     }
-    let mut columns: HashMap<&str, ArrayRef> = HashMap::from([
+    let columns: HashMap<&str, ArrayRef> = HashMap::from([
         ("companyID", Arc::new(id.finish()) as ArrayRef),
         ("score", Arc::new(score.finish())),
         ("churn", Arc::new(churn.finish())),
@@ -394,17 +394,23 @@ fn to_batch(
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
+    declared_batch(schema, "churn_scores", columns)
+}
+
+/// The columns of a declared table, in the declared order (a declared column the job does not
+/// produce is an error naming it and the table's file).
+fn declared_batch(schema: &SchemaRef, table: &str, mut columns: HashMap<&str, ArrayRef>) -> Result<RecordBatch> {
     let cols = schema
         .fields()
         .iter()
         .map(|f| {
             columns.remove(f.name().as_str()).ok_or_else(|| Error::Config {
-                file: "schemas/tables/churn_scores.toml".into(),
+                file: format!("schemas/tables/{table}.toml"),
                 message: format!("column `{}` is declared but the scoring job does not produce it", f.name()),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow("building churn_scores rows"))
+    RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow(format!("building {table} rows")))
 }
 
 /// Why the drift is over the configured thresholds, or `None`.
@@ -454,7 +460,7 @@ async fn publish_drift(
     let u = |f: fn(&FeatureDrift) -> u64| {
         Arc::new(arrow::array::Int64Array::from_iter_values(drift.iter().map(|d| f(d) as i64))) as ArrayRef
     };
-    let mut columns: HashMap<&str, ArrayRef> = HashMap::from([
+    let columns: HashMap<&str, ArrayRef> = HashMap::from([
         ("feature", Arc::new(arrow::array::StringArray::from_iter_values(drift.iter().map(|d| d.feature.as_str()))) as ArrayRef),
         ("rows", u(|d| d.rows)),
         ("below_min", u(|d| d.below_min)),
@@ -468,17 +474,7 @@ async fn publish_drift(
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
-    let cols = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            columns.remove(f.name().as_str()).ok_or_else(|| Error::Config {
-                file: format!("schemas/tables/{table}.toml"),
-                message: format!("column `{}` is declared but the scoring job does not produce it", f.name()),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(Error::arrow("building drift rows"))?;
+    let batch = declared_batch(&schema, table, columns)?;
     let spec = OutputSpec {
         job: job.name.clone(),
         description: d.description.clone(),
