@@ -7,9 +7,13 @@ RUNNER := cargo run --quiet --
 
 .PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
 
+# The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
+# whatever today's date is.
+SAMPLE_END := 2026-11-20
+
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day and churn risk.
 demo:
-	$(RUNNER) run --all
+	$(RUNNER) run --all --at $(SAMPLE_END)
 	$(RUNNER) query --file sql/queries/jobs_per_tenant_per_day.sql
 	$(RUNNER) query --file sql/queries/churn_risk.sql
 
@@ -78,7 +82,7 @@ serve:
 ## Regenerate the committed sample in data/drops (deterministic).
 sample:
 	rm -rf data/drops
-	$(RUNNER) simulate --out data/drops --tenants 25 --users-per-tenant 5 --days 90 --end-date 2026-11-20 --seed 42 --noise --buffer-seconds 900
+	$(RUNNER) simulate --out data/drops --tenants 25 --users-per-tenant 5 --days 90 --end-date $(SAMPLE_END) --seed 42 --noise --buffer-seconds 900
 
 clean-warehouse:
 	rm -rf warehouse
