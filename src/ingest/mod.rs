@@ -388,8 +388,10 @@ async fn write_batch(
     let mut keys: Vec<u128> = Vec::new();
     let mut quarantine = QuarantineRows::default();
 
+    let mut received = 0;
     while let Some(item) = parsed.recv().await {
         let (c, p, rejects, read) = item?;
+        received += 1;
         stages.read_s += read.as_secs_f64();
         let url = format!("{}{}", parsed.source_url, c.rel);
         let arrival_day = day_of_ms(c.arrival_ms);
@@ -422,6 +424,13 @@ async fn write_batch(
             stages.dedup_s += thread_cpu().saturating_sub(deduping).as_secs_f64();
         }
         progress.inc();
+    }
+    // Every object is committed as consumed: never commit one the reader did not deliver.
+    if received != batch.len() {
+        return Err(Error::Internal(format!(
+            "the reader of batch {seq} of `{stream}` stopped after {received} of {} objects; nothing was committed",
+            batch.len()
+        )));
     }
     stats.valid = kept_days.len() as u64;
 
