@@ -42,6 +42,8 @@ enum DayOfMonth {
     Any,
     Days(BTreeSet<u32>),
     Last,
+    /// `LW`: the last weekday (Monday to Friday) of the month.
+    LastWeekday,
     /// The weekday nearest this day, within the month.
     NearestWeekday(u32),
 }
@@ -140,6 +142,8 @@ fn parse_cron(body: &str) -> Result<Cron, String> {
         DayOfMonth::Any
     } else if f[2] == "L" {
         DayOfMonth::Last
+    } else if f[2].eq_ignore_ascii_case("LW") {
+        DayOfMonth::LastWeekday
     } else if let Some(d) = f[2].strip_suffix('W') {
         let d: u32 = d
             .parse()
@@ -161,8 +165,12 @@ fn parse_cron(body: &str) -> Result<Cron, String> {
         let n: u32 =
             n.parse().ok().filter(|n| (1..=5).contains(n)).ok_or_else(|| field_err(4, "the n of d#n is 1 to 5".into()))?;
         DayOfWeek::Nth(d, n)
+    } else if f[4] == "L" {
+        // `L` alone is the last day of the week (EventBridge: "the last day of the month or
+        // week"): every Saturday, not the last Saturday of the month (that is `7L`).
+        DayOfWeek::Days(BTreeSet::from([7]))
     } else if let Some(d) = f[4].strip_suffix('L') {
-        DayOfWeek::Last(if d.is_empty() { 7 } else { one(d, 1, 7, &DAYS).map_err(|m| field_err(4, m))? })
+        DayOfWeek::Last(one(d, 1, 7, &DAYS).map_err(|m| field_err(4, m))?)
     } else {
         DayOfWeek::Days(values(f[4], 1, 7, &DAYS).map_err(|m| field_err(4, m))?)
     };
@@ -293,6 +301,15 @@ impl Cron {
             DayOfMonth::Any => true,
             DayOfMonth::Days(s) => s.contains(&d.day()),
             DayOfMonth::Last => d.day() == last,
+            DayOfMonth::LastWeekday => {
+                let end = NaiveDate::from_ymd_opt(d.year(), d.month(), last).expect("in month");
+                let back = match end.weekday() {
+                    Weekday::Sat => 1,
+                    Weekday::Sun => 2,
+                    _ => 0,
+                };
+                d == end - Duration::days(back)
+            }
             DayOfMonth::NearestWeekday(n) => {
                 let target = NaiveDate::from_ymd_opt(d.year(), d.month(), (*n).min(last)).expect("in month");
                 nearest_weekday(target) == d
@@ -320,6 +337,7 @@ impl Cron {
             DayOfMonth::Any => "*".to_string(),
             DayOfMonth::Days(s) => unix_list(s, 1, 31),
             DayOfMonth::Last => return Err("`L` (last day of the month)".into()),
+            DayOfMonth::LastWeekday => return Err("`LW` (last weekday of the month)".into()),
             DayOfMonth::NearestWeekday(_) => return Err("`W` (nearest weekday)".into()),
         };
         let dow = match &self.dow {
@@ -434,6 +452,16 @@ mod tests {
         assert_eq!(
             next_n("cron(0 12 ? * 6L 2026)", "2026-11-01T00:00:00Z", u, 2),
             ["2026-11-27 12:00 Fri UTC", "2026-12-25 12:00 Fri UTC"]
+        );
+        // `L` alone in day-of-week: the last day of every week, Saturday.
+        assert_eq!(
+            next_n("cron(0 9 ? * L *)", "2026-11-20T00:00:00Z", u, 3),
+            ["2026-11-21 09:00 Sat UTC", "2026-11-28 09:00 Sat UTC", "2026-12-05 09:00 Sat UTC"]
+        );
+        // `LW`: the last weekday of the month (2027-01-31 is a Sunday, so Friday the 29th).
+        assert_eq!(
+            next_n("cron(0 18 LW * ? *)", "2026-11-01T00:00:00Z", u, 3),
+            ["2026-11-30 18:00 Mon UTC", "2026-12-31 18:00 Thu UTC", "2027-01-29 18:00 Fri UTC"]
         );
         // 2026-11-15 is a Sunday: the nearest weekday is Monday the 16th; 2027-05-01 is a Saturday, so Monday the 3rd.
         assert_eq!(next_n("cron(0 6 15W * ? *)", "2026-11-01T00:00:00Z", u, 1), ["2026-11-16 06:00 Mon UTC"]);
