@@ -536,7 +536,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             ws.check_format(false).await?;
             let Some(t) = ws.catalog.table(&table).await? else {
                 let names: Vec<String> = ws.catalog.tables().await?.into_iter().map(|t| t.name).collect();
-                return Err(Error::Usage(format!("no table `{table}` in the catalog; tables: {}", names.join(", "))));
+                let hint = crate::error::did_you_mean(&table, names.iter().map(String::as_str));
+                return Err(Error::Usage(format!("no table `{table}` in the catalog{hint}; tables: {}", names.join(", "))));
             };
             let parts = ws.catalog.partitions(&table).await?;
             if format == Format::Table {

@@ -91,8 +91,21 @@ pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<Sess
 /// pointing at its line.
 pub async fn query(ws: &Workspace, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = session(ws).await?;
-    let df = ctx.sql(sql).await.map_err(|e| Error::Usage(format!("the query does not plan: {}", describe(sql, &e))))?;
+    let df = ctx.sql(sql).await.map_err(|e| {
+        // A table that does not exist: name the closest one (DataFusion already does so for
+        // columns).
+        let hint = undeclared_table(&e)
+            .map(|t| crate::error::did_you_mean(&t, table_names(&ctx).iter().map(String::as_str)))
+            .unwrap_or_default();
+        Error::Usage(format!("the query does not plan: {}{hint}", describe(sql, &e)))
+    })?;
     df.collect().await.map_err(Error::df("running the query"))
+}
+
+/// The names of the tables a session has registered.
+fn table_names(ctx: &SessionContext) -> Vec<String> {
+    let Some(catalog) = ctx.catalog("datafusion") else { return Vec::new() };
+    catalog.schema_names().iter().filter_map(|s| catalog.schema(s)).flat_map(|s| s.table_names()).collect()
 }
 
 /// A session with the runner's SQL settings and no tables. DataFusion's own options can be tuned

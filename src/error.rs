@@ -196,6 +196,21 @@ pub fn report(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// ` (did you mean `x`?)` when a candidate is close to `name` (Jaro-Winkler similarity of at
+/// least 0.8, ignoring case; the closest wins), else nothing: for errors about a name that does
+/// not exist (a job, a table, a column).
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let wanted = name.to_lowercase();
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(&wanted, &c.to_lowercase());
+        if score >= 0.8 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, c));
+        }
+    }
+    best.map(|(_, c)| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +242,14 @@ mod tests {
         assert!(explain_aws("the credential provider was not enabled: CredentialsNotLoaded").unwrap().contains("AWS_PROFILE"));
         assert!(explain_aws("EntityNotFoundException: Database runner not found").unwrap().contains("catalog_id"));
         assert_eq!(explain_aws("something else"), None);
+    }
+
+    #[test]
+    fn did_you_mean_names_the_closest_name_only_when_it_is_close() {
+        let jobs = ["export_tenants", "tenants", "tenant_activity_daily", "jobs_daily"];
+        assert_eq!(did_you_mean("tenant", jobs), " (did you mean `tenants`?)");
+        assert_eq!(did_you_mean("Jobs_Dialy", jobs), " (did you mean `jobs_daily`?)");
+        assert_eq!(did_you_mean("quarantine", jobs), "");
+        assert_eq!(did_you_mean("x", Vec::<&str>::new()), "");
     }
 }

@@ -139,8 +139,10 @@ fn register_inputs(
 ) {
     for input in inputs {
         let Some(schema) = schemas.get(input) else {
-            problems
-                .push(format!("{job_file}: input table `{input}` is not produced by any job, the contract or schemas/tables/"));
+            let hint = crate::error::did_you_mean(input, schemas.keys().map(String::as_str));
+            problems.push(format!(
+                "{job_file}: input table `{input}` is not produced by any job, the contract or schemas/tables/{hint}"
+            ));
             continue;
         };
         let table = MemTable::try_new(crate::engine::view_types(schema), vec![vec![]]).expect("empty table");

@@ -33,7 +33,35 @@ fn usage_errors_exit_2_with_a_hint() {
     let out = env.output(&["query", "SELECT nope FROM nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nowhere"), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("did you mean"), "no close name, no guess: {}", text(&out.stderr));
     assert_eq!(env.output(&["frobnicate"]).status.code(), Some(2));
+}
+
+/// A name that does not exist gets the closest one that does, wherever it is typed: a job, a
+/// table in `runner query` and `describe`, a column, a job file's input.
+#[test]
+fn unknown_names_get_a_did_you_mean() {
+    let env = TestEnv::new();
+    env.put_drop("bigdatajobs", "2026-11-20T13", 1, br#"{"event_type":"job_submitted","event_id":"e1","companyID":"c1"}"#, false);
+    assert!(env.output(&["run", "ingest_bigdatajobs"]).status.success());
+    let hint = |args: &[&str]| {
+        let out = env.output(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        text(&out.stderr)
+    };
+    let e = hint(&["run", "tenant"]);
+    assert!(e.contains("no job `tenant` (did you mean `tenants`?)"), "{e}");
+    let e = hint(&["query", "SELECT count(*) FROM job_event"]);
+    assert!(e.contains("(did you mean `job_events`?)"), "{e}");
+    let e = hint(&["query", "SELECT nbJob FROM job_events"]);
+    assert!(e.contains("Did you mean 'job_events.\"nbJobs\"'?"), "DataFusion names the column: {e}");
+    let e = hint(&["describe", "job_event"]);
+    assert!(e.contains("no table `job_event` in the catalog (did you mean `job_events`?)"), "{e}");
+
+    let edited = TestEnv::with_job_edits("", &[("tenants.toml", "\"tenant_activity_daily\"", "\"tenant_activity_dail\"")]);
+    let out = edited.output(&["validate"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("(did you mean `tenant_activity_daily`?)"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -377,11 +377,7 @@ impl Jobs {
     pub fn get(&self, name: &str) -> Result<&Job> {
         self.jobs.get(name).ok_or_else(|| {
             let names: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
-            let hint = names
-                .iter()
-                .find(|n| n.contains(name) || name.contains(*n))
-                .map(|n| format!(" (did you mean `{n}`?)"))
-                .unwrap_or_default();
+            let hint = crate::error::did_you_mean(name, names.iter().copied());
             Error::Usage(format!("no job `{name}`{hint}; jobs: {}", names.join(", ")))
         })
     }
