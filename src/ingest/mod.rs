@@ -341,13 +341,13 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                     let body = source.get(&path).await?;
                     let read = reading.elapsed();
                     let url = format!("{}{}", source.url, c.rel);
-                    let p = tokio::task::spawn_blocking(move || {
+                    let mut p = tokio::task::spawn_blocking(move || {
                         let sc = &contract.streams[&stream];
                         parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;
-                    let rejects = p.rejects.clone();
+                    let rejects = std::mem::take(&mut p.rejects);
                     Ok((c, Some(p), rejects, read))
                 }
             })

@@ -252,19 +252,6 @@ pub fn thread_cpu() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-impl IngestStages {
-    pub fn add(&mut self, o: &IngestStages) {
-        self.list_s += o.list_s;
-        self.read_s += o.read_s;
-        self.inflate_s += o.inflate_s;
-        self.parse_s += o.parse_s;
-        self.dedup_s += o.dedup_s;
-        self.encode_s += o.encode_s;
-        self.write_s += o.write_s;
-        self.commit_s += o.commit_s;
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SqlCounts {
     /// Queries run: one per run of consecutive changed days (at most 10 days each).
