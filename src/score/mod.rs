@@ -34,6 +34,7 @@ use arrow::datatypes::{Float64Type, SchemaRef};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 
+use crate::catalog::DeclaredTable;
 use crate::config::DriftSettings;
 use crate::dates::date32;
 use crate::error::{Error, Result};
@@ -60,7 +61,10 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     let (ws, job, progress) = (r.ws, r.job, r.progress);
     let (as_of, run_id) = (r.as_of(), r.run_id.as_str());
     let started = Instant::now();
-    let declared = scores_schema(ws, sj)?;
+    // Both tables are declared before any call: a missing declaration costs no scoring.
+    let declared = declared_table(ws, &sj.output, "its scores", "churn_scores.toml")?.schema()?;
+    let drift_table =
+        sj.drift.as_deref().map(|t| Ok::<_, Error>((t, declared_table(ws, t, "its drift", "churn_drift.toml")?))).transpose()?;
     let settings = &ws.config.scoring;
     let model = Arc::new(ModelDecl::load(&settings.model)?);
     let endpoint = Arc::new(Endpoint::new(settings, model.clone()).await?);
@@ -198,10 +202,10 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     summary.scored = results.iter().filter(|r| r.prediction.is_some()).count() as u64 - summary.kept;
 
     // The drift is recorded whatever happens next, so a refused run can be looked into.
-    if let Some(table) = &sj.drift
+    if let Some((table, d)) = drift_table
         && !drift.is_empty()
     {
-        publish_drift(ws, job, table, &drift, &model, as_of, run_id, &settings.model.display().to_string()).await?;
+        publish_drift(ws, job, table, d, &drift, &model, as_of, run_id, &settings.model.display().to_string()).await?;
     }
     if let (Some(why), true) = (&alarm, settings.drift.refuse) {
         return Err(Error::Failed(format!(
@@ -213,7 +217,7 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
 
     // Publish the date's partition: kept, new and failed companies together.
     results.sort_by(|a, b| a.company_id.cmp(&b.company_id));
-    let batch = to_batch(&results, &model, as_of, run_id, &out_of_range, &declared)?;
+    let batch = to_batch(&results, &model, as_of, run_id, &out_of_range, &sj.output, &declared)?;
     let schema = batch.schema();
     let spec = OutputSpec {
         job: job.name.clone(),
@@ -251,16 +255,15 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     Ok(m)
 }
 
-/// The scores table's schema as `schemas/tables/<output>.toml` declares it (columns, then `dt`).
-fn scores_schema(ws: &Workspace, sj: &ScoreJob) -> Result<SchemaRef> {
-    let d = ws.declared.get(&sj.output).ok_or_else(|| Error::Config {
+/// A table the scoring job writes, as `schemas/tables/<table>.toml` declares it (columns, then
+/// `dt`); `what` and `example` make the error say what to add.
+fn declared_table<'w>(ws: &'w Workspace, table: &str, what: &str, example: &str) -> Result<&'w DeclaredTable> {
+    ws.declared.get(table).ok_or_else(|| Error::Config {
         file: ws.config.schemas_dir.join("tables").display().to_string(),
         message: format!(
-            "the scoring job writes `{}`, which is not declared: add {}.toml with its columns (see churn_scores.toml)",
-            sj.output, sj.output
+            "the scoring job writes {what} to `{table}`, which is not declared: add {table}.toml with its columns (see {example})"
         ),
-    })?;
-    d.schema()
+    })
 }
 
 /// The companies of `input` as of the date, as Company entities.
@@ -361,6 +364,7 @@ fn to_batch(
     as_of: NaiveDate,
     run_id: &str,
     out_of_range: &HashMap<String, String>,
+    table: &str,
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     let n = results.len();
@@ -394,7 +398,7 @@ fn to_batch(
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
-    declared_batch(schema, "churn_scores", columns)
+    declared_batch(schema, table, columns)
 }
 
 /// The columns of a declared table, in the declared order (a declared column the job does not
@@ -443,19 +447,14 @@ async fn publish_drift(
     ws: &Workspace,
     job: &crate::job::Job,
     table: &str,
+    declared: &DeclaredTable,
     drift: &[FeatureDrift],
     model: &ModelDecl,
     as_of: NaiveDate,
     run_id: &str,
     source: &str,
 ) -> Result<()> {
-    let d = ws.declared.get(table).ok_or_else(|| Error::Config {
-        file: ws.config.schemas_dir.join("tables").display().to_string(),
-        message: format!(
-            "the scoring job writes its drift to `{table}`, which is not declared: add {table}.toml (see churn_drift.toml)"
-        ),
-    })?;
-    let schema = d.schema()?;
+    let schema = declared.schema()?;
     let n = drift.len();
     let u = |f: fn(&FeatureDrift) -> u64| {
         Arc::new(arrow::array::Int64Array::from_iter_values(drift.iter().map(|d| f(d) as i64))) as ArrayRef
@@ -477,7 +476,7 @@ async fn publish_drift(
     let batch = declared_batch(&schema, table, columns)?;
     let spec = OutputSpec {
         job: job.name.clone(),
-        description: d.description.clone(),
+        description: declared.description.clone(),
         output: table.to_string(),
         partition_by: vec!["dt".into()],
         mode: WriteMode::ReplacePartitions,
