@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
 
 # The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
 # whatever today's date is.
@@ -57,6 +57,10 @@ bench: venv
 ## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
 bench-dag: venv
 	PYTHON=$(PY) bash bench/dag.sh
+
+## Cluster benchmark: the SQL DAG locally and on Ballista with one and two executors (after `make bench`).
+bench-cluster: venv
+	PYTHON=$(PY) bash bench/cluster.sh
 
 ## State benchmark: 100,000 committed batches next to 100, local and on moto; 1,000 runs' state.
 bench-state: venv

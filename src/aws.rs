@@ -20,6 +20,20 @@ use crate::error::{Error, Result};
 
 static SDK: OnceLock<SdkConfig> = OnceLock::new();
 
+/// Environment variables that say this process works with AWS (a region, credentials, a role,
+/// an endpoint): `runner cluster` loads the SDK's chain only then.
+pub const POINTS_AT_AWS: &[&str] = &[
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+];
+
 /// Loads the SDK config once; later calls return the first one. `region` (from `[aws] region`)
 /// wins over the chain's.
 pub async fn init(region: Option<&str>) -> &'static SdkConfig {

@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::dates::parse_time;
 use crate::error::{Error, Result, exit};
 use crate::job::summary_table;
@@ -45,15 +45,26 @@ pub struct Cli {
     /// No progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Where SQL runs (jobs, export datasets, `query`), overriding [engine] kind: DataFusion in
+    /// this process, a Ballista cluster, or (`query` only) Athena over the Glue catalog.
+    #[arg(long, global = true, value_enum)]
+    pub engine: Option<Engine>,
+    /// The Ballista scheduler, df://HOST:PORT, overriding [engine] scheduler.
+    #[arg(long, global = true)]
+    pub scheduler: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where `runner query` runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+/// `--engine`: where SQL runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    #[default]
-    Datafusion,
+    /// DataFusion in this process.
+    #[value(alias = "datafusion")]
+    Local,
+    /// The Ballista cluster at [engine] scheduler (or --scheduler).
+    Ballista,
+    /// Athena over the Glue catalog: `runner query` only (needs [catalog] kind = "glue").
     Athena,
 }
 
@@ -155,10 +166,6 @@ pub enum Command {
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
-        /// Where the query runs: DataFusion in this process over the warehouse (no Athena cost),
-        /// or Athena over the Glue catalog (needs [catalog] kind = "glue" and [athena]).
-        #[arg(long, value_enum, default_value_t)]
-        engine: Engine,
     },
     /// Sync the whole local catalog to Glue (tables, partitions, deletions): a repair after
     /// drift. Idempotent: a second run changes nothing and says so.
@@ -172,6 +179,58 @@ pub enum Command {
     /// The churn model: train it, or serve it as the local endpoint.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Ballista's scheduler and executor, for `[engine] kind = "ballista"` (README "Scaling out").
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start Ballista's scheduler: it plans stages and hands tasks to executors. Stops on
+    /// SIGTERM or Ctrl-C.
+    Scheduler {
+        /// Address to bind (loopback by default: expose it on purpose).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+        /// The host name executors and runners use for this scheduler (default: --host).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// An executor silent this long is dead and its tasks run elsewhere.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        executor_timeout: std::time::Duration,
+    },
+    /// Start a Ballista executor: it runs tasks and serves their shuffle output. Stops on
+    /// SIGTERM or Ctrl-C.
+    Executor {
+        /// The scheduler, HOST:PORT or df://HOST:PORT.
+        #[arg(long, default_value = "localhost:50050")]
+        scheduler: String,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The host name the scheduler, runners and other executors use for this executor
+        /// (default: --host).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Arrow Flight port: shuffle reads and results.
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// gRPC port: tasks from the scheduler.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Folder for shuffle files and spills (default: a temporary folder).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Tasks at once (default: the cores of this machine).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Memory for the tasks' operators, spilling to --work-dir beyond it (e.g. "4GiB";
+        /// default: most of the machine's).
+        #[arg(long)]
+        memory: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,9 +350,30 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    let athena = match cli.engine {
+        Some(Engine::Local) => {
+            config.engine.kind = EngineKind::Local;
+            false
+        }
+        Some(Engine::Ballista) => {
+            config.engine.kind = EngineKind::Ballista;
+            false
+        }
+        Some(Engine::Athena) if matches!(cli.command, Command::Query { .. }) => true,
+        Some(Engine::Athena) => return Err(Error::Usage("--engine athena runs `runner query` only".into())),
+        None => false,
+    };
+    if let Some(s) = cli.scheduler {
+        crate::config::scheduler_addr(&s).map_err(|m| Error::Usage(format!("--scheduler: {m}")))?;
+        config.engine.scheduler = s;
+    }
     let simulate_to_s3 = matches!(&cli.command, Command::Simulate(a) if a.out.starts_with("s3"));
-    if config.uses_aws() || simulate_to_s3 {
+    // The cluster's processes read S3 with the standard chain whatever this config says, when
+    // the environment points at AWS (on a laptop the chain's probes would only warn).
+    let cluster_on_aws = matches!(cli.command, Command::Cluster(_))
+        && (config.aws_region.is_some() || std::env::vars().any(|(k, _)| crate::aws::POINTS_AT_AWS.contains(&k.as_str())));
+    if config.uses_aws() || simulate_to_s3 || cluster_on_aws {
         crate::aws::init(config.aws_region.as_deref()).await;
     }
     let mut stdout = std::io::stdout().lock();
@@ -401,8 +481,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let ws = Workspace::open(config)?;
             let v = crate::validate::validate(&ws).await?;
             notice(format!(
-                "ok: config {}, {} jobs, {} streams in schemas/events.toml, {} schedules",
-                v.config_file, v.jobs, v.streams, v.schedules
+                "ok: config {}, {} jobs, {} streams in schemas/events.toml, {} schedules, engine {}",
+                v.config_file, v.jobs, v.streams, v.schedules, v.engine
             ));
             Ok(exit::OK)
         }
@@ -603,7 +683,42 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Query { sql, file, format, engine: Engine::Athena } => {
+        Command::Cluster(ClusterCommand::Scheduler { host, port, external_host, executor_timeout }) => {
+            let o =
+                crate::cluster::SchedulerOptions { bind: std::net::SocketAddr::new(host, port), external_host, executor_timeout };
+            crate::cluster::run_scheduler(o, crate::model::serve::termination()).await?;
+            Ok(exit::OK)
+        }
+        Command::Cluster(ClusterCommand::Executor {
+            scheduler,
+            host,
+            external_host,
+            port,
+            grpc_port,
+            work_dir,
+            concurrency,
+            memory,
+        }) => {
+            let memory = memory
+                .map(|m| {
+                    crate::config::parse_size(&m)
+                        .ok_or_else(|| Error::Usage(format!("--memory `{m}` is not a size (e.g. \"4GiB\")")))
+                })
+                .transpose()?;
+            let o = crate::cluster::ExecutorOptions {
+                scheduler,
+                bind_host: host,
+                external_host,
+                flight_port: port,
+                grpc_port,
+                work_dir,
+                concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+                memory,
+            };
+            crate::cluster::run_executor(o).await?;
+            Ok(exit::OK)
+        }
+        Command::Query { sql, file, format } if athena => {
             let sql = read_sql(sql, file)?;
             if config.catalog.kind != crate::config::CatalogKind::Glue {
                 return Err(Error::Usage(
@@ -616,7 +731,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             write_batches(out, format, &batches)?;
             Ok(exit::OK)
         }
-        Command::Query { sql, file, format, engine: Engine::Datafusion } => {
+        Command::Query { sql, file, format } => {
             let sql = read_sql(sql, file)?;
             let ws = Workspace::open(config)?;
             let batches = crate::engine::query(&ws, &sql).await?;

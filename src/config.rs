@@ -36,6 +36,47 @@ struct FileConfig {
     scoring: Option<ScoringFile>,
     aws: Option<AwsFile>,
     athena: Option<AthenaFile>,
+    engine: Option<EngineFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    kind: Option<EngineKind>,
+    scheduler: Option<String>,
+}
+
+/// Where SQL runs: jobs' SQL, export datasets and `runner query`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// DataFusion in this process.
+    #[default]
+    #[value(alias = "datafusion")]
+    Local,
+    /// A Ballista cluster (`runner cluster scheduler` and executors): planned here, executed there.
+    Ballista,
+}
+
+/// The scheduler a Ballista engine uses when none is set.
+pub const DEFAULT_SCHEDULER: &str = "df://localhost:50050";
+
+/// The `[engine]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    pub kind: EngineKind,
+    /// The Ballista scheduler, `df://host:port`.
+    pub scheduler: String,
+}
+
+impl EngineSettings {
+    /// How status and history name the engine: `local`, or `ballista df://host:port`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            EngineKind::Local => "local".into(),
+            EngineKind::Ballista => format!("ballista {}", self.scheduler),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -234,6 +275,7 @@ pub struct Config {
     pub sources: BTreeMap<String, String>,
     pub ingest: IngestSettings,
     pub scoring: ScoringSettings,
+    pub engine: EngineSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -443,7 +485,14 @@ impl Config {
         {
             return Err(cfg_err(format!("athena.output_location `{o}` must be an s3:// URL")));
         }
+        let ef = fc.engine.unwrap_or_default();
+        let engine = EngineSettings {
+            kind: ef.kind.unwrap_or_default(),
+            scheduler: ef.scheduler.unwrap_or_else(|| DEFAULT_SCHEDULER.into()),
+        };
+        scheduler_addr(&engine.scheduler).map_err(|m| cfg_err(format!("engine.scheduler: {m}")))?;
         Ok(Config {
+            engine,
             catalog,
             aws_region: fc.aws.and_then(|a| a.region),
             athena,
@@ -503,6 +552,19 @@ fn parse_env_value(v: &str) -> toml::Value {
     }
 }
 
+/// `df://host:port` (or `host:port`) as host and port.
+pub fn scheduler_addr(url: &str) -> std::result::Result<(String, u16), String> {
+    let rest = url.strip_prefix("df://").unwrap_or(url).trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}` is not a scheduler address: write df://HOST:PORT (Ballista's default port is 50050)"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("`{url}`: the port `{port}` is not a number from 1 to 65535"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("`{url}` is not a scheduler address: write df://HOST:PORT"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
 /// A URL for a location: `s3://` and `file://` pass through; a path becomes an absolute
 /// `file://` URL (relative to `base`). Folders end in `/`.
 pub fn to_url(base: &Path, loc: &str) -> std::result::Result<String, String> {
@@ -542,6 +604,14 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheduler_addresses_parse_and_bad_ones_say_the_form() {
+        assert_eq!(scheduler_addr("df://localhost:50050").unwrap(), ("localhost".into(), 50050));
+        assert_eq!(scheduler_addr("10.0.0.5:7000").unwrap(), ("10.0.0.5".into(), 7000));
+        assert!(scheduler_addr("df://localhost").unwrap_err().contains("df://HOST:PORT"));
+        assert!(scheduler_addr("df://h:99999").unwrap_err().contains("not a number"));
+    }
 
     #[test]
     fn defaults_without_a_file() {

@@ -19,19 +19,20 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
+use datafusion::catalog::view::ViewTable;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions::expr_fn::concat_ws;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 
 use crate::catalog::layout::{CURRENT_VERSION, is_versioned, version_of};
 use crate::catalog::{TableMeta, arrow_type};
+use crate::config::EngineKind;
 use crate::dates::date32;
 use crate::error::{Error, Result};
 use crate::workspace::{FileCaches, Workspace};
@@ -45,10 +46,26 @@ pub async fn session(ws: &Workspace) -> Result<SessionContext> {
 /// A job sees only its inputs: they decide the order jobs run in, so a query of an undeclared
 /// table fails instead of reading it before its producer ran; and the catalog is read for those
 /// tables alone (a table's partitions are one read each on a local catalog).
+/// The session runs where `[engine]` says: in this process, or on a Ballista cluster.
 pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<SessionContext> {
+    open(ws, only, ws.config.engine.kind).await
+}
+
+/// [`session_for`] in this process whatever the engine: for the runner's own small tables.
+pub async fn local_session_for(ws: &Workspace, only: Option<&[String]>) -> Result<SessionContext> {
+    open(ws, only, EngineKind::Local).await
+}
+
+async fn open(ws: &Workspace, only: Option<&[String]>, engine: EngineKind) -> Result<SessionContext> {
     ws.check_format(false).await?;
-    let ctx = context_with(Some(&ws.file_caches))?;
-    ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
+    let ctx = match engine {
+        EngineKind::Local => {
+            let ctx = context_with(Some(&ws.file_caches))?;
+            ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
+            ctx
+        }
+        EngineKind::Ballista => crate::cluster::remote_context(&ws.config.engine, session_config()?, &ws.warehouse.url).await?,
+    };
     let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|t| t == name));
     let tables: Vec<TableMeta> = match only {
         None => ws.catalog.tables().await?,
@@ -79,9 +96,7 @@ pub async fn session_for(ws: &Workspace, only: Option<&[String]>) -> Result<Sess
     }
     for (name, d) in &ws.declared {
         if wanted(name) && !tables.iter().any(|t| &t.name == name) {
-            let empty = MemTable::try_new(view_types(&*d.schema()?), vec![vec![]])
-                .map_err(Error::df(format!("declaring table `{name}`")))?;
-            ctx.register_table(name.as_str(), Arc::new(empty)).map_err(Error::df(format!("declaring table `{name}`")))?;
+            register_empty(&ctx, name, &view_types(&*d.schema()?))?;
         }
     }
     Ok(ctx)
@@ -115,12 +130,32 @@ pub fn new_context() -> Result<SessionContext> {
     context_with(None)
 }
 
-fn context_with(caches: Option<&FileCaches>) -> Result<SessionContext> {
+/// The runner's SQL settings, for a local session and a Ballista one alike.
+fn session_config() -> Result<SessionConfig> {
     let config = SessionConfig::from_env()
         .map_err(|e| Error::Usage(format!("a DATAFUSION_* environment variable has a value DataFusion cannot use: {e}")))?;
     let mut config = config.with_information_schema(true);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
+    Ok(config)
+}
+
+/// An empty table with `schema`, as a view of no rows: a plan that reads it can be sent to a
+/// Ballista cluster (an in-memory table cannot).
+pub fn register_empty(ctx: &SessionContext, name: &str, schema: &SchemaRef) -> Result<()> {
+    let err = || format!("declaring table `{name}`");
+    let columns: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| Ok(cast(lit(ScalarValue::try_from(f.data_type())?), f.data_type().clone()).alias(f.name())))
+        .collect::<std::result::Result<_, DataFusionError>>()
+        .map_err(Error::df(err()))?;
+    let plan = LogicalPlanBuilder::empty(false).project(columns).and_then(|b| b.build()).map_err(Error::df(err()))?;
+    ctx.register_table(name, Arc::new(ViewTable::new(plan, None))).map(|_| ()).map_err(Error::df(err()))
+}
+
+fn context_with(caches: Option<&FileCaches>) -> Result<SessionContext> {
+    let config = session_config()?;
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(c) = caches {
         runtime = runtime.with_cache_manager(
@@ -164,7 +199,9 @@ fn register(ctx: &SessionContext, t: &TableMeta, versions: Option<BTreeSet<Strin
             let df = if current.is_empty() { df.filter(lit(false)) } else { df.filter(key.in_list(current, false)) }
                 .and_then(|df| df.select(columns))
                 .map_err(Error::df(ctx_err()))?;
-            ctx.register_table(t.name.as_str(), df.into_view()).map(|_| ()).map_err(Error::df(ctx_err()))
+            // A view (not `DataFrame::into_view`): Ballista sends views to its scheduler.
+            let view = ViewTable::new(df.into_unoptimized_plan(), None);
+            ctx.register_table(t.name.as_str(), Arc::new(view)).map(|_| ()).map_err(Error::df(ctx_err()))
         }
     }
 }

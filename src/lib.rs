@@ -13,7 +13,7 @@
 //! 5. run history (`runner_runs`, status, history) and the runner's own state: `runs`, `state`
 //! 6. the job kinds: `ingest`, `compact`, `transform`, `export`, `score`, `simulate`
 //! 7. the churn model (declaration, training, serving): `model`
-//! 8. publishing and the engine: `publish`, `engine`, `athena`
+//! 8. publishing and the engines: `publish`, `engine`, `cluster`, `athena`
 //! 9. everything a command works with, resolved once: `workspace`
 //! 10. storage: `ledger`, `catalog`, `store`, `aws`
 //! 11. definitions: `job`, `schema`, `config`, `source`
@@ -29,7 +29,8 @@
 //!   and its endpoint client. They publish through [`publish`] (write-audit-publish, checks,
 //!   ledger commits).
 //! - [`catalog`]: tables and partitions (local, mirrored to Glue), the Arrow/Hive type map and the
-//!   versioned-partition layout; [`engine`]: DataFusion over it; [`athena`]: `query --engine athena`.
+//!   versioned-partition layout; [`engine`]: DataFusion over it; [`cluster`]: the same SQL on a
+//!   Ballista cluster, and its scheduler and executor; [`athena`]: `query --engine athena`.
 //! - [`store`]: every byte through `object_store`, and the one Parquet encoder; [`aws`]: one SDK
 //!   config and credentials for S3, Glue and Athena.
 
@@ -37,6 +38,7 @@ pub mod athena;
 pub mod aws;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod compact;
 pub mod config;
 pub mod dates;

@@ -61,6 +61,10 @@ pub struct RunRecord {
     /// The kind's own counts, as JSON (`{"objects": 12, "valid": 36, ...}`).
     pub details: String,
     pub error: Option<String>,
+    /// Where the job's SQL ran: `local`, or `ballista df://host:port` (`[engine]`). Runs
+    /// recorded before the column existed read as empty.
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// Times as epoch milliseconds in the recent-runs objects.
@@ -173,6 +177,7 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
             s(|r| &r.kind),
             s(|r| &r.periods),
             s(|r| &r.details),
+            s(|r| &r.engine),
         ],
     )
     .map_err(Error::arrow("building run records"))
@@ -182,7 +187,7 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     let mut t = TableMeta::from_arrow(
         RUNS_TABLE,
-        "Every run of every job: kind, logical time, start, end, status, rows and bytes in and out, files, partitions, periods, the kind's own counts, error",
+        "Every run of every job: kind, logical time, start, end, status, rows and bytes in and out, files, partitions, periods, the kind's own counts, error, engine",
         ws.warehouse.join(RUNS_TABLE).url,
         &schema(),
         &[("dt", DataType::Date32)],
@@ -281,7 +286,7 @@ async fn from_table(ws: &Workspace, job: &str, limit: usize) -> Result<Vec<Recor
     if ws.catalog.table(RUNS_TABLE).await?.is_none() {
         return Ok(Vec::new());
     }
-    let ctx = crate::engine::session_for(ws, Some(&[RUNS_TABLE.to_string()])).await?;
+    let ctx = crate::engine::local_session_for(ws, Some(&[RUNS_TABLE.to_string()])).await?;
     let df = ctx.table(RUNS_TABLE).await.map_err(Error::df("reading runner_runs"))?;
     let columns: Vec<_> = schema().fields().iter().map(|f| col(format!("\"{}\"", f.name()))).collect();
     let batches = df
@@ -318,6 +323,7 @@ pub async fn status(ws: &Workspace) -> Result<RecordBatch> {
         last_run: String,
         logical_time: String,
         last_success: Option<DateTime<Utc>>,
+        engine: String,
         error: String,
     }
     let names: Vec<&String> = ws.jobs.jobs.keys().collect();
@@ -330,6 +336,7 @@ pub async fn status(ws: &Workspace) -> Result<RecordBatch> {
                 row.last_status = last.status.clone();
                 row.last_run = last.ended_at.format("%Y-%m-%d %H:%M:%S").to_string();
                 row.logical_time = last.logical_time.clone();
+                row.engine = last.engine.clone();
                 row.error = last.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string();
             }
             row.last_success = rec.last_success.map(|s| s.ended_at);
@@ -344,6 +351,7 @@ pub async fn status(ws: &Workspace) -> Result<RecordBatch> {
         ("last_run", col(&|r| r.last_run.clone())),
         ("logical_time", col(&|r| r.logical_time.clone())),
         ("fresh_as_of", col(&|r| r.last_success.map(|t| ago(now - t)).unwrap_or_else(|| "-".into()))),
+        ("engine", col(&|r| r.engine.clone())),
         ("error", col(&|r| r.error.clone())),
     ])
     .map_err(Error::arrow("formatting status"))

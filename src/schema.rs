@@ -50,6 +50,7 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("kind", DataType::Utf8, true),
         Field::new("periods", DataType::Utf8, true),
         Field::new("details", DataType::Utf8, true),
+        Field::new("engine", DataType::Utf8, true),
     ]))
 }
 

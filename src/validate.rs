@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::NaiveDate;
-use datafusion::datasource::MemTable;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 
+use crate::config::EngineKind;
 use crate::engine::{describe_for_job, params};
 use crate::error::{Error, Result};
 use crate::job::JobKind;
@@ -28,6 +30,8 @@ pub struct Validated {
     pub jobs: usize,
     pub streams: usize,
     pub schedules: usize,
+    /// Where SQL runs, as `runner status` names it; a Ballista scheduler was reached.
+    pub engine: String,
 }
 
 /// Checks everything `runner validate` checks. Each problem is one line of the error (a config
@@ -37,6 +41,13 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
         Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
     }
     let schedules = Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
+    let engine = &ws.config.engine;
+    if engine.kind == EngineKind::Ballista {
+        // The two checks every Ballista session makes, before any job plans.
+        let (host, port) = crate::config::scheduler_addr(&engine.scheduler).map_err(Error::Usage)?;
+        crate::cluster::check_readable(&engine.scheduler, &host, &ws.warehouse.url)?;
+        crate::cluster::check_reachable(&engine.scheduler, &host, port).await?;
+    }
     let problems = plan_all(ws).await;
     if !problems.is_empty() {
         return Err(Error::Config {
@@ -49,6 +60,7 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
         jobs: ws.jobs.jobs.len(),
         streams: ws.contract.streams.len(),
         schedules: schedules.schedules.len(),
+        engine: engine.label(),
     })
 }
 
@@ -76,6 +88,15 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         Err(e) => return vec![e.to_string()],
     };
     let day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
+    // With Ballista, each plan must also have a wire form (tables and functions the scheduler
+    // knows).
+    let ballista = ws.config.engine.kind == EngineKind::Ballista;
+    let ships = |df: &DataFrame| -> datafusion::error::Result<()> {
+        if ballista {
+            crate::cluster::check_plan_ships(df.logical_plan()).map_err(DataFusionError::Plan)?;
+        }
+        Ok(())
+    };
     for job in ordered {
         let ctx = match crate::engine::new_context() {
             Ok(ctx) => ctx,
@@ -86,6 +107,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
             for ds in &ej.datasets {
                 let planned = async {
                     let df = ctx.sql(&ds.sql).await?.with_param_values(params(day, (day, day)))?;
+                    ships(&df)?;
                     df.create_physical_plan().await.map(|p| p.schema())
                 }
                 .await;
@@ -105,6 +127,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         let planned = async {
             let df = ctx.sql(&sj.sql).await?;
             let df = df.with_param_values(params(day, (day, day)))?;
+            ships(&df)?;
             df.create_physical_plan().await.map(|p| p.schema())
         }
         .await;
@@ -145,7 +168,8 @@ fn register_inputs(
             ));
             continue;
         };
-        let table = MemTable::try_new(crate::engine::view_types(schema), vec![vec![]]).expect("empty table");
-        let _ = ctx.register_table(input.as_str(), Arc::new(table));
+        if let Err(e) = crate::engine::register_empty(ctx, input, &crate::engine::view_types(schema)) {
+            problems.push(format!("{job_file}: input table `{input}`: {e}"));
+        }
     }
 }

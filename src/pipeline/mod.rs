@@ -58,7 +58,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     if opts.dry_run {
         return result;
     }
-    let r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
+    let mut r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
+    // Ingest and compaction always run here; the kinds that run SQL run it on `[engine]`.
+    r.engine = match &job.kind {
+        JobKind::Sql(_) | JobKind::Export(_) | JobKind::Score(_) => ws.config.engine.label(),
+        JobKind::Ingest(_) | JobKind::Compact(_) => "local".into(),
+    };
     if let Err(e) = record(ws, &r).await {
         tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
     }
