@@ -179,9 +179,42 @@ pub enum Command {
     /// The churn model: train it, or serve it as the local endpoint.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The dashboard: the QuickSight sheets (Customer Monitoring, Jobs) plus Churn and
+    /// Operations, served on 127.0.0.1, or written as one HTML file (--out). Every chart is a
+    /// SQL file in sql/dashboard/.
+    Dashboard {
+        /// Port to listen on (0: any free port; the address is printed on stderr).
+        #[arg(long, default_value_t = 8050)]
+        port: u16,
+        /// Address to bind (loopback by default: expose it on purpose).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Write the sheets, with their data, as one self-contained HTML file instead of serving.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The date of a --out report (default: the latest `tenants` snapshot).
+        #[arg(long, requires = "out")]
+        as_of: Option<NaiveDate>,
+        /// The company a --out report's filtered charts show (default: all).
+        #[arg(long, requires = "out", default_value = "")]
+        company: String,
+    },
+    /// QuickSight over the published tables.
+    #[command(subcommand)]
+    Quicksight(QuicksightCommand),
     /// Ballista's scheduler and executor, for `[engine] kind = "ballista"` (README "Scaling out").
     #[command(subcommand)]
     Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuicksightCommand {
+    /// A CloudFormation template with an Athena data source and one QuickSight dataset per table
+    /// of the catalog (columns and types from it); stdout, or --out FILE.
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -680,6 +713,45 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 notice(format!("Glue database `{}` now matches the local catalog", glue.database()));
             } else {
                 notice(format!("nothing changed: Glue database `{}` already matched the local catalog", glue.database()));
+            }
+            Ok(exit::OK)
+        }
+        Command::Dashboard { out: Some(path), as_of, company, .. } => {
+            let ws = Workspace::open(config)?;
+            let charts = crate::dashboard::load(&ws.config.sql_dir.join("dashboard"))?;
+            let html = crate::dashboard::report(&ws, &charts, &crate::dashboard::Selection { as_of, company }).await?;
+            std::fs::write(&path, html).map_err(|e| Error::Io { what: format!("writing {}", path.display()), source: e })?;
+            notice(format!("wrote {} ({} charts)", path.display(), charts.len()));
+            Ok(exit::OK)
+        }
+        Command::Dashboard { port, host, out: None, .. } => {
+            let ws = Workspace::open(config)?;
+            let charts = crate::dashboard::load(&ws.config.sql_dir.join("dashboard"))?;
+            let n = charts.len();
+            crate::dashboard::serve(
+                ws,
+                charts,
+                std::net::SocketAddr::new(host, port),
+                |addr| notice(format!("dashboard on http://{addr}/ ({n} charts; Ctrl-C to stop)")),
+                crate::model::serve::termination(),
+            )
+            .await?;
+            Ok(exit::OK)
+        }
+        Command::Quicksight(QuicksightCommand::Export { out: path }) => {
+            let ws = Workspace::open(config)?;
+            ws.check_format(false).await?;
+            let tables = ws.catalog.tables().await?;
+            if tables.is_empty() {
+                return Err(Error::Usage("the catalog has no table yet: run `runner run --all` first".into()));
+            }
+            let t = crate::dashboard::quicksight::template(&tables, &ws.config.catalog.database, &ws.config.athena.workgroup)?;
+            match path {
+                Some(p) => {
+                    std::fs::write(&p, t).map_err(|e| Error::Io { what: format!("writing {}", p.display()), source: e })?;
+                    notice(format!("wrote {} ({} datasets)", p.display(), tables.len()));
+                }
+                None => out.write_all(t.as_bytes()).map_err(io)?,
             }
             Ok(exit::OK)
         }

@@ -7,7 +7,7 @@
 //! `crate::` path in `src/` against it.
 //!
 //! 1. the command line: `cli`
-//! 2. checking a workspace offline: `validate`
+//! 2. checking a workspace offline, and showing it: `validate`, `dashboard`
 //! 3. schedules (expressions, the daemon, crontab and EventBridge rendering): `schedule`
 //! 4. running jobs (dispatch over kinds, the DAG, leases, locked runs, backfill): `pipeline`
 //! 5. run history (`runner_runs`, status, history) and the runner's own state: `runs`, `state`
@@ -41,6 +41,7 @@ pub mod cli;
 pub mod cluster;
 pub mod compact;
 pub mod config;
+pub mod dashboard;
 pub mod dates;
 pub mod engine;
 pub mod error;

@@ -4,7 +4,10 @@
 //! - each export dataset (`sql/export/*.sql`), run as its export job runs it, must equal
 //!   `tests/golden/expected/export/<dataset>.csv`,
 //! - each ad-hoc query (`sql/queries/*.sql`), run as `runner query --file` runs it, must equal
-//!   `tests/golden/expected/queries/<name>.csv`.
+//!   `tests/golden/expected/queries/<name>.csv`;
+//! - each dashboard chart (`sql/dashboard/*.sql`), run as the dashboard runs it for the date and
+//!   all companies, must equal `tests/golden/expected/dashboard/<name>.csv` (a chart over
+//!   `runner_runs` has its clock columns, `*_at` and `hours_since_*`, masked).
 //!
 //! `UPDATE_GOLDEN=1` (make golden) rewrites the expected files; review the diff.
 
@@ -56,6 +59,16 @@ fn check(rel: &str, got: &[String], root: &Path, mismatches: &mut Vec<String>) {
     }
 }
 
+/// Values of the columns that read the clock (`*_at`, `hours_since_*`) as `<time>`.
+fn mask_clock_columns(lines: &mut [String]) {
+    let Some((header, rows)) = lines.split_first_mut() else { return };
+    let clock: Vec<bool> = header.split(',').map(|c| c.ends_with("_at") || c.starts_with("hours_since")).collect();
+    for row in rows {
+        *row =
+            row.split(',').zip(&clock).map(|(v, &c)| if c && !v.is_empty() { "<time>" } else { v }).collect::<Vec<_>>().join(",");
+    }
+}
+
 #[tokio::test]
 async fn every_sql_file_matches_its_golden_file() {
     let env = TestEnv::new();
@@ -104,6 +117,17 @@ async fn every_sql_file_matches_its_golden_file() {
         let batches = runner::engine::query(&ws, &sql).await.unwrap();
         let name = q.file_stem().unwrap().to_str().unwrap();
         check(&format!("queries/{name}.csv"), &csv(&batches), env.root(), &mut mismatches);
+        files += 1;
+    }
+    let ctx = runner::engine::session(&ws).await.unwrap();
+    for chart in runner::dashboard::load(&Path::new(REPO).join("sql/dashboard")).unwrap() {
+        let params = runner::engine::params_with(as_of, &[("company", "")]);
+        let batches = runner::engine::collect_sql(&ctx, &chart.sql, params, &chart.id).await.unwrap();
+        let mut lines = csv(&batches);
+        if chart.sql.contains("runner_runs") {
+            mask_clock_columns(&mut lines);
+        }
+        check(&format!("dashboard/{}.csv", chart.id), &lines, env.root(), &mut mismatches);
         files += 1;
     }
     let on_disk = common::walk(&Path::new(REPO).join("sql")).len();
