@@ -216,13 +216,20 @@ fn simulate(out: &Path, days: &str, end: &str, seed: &str) {
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
-#[test]
-fn run_all_on_the_cluster_publishes_the_same_rows_as_a_local_run() {
+/// A cluster of two executors, 20 days of drops, and two workspaces reading them: one for
+/// local runs, one for runs on the cluster.
+fn cluster_and_workspaces() -> (Cluster, tempfile::TempDir, Ws, Ws) {
     let cluster = Cluster::start(2, &|_| {});
     let drops = tempfile::tempdir().unwrap();
     simulate(drops.path(), "20", END, "42");
     let d = drops.path().display().to_string();
     let (local, remote) = (Ws::new(&d, "warehouse", &[]), Ws::new(&d, "warehouse", &[]));
+    (cluster, drops, local, remote)
+}
+
+#[test]
+fn run_all_on_the_cluster_publishes_the_same_rows_as_a_local_run() {
+    let (cluster, _drops, local, remote) = cluster_and_workspaces();
     let url = cluster.url();
     let on_cluster = ["--engine", "ballista", "--scheduler", url.as_str()];
 
@@ -297,11 +304,7 @@ fn the_cluster_reads_and_the_runner_publishes_an_s3_warehouse() {
 
 #[test]
 fn an_executor_killed_mid_run_never_leaves_a_half_published_table() {
-    let cluster = Cluster::start(2, &|_| {});
-    let drops = tempfile::tempdir().unwrap();
-    simulate(drops.path(), "20", END, "42");
-    let d = drops.path().display().to_string();
-    let (local, remote) = (Ws::new(&d, "warehouse", &[]), Ws::new(&d, "warehouse", &[]));
+    let (cluster, drops, local, remote) = cluster_and_workspaces();
     let url = cluster.url();
     let on_cluster = |args: &[&'static str]| -> Vec<String> {
         ["--engine", "ballista", "--scheduler", url.as_str()].iter().chain(args).map(|s| s.to_string()).collect()
