@@ -57,6 +57,18 @@ pub fn loader(region: Option<&str>) -> aws_config::ConfigLoader {
     }
 }
 
+/// A CloudFormation logical id from words: `Runner daily-jobs` -> `RunnerDailyJobs` (ids are
+/// alphanumeric).
+pub fn cfn_logical_id(words: &str) -> String {
+    words
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
 /// The SDK config, when [`init`] ran (it does whenever the config names an `s3://` URL or Glue).
 pub fn sdk() -> Option<&'static SdkConfig> {
     SDK.get()
@@ -136,3 +148,85 @@ pub fn sdk_error<E: std::error::Error>(what: impl std::fmt::Display, e: E) -> Er
         None => Error::Failed(format!("{what}: {text}")),
     }
 }
+
+/// What an AWS operation of the runner touches, for the least-privilege policy
+/// (`runner schedule export --format cloudformation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The warehouse's objects (`s3://<bucket>/<prefix>`), or its bucket for listings.
+    Warehouse,
+    /// The Firehose sources' objects, or their bucket for listings.
+    Sources,
+    /// The Glue catalog, the database and its tables.
+    Glue,
+    /// The Athena workgroup.
+    AthenaWorkGroup,
+    /// The bucket Athena writes query results to.
+    AthenaResults,
+    /// The SageMaker endpoint (`[scoring] endpoint = "sagemaker"`).
+    SageMakerEndpoint,
+    /// The API Gateway API (`[scoring] endpoint = "apigateway"` with `sigv4 = true`).
+    ApiGateway,
+}
+
+/// One AWS operation the runner can invoke, with the IAM action that allows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// `glue:GetTable`, `s3:GetObject`, ...
+    pub action: &'static str,
+    pub scope: Scope,
+    /// Where the call is made: an SDK method (`get_table`), an `object_store` method
+    /// (`store.put_opts`), or what calls on the runner's behalf (`athena` for the results Athena
+    /// writes, `datafusion` for the engine's reads).
+    pub call: &'static str,
+}
+
+const fn op(action: &'static str, scope: Scope, call: &'static str) -> Operation {
+    Operation { action, scope, call }
+}
+
+/// Every AWS operation the runner's code can invoke. `tests/iam.rs` finds the SDK calls and
+/// object-store calls in `src/` and checks this list against them, and checks that the policy
+/// the CloudFormation export grants and the README's IAM section name exactly these actions.
+pub const OPERATIONS: &[Operation] = &[
+    // S3 through object_store (`store::Location`) and DataFusion's reads of the tables.
+    op("s3:ListBucket", Scope::Warehouse, "store.list"),
+    op("s3:ListBucket", Scope::Warehouse, "store.list_with_offset"),
+    op("s3:GetObject", Scope::Warehouse, "store.get"),
+    op("s3:GetObject", Scope::Warehouse, "store.head"),
+    op("s3:PutObject", Scope::Warehouse, "store.put"),
+    op("s3:PutObject", Scope::Warehouse, "store.put_opts"),
+    op("s3:DeleteObject", Scope::Warehouse, "store.delete"),
+    // A rename is CopyObject then DeleteObject.
+    op("s3:GetObject", Scope::Warehouse, "store.rename"),
+    op("s3:PutObject", Scope::Warehouse, "store.rename"),
+    op("s3:DeleteObject", Scope::Warehouse, "store.rename"),
+    op("s3:GetObject", Scope::Warehouse, "datafusion"),
+    op("s3:ListBucket", Scope::Sources, "store.list"),
+    op("s3:ListBucket", Scope::Sources, "store.list_with_offset"),
+    op("s3:GetObject", Scope::Sources, "store.get"),
+    // Glue (`catalog::glue`).
+    op("glue:GetDatabase", Scope::Glue, "get_database"),
+    op("glue:CreateDatabase", Scope::Glue, "create_database"),
+    op("glue:GetTable", Scope::Glue, "get_table"),
+    op("glue:CreateTable", Scope::Glue, "create_table"),
+    op("glue:UpdateTable", Scope::Glue, "update_table"),
+    op("glue:GetPartitions", Scope::Glue, "get_partitions"),
+    op("glue:BatchCreatePartition", Scope::Glue, "batch_create_partition"),
+    op("glue:BatchUpdatePartition", Scope::Glue, "batch_update_partition"),
+    op("glue:BatchDeletePartition", Scope::Glue, "batch_delete_partition"),
+    // Athena (`athena`, `query --engine athena`), and what Athena does with the caller's rights.
+    op("athena:StartQueryExecution", Scope::AthenaWorkGroup, "start_query_execution"),
+    op("athena:GetQueryExecution", Scope::AthenaWorkGroup, "get_query_execution"),
+    op("athena:GetQueryResults", Scope::AthenaWorkGroup, "get_query_results"),
+    op("athena:StopQueryExecution", Scope::AthenaWorkGroup, "stop_query_execution"),
+    op("s3:GetBucketLocation", Scope::AthenaResults, "athena"),
+    op("s3:ListBucket", Scope::AthenaResults, "athena"),
+    op("s3:GetObject", Scope::AthenaResults, "athena"),
+    op("s3:PutObject", Scope::AthenaResults, "athena"),
+    op("s3:GetObject", Scope::Warehouse, "athena"),
+    op("s3:ListBucket", Scope::Warehouse, "athena"),
+    // Scoring (`score::endpoint`).
+    op("sagemaker:InvokeEndpoint", Scope::SageMakerEndpoint, "invoke_endpoint"),
+    op("execute-api:Invoke", Scope::ApiGateway, "execute-api"),
+];

@@ -131,7 +131,7 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
             let text = match format {
                 ScheduleFormat::Crontab => super::render::crontab(s, &runner),
                 ScheduleFormat::Eventbridge => super::render::eventbridge(s),
-                ScheduleFormat::Cloudformation => super::render::cloudformation(s),
+                ScheduleFormat::Cloudformation => super::render::cloudformation(s, &ws.config),
             };
             out.write_all(text.as_bytes()).map_err(|e| Error::Io { what: "writing".into(), source: e })?;
             Ok(exit::OK)

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
 pub mod expr;
 pub mod render;
 
