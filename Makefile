@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo test venv fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
 
 # The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
 # whatever today's date is.
@@ -17,18 +17,34 @@ demo:
 	$(RUNNER) query --file sql/queries/jobs_per_tenant_per_day.sql
 	$(RUNNER) query --file sql/queries/churn_risk.sql
 
+## The dashboard on the demo's warehouse (after `make demo`): http://127.0.0.1:8050/
+dashboard:
+	$(RUNNER) dashboard --port 8050
+
+## The container image the exported task definition runs (needs a Docker engine).
+IMAGE ?= runner:$(shell git describe --always --dirty 2>/dev/null || echo dev)
+image:
+	docker build -t $(IMAGE) -t runner:latest .
+
 ## The whole test suite: format, lint, offline validation, unit and integration tests.
-test: venv fmt lint
+test: venv browser fmt lint
 	$(RUNNER) validate
 	RUNNER_TEST_PYTHON=$(PY) cargo test --all-targets
 
-## Python with pyarrow and duckdb (the independent readers of the tests and the benchmark) and
-## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1).
-venv: $(VENV)/.ready-2
-$(VENV)/.ready-2:
+## Python with pyarrow and duckdb (the independent readers of the tests and the benchmark),
+## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1) and cfn-lint.
+venv: $(VENV)/.ready-3
+$(VENV)/.ready-3:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb 'moto[server]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb 'moto[server]' cfn-lint
 	touch $@
+
+## Headless Chromium for the dashboard test (Debian's package; sudo when not root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the dashboard test" >&2; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
 
 fmt:
 	cargo fmt --all -- --check
