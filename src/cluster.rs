@@ -39,9 +39,7 @@ fn is_loopback(host: &str) -> bool {
 /// the tables must be where the executors can read them, and the scheduler must answer.
 pub async fn remote_context(engine: &EngineSettings, config: SessionConfig, warehouse: &str) -> Result<SessionContext> {
     debug_assert_eq!(engine.kind, EngineKind::Ballista);
-    let (host, port) = scheduler_addr(&engine.scheduler).map_err(Error::Usage)?;
-    check_readable(&engine.scheduler, &host, warehouse)?;
-    check_reachable(&engine.scheduler, &host, port).await?;
+    let (host, port) = preflight(engine, warehouse).await?;
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(RunnerStores::default()))
         .build_arc()
@@ -54,6 +52,16 @@ pub async fn remote_context(engine: &EngineSettings, config: SessionConfig, ware
     SessionContext::remote_with_state(&format!("df://{host}:{port}"), state)
         .await
         .map_err(|e| Error::Failed(format!("connecting to the Ballista scheduler at {}: {e}", engine.scheduler)))
+}
+
+/// The checks before anything goes to the cluster of `engine` (every Ballista session, and
+/// `runner validate`): the warehouse is readable by its executors and the scheduler answers.
+/// Returns the scheduler's host and port.
+pub async fn preflight(engine: &EngineSettings, warehouse: &str) -> Result<(String, u16)> {
+    let (host, port) = scheduler_addr(&engine.scheduler).map_err(Error::Usage)?;
+    check_readable(&engine.scheduler, &host, warehouse)?;
+    check_reachable(&engine.scheduler, &host, port).await?;
+    Ok((host, port))
 }
 
 /// Ballista's executors read the tables themselves. A local folder is readable by executors on
@@ -73,7 +81,7 @@ pub fn check_readable(scheduler: &str, host: &str, warehouse: &str) -> Result<()
 
 /// A TCP connection to the scheduler within 5 s, so that a wrong address or a stopped cluster
 /// is one clear error before any job starts (Ballista's client retries for much longer).
-pub async fn check_reachable(scheduler: &str, host: &str, port: u16) -> Result<()> {
+async fn check_reachable(scheduler: &str, host: &str, port: u16) -> Result<()> {
     let fail = |why: String| {
         Error::Failed(format!(
             "cannot reach the Ballista scheduler at {scheduler} ({why}): start it with `runner cluster scheduler --port {port}`, \

@@ -47,12 +47,11 @@ struct EngineFile {
 }
 
 /// Where SQL runs: jobs' SQL, export datasets and `runner query`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// DataFusion in this process.
     #[default]
-    #[value(alias = "datafusion")]
     Local,
     /// A Ballista cluster (`runner cluster scheduler` and executors): planned here, executed there.
     Ballista,

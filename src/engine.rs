@@ -147,7 +147,7 @@ pub fn register_empty(ctx: &SessionContext, name: &str, schema: &SchemaRef) -> R
     let columns: Vec<Expr> = schema
         .fields()
         .iter()
-        .map(|f| Ok(cast(lit(ScalarValue::try_from(f.data_type())?), f.data_type().clone()).alias(f.name())))
+        .map(|f| Ok(lit(ScalarValue::try_from(f.data_type())?).alias(f.name())))
         .collect::<std::result::Result<_, DataFusionError>>()
         .map_err(Error::df(err()))?;
     let plan = LogicalPlanBuilder::empty(false).project(columns).and_then(|b| b.build()).map_err(Error::df(err()))?;

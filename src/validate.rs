@@ -43,10 +43,7 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     let schedules = Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
     let engine = &ws.config.engine;
     if engine.kind == EngineKind::Ballista {
-        // The two checks every Ballista session makes, before any job plans.
-        let (host, port) = crate::config::scheduler_addr(&engine.scheduler).map_err(Error::Usage)?;
-        crate::cluster::check_readable(&engine.scheduler, &host, &ws.warehouse.url)?;
-        crate::cluster::check_reachable(&engine.scheduler, &host, port).await?;
+        crate::cluster::preflight(engine, &ws.warehouse.url).await?;
     }
     let problems = plan_all(ws).await;
     if !problems.is_empty() {

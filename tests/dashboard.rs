@@ -64,8 +64,9 @@ async fn expected_marks(env: &TestEnv, company: &str) -> BTreeMap<String, u64> {
     let charts = runner::dashboard::load(&Path::new(common::REPO).join("sql/dashboard")).unwrap();
     let as_of: chrono::NaiveDate = END.parse().unwrap();
     let mut out = BTreeMap::new();
+    let ctx = runner::engine::session(&ws).await.unwrap();
     for c in &charts {
-        let v = runner::dashboard::run_chart(&ws, c, as_of, company).await;
+        let v = runner::dashboard::run_chart(&ctx, c, as_of, company).await;
         assert!(v.get("error").is_none(), "{}: {}", c.id, v["error"]);
         let rows = v["rows"].as_array().unwrap();
         let non_null = |col: &str| rows.iter().filter(|r| !r[col].is_null()).count() as u64;

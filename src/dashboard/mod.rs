@@ -23,6 +23,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -147,17 +148,17 @@ pub struct Selection {
 
 /// One chart's rows for a selection (JSON objects, with the columns in order), or the error
 /// that stopped it: a chart that fails shows its error, the others still draw.
-pub async fn run_chart(ws: &Workspace, chart: &ChartSpec, as_of: NaiveDate, company: &str) -> Value {
-    match rows(ws, chart, as_of, company).await {
+/// `ctx` is a session over the catalog (`engine::session`), shared by the charts of one page.
+pub async fn run_chart(ctx: &SessionContext, chart: &ChartSpec, as_of: NaiveDate, company: &str) -> Value {
+    match rows(ctx, chart, as_of, company).await {
         Ok((columns, rows)) => json!({"columns": columns, "rows": rows}),
         Err(e) => json!({"error": format!("{}: {e}", chart.file.display())}),
     }
 }
 
-async fn rows(ws: &Workspace, chart: &ChartSpec, as_of: NaiveDate, company: &str) -> Result<(Vec<String>, Value)> {
-    let ctx = crate::engine::session(ws).await?;
+async fn rows(ctx: &SessionContext, chart: &ChartSpec, as_of: NaiveDate, company: &str) -> Result<(Vec<String>, Value)> {
     let params = crate::engine::params_with(as_of, &[("company", company)]);
-    let batches = crate::engine::collect_sql(&ctx, &chart.sql, params, &chart.file.display().to_string()).await?;
+    let batches = crate::engine::collect_sql(ctx, &chart.sql, params, &chart.file.display().to_string()).await?;
     to_json(&batches)
 }
 
@@ -184,18 +185,13 @@ pub async fn meta(ws: &Workspace, as_of: Option<NaiveDate>) -> Result<Value> {
         return Ok(json!({"dates": [], "as_of": null, "companies": [], "database": ws.config.catalog.database}));
     }
     let ctx = crate::engine::session_for(ws, Some(&["tenants".to_string()])).await?;
-    let dates = crate::engine::collect_sql(
-        &ctx,
-        "SELECT DISTINCT CAST(as_of AS VARCHAR) AS d FROM tenants ORDER BY d DESC",
-        crate::engine::params_with(NaiveDate::MIN, &[]),
-        "listing the dates of tenants",
-    )
-    .await?;
-    let dates: Vec<String> = strings(&dates);
-    let as_of = as_of.map(|d| d.to_string()).or_else(|| dates.first().cloned());
-    let companies = match &as_of {
-        Some(d) => {
-            let day: NaiveDate = d.parse().map_err(|_| Error::Usage(format!("`{d}` is not a date")))?;
+    let what = "listing the dates of tenants";
+    let df =
+        ctx.sql("SELECT DISTINCT CAST(as_of AS VARCHAR) AS d FROM tenants ORDER BY d DESC").await.map_err(Error::df(what))?;
+    let dates: Vec<String> = strings(&df.collect().await.map_err(Error::df(what))?);
+    let as_of = as_of.or_else(|| dates.first().and_then(|d| d.parse::<NaiveDate>().ok()));
+    let companies = match as_of {
+        Some(day) => {
             let b = crate::engine::collect_sql(
                 &ctx,
                 "SELECT DISTINCT companyID FROM tenants WHERE as_of = $as_of ORDER BY companyID",
@@ -207,6 +203,7 @@ pub async fn meta(ws: &Workspace, as_of: Option<NaiveDate>) -> Result<Value> {
         }
         None => Vec::new(),
     };
+    let as_of = as_of.map(|d| d.to_string());
     Ok(json!({"dates": dates, "as_of": as_of, "companies": companies, "database": ws.config.catalog.database}))
 }
 
@@ -236,8 +233,9 @@ pub async fn report(ws: &Workspace, charts: &[ChartSpec], sel: &Selection) -> Re
     let as_of = meta["as_of"].as_str().and_then(|d| d.parse::<NaiveDate>().ok());
     let mut results = serde_json::Map::new();
     if let Some(day) = as_of {
+        let ctx = crate::engine::session(ws).await?;
         for c in charts {
-            results.insert(c.id.clone(), run_chart(ws, c, day, &sel.company).await);
+            results.insert(c.id.clone(), run_chart(&ctx, c, day, &sel.company).await);
         }
     }
     Ok(page(charts, json!({"meta": meta, "company": sel.company, "results": results})))
@@ -291,7 +289,10 @@ async fn api_chart(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>, Qu
     let Some(as_of) = sel.as_of else {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "as_of=YYYY-MM-DD is required"}))).into_response();
     };
-    axum::Json(run_chart(&app.ws, chart, as_of, &sel.company).await).into_response()
+    match crate::engine::session(&app.ws).await {
+        Ok(ctx) => axum::Json(run_chart(&ctx, chart, as_of, &sel.company).await).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
+    }
 }
 
 #[cfg(test)]
