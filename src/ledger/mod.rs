@@ -331,6 +331,7 @@ impl Ledger {
         let committed = state.attempts();
         let cutoff = chrono::Utc::now() - grace;
         let mut removed = 0;
+        let mut abandoned = std::collections::BTreeSet::new();
         let staging = format!("{STAGING_DIR}/{}", self.stream);
         let dedup = self.dedup_dir();
         for prefix in [&staging, &dedup] {
@@ -352,9 +353,17 @@ impl Ledger {
                 }
                 self.wh.delete(&meta.location).await?;
                 removed += 1;
+                if prefix == &staging {
+                    abandoned.insert(attempt.to_string());
+                }
             }
         }
-        self.wh.remove_empty_dirs(&staging).await?;
+        // Only the folders of the attempts cleared here: `staging/<stream>` itself is shared, and
+        // removing it while another run creates its own attempt's folder below it fails that
+        // run's write.
+        for attempt in abandoned {
+            self.wh.remove_empty_dirs(&self.staging_prefix(&attempt)).await?;
+        }
         Ok(removed)
     }
 }
