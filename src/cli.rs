@@ -106,6 +106,10 @@ pub enum Command {
         /// Do not take the jobs' leases (the ledger still keeps ingest exactly once).
         #[arg(long)]
         no_lock: bool,
+        /// Run SQL, export and scoring jobs even when they are up to date (their inputs did not
+        /// change since their last successful run for the same logical date).
+        #[arg(long)]
+        force: bool,
         /// Jobs that do not depend on each other run at the same time, this many at once
         /// (ingest jobs only next to other ingest jobs, compaction alone). 1: one job at a time.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
@@ -530,6 +534,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             schedule,
             event,
             no_lock,
+            force,
             parallel,
         } => {
             let parallel = usize::from(parallel);
@@ -562,7 +567,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 (jobs, at, event.as_ref().and(at))
             };
             let Some(schedules) = schedules.filter(|_| locked) else {
-                let runs = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel }, &progress).await?;
+                let runs = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel, force }, &progress).await?;
                 write_records(out, format, &runs, || summary_table(&runs))?;
                 return Ok(exit::OK);
             };
@@ -573,6 +578,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 ttl: schedules.lease_ttl,
                 parallel,
                 wait_when_held: false,
+                force,
             };
             let runs = first_failure(run_locked_dag(&ws, &names, &opts, &progress).await?)?;
             let mut held = false;

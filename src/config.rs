@@ -239,6 +239,7 @@ struct IngestFile {
     dedup_horizon: Option<String>,
     lookback: Option<String>,
     parallelism: Option<usize>,
+    io_concurrency: Option<usize>,
     checkpoint_every: Option<u64>,
     checkpoint_retention: Option<String>,
 }
@@ -283,6 +284,8 @@ pub struct IngestSettings {
     pub max_bytes_per_batch: u64,
     pub dedup_horizon: Duration,
     pub parallelism: usize,
+    /// Drops downloaded at once (independent of the cores: it hides S3's first-byte latency).
+    pub io_concurrency: usize,
     /// Discovery lists drops from the last ingested hour minus this (Firehose retries failed
     /// deliveries for up to 24 h, and a key's hour is the arrival of its oldest record).
     pub lookback: Duration,
@@ -307,6 +310,7 @@ impl Default for IngestSettings {
             checkpoint_every: 100,
             checkpoint_retention: Duration::from_secs(3600),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            io_concurrency: 16,
         }
     }
 }
@@ -397,6 +401,12 @@ impl Config {
             }
             if let Some(n) = i.parallelism {
                 ingest.parallelism = n.max(1);
+            }
+            if let Some(n) = i.io_concurrency {
+                if !(1..=256).contains(&n) {
+                    return Err(cfg_err(format!("ingest.io_concurrency must be between 1 and 256 (it is {n})")));
+                }
+                ingest.io_concurrency = n;
             }
             if let Some(n) = i.checkpoint_every {
                 if n < 2 {

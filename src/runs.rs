@@ -103,7 +103,7 @@ impl RunRecord {
         };
         match result {
             Ok(m) => {
-                r.status = "succeeded".into();
+                r.status = if m.skipped.is_some() { "skipped".into() } else { "succeeded".into() };
                 r.logical_time = m.logical_time.clone();
                 r.rows_in = m.rows_in as i64;
                 r.bytes_in = m.bytes_in as i64;

@@ -25,7 +25,11 @@ use crate::store::Location;
 /// 2: ledger checkpoints (commit records before a checkpoint are deleted, so an older runner
 /// would ingest those drops again), quarantine partitioned by arrival date and stream,
 /// `runner_runs` through a ledger, `churn_scores.run_id`.
-pub const WAREHOUSE_FORMAT: u32 = 2;
+/// 3: the catalog as one snapshot object per table (`_runner/catalog/<table>/snapshots/`); a
+/// warehouse of format 2 is upgraded in place by the first command that opens it.
+pub const WAREHOUSE_FORMAT: u32 = 3;
+/// The oldest format this runner upgrades in place (older ones are refused, with what to do).
+const UPGRADABLE_FORMAT: u64 = 2;
 const FORMAT_PATH: &str = "_runner/format.json";
 
 #[derive(Debug, Clone)]
@@ -122,6 +126,11 @@ impl Workspace {
             }
         };
         match found {
+            Some(n) if n >= UPGRADABLE_FORMAT && n < u64::from(WAREHOUSE_FORMAT) => {
+                self.upgrade(n).await?;
+                let _ = self.format_checked.set(());
+                Ok(())
+            }
             Some(n) if n < u64::from(WAREHOUSE_FORMAT) => Err(self.format_error(format!(
                 "it was written by an older runner (warehouse format {n}; this runner reads format {WAREHOUSE_FORMAT}). Rebuild it: \
                  point `warehouse` in {} at a new folder (or move this one aside) and run `runner run --all`; the sources still \
@@ -136,6 +145,20 @@ impl Workspace {
                 Ok(())
             }
         }
+    }
+
+    /// Upgrades a warehouse of format `from` in place: each table's catalog objects become one
+    /// snapshot, then the marker says the new format, then the old objects go. A crash at any
+    /// point leaves either the old format whole (the next command upgrades again; tables that
+    /// have a snapshot are kept) or the new one with some old objects, which nothing reads.
+    async fn upgrade(&self, from: u64) -> Result<()> {
+        tracing::info!(from, to = WAREHOUSE_FORMAT, "upgrading the warehouse's catalog in place");
+        let local = crate::catalog::local::LocalCatalog::new(self.warehouse.clone());
+        let legacy = local.upgrade().await?;
+        let body = serde_json::json!({ "format": WAREHOUSE_FORMAT, "written_by": format!("runner {}", env!("CARGO_PKG_VERSION")), "upgraded_from": from });
+        self.warehouse.put(&self.warehouse.child(FORMAT_PATH), bytes::Bytes::from(body.to_string())).await?;
+        self.warehouse.delete_many(legacy).await?;
+        Ok(())
     }
 
     fn format_error(&self, why: String) -> Error {

@@ -109,5 +109,94 @@ fn a_warehouse_of_another_layout_is_refused_with_what_to_do() {
     let fresh = TestEnv::new();
     assert!(fresh.output(&["run", "ingest_companies"]).status.success());
     let marker = std::fs::read_to_string(fresh.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":2"), "{marker}");
+    assert!(marker.contains("\"format\":3"), "{marker}");
+}
+
+/// A warehouse of format 2 (one catalog object per partition) is upgraded in place by the
+/// first command that opens it: the same rows, read from one snapshot per table.
+#[test]
+fn a_format_2_catalog_is_upgraded_in_place_and_reads_the_same() {
+    let env = TestEnv::new();
+    env.put_drop(
+        "bigdatajobs",
+        "2026-11-20T13",
+        1,
+        br#"{"event_type":"job_submitted","event_id":"e1","companyID":"c1","userID":"u1"}"#,
+        false,
+    );
+    env.put_drop(
+        "bigdatajobs",
+        "2026-11-21T13",
+        1,
+        br#"{"event_type":"job_submitted","event_id":"e2","companyID":"c2","userID":"u1"}"#,
+        false,
+    );
+    assert!(env.output(&["run", "ingest_bigdatajobs"]).status.success());
+    let count = |env: &TestEnv| env.json(&["query", "SELECT count(*) AS n FROM job_events"])[0]["n"].to_string();
+    assert!(count(&env).contains('2'), "{}", count(&env));
+    // Rewrite the catalog as format 2 kept it: table.json and one object per partition.
+    let cat = env.warehouse().join("_runner/catalog/job_events");
+    let snapshots = cat.join("snapshots");
+    let newest = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let snap: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
+    let table = &snap["table"];
+    std::fs::write(cat.join("table.json"), table.to_string()).unwrap();
+    std::fs::create_dir_all(cat.join("partitions")).unwrap();
+    for p in snap["partitions"].as_array().unwrap() {
+        let day = p["values"][0].as_str().unwrap();
+        let location = format!("{}{}", table["location"].as_str().unwrap(), p["location"].as_str().unwrap());
+        let legacy = serde_json::json!({"values": [day], "location": location});
+        std::fs::write(cat.join(format!("partitions/dt={day}.json")), legacy.to_string()).unwrap();
+    }
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    std::fs::write(env.warehouse().join("_runner/format.json"), r#"{"format":2}"#).unwrap();
+    // Read by a query: upgraded, the same rows, and the old objects are gone.
+    assert!(count(&env).contains('2'), "{}", count(&env));
+    let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
+    assert!(marker.contains("\"format\":3") && marker.contains("upgraded_from"), "{marker}");
+    assert!(!cat.join("table.json").exists() && !cat.join("partitions/dt=2026-11-20.json").exists());
+    assert!(snapshots.exists());
+}
+
+/// A SQL job whose inputs did not change since its last successful run for the same date says
+/// it is up to date and does not run (nor read its inputs); `--force` runs it; new data runs it.
+#[test]
+fn an_up_to_date_job_is_skipped_and_force_or_new_data_runs_it() {
+    let env = TestEnv::new();
+    let drop = |hour: &str, id: &str| {
+        let body = format!(r#"{{"event_type":"job_submitted","event_id":"{id}","companyID":"c1","userID":"u1","nbJobs":2}}"#);
+        env.put_drop("bigdatajobs", hour, 1, body.as_bytes(), false);
+    };
+    drop("2026-11-20T13", "e1");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "ingest_bigdatajobs", "ingest_companies", "tenant_activity_daily", "--at", "2026-11-20"];
+        args.extend_from_slice(extra);
+        let v = env.json(&args);
+        let row = v.as_array().unwrap().iter().find(|r| r["job"] == "tenant_activity_daily").cloned().unwrap();
+        row["skipped"].as_str().map(str::to_string)
+    };
+    let up_to_date = Some("up to date".to_string());
+    assert_eq!(run(&[]), None, "the first run builds");
+    assert_eq!(run(&[]), up_to_date, "nothing new: skipped");
+    assert_eq!(run(&["--force"]), None, "--force runs it");
+    assert_eq!(run(&[]), up_to_date);
+    // A new batch of the same day: the job's input changed (same catalog entry, new ledger seq).
+    drop("2026-11-20T14", "e2");
+    assert_eq!(run(&[]), None, "new data runs it");
+    let rows = env.json(&["query", "SELECT jobs_submitted FROM tenant_activity_daily"]);
+    assert_eq!(rows[0]["jobs_submitted"], 4, "{rows}");
+    // Another logical date is another run.
+    let v = env.json(&["run", "tenant_activity_daily", "--at", "2026-11-21"]);
+    assert!(v[0]["skipped"].is_null(), "{v}");
+    // The summary table says why.
+    let out = env.output(&["run", "tenant_activity_daily", "--at", "2026-11-21", "--format", "csv"]);
+    assert!(text(&out.stdout).contains("skipped: up to date"), "{}", text(&out.stdout));
+    // runner_runs records the skips.
+    let runs = env.json(&[
+        "query",
+        "SELECT status, count(*) AS n FROM runner_runs WHERE job = 'tenant_activity_daily' GROUP BY status ORDER BY status",
+    ]);
+    assert_eq!(runs[0]["status"], "skipped", "{runs}");
+    assert_eq!(runs[0]["n"], 3, "{runs}");
+    assert_eq!(runs[1]["n"], 4, "{runs}");
 }

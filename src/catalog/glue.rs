@@ -402,7 +402,16 @@ impl Catalog for GlueCatalog {
         self.local.table(name).await
     }
 
+    async fn table_with_partitions(&self, name: &str) -> Result<Option<(TableMeta, Vec<PartitionMeta>)>> {
+        self.local.table_with_partitions(name).await
+    }
+
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
+        // Unchanged locally: Glue was given this definition when it changed (a Glue that fell
+        // behind is caught up by `runner publish`); no GetTable on every publish.
+        if self.local.table(&table.name).await?.as_ref() == Some(table) {
+            return Ok(());
+        }
         // Glue's definition is checked before the local catalog changes: a table another tool
         // changed there must not be published over.
         let plan = self.plan_table(table).await?;
@@ -414,22 +423,41 @@ impl Catalog for GlueCatalog {
         self.local.partitions(table).await
     }
 
-    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
-        self.local.put_partitions(table, partitions).await?;
-        let t = self.local_table(table).await?;
-        self.write_partitions(&t, partitions, true).await.map(|_| ())
+    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
+        // Only what the local catalog accepted (a newer version, a new partition) reaches Glue.
+        let changed = self.local.put_partitions(table, partitions).await?;
+        if !changed.is_empty() {
+            let t = self.local_table(table).await?;
+            self.write_partitions(&t, &changed, true).await?;
+        }
+        Ok(changed)
     }
 
-    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
-        self.local.add_partitions(table, partitions).await?;
-        let t = self.local_table(table).await?;
-        // Like the local catalog: an existing partition is never repointed by an add.
-        self.write_partitions(&t, partitions, false).await.map(|_| ())
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
+        let changed = self.local.add_partitions(table, partitions).await?;
+        if !changed.is_empty() {
+            let t = self.local_table(table).await?;
+            // Like the local catalog: an existing partition is never repointed by an add.
+            self.write_partitions(&t, &changed, false).await?;
+        }
+        Ok(changed)
     }
 
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()> {
         self.local.delete_partitions(table, values).await?;
         self.remove_partitions(table, values).await.map(|_| ())
+    }
+
+    async fn table_version(&self, table: &str) -> Result<Option<u64>> {
+        self.local.table_version(table).await
+    }
+
+    async fn retired(&self, table: &str) -> Result<Vec<super::Retired>> {
+        self.local.retired(table).await
+    }
+
+    async fn forget_retired(&self, table: &str, locations: &[String]) -> Result<()> {
+        self.local.forget_retired(table, locations).await
     }
 }
 

@@ -1,144 +1,472 @@
-//! The local catalog: JSON objects in the warehouse, one per table and one per partition.
+//! The local catalog: one snapshot object per table version, in the warehouse.
 //!
 //! ```text
-//! <warehouse>/_runner/catalog/<table>/table.json
-//! <warehouse>/_runner/catalog/<table>/partitions/<k>=<escaped v>.json
+//! <warehouse>/_runner/catalog/<table>/snapshots/<seq>.json   definition + every partition
 //! ```
 //!
-//! One object per partition makes registration a single idempotent put with no read-modify-write,
-//! so concurrent writers and crash replays cannot lose each other's partitions. It lives in the
-//! warehouse's own object store, so it works the same on a folder and on S3.
+//! A table's definition and all its partitions are one JSON snapshot, so a reader opens a table
+//! with two requests (list the few newest snapshots, read the last) whatever its history: three
+//! years of daily partitions cost what a month costs. A writer reads the newest snapshot
+//! (seq `n`), changes it and creates `n + 1` only if absent (the commit primitive of the ledger:
+//! a hard link locally, `If-None-Match` on S3). When another writer created `n + 1` first, it
+//! reads that one and applies its change again, so two publishers never lose each other's
+//! partitions, and every change is decided against what is published (a partition only moves to
+//! a newer version). Old snapshots are deleted once [`KEEP_SNAPSHOTS`] newer ones exist and they
+//! are older than [`SNAPSHOT_RETENTION_MINUTES`] (a reader that listed before them may still
+//! read them). It lives in the warehouse's own object store: it works the same on a folder and
+//! on S3.
+//!
+//! Warehouses of format 2 kept one object per partition (`partitions/<k>=<v>.json`) and a
+//! `table.json`; [`LocalCatalog::upgrade`] turns them into a first snapshot in place.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
-use super::{Catalog, PartitionMeta, TableMeta, hive_escape};
+use super::{Catalog, DataFile, PartitionMeta, Retired, TableMeta, hive_escape, newer_version};
 use crate::error::{Error, Result};
 use crate::store::Location;
 
 pub const CATALOG_DIR: &str = "_runner/catalog";
+/// Snapshots kept behind the newest (at least).
+pub const KEEP_SNAPSHOTS: u64 = 10;
+/// How long a replaced snapshot is kept for readers that listed before it was replaced.
+pub const SNAPSHOT_RETENTION_MINUTES: i64 = 60;
+/// Rounds a writer re-applies its change after others created the snapshot it planned.
+const MAX_CONFLICTS: u32 = 64;
 
-#[derive(Debug, Clone)]
+/// One version of a table's catalog entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub table: Option<TableMeta>,
+    /// Partition values -> partition.
+    pub partitions: BTreeMap<Vec<String>, PartitionMeta>,
+    pub retired: Vec<Retired>,
+}
+
+/// The stored form: partition locations relative to the table's location (a snapshot of 1,000
+/// partitions stays small), the writer's nonce (how a writer recognises its own snapshot when
+/// the store's answer to its create was ambiguous).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    seq: u64,
+    writer: String,
+    table: Option<TableMeta>,
+    #[serde(default)]
+    partitions: Vec<StoredPartition>,
+    #[serde(default)]
+    retired: Vec<Retired>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredPartition {
+    values: Vec<String>,
+    location: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files: Vec<DataFile>,
+}
+
+impl Snapshot {
+    fn encode(&self, writer: &str) -> Result<Bytes> {
+        let base = self.table.as_ref().map(|t| t.location.as_str()).unwrap_or("");
+        let partitions = self
+            .partitions
+            .values()
+            .map(|p| StoredPartition {
+                values: p.values.clone(),
+                location: match p.location.strip_prefix(base) {
+                    Some(rel) if !base.is_empty() => rel.to_string(),
+                    _ => p.location.clone(),
+                },
+                files: p.files.clone(),
+            })
+            .collect();
+        let stored = Stored {
+            seq: self.seq,
+            writer: writer.to_string(),
+            table: self.table.clone(),
+            partitions,
+            retired: self.retired.clone(),
+        };
+        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn decode(what: &str, bytes: &[u8]) -> Result<(Snapshot, String)> {
+        let s: Stored = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Failed(format!("catalog snapshot {what} is corrupt ({e}); delete it to fall back to the one before"))
+        })?;
+        let base = s.table.as_ref().map(|t| t.location.clone()).unwrap_or_default();
+        let partitions = s
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let location = if p.location.contains("://") { p.location } else { format!("{base}{}", p.location) };
+                (p.values.clone(), PartitionMeta { values: p.values, location, files: p.files })
+            })
+            .collect();
+        Ok((Snapshot { seq: s.seq, table: s.table, partitions, retired: s.retired }, s.writer))
+    }
+
+    /// Points `p` at its offered location when it is new or newer; `only_new` never repoints.
+    /// A partition already at the offered location gains the offered files it lacks. Returns
+    /// whether it changed.
+    fn offer(&mut self, p: &PartitionMeta, only_new: bool, now_ms: i64) -> bool {
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        match self.partitions.get_mut(&p.values) {
+            None => {
+                self.partitions.insert(p.values.clone(), p.clone());
+                true
+            }
+            Some(cur) if same(&cur.location, &p.location) => {
+                let before = cur.files.len();
+                for f in &p.files {
+                    if !cur.files.iter().any(|c| c.name == f.name) {
+                        cur.files.push(f.clone());
+                    }
+                }
+                cur.files.len() != before
+            }
+            Some(cur) if !only_new && newer_version(&p.location, &cur.location) => {
+                self.retired.push(Retired { location: cur.location.clone(), at_ms: now_ms });
+                *cur = p.clone();
+                true
+            }
+            Some(cur) => {
+                tracing::debug!(
+                    offered = %p.location,
+                    current = %cur.location,
+                    "partition left at its published version (the offered one is not newer)"
+                );
+                false
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct LocalCatalog {
     warehouse: Location,
+    /// The newest snapshot read of each table: a listing that shows no newer one needs no read.
+    cache: Mutex<BTreeMap<String, Snapshot>>,
+}
+
+impl Clone for LocalCatalog {
+    fn clone(&self) -> Self {
+        LocalCatalog::new(self.warehouse.clone())
+    }
 }
 
 impl LocalCatalog {
     pub fn new(warehouse: Location) -> Self {
-        LocalCatalog { warehouse }
+        LocalCatalog { warehouse, cache: Mutex::new(BTreeMap::new()) }
     }
 
-    fn table_path(&self, name: &str) -> object_store::path::Path {
-        self.warehouse.child(&format!("{CATALOG_DIR}/{}/table.json", hive_escape(name)))
+    fn table_dir(name: &str) -> String {
+        format!("{CATALOG_DIR}/{}", hive_escape(name))
     }
 
-    fn partition_path(&self, meta: &TableMeta, values: &[String]) -> object_store::path::Path {
-        let name: Vec<String> =
-            meta.partition_keys.iter().zip(values).map(|(k, v)| format!("{}={}", k.name, hive_escape(v))).collect();
-        self.warehouse.child(&format!("{CATALOG_DIR}/{}/partitions/{}.json", hive_escape(&meta.name), name.join(",")))
+    fn snapshot_path(&self, name: &str, seq: u64) -> object_store::path::Path {
+        self.warehouse.child(&format!("{}/snapshots/{seq:012}.json", Self::table_dir(name)))
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            Error::Failed(format!("catalog entry {what} is corrupt ({e}); delete it and run `runner run --all` to rebuild"))
-        })
+    /// The snapshots of a table, oldest first (a listing of the few kept).
+    async fn listed(&self, name: &str) -> Result<Vec<(u64, object_store::ObjectMeta)>> {
+        self.listed_dir(&hive_escape(name)).await
+    }
+
+    /// The newest snapshot of a table (seq 0 and empty when it has none), with the listing.
+    async fn load(&self, name: &str) -> Result<(Snapshot, Vec<(u64, object_store::ObjectMeta)>)> {
+        for _ in 0..5 {
+            let listed = self.listed(name).await?;
+            let Some((seq, meta)) = listed.last() else { return Ok((Snapshot::default(), listed)) };
+            if let Some(s) = self.cache.lock().expect("catalog cache").get(name).filter(|s| s.seq == *seq) {
+                return Ok((s.clone(), listed));
+            }
+            // Deleted between the listing and the read (many newer ones were written): list again.
+            let Some(bytes) = self.warehouse.get_opt(&meta.location).await? else { continue };
+            let (snapshot, _) = Snapshot::decode(meta.location.as_ref(), &bytes)?;
+            self.remember(name, &snapshot);
+            return Ok((snapshot, listed));
+        }
+        Err(Error::Failed(format!("the catalog of table `{name}` changed too fast to be read; try again")))
+    }
+
+    fn remember(&self, name: &str, s: &Snapshot) {
+        let mut cache = self.cache.lock().expect("catalog cache");
+        if cache.get(name).is_none_or(|c| c.seq < s.seq) {
+            cache.insert(name.to_string(), s.clone());
+        }
+    }
+
+    /// Applies `change` to the newest snapshot and publishes the result as the next one,
+    /// conditionally; on a conflict, re-reads and applies it again. `change` returns whether it
+    /// changed anything (nothing is written otherwise). Returns the snapshot it published or
+    /// found unchanged.
+    async fn update<F>(&self, name: &str, mut change: F) -> Result<Snapshot>
+    where
+        F: FnMut(&mut Snapshot) -> Result<bool> + Send,
+    {
+        let writer = uuid::Uuid::now_v7().simple().to_string();
+        for _ in 0..MAX_CONFLICTS {
+            let (current, listed) = self.load(name).await?;
+            let mut next = current.clone();
+            if !change(&mut next)? {
+                return Ok(current);
+            }
+            next.seq = current.seq + 1;
+            let path = self.snapshot_path(name, next.seq);
+            let body = next.encode(&writer)?;
+            let created = self.warehouse.put_if_absent(&path, body).await?;
+            // An "already exists" may be our own create retried after an ambiguous answer:
+            // read it back and decide by the writer's nonce.
+            let ours = created
+                || match self.warehouse.get_opt(&path).await? {
+                    Some(b) => Snapshot::decode(path.as_ref(), &b)?.1 == writer,
+                    None => false,
+                };
+            if ours {
+                self.remember(name, &next);
+                self.collect_snapshots(next.seq, &listed).await?;
+                return Ok(next);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(1..20))).await;
+        }
+        Err(Error::Failed(format!(
+            "the catalog of table `{name}` kept changing under {MAX_CONFLICTS} attempts to update it; try again"
+        )))
+    }
+
+    /// Deletes snapshots [`KEEP_SNAPSHOTS`] behind `newest` once they are old enough.
+    async fn collect_snapshots(&self, newest: u64, listed: &[(u64, object_store::ObjectMeta)]) -> Result<()> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::minutes(SNAPSHOT_RETENTION_MINUTES);
+        let old: Vec<object_store::path::Path> = listed
+            .iter()
+            .filter(|(seq, m)| seq + KEEP_SNAPSHOTS <= newest && m.last_modified < cutoff)
+            .map(|(_, m)| m.location.clone())
+            .collect();
+        self.warehouse.delete_many(old).await.map(|_| ())
+    }
+
+    fn write_partitions_change(partitions: &[PartitionMeta], only_new: bool) -> impl FnMut(&mut Snapshot) -> Result<bool> {
+        let now = chrono::Utc::now().timestamp_millis();
+        move |s: &mut Snapshot| {
+            let mut changed = false;
+            for p in partitions {
+                changed |= s.offer(p, only_new, now);
+            }
+            Ok(changed)
+        }
+    }
+
+    async fn write_partitions(&self, table: &str, partitions: &[PartitionMeta], only_new: bool) -> Result<Vec<PartitionMeta>> {
+        let (before, _) = self.load(table).await?;
+        if before.table.is_none() {
+            return Err(Error::Internal(format!("partitions registered for table `{table}`, which is not in the catalog")));
+        }
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut change = Self::write_partitions_change(partitions, only_new);
+        let mut applied = Vec::new();
+        let after = self
+            .update(table, |s| {
+                let base = s.clone();
+                let changed = change(s)?;
+                applied = partitions
+                    .iter()
+                    .filter_map(|p| s.partitions.get(&p.values))
+                    .filter(|p| base.partitions.get(&p.values) != Some(*p))
+                    .cloned()
+                    .collect();
+                applied.dedup();
+                Ok(changed)
+            })
+            .await?;
+        drop(after);
+        Ok(applied)
+    }
+
+    /// Converts a catalog of warehouse format 2 (`table.json` and one object per partition) into
+    /// snapshots, table by table; a table that has a snapshot already is left as it is. Returns
+    /// the legacy objects, for the caller to delete once the warehouse is marked as upgraded.
+    pub async fn upgrade(&self) -> Result<Vec<object_store::path::Path>> {
+        let mut legacy = Vec::new();
+        for dir in self.warehouse.folders(CATALOG_DIR).await? {
+            let objects = self.warehouse.list(&format!("{CATALOG_DIR}/{dir}")).await?;
+            let old: Vec<&object_store::ObjectMeta> = objects
+                .iter()
+                .filter(|m| m.location.as_ref().contains("/partitions/") || m.location.filename() == Some("table.json"))
+                .collect();
+            legacy.extend(old.iter().map(|m| m.location.clone()));
+            let has_snapshot = objects.iter().any(|m| m.location.as_ref().contains("/snapshots/"));
+            let Some(table_obj) = old.iter().find(|m| m.location.filename() == Some("table.json")) else { continue };
+            if has_snapshot {
+                continue;
+            }
+            let what = table_obj.location.as_ref().to_string();
+            let table: TableMeta = serde_json::from_slice(&self.warehouse.get(&table_obj.location).await?)
+                .map_err(|e| Error::Failed(format!("catalog entry {what} is corrupt ({e}); delete it and run again")))?;
+            let mut parts: Vec<PartitionMeta> = Vec::new();
+            let objects: Vec<&object_store::ObjectMeta> =
+                old.iter().filter(|m| m.location.as_ref().contains("/partitions/")).copied().collect();
+            // Read 32 at a time (each a round trip on S3).
+            for chunk in objects.chunks(32) {
+                let read = futures::future::try_join_all(chunk.iter().map(|m| self.warehouse.get(&m.location))).await?;
+                for (m, bytes) in chunk.iter().zip(read) {
+                    parts.push(serde_json::from_slice::<PartitionMeta>(&bytes).map_err(|e| {
+                        Error::Failed(format!("catalog entry {} is corrupt ({e}); delete it and run again", m.location))
+                    })?);
+                }
+            }
+            let name = table.name.clone();
+            let n = parts.len();
+            self.update(&name, |s| {
+                if s.table.is_some() {
+                    return Ok(false);
+                }
+                s.table = Some(table.clone());
+                s.partitions = parts.iter().map(|p| (p.values.clone(), p.clone())).collect();
+                Ok(true)
+            })
+            .await?;
+            tracing::info!(table = %name, partitions = n, "catalog upgraded to one snapshot per table");
+        }
+        Ok(legacy)
     }
 }
 
 #[async_trait::async_trait]
 impl Catalog for LocalCatalog {
     async fn tables(&self) -> Result<Vec<TableMeta>> {
-        let mut out = Vec::new();
-        for meta in self.warehouse.list(CATALOG_DIR).await? {
-            if meta.location.filename() == Some("table.json") {
-                let bytes = self.warehouse.get(&meta.location).await?;
-                out.push(Self::decode::<TableMeta>(meta.location.as_ref(), &bytes)?);
-            }
-        }
+        let dirs = self.warehouse.folders(CATALOG_DIR).await?;
+        let found: Vec<Option<TableMeta>> = futures::future::try_join_all(dirs.iter().map(|d| self.table_in(d))).await?;
+        let mut out: Vec<TableMeta> = found.into_iter().flatten().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     async fn table(&self, name: &str) -> Result<Option<TableMeta>> {
-        let p = self.table_path(name);
-        match self.warehouse.get_opt(&p).await? {
-            Some(bytes) => Ok(Some(Self::decode(p.as_ref(), &bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.load(name).await?.0.table)
+    }
+
+    async fn table_with_partitions(&self, name: &str) -> Result<Option<(TableMeta, Vec<PartitionMeta>)>> {
+        let (s, _) = self.load(name).await?;
+        Ok(s.table.map(|t| (t, s.partitions.into_values().collect())))
     }
 
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
-        let current = self.table(&table.name).await?;
-        if current.as_ref() == Some(table) {
-            return Ok(());
-        }
-        if let Some(current) = &current {
-            super::check_compatible(current, table)?;
-        }
-        let body = serde_json::to_vec_pretty(table).map_err(|e| Error::Internal(e.to_string()))?;
-        self.warehouse.put(&self.table_path(&table.name), Bytes::from(body)).await
+        self.update(&table.name, |s| {
+            if s.table.as_ref() == Some(table) {
+                return Ok(false);
+            }
+            if let Some(current) = &s.table {
+                super::check_compatible(current, table)?;
+                // An unpartitioned table's replaced version is retired like a partition's.
+                let version = |t: &TableMeta| t.parameters.get(super::layout::CURRENT_VERSION).cloned();
+                if let Some(old) = version(current).filter(|v| version(table).as_ref() != Some(v)) {
+                    let at_ms = chrono::Utc::now().timestamp_millis();
+                    s.retired.push(Retired { location: format!("{}v={old}/", current.location), at_ms });
+                }
+            }
+            s.table = Some(table.clone());
+            Ok(true)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>> {
-        let dir = format!("{CATALOG_DIR}/{}/partitions", hive_escape(table));
-        // One small object per partition: read many at once (on S3 each is a round trip).
-        let objects = self.warehouse.list(&dir).await?;
-        let mut out: Vec<PartitionMeta> = futures::stream::iter(objects)
-            .map(|meta| async move {
-                let bytes = self.warehouse.get(&meta.location).await?;
-                Self::decode::<PartitionMeta>(meta.location.as_ref(), &bytes)
-            })
-            .buffer_unordered(32)
-            .try_collect()
-            .await?;
-        out.sort();
-        Ok(out)
+        Ok(self.load(table).await?.0.partitions.into_values().collect())
     }
 
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()> {
-        let Some(meta) = self.table(table).await? else { return Ok(()) };
-        for v in values {
-            let path = self.partition_path(&meta, v);
-            self.warehouse.delete(&path).await?;
+        if values.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let now = chrono::Utc::now().timestamp_millis();
+        self.update(table, |s| {
+            let mut changed = false;
+            for v in values {
+                if let Some(p) = s.partitions.remove(v) {
+                    s.retired.push(Retired { location: p.location, at_ms: now });
+                    changed = true;
+                }
+            }
+            Ok(changed)
+        })
+        .await
+        .map(|_| ())
     }
 
-    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
         self.write_partitions(table, partitions, false).await
     }
 
-    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()> {
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
         self.write_partitions(table, partitions, true).await
+    }
+
+    async fn table_version(&self, table: &str) -> Result<Option<u64>> {
+        let listed = self.listed(table).await?;
+        Ok(listed.last().map(|(seq, _)| *seq))
+    }
+
+    async fn retired(&self, table: &str) -> Result<Vec<Retired>> {
+        Ok(self.load(table).await?.0.retired)
+    }
+
+    async fn forget_retired(&self, table: &str, locations: &[String]) -> Result<()> {
+        if locations.is_empty() {
+            return Ok(());
+        }
+        self.update(table, |s| {
+            let before = s.retired.len();
+            s.retired.retain(|r| !locations.contains(&r.location));
+            Ok(s.retired.len() != before)
+        })
+        .await
+        .map(|_| ())
     }
 }
 
 impl LocalCatalog {
-    /// One object per partition; `only_new` makes each a create-if-absent put.
-    async fn write_partitions(&self, table: &str, partitions: &[PartitionMeta], only_new: bool) -> Result<()> {
-        let meta = self
-            .table(table)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("partitions registered for table `{table}`, which is not in the catalog")))?;
-        // One object per partition (the last entry wins if one is named twice), written several
-        // at a time: a job that rebuilt 90 days publishes 90 partitions.
-        let mut writes: std::collections::BTreeMap<object_store::path::Path, Bytes> = Default::default();
-        for p in partitions {
-            let body = Bytes::from(serde_json::to_vec_pretty(p).map_err(|e| Error::Internal(e.to_string()))?);
-            writes.insert(self.partition_path(&meta, &p.values), body);
+    /// The table whose catalog folder is `dir` (an escaped name; the snapshot holds the real one).
+    async fn table_in(&self, dir: &str) -> Result<Option<TableMeta>> {
+        let listed = self.listed_dir(dir).await?;
+        let Some((seq, meta)) = listed.last() else { return Ok(None) };
+        let cached = self
+            .cache
+            .lock()
+            .expect("catalog cache")
+            .values()
+            .find(|s| s.seq == *seq && s.table.as_ref().is_some_and(|t| hive_escape(&t.name) == dir))
+            .and_then(|s| s.table.clone());
+        if cached.is_some() {
+            return Ok(cached);
         }
-        futures::stream::iter(writes)
-            .map(|(path, body)| async move {
-                if only_new {
-                    self.warehouse.put_if_absent(&path, body).await.map(|_| ())
-                } else {
-                    self.warehouse.put(&path, body).await
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        let Some(bytes) = self.warehouse.get_opt(&meta.location).await? else { return Ok(None) };
+        let (s, _) = Snapshot::decode(meta.location.as_ref(), &bytes)?;
+        if let Some(t) = &s.table {
+            self.remember(&t.name, &s);
+        }
+        Ok(s.table)
+    }
+
+    async fn listed_dir(&self, dir: &str) -> Result<Vec<(u64, object_store::ObjectMeta)>> {
+        let mut out: Vec<(u64, object_store::ObjectMeta)> = self
+            .warehouse
+            .list(&format!("{CATALOG_DIR}/{dir}/snapshots"))
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?, m)))
+            .collect();
+        out.sort_by_key(|(s, _)| *s);
+        Ok(out)
     }
 }
 
@@ -147,24 +475,127 @@ mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field, Schema};
 
-    #[tokio::test]
-    async fn tables_and_partitions_round_trip() {
+    fn setup() -> (tempfile::TempDir, Location, TableMeta) {
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
-        let cat = LocalCatalog::new(wh.clone());
         let schema = Schema::new(vec![Field::new("companyID", DataType::Utf8, true)]);
         let t = TableMeta::from_arrow("t", "test", wh.join("t").url, &schema, &[("dt", DataType::Date32)]).unwrap();
+        (dir, wh, t)
+    }
+
+    fn part(wh: &Location, day: &str, v: &str) -> PartitionMeta {
+        PartitionMeta::new(vec![day.into()], wh.join(&format!("t/dt={day}/v={v}")).url)
+    }
+
+    #[tokio::test]
+    async fn tables_and_partitions_round_trip() {
+        let (_dir, wh, t) = setup();
+        let cat = LocalCatalog::new(wh.clone());
         cat.put_table(&t).await.unwrap();
         assert_eq!(cat.table("t").await.unwrap(), Some(t.clone()));
-        assert_eq!(cat.tables().await.unwrap(), vec![t]);
-        let p = PartitionMeta { values: vec!["2026-11-20".into()], location: wh.join("t/dt=2026-11-20").url };
-        cat.put_partitions("t", &[p.clone(), p.clone()]).await.unwrap();
+        assert_eq!(cat.tables().await.unwrap(), vec![t.clone()]);
+        let p = part(&wh, "2026-11-20", "000000000001");
+        assert_eq!(cat.put_partitions("t", &[p.clone(), p.clone()]).await.unwrap(), vec![p.clone()]);
         assert_eq!(cat.partitions("t").await.unwrap(), vec![p.clone()]);
-        let moved = PartitionMeta { values: p.values.clone(), location: wh.join("t/dt=2026-11-20/v=2").url };
-        cat.add_partitions("t", std::slice::from_ref(&moved)).await.unwrap();
+        let moved = part(&wh, "2026-11-20", "000000000002");
+        assert!(cat.add_partitions("t", std::slice::from_ref(&moved)).await.unwrap().is_empty());
         assert_eq!(cat.partitions("t").await.unwrap(), vec![p.clone()], "add never repoints");
         cat.delete_partitions("t", std::slice::from_ref(&p.values)).await.unwrap();
         assert!(cat.partitions("t").await.unwrap().is_empty());
+        assert_eq!(cat.retired("t").await.unwrap().len(), 1);
         assert!(cat.put_partitions("nope", &[]).await.is_err());
+        // A fresh reader (another process) sees the same.
+        let other = LocalCatalog::new(wh.clone());
+        assert_eq!(other.table_with_partitions("t").await.unwrap(), Some((t, vec![])));
+    }
+
+    #[tokio::test]
+    async fn a_partition_never_moves_back_to_an_older_version() {
+        let (_dir, wh, t) = setup();
+        let cat = LocalCatalog::new(wh.clone());
+        cat.put_table(&t).await.unwrap();
+        let v9 = part(&wh, "2026-11-20", "000000000009");
+        let v10 = part(&wh, "2026-11-20", "000000000010");
+        cat.put_partitions("t", std::slice::from_ref(&v10)).await.unwrap();
+        // A delayed roll-forward of an older compaction offers v9: refused.
+        assert!(cat.put_partitions("t", std::slice::from_ref(&v9)).await.unwrap().is_empty());
+        assert_eq!(cat.partitions("t").await.unwrap(), vec![v10.clone()]);
+        assert!(cat.retired("t").await.unwrap().is_empty(), "nothing retired by a refused repoint");
+        // Run ids (time-ordered) compare the same way.
+        let run_id = || uuid::Uuid::now_v7().simple().to_string();
+        let a = part(&wh, "2026-11-21", &run_id());
+        let b = part(&wh, "2026-11-21", &run_id());
+        cat.put_partitions("t", std::slice::from_ref(&b)).await.unwrap();
+        cat.put_partitions("t", std::slice::from_ref(&a)).await.unwrap();
+        assert!(cat.partitions("t").await.unwrap().contains(&b));
+    }
+
+    #[tokio::test]
+    async fn concurrent_publishers_keep_each_others_partitions() {
+        let (_dir, wh, t) = setup();
+        LocalCatalog::new(wh.clone()).put_table(&t).await.unwrap();
+        // Sixteen writers (each its own catalog, as separate processes), four partitions each.
+        let tasks: Vec<_> = (0..16)
+            .map(|w| {
+                let wh = wh.clone();
+                tokio::spawn(async move {
+                    let cat = LocalCatalog::new(wh.clone());
+                    for i in 0..4 {
+                        let p = part(&wh, &format!("2026-{:02}-{:02}", w % 12 + 1, i + 1 + 4 * (w / 12)), "000000000001");
+                        cat.put_partitions("t", &[p]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let all = LocalCatalog::new(wh.clone()).partitions("t").await.unwrap();
+        assert_eq!(all.len(), 64, "no publisher lost another's partitions");
+    }
+
+    #[tokio::test]
+    async fn reads_cost_the_same_whatever_the_number_of_partitions() {
+        // Counted as requests on the store: a listing and a read per table.
+        let (_dir, wh, t) = setup();
+        let cat = LocalCatalog::new(wh.clone());
+        cat.put_table(&t).await.unwrap();
+        let mut reads = Vec::new();
+        for n in [10usize, 1000] {
+            let parts: Vec<PartitionMeta> = (0..n)
+                .map(|i| {
+                    let d = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Days::new(i as u64);
+                    part(&wh, &d.to_string(), "000000000001")
+                })
+                .collect();
+            cat.put_partitions("t", &parts).await.unwrap();
+            let counter = std::sync::Arc::new(crate::store::counting::Counting::new(wh.store.clone()));
+            let counting = Location { store: counter.clone(), ..wh.clone() };
+            let fresh = LocalCatalog::new(counting.clone());
+            let (_, got) = fresh.table_with_partitions("t").await.unwrap().unwrap();
+            assert!(got.len() >= n);
+            reads.push(counter.requests());
+        }
+        assert_eq!(reads[0], reads[1], "catalog reads do not grow with partitions: {reads:?}");
+        assert!(reads[0] <= 2, "{reads:?}");
+    }
+
+    #[tokio::test]
+    async fn a_format_2_catalog_is_upgraded_in_place() {
+        let (_dir, wh, t) = setup();
+        let table = wh.child("_runner/catalog/t/table.json");
+        wh.put(&table, Bytes::from(serde_json::to_vec(&t).unwrap())).await.unwrap();
+        for d in ["2026-11-19", "2026-11-20"] {
+            let p = part(&wh, d, "000000000003");
+            wh.put(&wh.child(&format!("_runner/catalog/t/partitions/dt={d}.json")), Bytes::from(serde_json::to_vec(&p).unwrap()))
+                .await
+                .unwrap();
+        }
+        let cat = LocalCatalog::new(wh.clone());
+        let legacy = cat.upgrade().await.unwrap();
+        assert_eq!(legacy.len(), 3);
+        assert_eq!(cat.partitions("t").await.unwrap().len(), 2);
+        assert!(cat.upgrade().await.unwrap().len() == 3, "a second upgrade changes nothing");
+        assert_eq!(LocalCatalog::new(wh.clone()).partitions("t").await.unwrap().len(), 2);
     }
 }

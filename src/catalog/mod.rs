@@ -90,25 +90,79 @@ pub struct PartitionMeta {
     pub values: Vec<String>,
     /// The partition's folder URL, ending in `/`.
     pub location: String,
+    /// The partition's data files, when the publisher knows them all (a SQL job's version is
+    /// written once, whole): readers then open exactly these and never list the folder. Empty
+    /// for a folder that grows (an ingest day gains a file per batch): readers list it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<DataFile>,
+}
+
+impl PartitionMeta {
+    pub fn new(values: Vec<String>, location: String) -> PartitionMeta {
+        PartitionMeta { values, location, files: Vec::new() }
+    }
+}
+
+/// A data file of a partition: its name inside the partition's folder and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub name: String,
+    pub size: u64,
 }
 
 /// Where tables are registered. Implementations must make each call idempotent: ingest
 /// recovery replays them after a crash.
+///
+/// Every write is conditional on what is published: a partition is only ever repointed to a
+/// newer version than the one it points at (versions are ledger seqs or time-ordered run ids),
+/// so a delayed publisher can never move it back, and two publishers never lose each other's
+/// partitions. Writes return the partitions they changed (a caller mirrors only those).
 #[async_trait::async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn tables(&self) -> Result<Vec<TableMeta>>;
     async fn table(&self, name: &str) -> Result<Option<TableMeta>>;
+    /// The table with its partitions, read together (one snapshot): what a session registers.
+    async fn table_with_partitions(&self, name: &str) -> Result<Option<(TableMeta, Vec<PartitionMeta>)>>;
     /// Creates or updates a table definition.
     async fn put_table(&self, table: &TableMeta) -> Result<()>;
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>>;
-    /// Registers partitions (creating new ones, repointing existing ones).
-    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
-    /// Registers the partitions that do not exist yet and leaves existing ones as they are, as
-    /// one conditional create per partition (never read-then-write): an ingest publisher that
-    /// was delayed can then never point a partition back at a version compaction replaced.
-    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<()>;
+    /// Registers partitions: creates new ones and repoints existing ones at a newer version.
+    /// A partition pointing at a newer version than the one offered is left as it is.
+    async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>>;
+    /// Registers the partitions that do not exist yet and leaves existing ones as they are: an
+    /// ingest publisher that was delayed can never point a partition back at a version
+    /// compaction replaced.
+    async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>>;
     /// Unregisters partitions by their values (absent ones are fine).
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()>;
+    /// A token that changes whenever the table or its partitions change (`None`: no such
+    /// table): what a job compares to know its inputs did not change since its last run.
+    async fn table_version(&self, table: &str) -> Result<Option<u64>>;
+    /// Folders of versions that stopped being current (repointed or dropped), with when.
+    async fn retired(&self, table: &str) -> Result<Vec<Retired>>;
+    /// Forgets retired versions whose files were deleted.
+    async fn forget_retired(&self, table: &str, locations: &[String]) -> Result<()>;
+}
+
+/// A version folder a partition no longer points at, and when it stopped being current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retired {
+    pub location: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+}
+
+/// Whether a partition at `offered` may replace one at `current`: a strictly newer version
+/// (ledger seqs are zero-padded numbers, run ids time-ordered UUIDs; both compare by length,
+/// then text). A location without a version folder is not versioned and always replaces.
+pub fn newer_version(offered: &str, current: &str) -> bool {
+    use layout::version_of;
+    match (version_of(offered), version_of(current)) {
+        (Some(a), Some(b)) => (a.len(), a) > (b.len(), b),
+        _ => offered.trim_end_matches('/') != current.trim_end_matches('/'),
+    }
 }
 
 /// Whether `next` can replace `current` without breaking a reader: the same partition keys, and

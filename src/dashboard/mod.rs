@@ -233,7 +233,8 @@ pub async fn report(ws: &Workspace, charts: &[ChartSpec], sel: &Selection) -> Re
     let as_of = meta["as_of"].as_str().and_then(|d| d.parse::<NaiveDate>().ok());
     let mut results = serde_json::Map::new();
     if let Some(day) = as_of {
-        let ctx = crate::engine::session(ws).await?;
+        let sqls: Vec<&str> = charts.iter().map(|c| c.sql.as_str()).collect();
+        let ctx = crate::engine::session_for_sql(ws, &sqls).await?;
         for c in charts {
             results.insert(c.id.clone(), run_chart(&ctx, c, day, &sel.company).await);
         }
@@ -289,7 +290,7 @@ async fn api_chart(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>, Qu
     let Some(as_of) = sel.as_of else {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "as_of=YYYY-MM-DD is required"}))).into_response();
     };
-    match crate::engine::session(&app.ws).await {
+    match crate::engine::session_for_sql(&app.ws, &[&chart.sql]).await {
         Ok(ctx) => axum::Json(run_chart(&ctx, chart, as_of, &sel.company).await).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
     }

@@ -317,7 +317,12 @@ impl ReadBatch {
 fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidate]) -> ReadBatch {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (source, contract, stream) = (source.clone(), ws.contract.clone(), stream.to_string());
-    let (batch, in_flight) = (batch.to_vec(), ws.config.ingest.parallelism.max(1) + 1);
+    // Downloads in flight are set apart from parsing: on S3 each GET waits 20-100 ms for its
+    // first byte, so many wait at once (`ingest.io_concurrency`), while at most `parallelism`
+    // objects are parsed at a time (one per core).
+    let parallelism = ws.config.ingest.parallelism.max(1);
+    let (batch, in_flight) = (batch.to_vec(), ws.config.ingest.io_concurrency.max(parallelism + 1));
+    let parsers = Arc::new(tokio::sync::Semaphore::new(parallelism));
     let source_url = source.url.clone();
     tokio::spawn(async move {
         let mut parsed = futures::stream::iter(batch)
@@ -325,6 +330,7 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                 let source = source.clone();
                 let contract = contract.clone();
                 let stream = stream.clone();
+                let parsers = parsers.clone();
                 async move {
                     if let Some(why) = &c.refused {
                         let rejects = vec![Reject {
@@ -341,6 +347,7 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                     let body = source.get(&path).await?;
                     let read = reading.elapsed();
                     let url = format!("{}{}", source.url, c.rel);
+                    let _permit = parsers.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
                     let mut p = tokio::task::spawn_blocking(move || {
                         let sc = &contract.streams[&stream];
                         parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)

@@ -33,6 +33,9 @@ pub struct JobMetrics {
     /// Logical periods covered: the days an incremental SQL job rebuilt, the as-of date.
     pub periods: Vec<String>,
     pub seconds: f64,
+    /// Why the job did not run (`up to date`), when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// The kind and its own counts (flattened: `"kind": "ingest", "objects": ...`).
     #[serde(flatten)]
     pub counts: KindCounts,
@@ -53,6 +56,7 @@ impl JobMetrics {
             partitions: Vec::new(),
             periods: Vec::new(),
             seconds: 0.0,
+            skipped: None,
             counts,
         }
     }
@@ -94,7 +98,13 @@ pub fn summary_table(runs: &[JobMetrics]) -> Result<RecordBatch> {
         ("partitions", u(|m| m.partitions.len() as u64)),
         ("dry_run", Arc::new(BooleanArray::from_iter(runs.iter().map(|m| Some(m.dry_run))))),
         ("seconds", Arc::new(Float64Array::from_iter_values(runs.iter().map(|m| (m.seconds * 100.0).round() / 100.0)))),
-        ("details", strs(&|m| m.counts.describe())),
+        (
+            "details",
+            strs(&|m| match &m.skipped {
+                Some(why) => format!("skipped: {why}"),
+                None => m.counts.describe(),
+            }),
+        ),
         ("run_id", strs(&|m| m.run_id.clone())),
     ])
     .map_err(Error::arrow("building the summary"))
@@ -112,6 +122,18 @@ pub enum KindCounts {
 }
 
 impl KindCounts {
+    /// Zero counts of a job's kind (a run that was skipped).
+    pub fn empty(kind: &crate::job::JobKind) -> KindCounts {
+        use crate::job::JobKind;
+        match kind {
+            JobKind::Ingest(_) => KindCounts::Ingest(Default::default()),
+            JobKind::Sql(_) => KindCounts::Sql(Default::default()),
+            JobKind::Export(_) => KindCounts::Export(Default::default()),
+            JobKind::Compact(_) => KindCounts::Compact(Default::default()),
+            JobKind::Score(_) => KindCounts::Score(Default::default()),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             KindCounts::Ingest(_) => "ingest",

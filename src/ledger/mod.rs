@@ -303,6 +303,18 @@ impl Ledger {
         Ok(state)
     }
 
+    /// The seq of the newest commit record: the checkpoint pointer, then one listing of the
+    /// records after it (a few requests, whatever the ledger's history).
+    pub async fn last_committed_seq(&self) -> Result<u64> {
+        let from = self.pointer().await?.unwrap_or(0);
+        let listed = if from == 0 {
+            self.wh.list(&self.dir()).await?
+        } else {
+            self.wh.list_from(&self.dir(), &format!("{from:012}.published")).await?
+        };
+        Ok(listed.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).fold(from, u64::max))
+    }
+
     /// Commits a batch: `Err(CommitConflict)` when another run committed this `seq` first.
     pub async fn commit(&self, c: &Commit) -> Result<()> {
         let body = serde_json::to_vec_pretty(c).map_err(|e| Error::Internal(e.to_string()))?;

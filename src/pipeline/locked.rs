@@ -91,6 +91,7 @@ pub async fn run_locked(
     period: Option<DateTime<Utc>>,
     holder: &str,
     ttl: Duration,
+    force: bool,
     progress: &Progress,
 ) -> Result<Locked> {
     ws.check_format(true).await?;
@@ -104,7 +105,7 @@ pub async fn run_locked(
         lease.release().await?;
         return Ok(Locked::AlreadyDone);
     }
-    let result = run_job(ws, job, &RunOptions { at: Some(at), ..Default::default() }, progress).await;
+    let result = run_job(ws, job, &RunOptions { at: Some(at), force, ..Default::default() }, progress).await;
     if let (Ok(_), Some(p)) = (&result, period) {
         let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
         ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
@@ -132,6 +133,8 @@ pub struct LockedRun {
     /// A held lease stops new jobs from starting (the daemon waits and resumes the period
     /// later); otherwise the job is skipped and the others still run (the command line).
     pub wait_when_held: bool,
+    /// Run jobs that are up to date anyway (`--force`).
+    pub force: bool,
 }
 
 /// Runs `names` in dependency order under their leases. Returns each job that was tried with
@@ -149,7 +152,7 @@ pub async fn run_locked_dag(
         Locked::AlreadyDone => false,
     };
     run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
-        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, progress).await?;
+        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, opts.force, progress).await?;
         Ok((job.name.clone(), l))
     })
     .await

@@ -8,6 +8,7 @@
 //! [`backfill`] reruns a SQL job over past days.
 
 pub mod dag;
+pub mod fresh;
 pub mod lease;
 pub mod locked;
 
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub days: Option<Vec<NaiveDate>>,
     /// Jobs run at once when the DAG allows (0 and 1: one at a time).
     pub parallel: usize,
+    /// Run SQL, export and scoring jobs even when their inputs did not change (`--force`).
+    pub force: bool,
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -54,9 +57,32 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     };
     // Every log line of the run names the job and the run id, as runner_runs does.
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
-    let result = run_kind(&run).instrument(span).await;
+    // A job whose inputs did not change since its last successful run for this date is up to
+    // date (a backfill, a dry run and --force always run).
+    let fingerprint = match opts.dry_run || opts.days.is_some() {
+        true => None,
+        false => fresh::fingerprint(ws, job, &run.as_of().to_string()).await?,
+    };
+    let up_to_date = match &fingerprint {
+        Some(fp) if !opts.force => fresh::is_up_to_date(ws, job, fp).await?,
+        _ => false,
+    };
+    let result = if up_to_date {
+        let mut m = JobMetrics::new(&job.name, &run.run_id, run.as_of().to_string(), crate::job::KindCounts::empty(&job.kind));
+        m.skipped = Some("up to date".into());
+        tracing::info!(job = %job.name, "skipped: up to date (inputs unchanged since its last run for this date; --force runs it)");
+        Ok(m)
+    } else {
+        run_kind(&run).instrument(span).await
+    };
     if opts.dry_run {
         return result;
+    }
+    if let (Ok(m), Some(fp)) = (&result, fingerprint)
+        && m.skipped.is_none()
+        && let Err(e) = fresh::record(ws, job, fp, &run.run_id).await
+    {
+        tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
     }
     let mut r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
     // Ingest and compaction always run here; the kinds that run SQL run it on `[engine]`.

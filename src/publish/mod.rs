@@ -24,8 +24,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 
-use crate::catalog::layout::{CURRENT_VERSION, VERSIONED, partition_dir, version_folder, version_of};
-use crate::catalog::{PartitionMeta, TableMeta};
+use crate::catalog::layout::{CURRENT_VERSION, VERSIONED, partition_dir, version_folder};
+use crate::catalog::{DataFile, PartitionMeta, TableMeta};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{Checks, WriteMode};
@@ -122,10 +122,10 @@ pub async fn publish_output(
     let mut writes = Vec::new();
     for (values, batches) in &all_parts {
         let dir = partition_dir(&sj.partition_by, values);
-        let (folder, name) = match (sj.mode, current.get(values)) {
+        let (folder, name, append) = match (sj.mode, current.get(values)) {
             // Append adds a file to the partition's current version.
-            (WriteMode::Append, Some(loc)) => (ws.warehouse.relative_url(loc)?, format!("part-{run_id}.parquet")),
-            _ => (version_folder(&sj.output, &dir, run_id), "part-00000.parquet".to_string()),
+            (WriteMode::Append, Some(loc)) => (ws.warehouse.relative_url(loc)?, format!("part-{run_id}.parquet"), true),
+            _ => (version_folder(&sj.output, &dir, run_id), "part-00000.parquet".to_string(), false),
         };
         let stripped: Vec<RecordBatch> = batches
             .iter()
@@ -139,10 +139,10 @@ pub async fn publish_output(
                 RecordBatch::try_new(file_schema.clone(), cols).map_err(Error::arrow("dropping partition columns"))
             })
             .collect::<Result<_>>()?;
-        writes.push((values.clone(), folder, name, stripped));
+        writes.push((values.clone(), folder, name, append, stripped));
     }
     let written: Vec<Result<(PartitionMeta, u64)>> = futures::stream::iter(writes)
-        .map(|(values, folder, name, stripped)| {
+        .map(|(values, folder, name, append, stripped)| {
             let fs = file_schema.clone();
             async move {
                 let data = tokio::task::spawn_blocking(move || -> Result<Bytes> {
@@ -153,7 +153,9 @@ pub async fn publish_output(
                 .map_err(|e| Error::Internal(format!("parquet task failed: {e}")))??;
                 let len = data.len() as u64;
                 ws.warehouse.put(&ws.warehouse.child(&format!("{folder}/{name}")), data).await?;
-                Ok((PartitionMeta { values, location: ws.warehouse.join(&folder).url }, len))
+                // The version is written whole, once: readers open its file without listing.
+                let files = if append { Vec::new() } else { vec![DataFile { name, size: len }] };
+                Ok((PartitionMeta { values, location: ws.warehouse.join(&folder).url, files }, len))
             }
         })
         .buffered(4)
@@ -241,49 +243,32 @@ fn split_partitions(
     Ok(out)
 }
 
-/// Deletes the files of partition versions that are no longer current, once the version that
-/// replaced them has been published for `grace` (queries planned before the switch may still
-/// read them) and the files themselves are that old (a version being written by a run in
-/// progress is young). Returns how many files it deleted.
+/// Deletes the files of partition versions that stopped being current at least `grace` ago
+/// (queries planned before the switch may still read them): the catalog keeps the list of
+/// retired versions, so this lists only their folders, never the whole table, and deletes their
+/// files in bulk. Returns how many files it deleted.
+///
+/// A version written by a run that crashed before publishing is never retired: it stays on
+/// storage, unread (readers only see what the catalog points at), until the table is rebuilt.
 pub async fn collect_replaced_versions(ws: &Workspace, table: &str, grace: chrono::Duration) -> Result<u64> {
-    let Some(meta) = ws.catalog.table(table).await? else { return Ok(0) };
-    let mut current: BTreeSet<String> = BTreeSet::new();
-    for p in ws.catalog.partitions(table).await? {
-        current.insert(ws.warehouse.relative_url(&p.location)?.trim_end_matches('/').to_string());
+    let cutoff = (Utc::now() - grace).timestamp_millis();
+    let due: Vec<String> =
+        ws.catalog.retired(table).await?.into_iter().filter(|r| r.at_ms < cutoff).map(|r| r.location).collect();
+    if due.is_empty() {
+        return Ok(0);
     }
-    if let Some(v) = meta.parameters.get(CURRENT_VERSION) {
-        current.insert(version_folder(table, "", v));
+    // A folder still current somewhere (a partition repointed back by an older runner, or an
+    // unpartitioned table's current version) is never deleted.
+    let current: BTreeSet<String> = ws.catalog.partitions(table).await?.into_iter().map(|p| p.location).collect();
+    let mut files = Vec::new();
+    for loc in due.iter().filter(|l| !current.contains(*l)) {
+        let rel = ws.warehouse.relative_url(loc)?;
+        files.extend(ws.warehouse.list(&rel).await?.into_iter().map(|o| o.location));
     }
-    let objects = ws.warehouse.list(table).await?;
-    // Version folder -> its files.
-    let mut folders: BTreeMap<String, Vec<&object_store::ObjectMeta>> = BTreeMap::new();
-    for o in &objects {
-        let Some((folder, _)) = ws.warehouse.relative(&o.location).and_then(|r| r.rsplit_once('/')) else { continue };
-        if version_of(folder).is_some() {
-            folders.entry(folder.to_string()).or_default().push(o);
-        }
+    let removed = ws.warehouse.delete_many(files).await?;
+    for loc in &due {
+        ws.warehouse.remove_empty_dirs(&ws.warehouse.relative_url(loc)?).await?;
     }
-    let partition_of = |folder: &str| folder.rsplit_once("/v=").map(|(p, _)| p.to_string()).unwrap_or_default();
-    // When each partition's current version was published: its oldest file.
-    let published_at: BTreeMap<String, chrono::DateTime<Utc>> = folders
-        .iter()
-        .filter(|(f, _)| current.contains(*f))
-        .filter_map(|(f, files)| files.iter().map(|o| o.last_modified).min().map(|t| (partition_of(f), t)))
-        .collect();
-    let cutoff = Utc::now() - grace;
-    let mut removed = 0;
-    for (folder, files) in &folders {
-        if current.contains(folder) {
-            continue;
-        }
-        // A partition dropped from the catalog (replace_table) has no current version.
-        let replaced_long_ago = published_at.get(&partition_of(folder)).is_none_or(|t| *t < cutoff);
-        if replaced_long_ago && files.iter().all(|o| o.last_modified < cutoff) {
-            for o in files {
-                ws.warehouse.delete(&o.location).await?;
-                removed += 1;
-            }
-        }
-    }
+    ws.catalog.forget_retired(table, &due).await?;
     Ok(removed)
 }

@@ -248,6 +248,7 @@ async fn run_period(
         ttl: schedules.lease_ttl,
         parallel: opts.parallel,
         wait_when_held: true,
+        force: false,
     };
     let results = run_locked_dag(ws, &names, &run, progress).await?;
     let rec = |job: &str, status: &str| DaemonRun {

@@ -60,7 +60,7 @@ impl Location {
                 (Arc::from(store), root)
             }
         };
-        let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting(store)) } else { store };
+        let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting::new(store)) } else { store };
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut url = url.to_string();
@@ -205,6 +205,35 @@ impl Location {
         match self.store.delete(p).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::Store { what: format!("deleting {p}"), source: e }),
+        }
+    }
+
+    /// Deletes many objects, in batches of up to 1,000 keys a request where the store has a bulk
+    /// delete (S3 `DeleteObjects`); ones already gone are fine. Returns how many it deleted.
+    pub async fn delete_many(&self, paths: Vec<Path>) -> Result<u64> {
+        use futures::StreamExt;
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        let n = paths.len() as u64;
+        let input = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut results = self.store.delete_stream(input);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::Store { what: format!("deleting objects under {}", self.url), source: e }),
+            }
+        }
+        Ok(n)
+    }
+
+    /// The names of the folders directly below `rel` (one delimited listing).
+    pub async fn folders(&self, rel: &str) -> Result<Vec<String>> {
+        let prefix = self.child(rel);
+        match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(r) => Ok(r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(Error::Store { what: format!("listing {}{rel}", self.url), source: e }),
         }
     }
 

@@ -30,12 +30,14 @@ use datafusion::functions::expr_fn::concat_ws;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 
-use crate::catalog::layout::{CURRENT_VERSION, is_versioned, version_of};
+use crate::catalog::layout::{CURRENT_VERSION, version_of};
 use crate::catalog::{TableMeta, arrow_type};
 use crate::config::EngineKind;
 use crate::dates::date32;
 use crate::error::{Error, Result};
 use crate::workspace::{FileCaches, Workspace};
+
+pub mod table;
 
 /// A session with every catalog table registered.
 pub async fn session(ws: &Workspace) -> Result<SessionContext> {
@@ -67,53 +69,121 @@ async fn open(ws: &Workspace, only: Option<&[String]>, engine: EngineKind) -> Re
         EngineKind::Ballista => crate::cluster::remote_context(&ws.config.engine, session_config()?, &ws.warehouse.url).await?,
     };
     let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|t| t == name));
-    let tables: Vec<TableMeta> = match only {
-        None => ws.catalog.tables().await?,
-        Some(names) => {
-            let found = futures::future::try_join_all(names.iter().map(|n| ws.catalog.table(n))).await?;
-            found.into_iter().flatten().collect()
-        }
+    // Each table with its partitions, from one catalog snapshot per table (two requests,
+    // whatever its history), the tables read at once.
+    let names: Vec<String> = match only {
+        None => ws.catalog.tables().await?.into_iter().map(|t| t.name).collect(),
+        Some(names) => names.to_vec(),
     };
-    // Each versioned table's published (partition, version) pairs, the tables read at once.
-    let versions = futures::future::try_join_all(tables.iter().map(|t| async move {
-        if !is_versioned(&t.parameters) {
-            return Ok::<_, Error>(None);
-        }
-        // `<value>/.../<version>` of every partition, as `version_key` spells it.
-        let mut v: BTreeSet<String> = ws
-            .catalog
-            .partitions(&t.name)
+    let tables: Vec<(TableMeta, Vec<crate::catalog::PartitionMeta>)> =
+        futures::future::try_join_all(names.iter().map(|n| ws.catalog.table_with_partitions(n)))
             .await?
-            .iter()
-            .filter_map(|p| version_of(&p.location).map(|ver| [p.values.clone(), vec![ver]].concat().join("/")))
+            .into_iter()
+            .flatten()
             .collect();
-        v.extend(t.parameters.get(CURRENT_VERSION).cloned());
-        Ok(Some(v))
-    }))
-    .await?;
-    for (t, versions) in tables.iter().zip(versions) {
-        register(&ctx, t, versions)?;
+    for (t, partitions) in &tables {
+        match engine {
+            EngineKind::Local => register_catalog_table(&ctx, ws, t, partitions.clone())?,
+            EngineKind::Ballista => register(&ctx, t, Some(published_versions(t, partitions)))?,
+        }
     }
     for (name, d) in &ws.declared {
-        if wanted(name) && !tables.iter().any(|t| &t.name == name) {
+        if wanted(name) && !tables.iter().any(|(t, _)| &t.name == name) {
             register_empty(&ctx, name, &view_types(&*d.schema()?))?;
         }
     }
     Ok(ctx)
 }
 
+/// A versioned table's published (partition, version) pairs, as `<value>/.../<version>`.
+fn published_versions(t: &TableMeta, partitions: &[crate::catalog::PartitionMeta]) -> BTreeSet<String> {
+    let mut v: BTreeSet<String> = partitions
+        .iter()
+        .filter_map(|p| version_of(&p.location).map(|ver| [p.values.clone(), vec![ver]].concat().join("/")))
+        .collect();
+    v.extend(t.parameters.get(CURRENT_VERSION).cloned());
+    v
+}
+
+/// A table read in this process: the catalog's partitions, pruned before any object is opened.
+fn register_catalog_table(
+    ctx: &SessionContext,
+    ws: &Workspace,
+    t: &TableMeta,
+    mut partitions: Vec<crate::catalog::PartitionMeta>,
+) -> Result<()> {
+    if t.partition_keys.is_empty() {
+        // An unpartitioned table is read at its current version's folder.
+        partitions = match t.parameters.get(CURRENT_VERSION) {
+            Some(v) => vec![crate::catalog::PartitionMeta::new(Vec::new(), format!("{}v={v}/", t.location))],
+            None => vec![crate::catalog::PartitionMeta::new(Vec::new(), t.location.clone())],
+        };
+    }
+    let table = table::CatalogTable::new(t, partitions, &ws.warehouse)?;
+    ctx.register_table(t.name.as_str(), Arc::new(table))
+        .map(|_| ())
+        .map_err(Error::df(format!("registering table `{}` at {}", t.name, t.location)))
+}
+
+/// The tables `sql` names (in `FROM`, joins, sub-queries; not CTE names), or `None` when it
+/// reads the information schema or cannot be parsed (then every table is registered, and
+/// DataFusion reports the error).
+pub fn referenced_tables(sql: &str) -> Option<Vec<String>> {
+    let ctx = new_context().ok()?;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect).ok()?;
+    let refs = state.resolve_table_references(&statement).ok()?;
+    let mut out = Vec::new();
+    for r in refs {
+        if r.schema().is_some_and(|s| s.eq_ignore_ascii_case("information_schema")) {
+            return None;
+        }
+        out.push(r.table().to_string());
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// A session with the tables the SQL texts name (every table when one of them reads the
+/// information schema or does not parse).
+pub async fn session_for_sql(ws: &Workspace, sqls: &[&str]) -> Result<SessionContext> {
+    let mut names = Vec::new();
+    for sql in sqls {
+        match referenced_tables(sql) {
+            Some(n) => names.extend(n),
+            None => return session(ws).await,
+        }
+    }
+    names.sort();
+    names.dedup();
+    session_for(ws, Some(&names)).await
+}
+
 /// `runner query`: `sql` over every catalog table; SQL that does not plan is a usage error
 /// pointing at its line.
 pub async fn query(ws: &Workspace, sql: &str) -> Result<Vec<RecordBatch>> {
-    let ctx = session(ws).await?;
-    let df = ctx.sql(sql).await.map_err(|e| {
-        // A table that does not exist: name the closest one (DataFusion already does so for
-        // columns).
-        let hint = undeclared_table(&e)
-            .map(|t| crate::error::did_you_mean(&t, table_names(&ctx).iter().map(String::as_str)))
-            .unwrap_or_default();
-        Error::Usage(format!("the query does not plan: {}{hint}", describe(sql, &e)))
-    })?;
+    // Only the tables the query names are opened (a table's catalog is two requests).
+    let ctx = session_for_sql(ws, &[sql]).await?;
+    let df = match ctx.sql(sql).await {
+        Ok(df) => df,
+        Err(e) => {
+            // A table that does not exist: name the closest one of the catalog and the declared
+            // tables (the session holds only the ones the query names). DataFusion already does
+            // so for columns.
+            let hint = match undeclared_table(&e) {
+                Some(t) => {
+                    let mut names: Vec<String> = ws.catalog.tables().await?.into_iter().map(|t| t.name).collect();
+                    names.extend(ws.declared.keys().cloned());
+                    names.extend(table_names(&ctx));
+                    crate::error::did_you_mean(&t, names.iter().map(String::as_str))
+                }
+                None => String::new(),
+            };
+            return Err(Error::Usage(format!("the query does not plan: {}{hint}", describe(sql, &e))));
+        }
+    };
     df.collect().await.map_err(Error::df("running the query"))
 }
 

@@ -1,0 +1,105 @@
+//! Up to date: a SQL, export or scoring job whose inputs did not change since its last
+//! successful run for the same logical date does not run again.
+//!
+//! A run's *fingerprint* is what decides its output: the logical date, the job's definition
+//! (its job file's settings and SQL; for scoring, the endpoint settings and the model
+//! declaration), each input table's catalog version (a listing of its few snapshots) and, for
+//! event tables, the last batch their stream's ledger committed (ingest appends files to a day
+//! without moving its catalog entry). The outputs' catalog versions after the run are kept too,
+//! so an output dropped or rewritten by someone else is rebuilt. A successful run records its
+//! fingerprint under `_runner/jobs/<job>/up_to_date.json`; the next run computes it again (a
+//! few requests per input, whatever the history) and skips when both match. `--force` runs
+//! anyway; a backfill (exact days) and a dry run always run.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::error::{Error, Result};
+use crate::job::{Job, JobKind};
+use crate::ledger::Ledger;
+use crate::workspace::Workspace;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub logical_date: String,
+    /// A hash of the job's definition.
+    pub definition: String,
+    /// Input table -> catalog version (`None`: not written yet).
+    pub inputs: BTreeMap<String, Option<u64>>,
+    /// Stream -> last committed ledger seq, for the event tables among the inputs.
+    pub streams: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Recorded {
+    fingerprint: Fingerprint,
+    /// Output table -> catalog version right after the run.
+    outputs: BTreeMap<String, Option<u64>>,
+    run_id: String,
+}
+
+fn path(job: &str) -> String {
+    format!("_runner/jobs/{job}/up_to_date.json")
+}
+
+/// The input tables of the kinds that can be up to date; `None` for ingest and compaction,
+/// which always look for new work.
+fn inputs(job: &Job) -> Option<Vec<String>> {
+    match &job.kind {
+        JobKind::Sql(j) => Some(j.inputs.clone()),
+        JobKind::Export(j) => Some(j.inputs.clone()),
+        JobKind::Score(j) => Some(vec![j.input.clone()]),
+        JobKind::Ingest(_) | JobKind::Compact(_) => None,
+    }
+}
+
+/// The fingerprint of a run of `job` for `logical_date`, or `None` for kinds that always run.
+pub async fn fingerprint(ws: &Workspace, job: &Job, logical_date: &str) -> Result<Option<Fingerprint>> {
+    let Some(inputs) = inputs(job) else { return Ok(None) };
+    let mut definition = format!("{:?}", job.kind);
+    if let JobKind::Score(_) = &job.kind {
+        // The endpoint and the model decide the scores as much as the features do.
+        definition.push_str(&format!("{:?}", ws.config.scoring));
+        if let Ok(model) = std::fs::read(&ws.config.scoring.model) {
+            definition.push_str(&format!("{:x}", xxh3_128(&model)));
+        }
+    }
+    let versions = futures::future::try_join_all(inputs.iter().map(|t| ws.catalog.table_version(t))).await?;
+    let streams: Vec<String> =
+        ws.contract.streams.iter().filter(|(_, sc)| inputs.contains(&sc.table)).map(|(name, _)| name.clone()).collect();
+    let seqs = futures::future::try_join_all(
+        streams.iter().map(|s| async move { Ledger::new(ws.warehouse.clone(), s).last_committed_seq().await }),
+    )
+    .await?;
+    Ok(Some(Fingerprint {
+        logical_date: logical_date.to_string(),
+        definition: format!("{:032x}", xxh3_128(definition.as_bytes())),
+        inputs: inputs.into_iter().zip(versions).collect(),
+        streams: streams.into_iter().zip(seqs).collect(),
+    }))
+}
+
+async fn output_versions(ws: &Workspace, job: &Job) -> Result<BTreeMap<String, Option<u64>>> {
+    let outputs = job.outputs(&ws.contract);
+    let versions = futures::future::try_join_all(outputs.iter().map(|t| ws.catalog.table_version(t))).await?;
+    Ok(outputs.into_iter().zip(versions).collect())
+}
+
+/// Whether the last successful run had this fingerprint and left the outputs as they are.
+pub async fn is_up_to_date(ws: &Workspace, job: &Job, fp: &Fingerprint) -> Result<bool> {
+    let Some(bytes) = ws.warehouse.get_opt(&ws.warehouse.child(&path(&job.name))).await? else { return Ok(false) };
+    // An unreadable record (an older runner's, a hand edit) only means the job runs.
+    let Ok(rec) = serde_json::from_slice::<Recorded>(&bytes) else { return Ok(false) };
+    Ok(&rec.fingerprint == fp && rec.outputs == output_versions(ws, job).await?)
+}
+
+/// Records a successful run's fingerprint (taken before it ran: inputs that changed during the
+/// run make the next fingerprint differ, so the next run does the work).
+pub async fn record(ws: &Workspace, job: &Job, fp: Fingerprint, run_id: &str) -> Result<()> {
+    let rec = Recorded { fingerprint: fp, outputs: output_versions(ws, job).await?, run_id: run_id.to_string() };
+    let body = serde_json::to_vec_pretty(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+    ws.warehouse.put(&ws.warehouse.child(&path(&job.name)), Bytes::from(body)).await
+}
