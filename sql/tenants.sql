@@ -7,64 +7,48 @@
 -- Profile fields (name, industry, revenu, employees, monthlyFee, totalFee) are each the latest
 -- non-null value from tenant_created / tenant_updated events up to the as-of date.
 -- users = users added minus users deleted up to the as-of date.
+-- Those all-time fields (and the latest score below) come from tenant_state, the running state
+-- of every tenant at the end of each day (sql/tenant_state.sql): a snapshot reads one day of it
+-- and the 90 days of its windows, not the whole history.
 -- activity_rank 1 is the least active tenant (fewest job30, then job90); minimal_activity marks
 -- the customers doing the very minimum (job30 < 5 or job90 < 20, the churn rule of the seed).
 -- riskOfChurn is the latest successful score published before this job runs, and
 -- risk_scored_on the date it was scored for: tenants feeds the scoring, so it runs before this
 -- date's scores exist, and shows the previous run's risk, dated (both NULL: never scored).
 -- The risk of this run date is in companies_enriched, written after score_churn.
-WITH profile AS (
-    SELECT companyID,
-           last_value(name ORDER BY event_time)       FILTER (WHERE name IS NOT NULL)       AS name,
-           last_value(industry ORDER BY event_time)   FILTER (WHERE industry IS NOT NULL)   AS industry,
-           last_value(revenu ORDER BY event_time)     FILTER (WHERE revenu IS NOT NULL)     AS revenu,
-           last_value(employees ORDER BY event_time)  FILTER (WHERE employees IS NOT NULL)  AS employees,
-           last_value(monthlyFee ORDER BY event_time) FILTER (WHERE monthlyFee IS NOT NULL) AS monthlyFee,
-           last_value(totalFee ORDER BY event_time)   FILTER (WHERE totalFee IS NOT NULL)   AS totalFee
-    FROM tenant_events
-    WHERE dt <= $as_of
-      AND event_type IN ('tenant_created', 'tenant_updated')
-    GROUP BY companyID
+WITH state AS (
+    SELECT companyID, name, industry, revenu, employees, monthlyFee, totalFee,
+           users, last_activity_at, riskOfChurn, risk_scored_on
+    FROM tenant_state
+    WHERE dt = $as_of
+      AND in_tenants
 ),
-activity AS (
+windows AS (
     SELECT companyID,
-           SUM(users_added) - SUM(users_deleted)                                        AS users,
-           MAX(last_event_at)                                                           AS last_activity_at,
            SUM(jobs_submitted) FILTER (WHERE dt >= CAST($as_of AS DATE) - INTERVAL '29 days') AS job30,
-           SUM(jobs_submitted) FILTER (WHERE dt >= CAST($as_of AS DATE) - INTERVAL '89 days') AS job90
+           SUM(jobs_submitted)                                                                AS job90
     FROM tenant_activity_daily
-    WHERE dt <= $as_of
+    WHERE dt BETWEEN CAST($as_of AS DATE) - INTERVAL '89 days' AND $as_of
     GROUP BY companyID
 ),
--- The latest successful churn score up to the as-of date (scores of earlier runs of score_churn:
--- the table is read as published, see jobs/tenants.toml). NULL when never scored.
-latest_score AS (
-    SELECT companyID,
-           last_value(churn ORDER BY scored_at) AS riskOfChurn,
-           last_value(dt ORDER BY scored_at)    AS risk_scored_on
-    FROM churn_scores
-    WHERE dt <= $as_of
-      AND status = 'scored'
-    GROUP BY companyID
-),
--- Every tenant with a profile or any activity: a FULL JOIN, so each side is computed once
--- (a UNION of their keys joined back to both made DataFusion compute each twice).
+-- Every tenant with a profile or any activity up to the as-of date (tenant_state has them all).
 joined AS (
-    SELECT COALESCE(p.companyID, a.companyID) AS companyID,
-           p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
-           COALESCE(a.users, 0)  AS users,
-           a.last_activity_at,
-           COALESCE(a.job30, 0)  AS job30,
-           COALESCE(a.job90, 0)  AS job90
-    FROM profile p
-    FULL JOIN activity a ON a.companyID = p.companyID
+    SELECT s.companyID,
+           s.name, s.industry, s.revenu, s.employees, s.monthlyFee, s.totalFee,
+           s.users,
+           s.last_activity_at,
+           COALESCE(w.job30, 0)  AS job30,
+           COALESCE(w.job90, 0)  AS job90,
+           s.riskOfChurn,
+           s.risk_scored_on
+    FROM state s
+    LEFT JOIN windows w ON w.companyID = s.companyID
 )
 SELECT CAST($as_of AS DATE) AS as_of,
        j.companyID, j.name, j.industry, j.revenu, j.employees, j.monthlyFee, j.totalFee,
        j.users, j.last_activity_at, j.job30, j.job90,
        RANK() OVER (ORDER BY j.job30, j.job90)   AS activity_rank,
        (j.job30 < 5 OR j.job90 < 20)             AS minimal_activity,
-       s.riskOfChurn,
-       s.risk_scored_on
+       j.riskOfChurn,
+       j.risk_scored_on
 FROM joined j
-LEFT JOIN latest_score s ON s.companyID = j.companyID

@@ -33,8 +33,16 @@ const MAX_DAYS_PER_QUERY: usize = 10;
 struct IncrementalState {
     /// Stream -> highest ledger seq whose changes were rebuilt.
     watermarks: BTreeMap<String, u64>,
+    /// Input written by a SQL job (or scoring) -> the newest partition version seen. Those
+    /// versions are run ids, which grow with time, so a partition published since has a larger
+    /// one: its day changed.
+    #[serde(default)]
+    versions: BTreeMap<String, String>,
     /// Changed days later than the as-of date of the run that saw them.
     pending: BTreeSet<NaiveDate>,
+    /// A cumulative job: the newest day built.
+    #[serde(default)]
+    built_through: Option<NaiveDate>,
 }
 
 fn state_path(job: &str) -> String {
@@ -64,7 +72,12 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     let mut outputs: Vec<RecordBatch> = Vec::new();
     let mut expected_partitions: BTreeSet<Vec<String>> = BTreeSet::new();
     let mut out_schema = None;
-    let ranges = day_ranges(&periods, MAX_DAYS_PER_QUERY);
+    // A cumulative job's days are one run (each day seeds the next): one query.
+    let ranges = match (sj.cumulative, periods.first(), periods.last()) {
+        (true, Some(a), Some(b)) => vec![(*a, *b)],
+        (true, _, _) => Vec::new(),
+        (false, _, _) => day_ranges(&periods, MAX_DAYS_PER_QUERY),
+    };
     metrics.counts = KindCounts::Sql(SqlCounts { queries: ranges.len() as u64 });
     let mut results = futures::stream::iter(ranges.clone())
         .map(|r| {
@@ -210,6 +223,32 @@ async fn changed_days(
             state.watermarks.insert(stream.clone(), ledger.last_seq());
         }
     }
+    // Inputs published by other jobs: the days whose partition has a newer version than seen
+    // (the catalog snapshot was read when the session opened; this reads it from the cache).
+    let streams: BTreeSet<&str> = ws.contract.streams.values().map(|sc| sc.table.as_str()).collect();
+    for input in sj.inputs.iter().filter(|t| !streams.contains(t.as_str()) && **t != sj.output) {
+        let seen = state.versions.get(input).cloned();
+        let newer = |v: &str| seen.as_ref().is_none_or(|s| (v.len(), v) > (s.len(), s.as_str()));
+        let mut newest = seen.clone();
+        for p in ws.catalog.partitions(input).await? {
+            let Some(v) = crate::catalog::layout::version_of(&p.location) else { continue };
+            if !newer(&v) {
+                continue;
+            }
+            if let Some(d) = p.values.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
+                changed.insert(d);
+            }
+            if newest.as_ref().is_none_or(|n| (v.len(), v.as_str()) > (n.len(), n.as_str())) {
+                newest = Some(v);
+            }
+        }
+        if let Some(n) = newest {
+            state.versions.insert(input.clone(), n);
+        }
+    }
+    if sj.cumulative {
+        return Ok(cumulative_days(state, changed, as_of, force));
+    }
     if let Some(days) = force {
         // A backfill rebuilds the days asked for; what changed stays pending for the next run.
         state.pending = changed;
@@ -219,6 +258,36 @@ async fn changed_days(
     let (now, later): (Vec<NaiveDate>, Vec<NaiveDate>) = changed.into_iter().partition(|d| *d <= as_of);
     state.pending = later.into_iter().collect();
     Ok((now, state))
+}
+
+/// The days a cumulative job rebuilds: from the earliest changed day (or the day after the
+/// newest one built) through the as-of date, or through the newest day built when that is later
+/// (each day's state feeds the next). A backfill's days extend the same way.
+fn cumulative_days(
+    mut state: IncrementalState,
+    mut changed: BTreeSet<NaiveDate>,
+    as_of: NaiveDate,
+    force: Option<&[NaiveDate]>,
+) -> (Vec<NaiveDate>, IncrementalState) {
+    if let Some(days) = force {
+        changed.extend(days.iter().copied());
+    }
+    let end = state.built_through.map_or(as_of, |b| b.max(as_of));
+    let (now, later): (BTreeSet<NaiveDate>, BTreeSet<NaiveDate>) = changed.into_iter().partition(|d| *d <= end);
+    state.pending = later;
+    let next = state.built_through.and_then(|b| b.succ_opt()).filter(|n| *n <= as_of);
+    let start = match (now.first().copied(), next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let days: Vec<NaiveDate> = match start {
+        Some(s) => s.iter_days().take_while(|d| *d <= end).collect(),
+        None => Vec::new(),
+    };
+    if let Some(last) = days.last() {
+        state.built_through = Some(state.built_through.map_or(*last, |b| b.max(*last)));
+    }
+    (days, state)
 }
 
 #[cfg(test)]
@@ -236,5 +305,29 @@ mod tests {
         );
         assert_eq!(day_ranges(&days[..3], 2), vec![(d("2026-11-01"), d("2026-11-02")), (d("2026-11-03"), d("2026-11-03"))]);
         assert!(day_ranges(&[], 31).is_empty());
+    }
+
+    #[test]
+    fn a_cumulative_job_rebuilds_from_the_earliest_change_through_the_newest_day_built() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let span = |v: &[NaiveDate]| (v.first().copied(), v.last().copied(), v.len());
+        // First build: from the first day with data through the as-of date.
+        let (days, st) = cumulative_days(IncrementalState::default(), [d("2026-11-01")].into(), d("2026-11-05"), None);
+        assert_eq!(span(&days), (Some(d("2026-11-01")), Some(d("2026-11-05")), 5));
+        assert_eq!(st.built_through, Some(d("2026-11-05")));
+        // The next day with nothing new: that day alone.
+        let (days, st) = cumulative_days(st, BTreeSet::new(), d("2026-11-06"), None);
+        assert_eq!(span(&days), (Some(d("2026-11-06")), Some(d("2026-11-06")), 1));
+        // A late event on the 2nd: the 2nd through the newest day built.
+        let (days, st) = cumulative_days(st, [d("2026-11-02")].into(), d("2026-11-06"), None);
+        assert_eq!(span(&days), (Some(d("2026-11-02")), Some(d("2026-11-06")), 5));
+        // An older as-of with a change still rebuilds through the newest day built; a change
+        // after it waits.
+        let (days, st) = cumulative_days(st, [d("2026-11-03"), d("2026-11-09")].into(), d("2026-11-04"), None);
+        assert_eq!(span(&days), (Some(d("2026-11-03")), Some(d("2026-11-06")), 4));
+        assert_eq!(st.pending, [d("2026-11-09")].into());
+        // Nothing changed, as-of already built: nothing to do.
+        let (days, _) = cumulative_days(st, BTreeSet::new(), d("2026-11-06"), None);
+        assert!(days.is_empty());
     }
 }

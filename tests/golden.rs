@@ -138,3 +138,51 @@ async fn every_sql_file_matches_its_golden_file() {
         mismatches.join("\n")
     );
 }
+
+/// tenants reads its all-time fields from tenant_state, the running state each run advances from
+/// the days that changed; on consecutive days of the committed sample, with a late event and the
+/// scores of each day in between, it equals its definition over all history
+/// (`tests/golden/tenants_from_all_history.sql`, with the scores published before its run).
+#[test]
+fn tenants_from_the_running_state_equal_tenants_from_all_history() {
+    let env = TestEnv::new();
+    copy_dir(&Path::new(REPO).join("data/drops"), &env.root().join("drops"));
+    let reference = std::fs::read_to_string(Path::new(REPO).join("tests/golden/tenants_from_all_history.sql")).unwrap();
+    let compare = |day: &str| {
+        // Scores published before tenants ran: those of earlier days (one run per day here).
+        let sql = reference
+            .replace("WHERE dt <= $as_of\n      AND status = 'scored'", "WHERE dt < $as_of\n      AND status = 'scored'")
+            .replace("$as_of", &format!("DATE '{day}'"));
+        assert!(sql.contains(&format!("WHERE dt < DATE '{day}'")), "the reference reads the scores");
+        let want = env.json(&["query", &format!("SELECT * FROM ({sql}) ORDER BY companyID")]);
+        let got = env.json(&["query", &format!("SELECT * FROM tenants WHERE as_of = DATE '{day}' ORDER BY companyID")]);
+        assert!(want.as_array().is_some_and(|a| a.len() >= 20), "{want}");
+        assert_eq!(got, want, "tenants as of {day}");
+    };
+    for day in ["2026-11-17", "2026-11-18"] {
+        assert!(env.output(&["run", "--all", "--at", day]).status.success());
+        compare(day);
+    }
+    // A late rename of comp_1, dated two days back, arrives with the next day's drops.
+    env.put_drop(
+        "companies",
+        "2026-11-22T23",
+        1,
+        br#"{"event_type":"tenant_updated","event_id":"late-1","companyID":"comp_1","name":"Renamed Late","creationDate":1794988800000}"#,
+        false,
+    );
+    for day in ["2026-11-19", "2026-11-20"] {
+        let out = env.output(&["run", "--all", "--at", day]);
+        assert!(out.status.success(), "{}", common::text(&out.stderr));
+        compare(day);
+    }
+    let names = env.json(&["query", "SELECT name FROM tenants WHERE as_of = DATE '2026-11-20' AND companyID = 'comp_1'"]);
+    assert_eq!(names[0]["name"], "Renamed Late", "{names}");
+    // The same date again: every SQL, export and scoring job is up to date.
+    let again = env.json(&["run", "--all", "--at", "2026-11-20"]);
+    for r in again.as_array().unwrap() {
+        if ["sql", "export", "score"].contains(&r["kind"].as_str().unwrap()) {
+            assert_eq!(r["skipped"], "up to date", "{}", r["job"]);
+        }
+    }
+}

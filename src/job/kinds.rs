@@ -96,6 +96,8 @@ pub struct SqlJob {
     pub mode: WriteMode,
     /// Run once per changed event day (`$dt`) instead of once per as-of date.
     pub incremental: bool,
+    /// Each day is a running state of all days before it: a change rebuilds every later day.
+    pub cumulative: bool,
     pub checks: Checks,
 }
 

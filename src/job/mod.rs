@@ -93,6 +93,11 @@ struct SqlSection {
     mode: WriteMode,
     #[serde(default)]
     incremental: bool,
+    /// With `incremental`: each day's rows are a running state (all history up to that day),
+    /// so a change on day X rebuilds X through the newest day built, in one query seeded from
+    /// the day before X (see `transform`).
+    #[serde(default)]
+    cumulative: bool,
     /// Inputs read as last published, without depending on (or waiting for) their producer in
     /// this run: how churn_features reads the scores of earlier runs of the scoring job that
     /// itself reads churn_features.
@@ -256,6 +261,9 @@ impl Jobs {
                             "`incremental = true` needs partition_by = [\"dt\"] (one run per changed day)".into(),
                         ));
                     }
+                    if q.cumulative && !q.incremental {
+                        return Err(cfg_err("`cumulative = true` needs `incremental = true`".into()));
+                    }
                     for t in &q.reads_published {
                         if !q.inputs.contains(t) {
                             return Err(cfg_err(format!("reads_published names `{t}`, which is not in inputs")));
@@ -270,6 +278,7 @@ impl Jobs {
                         partition_by: q.partition_by,
                         mode: q.mode,
                         incremental: q.incremental,
+                        cumulative: q.cumulative,
                         checks: jf.checks.clone(),
                     }))
                 }

@@ -105,6 +105,7 @@ mod tests {
                 partition_by: Vec::new(),
                 mode: Default::default(),
                 incremental: false,
+                cumulative: false,
                 checks: Default::default(),
             }))
         };

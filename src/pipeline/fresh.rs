@@ -6,7 +6,8 @@
 //! declaration), each input table's catalog version (a listing of its few snapshots) and, for
 //! event tables, the last batch their stream's ledger committed (ingest appends files to a day
 //! without moving its catalog entry). The outputs' catalog versions after the run are kept too,
-//! so an output dropped or rewritten by someone else is rebuilt. A successful run records its
+//! so an output dropped or rewritten by someone else is rebuilt. Inputs read as published
+//! (`reads_published`) are left out: they change because of this job's own downstream. A successful run records its
 //! fingerprint under `_runner/jobs/<job>/up_to_date.json`; the next run computes it again (a
 //! few requests per input, whatever the history) and skips when both match. `--force` runs
 //! anyway; a backfill (exact days) and a dry run always run.
@@ -48,9 +49,13 @@ fn path(job: &str) -> String {
 /// The input tables of the kinds that can be up to date; `None` for ingest and compaction,
 /// which always look for new work.
 fn inputs(job: &Job) -> Option<Vec<String>> {
+    // Inputs read as published (the scores of earlier runs, a job's own previous output) do not
+    // count: they change as a consequence of this job's own downstream, and counting them would
+    // make every run rerun the loop tenants -> churn_features -> score_churn -> tenants.
+    let own = |inputs: &[String]| inputs.iter().filter(|t| !job.reads_published.contains(t)).cloned().collect();
     match &job.kind {
-        JobKind::Sql(j) => Some(j.inputs.clone()),
-        JobKind::Export(j) => Some(j.inputs.clone()),
+        JobKind::Sql(j) => Some(own(&j.inputs)),
+        JobKind::Export(j) => Some(own(&j.inputs)),
         JobKind::Score(j) => Some(vec![j.input.clone()]),
         JobKind::Ingest(_) | JobKind::Compact(_) => None,
     }
