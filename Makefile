@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-calendar bench-score bench-discovery model serve sample schedules clean-warehouse
 
 # The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
 # whatever today's date is.
@@ -73,6 +73,10 @@ bench: venv
 ## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
 bench-dag: venv
 	PYTHON=$(PY) bash bench/dag.sh
+
+## Calendar benchmark: a new day, a no-op run and queries on 30, 360 and 1,080 days of history, locally and on S3 (moto).
+bench-calendar: venv
+	PYTHON=$(PY) bash bench/calendar.sh
 
 ## Cluster benchmark: the SQL DAG locally and on Ballista with one and two executors (after `make bench`).
 bench-cluster: venv

@@ -69,31 +69,32 @@ grid AS (
     LEFT JOIN activity_day a ON a.companyID = c.companyID AND a.dt = d.dt
     LEFT JOIN score_day s ON s.companyID = c.companyID AND s.dt = d.dt
 ),
--- Running over the days of the run.
+-- Running over the days of the run: for each profile field the newest day that set it (its
+-- value is read back from that day below; no IGNORE NULLS, which Ballista does not carry).
 running AS (
     SELECT companyID, dt,
-           last_value(name) IGNORE NULLS OVER w       AS name,
-           last_value(industry) IGNORE NULLS OVER w   AS industry,
-           last_value(revenu) IGNORE NULLS OVER w     AS revenu,
-           last_value(employees) IGNORE NULLS OVER w  AS employees,
-           last_value(monthlyFee) IGNORE NULLS OVER w AS monthlyFee,
-           last_value(totalFee) IGNORE NULLS OVER w   AS totalFee,
-           SUM(users_delta) OVER w                    AS users_delta,
-           MAX(last_event_at) OVER w                  AS last_event_at,
-           MAX(scored_at) OVER w                      AS scored_at,
-           BOOL_OR(seen) OVER w                       AS seen
+           MAX(CASE WHEN name IS NOT NULL THEN dt END) OVER w       AS name_day,
+           MAX(CASE WHEN industry IS NOT NULL THEN dt END) OVER w   AS industry_day,
+           MAX(CASE WHEN revenu IS NOT NULL THEN dt END) OVER w     AS revenu_day,
+           MAX(CASE WHEN employees IS NOT NULL THEN dt END) OVER w  AS employees_day,
+           MAX(CASE WHEN monthlyFee IS NOT NULL THEN dt END) OVER w AS monthlyFee_day,
+           MAX(CASE WHEN totalFee IS NOT NULL THEN dt END) OVER w   AS totalFee_day,
+           SUM(users_delta) OVER w                                  AS users_delta,
+           MAX(last_event_at) OVER w                                AS last_event_at,
+           MAX(scored_at) OVER w                                    AS scored_at,
+           BOOL_OR(seen) OVER w                                     AS seen
     FROM grid
     WINDOW w AS (PARTITION BY companyID ORDER BY dt ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )
 -- ... on top of the state of the day before the run.
 SELECT r.dt,
        r.companyID,
-       COALESCE(r.name, p.name)                                  AS name,
-       COALESCE(r.industry, p.industry)                          AS industry,
-       COALESCE(r.revenu, p.revenu)                              AS revenu,
-       COALESCE(r.employees, p.employees)                        AS employees,
-       COALESCE(r.monthlyFee, p.monthlyFee)                      AS monthlyFee,
-       COALESCE(r.totalFee, p.totalFee)                          AS totalFee,
+       COALESCE(f1.name, p.name)                                 AS name,
+       COALESCE(f2.industry, p.industry)                         AS industry,
+       COALESCE(f3.revenu, p.revenu)                             AS revenu,
+       COALESCE(f4.employees, p.employees)                       AS employees,
+       COALESCE(f5.monthlyFee, p.monthlyFee)                     AS monthlyFee,
+       COALESCE(f6.totalFee, p.totalFee)                         AS totalFee,
        COALESCE(p.users, 0) + COALESCE(r.users_delta, 0)         AS users,
        GREATEST(p.last_activity_at, r.last_event_at)             AS last_activity_at,
        CASE WHEN r.scored_at IS NULL OR p.risk_scored_at >= r.scored_at THEN p.riskOfChurn ELSE s.churn END
@@ -103,6 +104,12 @@ SELECT r.dt,
        GREATEST(p.risk_scored_at, r.scored_at)                   AS risk_scored_at,
        COALESCE(p.in_tenants, false) OR COALESCE(r.seen, false)  AS in_tenants
 FROM running r
-LEFT JOIN prev p ON p.companyID = r.companyID
+LEFT JOIN prev p         ON p.companyID = r.companyID
+LEFT JOIN profile_day f1 ON f1.companyID = r.companyID AND f1.dt = r.name_day
+LEFT JOIN profile_day f2 ON f2.companyID = r.companyID AND f2.dt = r.industry_day
+LEFT JOIN profile_day f3 ON f3.companyID = r.companyID AND f3.dt = r.revenu_day
+LEFT JOIN profile_day f4 ON f4.companyID = r.companyID AND f4.dt = r.employees_day
+LEFT JOIN profile_day f5 ON f5.companyID = r.companyID AND f5.dt = r.monthlyFee_day
+LEFT JOIN profile_day f6 ON f6.companyID = r.companyID AND f6.dt = r.totalFee_day
 -- The scoring day that holds the running latest score (a later day cannot: its scores are later).
-LEFT JOIN score_day s ON s.companyID = r.companyID AND s.scored_at = r.scored_at AND s.dt <= r.dt
+LEFT JOIN score_day s    ON s.companyID = r.companyID AND s.scored_at = r.scored_at AND s.dt <= r.dt

@@ -16,12 +16,18 @@
 -- risk_scored_on the date it was scored for: tenants feeds the scoring, so it runs before this
 -- date's scores exist, and shows the previous run's risk, dated (both NULL: never scored).
 -- The risk of this run date is in companies_enriched, written after score_churn.
-WITH state AS (
+-- The state at the end of the as-of date; the day before when that day's state is not built
+-- (a dry run: the job keeping the state publishes nothing). Every company of a day is in the
+-- next day's state, so with both days present each company's newest row is the as-of date's.
+WITH ranked AS (
     SELECT companyID, name, industry, revenu, employees, monthlyFee, totalFee,
-           users, last_activity_at, riskOfChurn, risk_scored_on
+           users, last_activity_at, riskOfChurn, risk_scored_on, in_tenants,
+           ROW_NUMBER() OVER (PARTITION BY companyID ORDER BY dt DESC) AS newest
     FROM tenant_state
-    WHERE dt = $as_of
-      AND in_tenants
+    WHERE dt BETWEEN CAST($as_of AS DATE) - INTERVAL '1 day' AND $as_of
+),
+state AS (
+    SELECT * FROM ranked WHERE newest = 1 AND in_tenants
 ),
 windows AS (
     SELECT companyID,

@@ -192,11 +192,15 @@ pub const OPERATIONS: &[Operation] = &[
     // S3 through object_store (`store::Location`) and DataFusion's reads of the tables.
     op("s3:ListBucket", Scope::Warehouse, "store.list"),
     op("s3:ListBucket", Scope::Warehouse, "store.list_with_offset"),
+    // The catalog's table folders (a delimited listing).
+    op("s3:ListBucket", Scope::Warehouse, "store.list_with_delimiter"),
     op("s3:GetObject", Scope::Warehouse, "store.get"),
     op("s3:GetObject", Scope::Warehouse, "store.head"),
     op("s3:PutObject", Scope::Warehouse, "store.put"),
     op("s3:PutObject", Scope::Warehouse, "store.put_opts"),
     op("s3:DeleteObject", Scope::Warehouse, "store.delete"),
+    // Bulk deletes (DeleteObjects, 1,000 keys a request) need the same permission.
+    op("s3:DeleteObject", Scope::Warehouse, "store.delete_stream"),
     // A rename is CopyObject then DeleteObject.
     op("s3:GetObject", Scope::Warehouse, "store.rename"),
     op("s3:PutObject", Scope::Warehouse, "store.rename"),

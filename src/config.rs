@@ -307,7 +307,7 @@ impl Default for IngestSettings {
             dedup_horizon: Duration::from_secs(7 * 86_400),
             lookback: Duration::from_secs(26 * 3600),
             full_listing: false,
-            checkpoint_every: 100,
+            checkpoint_every: 25,
             checkpoint_retention: Duration::from_secs(3600),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             io_concurrency: 16,

@@ -12,7 +12,9 @@ fn main() {
     limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Planning and (de)serialising a deep SQL plan recurses once per node: Ballista's scheduler
+    // overflowed the 2 MiB default stack on tenant_state's plan. Stack is only reserved, not used.
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 << 20).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -25,7 +25,7 @@ use crate::catalog::TableMeta;
 use crate::catalog::layout::{VERSIONED, day_folder};
 use crate::error::{Error, Result};
 use crate::job::JobMetrics;
-use crate::ledger::{BatchStats, Commit, FileEntry, Ledger};
+use crate::ledger::{BatchStats, Commit, FileEntry, Ledger, LedgerState};
 use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
 pub use crate::schema::{RUNS_TABLE, runs_schema as schema};
 use crate::store::encode_parquet;
@@ -183,6 +183,13 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
     .map_err(Error::arrow("building run records"))
 }
 
+/// At most this many run records between two checkpoints of the run history ledger.
+const RUNS_CHECKPOINT_EVERY: u64 = 16;
+
+/// The run history ledger's state as this process last saw it, per warehouse.
+static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, LedgerState>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Appends one run to `runner_runs` (a commit in its ledger) and to the job's recent runs.
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     let mut t = TableMeta::from_arrow(
@@ -198,8 +205,24 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     let date = r.started_at.format("%Y-%m-%d").to_string();
     let ledger = Ledger::new(ws.warehouse.clone(), RUNS_TABLE);
     let mut replan = Replan::default();
+    // Run records are small and every job writes one: a checkpoint every few of them keeps the
+    // records a new process reads (one round trip each) few.
+    let mut settings = ws.config.ingest.clone();
+    settings.checkpoint_every = settings.checkpoint_every.min(RUNS_CHECKPOINT_EVERY);
+    // The ledger as this process last saw it: a `run --all` of ten jobs reads it once, then
+    // only the records after it (each record of a checkpoint interval is a round trip on S3).
+    let known = || KNOWN.lock().expect("run ledger cache").get(&ws.warehouse.url).cloned();
+    // Two jobs recording at once each keep what they saw: the newer view wins.
+    let keep = |state: &LedgerState| {
+        let mut known = KNOWN.lock().expect("run ledger cache");
+        let newer =
+            known.get(&ws.warehouse.url).is_none_or(|k| (state.base_seq(), state.last_seq()) >= (k.base_seq(), k.last_seq()));
+        if newer {
+            known.insert(ws.warehouse.url.clone(), state.clone());
+        }
+    };
     loop {
-        let mut state = ledger.load().await?;
+        let mut state = ledger.load_since(known()).await?;
         roll_forward(ws, &ledger, &mut state).await?;
         ledger.clean_up(&state, &r.run_id, retention(&ws.config.ingest)).await?;
         let seq = state.next_seq();
@@ -234,12 +257,13 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
                 publish_commit(ws, &ledger, &commit).await?;
                 state.published.insert(seq);
                 state.commits.push(commit);
-                checkpoint(&ledger, state, &ws.config.ingest, &r.run_id).await?;
+                keep(&checkpoint(&ledger, state, &settings, &r.run_id).await?);
                 break;
             }
             // Another job's record took the seq (jobs run side by side): plan again, without
             // the staged file of the attempt that lost.
             Err(e) => {
+                keep(&state);
                 replan.after(e, "run record")?;
                 ws.warehouse.delete(&ws.warehouse.child(&commit.files[0].staged)).await?;
                 ws.warehouse.remove_empty_dirs(&ledger.staging_prefix(&commit.attempt)).await?;

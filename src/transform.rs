@@ -54,7 +54,14 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     let started = Instant::now();
     let as_of = r.as_of();
     let mut metrics = r.metrics(as_of.to_string(), KindCounts::Sql(SqlCounts::default()));
-    let ctx = crate::engine::session_for(ws, Some(&sj.inputs)).await?;
+    // A running state advances in this process whatever the engine, like ingest and
+    // compaction: it reads the days that changed and one day of itself, and Ballista 55's
+    // scheduler loses track of its plan's stage metrics and never finishes it.
+    let ctx = if sj.cumulative {
+        crate::engine::local_session_for(ws, Some(&sj.inputs)).await?
+    } else {
+        crate::engine::session_for(ws, Some(&sj.inputs)).await?
+    };
     let t_session = started.elapsed();
 
     // Which periods to build.

@@ -128,6 +128,8 @@ async fn a_simulated_day_then_catch_up_after_downtime_by_policy() {
         seq(&[
             ("activity", a1, "11-20 00:10"),
             ("activity", a2, "11-20 00:10"),
+            // tenants' running state is advanced with it.
+            ("daily", "tenant_state", "11-20 00:30"),
             ("daily", "tenants", "11-20 00:30"),
             ("ingest", "ingest_bigdatajobs", "11-20 06:00"),
             ("ingest", "ingest_companies", "11-20 06:00"),
@@ -157,7 +159,11 @@ async fn a_simulated_day_then_catch_up_after_downtime_by_policy() {
     assert_eq!(
         caught_up,
         seq(&[
+            // tenants' running state is advanced with it.
+            ("daily", "tenant_state", "11-21 00:30"),
             ("daily", "tenants", "11-21 00:30"),
+            // tenants' running state is advanced with it.
+            ("daily", "tenant_state", "11-22 00:30"),
             ("daily", "tenants", "11-22 00:30"),
             ("activity", a1, "11-22 16:10"),
             ("activity", a2, "11-22 16:10"),

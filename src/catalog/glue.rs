@@ -43,6 +43,8 @@ pub struct GlueCatalog {
     /// Tables read by Athena through partition projection.
     projection: Vec<String>,
     database_ready: tokio::sync::OnceCell<()>,
+    /// Tables whose Glue definition this process checked and published, as published.
+    checked: std::sync::Mutex<BTreeMap<String, TableMeta>>,
 }
 
 /// What a sync changed.
@@ -86,6 +88,7 @@ impl GlueCatalog {
             catalog_id: settings.catalog_id.clone(),
             projection: settings.projection.clone(),
             database_ready: tokio::sync::OnceCell::new(),
+            checked: Default::default(),
         }
     }
 
@@ -407,16 +410,18 @@ impl Catalog for GlueCatalog {
     }
 
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
-        // Unchanged locally: Glue was given this definition when it changed (a Glue that fell
-        // behind is caught up by `runner publish`); no GetTable on every publish.
-        if self.local.table(&table.name).await?.as_ref() == Some(table) {
+        // Once per process and definition: a run publishing many times does not read Glue's
+        // table before each publish.
+        if self.checked.lock().expect("glue tables checked").get(&table.name) == Some(table) {
             return Ok(());
         }
         // Glue's definition is checked before the local catalog changes: a table another tool
         // changed there must not be published over.
         let plan = self.plan_table(table).await?;
         self.local.put_table(table).await?;
-        self.apply_table(table, plan).await.map(|_| ())
+        self.apply_table(table, plan).await?;
+        self.checked.lock().expect("glue tables checked").insert(table.name.clone(), table.clone());
+        Ok(())
     }
 
     async fn partitions(&self, table: &str) -> Result<Vec<PartitionMeta>> {

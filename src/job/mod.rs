@@ -355,6 +355,26 @@ impl Jobs {
         Ok(out)
     }
 
+    /// `names` plus the running-state jobs they depend on (a cumulative SQL job, such as
+    /// tenant_state): a state is advanced with every job that reads it, so `runner run tenants`
+    /// reads the state of today's data without naming the job that keeps it.
+    pub fn with_state_jobs(&self, names: &[String]) -> Vec<String> {
+        let mut out = names.to_vec();
+        let mut i = 0;
+        while i < out.len() {
+            if let Ok(j) = self.get(&out[i]) {
+                for d in &j.depends_on {
+                    let is_state = matches!(self.get(d).map(|s| &s.kind), Ok(JobKind::Sql(sj)) if sj.cumulative);
+                    if is_state && !out.contains(d) {
+                        out.push(d.clone());
+                    }
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
     /// `names` in dependency order (each job after the jobs it depends on that are also named).
     /// A cycle is a config error naming the jobs in it.
     pub fn order(&self, names: &[String]) -> Result<Vec<&Job>> {

@@ -144,7 +144,7 @@ pub struct Compacted {
 }
 
 /// What the ledger holds for one stream: a checkpoint (or nothing) and the commits after it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LedgerState {
     /// The newest checkpoint when the state was read: commits up to its seq are summarised there.
     pub base: Option<Arc<Checkpoint>>,
@@ -269,6 +269,13 @@ impl Ledger {
             state.base = Some(Arc::new(self.read_checkpoint(p).await?));
         }
         let from = seq.max(state.base_seq());
+        self.read_commits_after(from, &mut state).await?;
+        Ok(state)
+    }
+
+    /// Adds the commit records after `from` (and their publish markers) to `state`: one listing
+    /// that starts there, then the records, several at once in seq order.
+    async fn read_commits_after(&self, from: u64, state: &mut LedgerState) -> Result<()> {
         let mut seqs = Vec::new();
         let listed = if from == 0 {
             self.wh.list(&self.dir()).await?
@@ -299,8 +306,9 @@ impl Ledger {
             }
             Ok(c)
         });
-        state.commits = futures::stream::iter(reads).buffered(16).try_collect().await?;
-        Ok(state)
+        let commits: Vec<Commit> = futures::stream::iter(reads).buffered(16).try_collect().await?;
+        state.commits.extend(commits);
+        Ok(())
     }
 
     /// The seq of the newest commit record: the checkpoint pointer, then one listing of the
@@ -313,6 +321,20 @@ impl Ledger {
             self.wh.list_from(&self.dir(), &format!("{from:012}.published")).await?
         };
         Ok(listed.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).fold(from, u64::max))
+    }
+
+    /// `known` brought up to date: only the commit records after its last seq are read (a
+    /// listing from there, then each new record), or the newest checkpoint when one was written
+    /// past it. A process that records many runs reads the ledger once, then what is new.
+    pub async fn load_since(&self, known: Option<LedgerState>) -> Result<LedgerState> {
+        let Some(mut state) = known else { return self.load().await };
+        // A checkpoint written since (by this process or another): read the ledger afresh.
+        if self.pointer().await?.unwrap_or(0) != state.base_seq() {
+            return self.load().await;
+        }
+        let from = state.last_seq();
+        self.read_commits_after(from, &mut state).await?;
+        Ok(state)
     }
 
     /// Commits a batch: `Err(CommitConflict)` when another run committed this `seq` first.

@@ -28,7 +28,8 @@ where
     F: FnMut(&'a Job) -> Fut,
     Fut: Future<Output = Result<T>> + 'a,
 {
-    let order = jobs.order(names)?;
+    let names = jobs.with_state_jobs(names);
+    let order = jobs.order(&names)?;
     let group = |i: usize| order[i].kind.group();
     let mut stopped = false;
     let mut results: Vec<Option<T>> = order.iter().map(|_| None).collect();

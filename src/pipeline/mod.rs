@@ -87,6 +87,7 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     let mut r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
     // Ingest and compaction always run here; the kinds that run SQL run it on `[engine]`.
     r.engine = match &job.kind {
+        JobKind::Sql(sj) if sj.cumulative => "local".into(),
         JobKind::Sql(_) | JobKind::Export(_) | JobKind::Score(_) => ws.config.engine.label(),
         JobKind::Ingest(_) | JobKind::Compact(_) => "local".into(),
     };

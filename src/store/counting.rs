@@ -39,6 +39,12 @@ static COUNTS: Counts = Counts {
 };
 
 /// Whether this process counts its requests.
+/// Whether every request is printed on stderr as `request <kind> <path>` (`RUNNER_TRACE_REQUESTS=1`).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var("RUNNER_TRACE_REQUESTS").is_ok_and(|v| v == "1"))
+}
+
 pub fn enabled() -> bool {
     std::env::var("RUNNER_COUNT_REQUESTS").is_ok_and(|v| v == "1")
 }
@@ -64,11 +70,45 @@ pub fn report() -> String {
 pub struct Counting {
     inner: Arc<dyn ObjectStore>,
     own: Arc<AtomicU64>,
+    /// Added before every request (`RUNNER_DELAY_REQUESTS_MS`): S3's first-byte latency on a
+    /// store that has none (moto on loopback), for benchmarks of how well requests overlap.
+    delay: Option<std::time::Duration>,
 }
 
 impl Counting {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Counting {
-        Counting { inner, own: Arc::default() }
+        let delay = std::env::var("RUNNER_DELAY_REQUESTS_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis);
+        Counting { inner, own: Arc::default(), delay }
+    }
+
+    async fn wait_for(&self, kind: &str, path: &Path) {
+        if trace() {
+            eprintln!("request {kind} {path}");
+        }
+        self.wait().await;
+    }
+
+    async fn wait(&self) {
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// A listing that starts after the delay.
+    fn delayed(&self, s: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.delay {
+            None => s,
+            Some(d) => futures::stream::once(async move {
+                tokio::time::sleep(d).await;
+                s
+            })
+            .flatten()
+            .boxed(),
+        }
     }
 
     /// Requests sent through this store so far (every kind, listing pages counted once each).
@@ -107,21 +147,25 @@ fn counted(s: BoxStream<'static, Result<ObjectMeta>>, own: Arc<AtomicU64>) -> Bo
 #[async_trait::async_trait]
 impl ObjectStore for Counting {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.wait_for("put", location).await;
         self.add(&COUNTS.put, 1);
         self.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.wait().await;
         self.add(&COUNTS.put, 1);
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.wait_for(if options.head { "head" } else { "get" }, location).await;
         add(if options.head { &COUNTS.head } else { &COUNTS.get }, 1);
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.wait_for("get_ranges", location).await;
         self.add(&COUNTS.get, ranges.len() as u64);
         self.inner.get_ranges(location, ranges).await
     }
@@ -145,25 +189,37 @@ impl ObjectStore for Counting {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        counted(self.inner.list(prefix), self.own.clone())
+        if trace() {
+            eprintln!("request list {}", prefix.map(|p| p.as_ref()).unwrap_or(""));
+        }
+        self.delayed(counted(self.inner.list(prefix), self.own.clone()))
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        counted(self.inner.list_with_offset(prefix, offset), self.own.clone())
+        if trace() {
+            eprintln!("request list {} after {offset}", prefix.map(|p| p.as_ref()).unwrap_or(""));
+        }
+        self.delayed(counted(self.inner.list_with_offset(prefix, offset), self.own.clone()))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        if trace() {
+            eprintln!("request list/ {}", prefix.map(|p| p.as_ref()).unwrap_or(""));
+        }
+        self.wait().await;
         self.add(&COUNTS.list, 1);
         self.add(&COUNTS.list_pages, 1);
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.wait().await;
         self.add(&COUNTS.copy, 1);
         self.inner.copy_opts(from, to, options).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.wait().await;
         self.add(&COUNTS.copy, 1);
         self.inner.rename_opts(from, to, options).await
     }
