@@ -39,10 +39,9 @@ static COUNTS: Counts = Counts {
 };
 
 /// Whether this process counts its requests.
-/// Whether every request is printed on stderr as `request <kind> <path>` (`RUNNER_TRACE_REQUESTS=1`).
-fn trace() -> bool {
-    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TRACE.get_or_init(|| std::env::var("RUNNER_TRACE_REQUESTS").is_ok_and(|v| v == "1"))
+/// Each request as a log line (`RUST_LOG=requests=debug`): where a run's requests go.
+fn log_request(kind: &str, path: &str) {
+    tracing::debug!(target: "requests", "{kind} {path}");
 }
 
 pub fn enabled() -> bool {
@@ -86,9 +85,7 @@ impl Counting {
     }
 
     async fn wait_for(&self, kind: &str, path: &Path) {
-        if trace() {
-            eprintln!("request {kind} {path}");
-        }
+        log_request(kind, path.as_ref());
         self.wait().await;
     }
 
@@ -189,23 +186,17 @@ impl ObjectStore for Counting {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        if trace() {
-            eprintln!("request list {}", prefix.map(|p| p.as_ref()).unwrap_or(""));
-        }
+        log_request("list", prefix.map(|p| p.as_ref()).unwrap_or(""));
         self.delayed(counted(self.inner.list(prefix), self.own.clone()))
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        if trace() {
-            eprintln!("request list {} after {offset}", prefix.map(|p| p.as_ref()).unwrap_or(""));
-        }
+        log_request("list", prefix.map(|p| p.as_ref()).unwrap_or(""));
         self.delayed(counted(self.inner.list_with_offset(prefix, offset), self.own.clone()))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        if trace() {
-            eprintln!("request list/ {}", prefix.map(|p| p.as_ref()).unwrap_or(""));
-        }
+        log_request("list/", prefix.map(|p| p.as_ref()).unwrap_or(""));
         self.wait().await;
         self.add(&COUNTS.list, 1);
         self.add(&COUNTS.list_pages, 1);
