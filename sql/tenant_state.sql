@@ -11,6 +11,9 @@
 --     one, then the latest event of that day);
 --   users: users added minus users deleted up to the day (tenant_activity_daily);
 --   last_activity_at: the newest event of any kind up to the day;
+--   job30, job90: jobs submitted on the 30 (90) days ending with the day, kept as running sums:
+--     a day adds its own jobs and takes off those of the day leaving the window, so a day reads
+--     three days of tenant_activity_daily ($dt, 30 and 90 days before), not 90;
 --   riskOfChurn, risk_scored_on: the latest successful score (by scored_at) among the scoring
 --     days up to the day; risk_scored_at keeps its time for the next day's comparison;
 --   in_tenants: the company had a profile event or any activity up to the day (scores alone do
@@ -38,9 +41,16 @@ profile_day AS (
     GROUP BY companyID, dt
 ),
 activity_day AS (
-    SELECT companyID, dt, users_added - users_deleted AS users_delta, last_event_at
+    SELECT companyID, dt, users_added - users_deleted AS users_delta, last_event_at, jobs_submitted
     FROM tenant_activity_daily
     WHERE dt BETWEEN $dt_from AND $dt_to
+),
+-- The days leaving the 30- and 90-day windows of the days rebuilt.
+leaving AS (
+    SELECT companyID, dt, jobs_submitted
+    FROM tenant_activity_daily
+    WHERE dt BETWEEN CAST($dt_from AS DATE) - INTERVAL '30 days' AND CAST($dt_to AS DATE) - INTERVAL '30 days'
+       OR dt BETWEEN CAST($dt_from AS DATE) - INTERVAL '90 days' AND CAST($dt_to AS DATE) - INTERVAL '90 days'
 ),
 score_day AS (
     SELECT companyID, dt,
@@ -55,6 +65,7 @@ companies AS (
     SELECT companyID FROM prev
     UNION SELECT companyID FROM profile_day
     UNION SELECT companyID FROM activity_day
+    UNION SELECT companyID FROM leaving
     UNION SELECT companyID FROM score_day
 ),
 -- Every company on every day of the run, with what that day brought.
@@ -62,12 +73,16 @@ grid AS (
     SELECT c.companyID, d.dt,
            p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
            a.users_delta, a.last_event_at, s.scored_at,
+           COALESCE(a.jobs_submitted, 0) - COALESCE(l30.jobs_submitted, 0) AS job30_delta,
+           COALESCE(a.jobs_submitted, 0) - COALESCE(l90.jobs_submitted, 0) AS job90_delta,
            (p.companyID IS NOT NULL OR a.companyID IS NOT NULL) AS seen
     FROM companies c
     CROSS JOIN days d
     LEFT JOIN profile_day p ON p.companyID = c.companyID AND p.dt = d.dt
     LEFT JOIN activity_day a ON a.companyID = c.companyID AND a.dt = d.dt
     LEFT JOIN score_day s ON s.companyID = c.companyID AND s.dt = d.dt
+    LEFT JOIN leaving l30 ON l30.companyID = c.companyID AND l30.dt = d.dt - INTERVAL '30 days'
+    LEFT JOIN leaving l90 ON l90.companyID = c.companyID AND l90.dt = d.dt - INTERVAL '90 days'
 ),
 -- Running over the days of the run: for each profile field the newest day that set it (its
 -- value is read back from that day below; no IGNORE NULLS, which Ballista does not carry).
@@ -80,6 +95,8 @@ running AS (
            MAX(CASE WHEN monthlyFee IS NOT NULL THEN dt END) OVER w AS monthlyFee_day,
            MAX(CASE WHEN totalFee IS NOT NULL THEN dt END) OVER w   AS totalFee_day,
            SUM(users_delta) OVER w                                  AS users_delta,
+           SUM(job30_delta) OVER w                                  AS job30_delta,
+           SUM(job90_delta) OVER w                                  AS job90_delta,
            MAX(last_event_at) OVER w                                AS last_event_at,
            MAX(scored_at) OVER w                                    AS scored_at,
            BOOL_OR(seen) OVER w                                     AS seen
@@ -97,6 +114,8 @@ SELECT r.dt,
        COALESCE(f6.totalFee, p.totalFee)                         AS totalFee,
        COALESCE(p.users, 0) + COALESCE(r.users_delta, 0)         AS users,
        GREATEST(p.last_activity_at, r.last_event_at)             AS last_activity_at,
+       COALESCE(p.job30, 0) + r.job30_delta                      AS job30,
+       COALESCE(p.job90, 0) + r.job90_delta                      AS job90,
        CASE WHEN r.scored_at IS NULL OR p.risk_scored_at >= r.scored_at THEN p.riskOfChurn ELSE s.churn END
                                                                  AS riskOfChurn,
        CASE WHEN r.scored_at IS NULL OR p.risk_scored_at >= r.scored_at THEN p.risk_scored_on ELSE s.dt END

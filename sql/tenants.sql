@@ -3,13 +3,14 @@
 -- Windows, inclusive of the as-of date (all days are UTC event days, dt):
 --   job30 = jobs submitted (sum of nbJobs) on the 30 days dt in [$as_of - 29 days, $as_of]
 --   job90 = jobs submitted on the 90 days dt in [$as_of - 89 days, $as_of]
--- They come from tenant_activity_daily, not from rescanning raw events.
+-- They come from tenant_activity_daily, not from rescanning raw events (as running sums kept
+-- by tenant_state).
 -- Profile fields (name, industry, revenu, employees, monthlyFee, totalFee) are each the latest
 -- non-null value from tenant_created / tenant_updated events up to the as-of date.
 -- users = users added minus users deleted up to the as-of date.
--- Those all-time fields (and the latest score below) come from tenant_state, the running state
--- of every tenant at the end of each day (sql/tenant_state.sql): a snapshot reads one day of it
--- and the 90 days of its windows, not the whole history.
+-- All of them (and the latest score below) come from tenant_state, the running state of every
+-- tenant at the end of each day (sql/tenant_state.sql): a snapshot reads one day of it, not the
+-- whole history nor the 90 days of its windows.
 -- activity_rank 1 is the least active tenant (fewest job30, then job90); minimal_activity marks
 -- the customers doing the very minimum (job30 < 5 or job90 < 20, the churn rule of the seed).
 -- riskOfChurn is the latest successful score published before this job runs, and
@@ -21,34 +22,17 @@
 -- next day's state, so with both days present each company's newest row is the as-of date's.
 WITH ranked AS (
     SELECT companyID, name, industry, revenu, employees, monthlyFee, totalFee,
-           users, last_activity_at, riskOfChurn, risk_scored_on, in_tenants,
+           users, last_activity_at, job30, job90, riskOfChurn, risk_scored_on, in_tenants,
            ROW_NUMBER() OVER (PARTITION BY companyID ORDER BY dt DESC) AS newest
     FROM tenant_state
     WHERE dt BETWEEN CAST($as_of AS DATE) - INTERVAL '1 day' AND $as_of
 ),
-state AS (
-    SELECT * FROM ranked WHERE newest = 1 AND in_tenants
-),
-windows AS (
-    SELECT companyID,
-           SUM(jobs_submitted) FILTER (WHERE dt >= CAST($as_of AS DATE) - INTERVAL '29 days') AS job30,
-           SUM(jobs_submitted)                                                                AS job90
-    FROM tenant_activity_daily
-    WHERE dt BETWEEN CAST($as_of AS DATE) - INTERVAL '89 days' AND $as_of
-    GROUP BY companyID
-),
--- Every tenant with a profile or any activity up to the as-of date (tenant_state has them all).
+-- Every tenant with a profile or any activity up to the as-of date.
 joined AS (
-    SELECT s.companyID,
-           s.name, s.industry, s.revenu, s.employees, s.monthlyFee, s.totalFee,
-           s.users,
-           s.last_activity_at,
-           COALESCE(w.job30, 0)  AS job30,
-           COALESCE(w.job90, 0)  AS job90,
-           s.riskOfChurn,
-           s.risk_scored_on
-    FROM state s
-    LEFT JOIN windows w ON w.companyID = s.companyID
+    SELECT companyID, name, industry, revenu, employees, monthlyFee, totalFee,
+           users, last_activity_at, job30, job90, riskOfChurn, risk_scored_on
+    FROM ranked
+    WHERE newest = 1 AND in_tenants
 )
 SELECT CAST($as_of AS DATE) AS as_of,
        j.companyID, j.name, j.industry, j.revenu, j.employees, j.monthlyFee, j.totalFee,

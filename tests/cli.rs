@@ -58,7 +58,7 @@ fn unknown_names_get_a_did_you_mean() {
     let e = hint(&["describe", "job_event"]);
     assert!(e.contains("no table `job_event` in the catalog (did you mean `job_events`?)"), "{e}");
 
-    let edited = TestEnv::with_job_edits("", &[("tenants.toml", "\"tenant_activity_daily\"", "\"tenant_activity_dail\"")]);
+    let edited = TestEnv::with_job_edits("", &[("tenant_state.toml", "\"tenant_activity_daily\"", "\"tenant_activity_dail\"")]);
     let out = edited.output(&["validate"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("(did you mean `tenant_activity_daily`?)"), "{}", text(&out.stderr));

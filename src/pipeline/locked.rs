@@ -152,7 +152,9 @@ pub async fn run_locked_dag(
         Locked::AlreadyDone => false,
     };
     run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
-        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, opts.force, progress).await?;
+        let l =
+            run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, opts.force && names.contains(&job.name), progress)
+                .await?;
         Ok((job.name.clone(), l))
     })
     .await

@@ -110,7 +110,19 @@ pub async fn run_kind(run: &JobRun<'_>) -> Result<JobMetrics> {
 
 /// Runs `names` in dependency order, `opts.parallel` at a time; see [`run_dag`].
 pub async fn run_jobs(ws: &Workspace, names: &[String], opts: &RunOptions, progress: &Progress) -> Result<Vec<JobMetrics>> {
-    run_dag(&ws.jobs, names, opts.parallel, |_| false, |job| run_job(ws, job, opts, progress)).await
+    run_dag(
+        &ws.jobs,
+        names,
+        opts.parallel,
+        |_| false,
+        |job| {
+            // --force is for the jobs named; a state job that runs with them is still skipped when
+            // it is up to date.
+            let opts = RunOptions { force: opts.force && names.contains(&job.name), ..opts.clone() };
+            async move { run_job(ws, job, &opts, progress).await }
+        },
+    )
+    .await
 }
 
 /// Reruns a SQL job for each day from `from` to `to` (inclusive): an incremental job rebuilds
