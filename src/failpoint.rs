@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 /// Every failpoint: the ingest path in the order a batch reaches them, compaction, ledger
-/// checkpoints and their clean-up, SQL jobs.
+/// checkpoints and their clean-up, SQL jobs, the Glue half of a catalog write (on S3 only).
 pub const POINTS: &[&str] = &[
     "ingest.after_first_staged_file",
     "ingest.before_commit",
@@ -19,6 +19,7 @@ pub const POINTS: &[&str] = &[
     "ledger.pointer_moved",
     "ledger.mid_cleanup",
     "sql.before_publish",
+    "glue.before_mirror",
 ];
 
 fn armed() -> &'static [String] {

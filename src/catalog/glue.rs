@@ -45,6 +45,8 @@ pub struct GlueCatalog {
     database_ready: tokio::sync::OnceCell<()>,
     /// Tables whose Glue definition this process checked and published, as published.
     checked: std::sync::Mutex<BTreeMap<String, TableMeta>>,
+    /// Partitions this process made Glue hold, (table, values) -> location.
+    mirrored: std::sync::Mutex<BTreeMap<(String, Vec<String>), String>>,
 }
 
 /// What a sync changed.
@@ -89,6 +91,7 @@ impl GlueCatalog {
             projection: settings.projection.clone(),
             database_ready: tokio::sync::OnceCell::new(),
             checked: Default::default(),
+            mirrored: Default::default(),
         }
     }
 
@@ -429,27 +432,26 @@ impl Catalog for GlueCatalog {
     }
 
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
-        // Only what the local catalog accepted (a newer version, a new partition) reaches Glue.
         let changed = self.local.put_partitions(table, partitions).await?;
-        if !changed.is_empty() {
-            let t = self.local_table(table).await?;
-            self.write_partitions(&t, &changed, true).await?;
-        }
+        self.mirror(table, partitions, true).await?;
         Ok(changed)
     }
 
     async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
         let changed = self.local.add_partitions(table, partitions).await?;
-        if !changed.is_empty() {
-            let t = self.local_table(table).await?;
-            // Like the local catalog: an existing partition is never repointed by an add.
-            self.write_partitions(&t, &changed, false).await?;
-        }
+        // Like the local catalog: an existing partition is never repointed by an add.
+        self.mirror(table, partitions, false).await?;
         Ok(changed)
     }
 
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()> {
         self.local.delete_partitions(table, values).await?;
+        {
+            let mut mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+            for v in values {
+                mirrored.remove(&(table.to_string(), v.clone()));
+            }
+        }
         self.remove_partitions(table, values).await.map(|_| ())
     }
 
@@ -467,6 +469,34 @@ impl Catalog for GlueCatalog {
 }
 
 impl GlueCatalog {
+    /// Makes Glue hold the local catalog's state of `partitions` (their values), whether or not
+    /// this call changed the local catalog: a run killed between the two writes left the local
+    /// catalog ahead of Glue, and the roll-forward that repeats the publish finds nothing to
+    /// change locally. Once per process and location: a run adding batch after batch to the
+    /// same day sends Glue one call for it.
+    async fn mirror(&self, table: &str, partitions: &[PartitionMeta], repoint: bool) -> Result<()> {
+        let values: Vec<&Vec<String>> = partitions.iter().map(|p| &p.values).collect();
+        let pending: Vec<PartitionMeta> = {
+            let mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+            self.local
+                .cached_partitions(table, &values)
+                .into_iter()
+                .filter(|p| mirrored.get(&(table.to_string(), p.values.clone())) != Some(&p.location))
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        crate::failpoint::hit("glue.before_mirror");
+        let t = self.local_table(table).await?;
+        self.write_partitions(&t, &pending, repoint).await?;
+        let mut mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+        for p in pending {
+            mirrored.insert((table.to_string(), p.values), p.location);
+        }
+        Ok(())
+    }
+
     async fn local_table(&self, table: &str) -> Result<TableMeta> {
         self.local
             .table(table)

@@ -263,6 +263,15 @@ impl LocalCatalog {
         }
     }
 
+    /// The partitions of `table` with these values as this process last read or wrote them
+    /// (right after [`Catalog::put_partitions`] or [`Catalog::add_partitions`], the state they
+    /// left).
+    pub fn cached_partitions(&self, table: &str, values: &[&Vec<String>]) -> Vec<PartitionMeta> {
+        let cache = self.cache.lock().expect("catalog cache");
+        let Some(s) = cache.get(table) else { return Vec::new() };
+        values.iter().filter_map(|v| s.partitions.get(*v)).cloned().collect()
+    }
+
     async fn write_partitions(&self, table: &str, partitions: &[PartitionMeta], only_new: bool) -> Result<Vec<PartitionMeta>> {
         // Adding partitions this process already saw registered changes nothing (an add never
         // repoints, and registered partitions are only ever repointed, not dropped, for the tables
