@@ -567,7 +567,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 (jobs, at, event.as_ref().and(at))
             };
             let Some(schedules) = schedules.filter(|_| locked) else {
-                let runs = run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel, force }, &progress).await?;
+                let runs =
+                    run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel, force, freshness: None }, &progress)
+                        .await?;
                 write_records(out, format, &runs, || summary_table(&runs))?;
                 return Ok(exit::OK);
             };

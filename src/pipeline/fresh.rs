@@ -108,3 +108,11 @@ pub async fn record(ws: &Workspace, job: &Job, fp: Fingerprint, run_id: &str) ->
     let body = serde_json::to_vec_pretty(&rec).map_err(|e| Error::Internal(e.to_string()))?;
     ws.warehouse.put(&ws.warehouse.child(&path(&job.name)), Bytes::from(body)).await
 }
+
+/// The fingerprint of a run of `job` for `logical_date` and whether the job is up to date for
+/// it; `None` for kinds that always run.
+pub async fn check(ws: &Workspace, job: &Job, logical_date: &str) -> Result<Option<(Fingerprint, bool)>> {
+    let Some(fp) = fingerprint(ws, job, logical_date).await? else { return Ok(None) };
+    let up = is_up_to_date(ws, job, &fp).await?;
+    Ok(Some((fp, up)))
+}

@@ -95,6 +95,32 @@ pub async fn run_locked(
     progress: &Progress,
 ) -> Result<Locked> {
     ws.check_format(true).await?;
+    let mark_done = |result: &Result<JobMetrics>| {
+        let ok = result.is_ok();
+        async move {
+            if let (true, Some(p)) = (ok, period) {
+                let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
+                ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
+                forget_old_periods(ws, &job.name).await?;
+            }
+            Ok::<_, crate::error::Error>(())
+        }
+    };
+    // A job that is up to date is skipped without its lease: the check only reads.
+    let freshness = match force {
+        true => None,
+        false => super::fresh::check(ws, job, &at.date_naive().to_string()).await?,
+    };
+    if let Some((_, true)) = &freshness {
+        if let Some(p) = period
+            && is_done(ws, &job.name, p).await?
+        {
+            return Ok(Locked::AlreadyDone);
+        }
+        let result = run_job(ws, job, &RunOptions { at: Some(at), freshness, ..Default::default() }, progress).await;
+        mark_done(&result).await?;
+        return Ok(Locked::Ran(Box::new(result)));
+    }
     let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
         Ok(l) => l,
         Err(h) => return Ok(Locked::Held(h)),
@@ -105,12 +131,8 @@ pub async fn run_locked(
         lease.release().await?;
         return Ok(Locked::AlreadyDone);
     }
-    let result = run_job(ws, job, &RunOptions { at: Some(at), force, ..Default::default() }, progress).await;
-    if let (Ok(_), Some(p)) = (&result, period) {
-        let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
-        ws.warehouse.put_if_absent(&marker, Bytes::from(at.to_rfc3339())).await?;
-        forget_old_periods(ws, &job.name).await?;
-    }
+    let result = run_job(ws, job, &RunOptions { at: Some(at), force, freshness, ..Default::default() }, progress).await;
+    mark_done(&result).await?;
     if lease.lost() {
         tracing::warn!(job = %job.name, "the lease expired during the run");
     }
@@ -151,10 +173,11 @@ pub async fn run_locked_dag(
         Locked::Held(_) => opts.wait_when_held,
         Locked::AlreadyDone => false,
     };
+    let forced = super::forced_jobs(ws, names);
+    let forced = &forced;
     run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
-        let l =
-            run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, opts.force && names.contains(&job.name), progress)
-                .await?;
+        let force = opts.force && forced.contains(&job.name);
+        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, force, progress).await?;
         Ok((job.name.clone(), l))
     })
     .await

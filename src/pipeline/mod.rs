@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub parallel: usize,
     /// Run SQL, export and scoring jobs even when their inputs did not change (`--force`).
     pub force: bool,
+    /// The run's fingerprint and whether it is up to date, when the caller checked already
+    /// (a locked run checks before taking the lease).
+    pub freshness: Option<(fresh::Fingerprint, bool)>,
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -59,14 +62,14 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
     // A job whose inputs did not change since its last successful run for this date is up to
     // date (a backfill, a dry run and --force always run).
-    let fingerprint = match opts.dry_run || opts.days.is_some() {
-        true => None,
-        false => fresh::fingerprint(ws, job, &run.as_of().to_string()).await?,
+    let checked = match (opts.dry_run || opts.days.is_some(), &opts.freshness) {
+        (true, _) => None,
+        (false, Some(known)) => Some(known.clone()),
+        (false, None) if opts.force => fresh::fingerprint(ws, job, &run.as_of().to_string()).await?.map(|fp| (fp, false)),
+        (false, None) => fresh::check(ws, job, &run.as_of().to_string()).await?,
     };
-    let up_to_date = match &fingerprint {
-        Some(fp) if !opts.force => fresh::is_up_to_date(ws, job, fp).await?,
-        _ => false,
-    };
+    let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
+    let fingerprint = checked.map(|(fp, _)| fp);
     let result = if up_to_date {
         let mut m = JobMetrics::new(&job.name, &run.run_id, run.as_of().to_string(), crate::job::KindCounts::empty(&job.kind));
         m.skipped = Some("up to date".into());
@@ -110,19 +113,25 @@ pub async fn run_kind(run: &JobRun<'_>) -> Result<JobMetrics> {
 
 /// Runs `names` in dependency order, `opts.parallel` at a time; see [`run_dag`].
 pub async fn run_jobs(ws: &Workspace, names: &[String], opts: &RunOptions, progress: &Progress) -> Result<Vec<JobMetrics>> {
+    let forced = forced_jobs(ws, names);
     run_dag(
         &ws.jobs,
         names,
         opts.parallel,
         |_| false,
         |job| {
-            // --force is for the jobs named; a state job that runs with them is still skipped when
-            // it is up to date.
-            let opts = RunOptions { force: opts.force && names.contains(&job.name), ..opts.clone() };
+            let opts = RunOptions { force: opts.force && forced.contains(&job.name), ..opts.clone() };
             async move { run_job(ws, job, &opts, progress).await }
         },
     )
     .await
+}
+
+/// The jobs `--force` applies to: those named and the state jobs that run with them (a state
+/// skips new inputs it reads as published, such as the scores of the day: forcing `tenants`
+/// means reading them).
+pub fn forced_jobs(ws: &Workspace, names: &[String]) -> Vec<String> {
+    ws.jobs.with_state_jobs(names)
 }
 
 /// Reruns a SQL job for each day from `from` to `to` (inclusive): an incremental job rebuilds
