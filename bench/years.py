@@ -2,7 +2,7 @@
 a run in the first month costs? (The file is years.py: one called calendar.py would hide the
 standard library's module of that name.)
 
-For warehouses with DAYS (default 30,360,1080) days of history (`runner simulate` drops of
+For warehouses with DAYS (default 30,90,360,1080) days of history (`runner simulate` drops of
 TENANTS tenants, ingested and built through the real write path by one `run --all`), locally
 and on moto's S3 server on 127.0.0.1: the same new day of drops delivered to each, then
   new day   `run --all --at` the new day
@@ -10,7 +10,9 @@ and on moto's S3 server on 127.0.0.1: the same new day of drops delivered to eac
   day query `runner query` of one day of job_events (`WHERE dt = DATE ...`)
   snapshot  `runner query` of tenants as of the new day
 with wall time, peak RSS and object-store requests by kind (RUNNER_COUNT_REQUESTS=1; an S3
-rename is a COPY and a DELETE, counted as two), medians of REPS new days, the sizes taking turns.
+rename is a COPY and a DELETE, counted as two), medians of REPS new days, the sizes taking turns,
+each against the first size and against 90 days (where the 90-day windows of job90 and the
+activity export are full: a younger warehouse reads fewer days because it has fewer).
 Then, on S3, the reference job (both ingests, tenant_activity_daily, tenant_state, tenants) on a
 new day with DELAY_MS (default 25) added to every request against the same without.
 
@@ -29,7 +31,7 @@ import benchlib
 from benchlib import KINDS, config, measured, s3_client, start_moto
 
 BIN = sys.argv[1]
-DAYS = [int(d) for d in os.environ.get("DAYS", "30,360,1080").split(",")]
+DAYS = [int(d) for d in os.environ.get("DAYS", "30,90,360,1080").split(",")]
 TENANTS = int(os.environ.get("TENANTS", "8"))
 REPS = int(os.environ.get("REPS", "3"))
 WHERE = os.environ.get("WHERE", "local,s3").split(",")
@@ -102,19 +104,21 @@ def compare(where, env, tmp, new_days):
                 measured(BIN, cfg, env, ["query", f"SELECT count(*) FROM tenants WHERE as_of = DATE '{day}'"]))
     print(f"\n{where}: medians of {REPS} new days, {TENANTS} tenants (runner {BIN})")
     print(f"{'days':>5} {'step':10} {'seconds':>8} {'RSS MiB':>8} {'GET':>6} {'HEAD':>5} {'LIST pages':>11} {'PUT':>5} "
-          f"{'DELETE':>7} {'COPY':>5} {'requests':>9} {'vs ' + str(DAYS[0]) + ' days':>16}")
+          f"{'DELETE':>7} {'COPY':>5} {'requests':>9} {'time, requests vs ' + str(DAYS[0]) + ' d':>24} {'vs 90 d':>16}")
     for step in STEPS:
-        base = None
+        rows = {}
         for n in DAYS:
             runs = results[(n, step)]
-            sec = statistics.median(r[0] for r in runs)
-            rss = statistics.median(r[1] for r in runs)
-            req = {k: statistics.median(r[2][k] for r in runs) for k in KINDS}
-            tot = statistics.median(total(r[2], where) for r in runs)
-            base = base or (sec, tot)
-            ratio = f"x{sec / base[0]:.2f} / x{tot / max(base[1], 1):.2f}"
+            rows[n] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+                       {k: statistics.median(r[2][k] for r in runs) for k in KINDS},
+                       statistics.median(total(r[2], where) for r in runs))
+        for n, (sec, rss, req, tot) in rows.items():
+            def vs(m):
+                if m not in rows:
+                    return "-"
+                return f"x{sec / rows[m][0]:.2f} / x{tot / max(rows[m][3], 1):.2f}"
             print(f"{n:>5} {step:10} {sec:8.2f} {rss:8.1f} {req['get']:6.0f} {req['head']:5.0f} {req['list_pages']:11.0f} "
-                  f"{req['put']:5.0f} {req['delete']:7.0f} {req['copy']:5.0f} {tot:9.0f} {ratio:>16}")
+                  f"{req['put']:5.0f} {req['delete']:7.0f} {req['copy']:5.0f} {tot:9.0f} {vs(DAYS[0]):>24} {vs(90):>16}")
     return cfgs
 
 

@@ -183,12 +183,12 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
     .map_err(Error::arrow("building run records"))
 }
 
+/// The checkpoint of the run history ledger whose clean-up this process saw finished.
+static CLEANED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// At most this many run records between two checkpoints of the run history ledger.
 const RUNS_CHECKPOINT_EVERY: u64 = 16;
-
-/// The run history ledger's state as this process last saw it, per warehouse.
-static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, LedgerState>>> =
-    std::sync::LazyLock::new(Default::default);
 
 /// Appends one run to `runner_runs` (a commit in its ledger) and to the job's recent runs.
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
@@ -209,22 +209,20 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     // records a new process reads (one round trip each) few.
     let mut settings = ws.config.ingest.clone();
     settings.checkpoint_every = settings.checkpoint_every.min(RUNS_CHECKPOINT_EVERY);
-    // The ledger as this process last saw it: a `run --all` of ten jobs reads it once, then
-    // only the records after it (each record of a checkpoint interval is a round trip on S3).
-    let known = || KNOWN.lock().expect("run ledger cache").get(&ws.warehouse.url).cloned();
-    // Two jobs recording at once each keep what they saw: the newer view wins.
-    let keep = |state: &LedgerState| {
-        let mut known = KNOWN.lock().expect("run ledger cache");
-        let newer =
-            known.get(&ws.warehouse.url).is_none_or(|k| (state.base_seq(), state.last_seq()) >= (k.base_seq(), k.last_seq()));
-        if newer {
-            known.insert(ws.warehouse.url.clone(), state.clone());
-        }
-    };
+    // `load` reads the ledger once per process, then only the records after it; the states this
+    // loop makes are kept for the next record the same way.
+    let keep = |state: &LedgerState| ledger.remember(state);
     loop {
-        let mut state = ledger.load_since(known()).await?;
+        let mut state = ledger.load().await?;
         roll_forward(ws, &ledger, &mut state).await?;
-        ledger.clean_up(&state, &r.run_id, retention(&ws.config.ingest)).await?;
+        // Once per checkpoint and process: the clean-up of a checkpoint this process already
+        // cleaned after would only read its marker again.
+        if CLEANED.lock().expect("run ledger cache").get(&ws.warehouse.url) != Some(&state.base_seq()) {
+            let done = ledger.clean_up(&state, &r.run_id, retention(&ws.config.ingest)).await?;
+            if done.finished {
+                CLEANED.lock().expect("run ledger cache").insert(ws.warehouse.url.clone(), state.base_seq());
+            }
+        }
         let seq = state.next_seq();
         let values = vec![date.clone()];
         let dir = day_folder(RUNS_TABLE, &date, Some(state.version(RUNS_TABLE, &values)));

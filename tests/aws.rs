@@ -358,7 +358,7 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
     reference.ok(&ingest);
     let expected = ingest_snapshot(&reference).await;
     assert!(expected.len() > 100, "the fixture should hold real work: {} lines", expected.len());
-    for point in runner::failpoint::POINTS.iter().filter(|p| p.starts_with("ingest.") || p.starts_with("ledger.")) {
+    for point in runner::failpoint::POINTS.iter().filter(|p| ["ingest.", "ledger.", "glue."].iter().any(|x| p.starts_with(x))) {
         let env = fresh_s3_drops(m, tmp.path());
         if point.starts_with("ledger.") {
             // A checkpoint of an earlier run, for this run to clean up after (and checkpoint on).
@@ -368,7 +368,11 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
         assert_eq!(out.status.signal(), Some(9), "{point}: the failpoint must kill the run: {}", stderr(&out));
         env.ok(&ingest);
         let got = ingest_snapshot(&env).await;
-        assert!(got == expected, "{point}: tables differ after recovery on S3");
+        if got != expected {
+            let missing: Vec<_> = expected.iter().filter(|l| !got.contains(l)).take(10).collect();
+            let extra: Vec<_> = got.iter().filter(|l| !expected.contains(l)).take(10).collect();
+            panic!("{point}: tables differ after recovery on S3\nmissing: {missing:#?}\nextra: {extra:#?}");
+        }
         let again: serde_json::Value = serde_json::from_str(&env.ok(&["run", "ingest_companies", "--format", "json"])).unwrap();
         assert_eq!(again[0]["objects"], 0, "{point}: {again}");
     }

@@ -135,6 +135,8 @@ pub struct Cleanup {
     pub commit_records: u64,
     pub checkpoints: u64,
     pub dedup_files: u64,
+    /// What the newest checkpoint replaced is gone (nothing is left for a later clean-up).
+    pub finished: bool,
 }
 
 impl Cleanup {
@@ -443,6 +445,7 @@ impl Ledger {
             return Ok(done);
         }
         if self.cleaned_through().await? >= base.seq {
+            done.finished = true;
             return Ok(done);
         }
         // Commit records and publish markers up to the checkpoint: the first alone (a crash
@@ -486,6 +489,7 @@ impl Ledger {
         done.dedup_files += self.wh.delete_many(old).await?;
         let body = serde_json::to_vec(&Cleaned { through: base.seq }).map_err(|e| Error::Internal(e.to_string()))?;
         self.wh.put(&self.wh.child(&self.cleaned_path()), Bytes::from(body)).await?;
+        done.finished = true;
         if done.total() > 0 {
             tracing::info!(stream = %self.stream, through = base.seq, removed = done.total(), "removed ledger state a checkpoint replaced");
         }

@@ -143,6 +143,10 @@ pub struct Compacted {
     pub inputs: Vec<String>,
 }
 
+/// Each ledger's state as this process last saw it, by warehouse and stream.
+static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, String), LedgerState>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// What the ledger holds for one stream: a checkpoint (or nothing) and the commits after it.
 #[derive(Debug, Default, Clone)]
 pub struct LedgerState {
@@ -255,9 +259,29 @@ impl Ledger {
         self.wh.child(&format!("{}/{seq:012}.published", self.dir()))
     }
 
-    /// The newest checkpoint and the commit records after it.
+    /// The newest checkpoint and the commit records after it. A process reads a ledger whole
+    /// once; later loads read the pointer and only the records after the last one it saw (a
+    /// `run --all` loads each stream's ledger in ingest, then again in compaction, and the run
+    /// history's once per job: each record is a round trip on S3).
     pub async fn load(&self) -> Result<LedgerState> {
-        self.load_after(0).await
+        let known = KNOWN.lock().expect("ledger cache").get(&self.key()).cloned();
+        let state = self.load_since(known).await?;
+        self.remember(&state);
+        Ok(state)
+    }
+
+    /// Keeps `state` as what this process knows of the ledger, unless it knows a newer one
+    /// (two jobs of one process loading at once).
+    pub fn remember(&self, state: &LedgerState) {
+        let mut known = KNOWN.lock().expect("ledger cache");
+        let newer = known.get(&self.key()).is_none_or(|k| (state.base_seq(), state.last_seq()) >= (k.base_seq(), k.last_seq()));
+        if newer {
+            known.insert(self.key(), state.clone());
+        }
+    }
+
+    fn key(&self) -> (String, String) {
+        (self.wh.url.clone(), self.stream.clone())
     }
 
     /// The ledger as far as a reader that has seen it up to `seq` needs it: the newest
@@ -327,10 +351,10 @@ impl Ledger {
     /// listing from there, then each new record), or the newest checkpoint when one was written
     /// past it. A process that records many runs reads the ledger once, then what is new.
     pub async fn load_since(&self, known: Option<LedgerState>) -> Result<LedgerState> {
-        let Some(mut state) = known else { return self.load().await };
+        let Some(mut state) = known else { return self.load_after(0).await };
         // A checkpoint written since (by this process or another): read the ledger afresh.
         if self.pointer().await?.unwrap_or(0) != state.base_seq() {
-            return self.load().await;
+            return self.load_after(0).await;
         }
         let from = state.last_seq();
         self.read_commits_after(from, &mut state).await?;
