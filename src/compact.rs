@@ -13,10 +13,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use chrono::Utc;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident};
+use futures::StreamExt;
+use parquet::arrow::AsyncArrowWriter;
 
 use crate::catalog::layout::{day_folder, partition_path, quarantine_folder};
 use crate::error::{Error, Result};
@@ -26,7 +29,7 @@ use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger};
 use crate::publish::collect_replaced_versions;
 use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
 use crate::schema::{QUARANTINE_TABLE, RUNS_TABLE, quarantine_schema, runs_schema};
-use crate::store::encode_parquet;
+use crate::store::writer_properties;
 use crate::workspace::{JobRun, Workspace};
 
 /// Compacts the job's streams. A dry run lists the partitions it would merge and writes nothing.
@@ -95,18 +98,18 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 let dir =
                     if t == QUARANTINE_TABLE { quarantine_folder(&partition, seq) } else { day_folder(&t, &date, Some(seq)) };
                 let name = format!("part-{stream}-{seq:012}.parquet");
-                let (data, rows) = merge(ws, &t, &inputs).await?;
                 let staged = format!("{staging}/{t}-{:05}.parquet", files.len());
+                let merged = merge(ws, &t, &inputs, &ws.warehouse.child(&staged), cj.memory_bytes).await?;
+                counts.spilled_bytes += merged.spilled_bytes;
                 bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
                 files.push(FileEntry {
                     table: t.clone(),
                     partition: partition.clone(),
                     staged: staged.clone(),
                     path: format!("{dir}/{name}"),
-                    rows,
-                    bytes: data.len() as u64,
+                    rows: merged.rows,
+                    bytes: merged.bytes,
                 });
-                ws.warehouse.put(&ws.warehouse.child(&staged), data).await?;
                 compacted.push(Compacted { table: t, partition, inputs: inputs.iter().map(|f| f.path.clone()).collect() });
             }
             let commit = Commit {
@@ -159,10 +162,18 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
     Ok(m)
 }
 
-/// Reads a partition's files and writes them as one Parquet file: an event partition sorted by
-/// companyID, then event time; a quarantine partition by source object, then byte offset; run
-/// history by job, then start.
-async fn merge(ws: &Workspace, table: &str, inputs: &[FileEntry]) -> Result<(bytes::Bytes, u64)> {
+/// Streams a partition's files into one Parquet object at `staged`, sorted: an event partition
+/// by companyID, then event time; a quarantine partition by source object, then byte offset;
+/// run history by job, then start. DataFusion's sort holds at most `memory_bytes` and spills
+/// sorted runs to local disk beyond it, and the file goes up in parts as it is written
+/// (one PUT when small): a partition of any size merges in bounded memory.
+async fn merge(
+    ws: &Workspace,
+    table: &str,
+    inputs: &[FileEntry],
+    staged: &object_store::path::Path,
+    memory_bytes: usize,
+) -> Result<Merged> {
     let (schema, first, second) = match table {
         QUARANTINE_TABLE => (quarantine_schema(), 0, 1),
         RUNS_TABLE => (runs_schema(), 0, 3),
@@ -173,26 +184,52 @@ async fn merge(ws: &Workspace, table: &str, inputs: &[FileEntry]) -> Result<(byt
             (sc.file_schema(), sc.col_company, sc.col_event_time)
         }
     };
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    for f in inputs {
-        let body = ws.warehouse.get(&ws.warehouse.child(&f.path)).await?;
-        let what = format!("reading {} for compaction", f.path);
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(body).and_then(|b| b.build()).map_err(Error::parquet(what.clone()))?;
-        for b in reader {
-            let b = b.map_err(Error::arrow(what.clone()))?;
-            // As the contract types it (the Parquet file may say less about nullability).
-            batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(Error::arrow(what.clone()))?);
-        }
+    let what = format!("merging {} files of {table} for compaction", inputs.len());
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_bytes)))
+        .build_arc()
+        .map_err(Error::df(what.clone()))?;
+    // One sort over all the files (no merge of per-core sorts above it, which would need memory
+    // of its own), a quarter of the budget kept for merging its spilled runs (DataFusion's
+    // default, 10 MiB, would take a small budget whole).
+    let config =
+        SessionConfig::new().with_target_partitions(1).with_batch_size(2048).with_sort_spill_reservation_bytes(memory_bytes / 4);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_object_store(&ws.warehouse.store_url, ws.warehouse.store.clone());
+    let urls: Vec<String> = inputs.iter().map(|f| ws.warehouse.join(&f.path).url.trim_end_matches('/').to_string()).collect();
+    let sort = [first, second].map(|i| ident(schema.field(i).name()).sort(true, true)).to_vec();
+    let plan = ctx
+        .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
+        .await
+        .and_then(|df| df.sort(sort))
+        .map_err(Error::df(what.clone()))?
+        .create_physical_plan()
+        .await
+        .map_err(Error::df(what.clone()))?;
+    let mut batches = execute_stream(plan.clone(), ctx.task_ctx()).map_err(Error::df(what.clone()))?;
+    let out = object_store::buffered::BufWriter::new(ws.warehouse.store.clone(), staged.clone());
+    let mut w =
+        AsyncArrowWriter::try_new(out, schema.clone(), Some(writer_properties())).map_err(Error::parquet(what.clone()))?;
+    let mut rows = 0;
+    while let Some(b) = batches.next().await {
+        let b = b.map_err(Error::df(what.clone()))?;
+        // As the contract types it (the Parquet files may say less about nullability).
+        let b = crate::engine::retype(&b, &schema).map_err(Error::arrow(what.clone()))?;
+        rows += b.num_rows() as u64;
+        w.write(&b).await.map_err(Error::parquet(what.clone()))?;
     }
-    tokio::task::spawn_blocking(move || {
-        let all = concat_batches(&schema, &batches).map_err(Error::arrow("merging a partition"))?;
-        drop(batches);
-        let keys = [all.column(first), all.column(second)].map(|c| SortColumn { values: Arc::clone(c), options: None });
-        let idx = lexsort_to_indices(&keys, None).map_err(Error::arrow("sorting a partition"))?;
-        let sorted = take_record_batch(&all, &idx).map_err(Error::arrow("sorting a partition"))?;
-        Ok((encode_parquet(&sorted)?, sorted.num_rows() as u64))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))?
+    w.finish().await.map_err(Error::parquet(what.clone()))?;
+    Ok(Merged { rows, bytes: w.bytes_written() as u64, spilled_bytes: spilled_bytes(plan.as_ref()) })
+}
+
+struct Merged {
+    rows: u64,
+    bytes: u64,
+    spilled_bytes: u64,
+}
+
+/// What the operators of an executed plan spilled to disk.
+fn spilled_bytes(plan: &dyn ExecutionPlan) -> u64 {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
+    own + plan.children().into_iter().map(|c| spilled_bytes(c.as_ref())).sum::<u64>()
 }

@@ -138,6 +138,7 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         max_partitions_per_commit: 64,
         keep_replaced: std::time::Duration::ZERO,
         run_history: true,
+        memory_bytes: 256 << 20,
     });
     let s = run_job(&ws, &job, &RunOptions::default(), &Progress::new(false)).await.unwrap();
     let KindCounts::Compact(c) = &s.counts else { panic!("not a compaction: {s:?}") };
@@ -148,4 +149,41 @@ async fn compaction_merges_partitions_atomically_and_ingest_continues_on_the_new
         assert_eq!(on_disk, live, "{table}: only the current versions remain on disk");
     }
     same_rows(&rows(&env).await, &after_ingest, "after deleting replaced versions");
+}
+
+/// A partition bigger than the merge's memory budget is sorted by spilling to local disk, not
+/// held whole: the same rows, one sorted file, and the run says what it spilled.
+#[tokio::test]
+async fn a_partition_bigger_than_the_memory_budget_merges_by_spilling() {
+    let env = TestEnv::with_job_edits("[ingest]\nmax_objects_per_batch = 4\n", &[]);
+    let out = env
+        .cmd(&["simulate", "--out", "drops", "--tenants", "60", "--users-per-tenant", "20", "--days", "1"])
+        .args(["--end-date", "2026-11-20", "--seed", "9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.json(&["run", "ingest_bigdatajobs", "ingest_companies"]);
+    let before = rows(&env).await;
+    let ws = env.workspace();
+    let mut job = ws.jobs.get("compact_events").unwrap().clone();
+    let budget = 2 << 20;
+    job.kind = JobKind::Compact(CompactJob {
+        streams: vec!["bigdatajobs".into(), "companies".into()],
+        min_files: 2,
+        max_partitions_per_commit: 64,
+        keep_replaced: std::time::Duration::from_secs(3600),
+        run_history: false,
+        memory_bytes: budget,
+    });
+    let s = run_job(&ws, &job, &RunOptions::default(), &Progress::new(false)).await.unwrap();
+    let KindCounts::Compact(c) = &s.counts else { panic!("not a compaction: {s:?}") };
+    assert!(c.commits > 0 && c.spilled_bytes > 0, "a {budget}-byte budget spills: {s:?}");
+    same_rows(&rows(&env).await, &before, "after a spilling compaction");
+    for (dt, version, files) in partitions(&env, "job_events").await {
+        assert_eq!(files, 1, "dt={dt}: one file");
+        let ids = company_ids(&walk(&env.warehouse().join(format!("job_events/dt={dt}/{version}")))[0]);
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "dt={dt}: sorted by companyID");
+    }
+    // The default budget holds this partition: nothing spills.
+    assert!(!env.json(&["run", "compact_events"])[0].to_string().contains("spilled_mb"));
 }

@@ -411,3 +411,15 @@ fn undeclared_table(e: &DataFusionError) -> Option<String> {
     let name = &rest[..rest.find("' not found")?];
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }
+
+/// `batch` with `schema`'s types and nullability: DataFusion may read strings as views and
+/// Parquet files say less about nullability than the contract does.
+pub fn retype(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { arrow::compute::cast(c, f.data_type()) })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}

@@ -21,12 +21,14 @@ pub struct CompactJob {
     pub streams: Vec<String>,
     /// A partition is compacted once its current version holds this many files.
     pub min_files: usize,
-    /// Partitions merged per commit (each is held in memory while it is merged).
+    /// Partitions merged per commit (one after the other, each streamed).
     pub max_partitions_per_commit: usize,
     /// How long a replaced version stays for queries in flight.
     pub keep_replaced: std::time::Duration,
     /// Also compact `runner_runs` (one file per run otherwise).
     pub run_history: bool,
+    /// Memory a partition's merge sort may hold before it spills to local disk (`memory_mb`).
+    pub memory_bytes: usize,
 }
 
 /// What a scoring job reads and writes (`[score]`).

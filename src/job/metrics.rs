@@ -174,6 +174,9 @@ impl KindCounts {
                 kv("files_in", &c.files_in);
                 kv("files_out", &c.files_out);
                 kv("removed_files", &c.removed_files);
+                if c.spilled_bytes > 0 {
+                    kv("spilled_mb", &format!("{:.1}", c.spilled_bytes as f64 / 1e6));
+                }
             }
             KindCounts::Score(c) => {
                 kv("companies", &c.companies);
@@ -293,6 +296,8 @@ pub struct CompactCounts {
     pub files_out: u64,
     /// Files of versions replaced longer than `keep_replaced` ago, deleted by this run.
     pub removed_files: u64,
+    /// What the merge sorts spilled to local disk (partitions bigger than `memory_mb`).
+    pub spilled_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -65,6 +65,12 @@ struct CompactSection {
     keep_replaced: String,
     #[serde(default = "default_run_history")]
     run_history: bool,
+    #[serde(default = "default_memory_mb")]
+    memory_mb: usize,
+}
+
+fn default_memory_mb() -> usize {
+    256
 }
 
 fn default_run_history() -> bool {
@@ -214,6 +220,7 @@ impl Jobs {
                         max_partitions_per_commit: c.max_partitions_per_commit,
                         keep_replaced,
                         run_history: c.run_history,
+                        memory_bytes: c.memory_mb.max(16) << 20,
                     })
                 }
                 _ if jf.export.is_some() => {

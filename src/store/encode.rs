@@ -11,11 +11,16 @@ use parquet::file::properties::WriterProperties;
 use crate::error::{Error, Result};
 
 /// Parquet as Athena reads it: Snappy pages, statistics for pruning.
-pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by(format!("runner {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .build()
+}
+
+/// One batch as a Parquet file ([`writer_properties`]).
+pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    let props = writer_properties();
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut w =
         ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(Error::parquet("opening a Parquet writer"))?;

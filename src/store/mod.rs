@@ -8,7 +8,7 @@
 pub mod counting;
 pub mod encode;
 
-pub use encode::encode_parquet;
+pub use encode::{encode_parquet, writer_properties};
 
 use std::sync::Arc;
 
