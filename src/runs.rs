@@ -258,8 +258,9 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
                 keep(&checkpoint(&ledger, state, &settings, &r.run_id).await?);
                 break;
             }
-            // Another job's record took the seq (jobs run side by side): plan again, without
-            // the staged file of the attempt that lost.
+            // Another job's record took the seq (jobs run side by side; the record read back is
+            // not ours, see `Location::put_if_absent`): plan again, without the staged file of
+            // the attempt that lost, which no record names.
             Err(e) => {
                 keep(&state);
                 replan.after(e, "run record")?;

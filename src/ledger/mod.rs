@@ -489,7 +489,10 @@ mod tests {
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let l = Ledger::new(wh, "s");
         l.commit(&commit(1)).await.unwrap();
-        assert!(matches!(l.commit(&commit(1)).await, Err(Error::CommitConflict { seq: 1, .. })));
+        // The same record again is this attempt's own (a retried create); another attempt's is a conflict.
+        l.commit(&commit(1)).await.unwrap();
+        let other = Commit { attempt: "another".into(), ..commit(1) };
+        assert!(matches!(l.commit(&other).await, Err(Error::CommitConflict { seq: 1, .. })));
         l.commit(&commit(2)).await.unwrap();
         l.mark_published(1).await.unwrap();
         let st = l.load().await.unwrap();

@@ -7,6 +7,7 @@
 
 pub mod counting;
 pub mod encode;
+pub mod faults;
 
 pub use encode::{encode_parquet, writer_properties};
 
@@ -33,6 +34,15 @@ pub struct Location {
 }
 
 impl Location {
+    /// A location on a store already opened (tests wrap stores), rooted at `url`'s path.
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Location {
+        let parsed = Url::parse(url).expect("a valid URL");
+        let root = Path::parse(parsed.path().trim_matches('/')).unwrap_or_default();
+        let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or(""))).expect("a valid URL");
+        let url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
+        Location { store, store_url, root, url }
+    }
+
     pub fn parse(url: &str) -> Result<Location> {
         let parsed = Url::parse(url).map_err(|e| Error::Usage(format!("`{url}` is not a valid URL: {e}")))?;
         let (store, root): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
@@ -59,6 +69,10 @@ impl Location {
                         .map_err(Error::store(format!("opening {url}")))?;
                 (Arc::from(store), root)
             }
+        };
+        let store: Arc<dyn ObjectStore> = match faults::configured() {
+            Some(rates) => Arc::new(faults::Faults::new(store, rates)),
+            None => store,
         };
         let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting::new(store)) } else { store };
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
@@ -127,7 +141,37 @@ impl Location {
     pub async fn list_after(&self, offset: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.child("");
         let offset = self.child(offset);
+        if self.store_url.scheme() == "file" {
+            // A local "listing with offset" walks the whole tree and filters: a source folder
+            // with years of hour folders would cost a walk of all of them every run.
+            let mut out = Vec::new();
+            self.walk_after(prefix, &offset, &mut out).await?;
+            out.sort_by(|a, b| a.location.cmp(&b.location));
+            return Ok(out);
+        }
         Self::collect(self.store.list_with_offset(Some(&prefix), &offset), || format!("listing {} from {offset}", self.url)).await
+    }
+
+    /// [`Self::list_after`] on a local disk: descends only into the folders that can hold a
+    /// path after `offset` (the ones on its way, and those that sort after it).
+    async fn walk_after(&self, folder: Path, offset: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
+        let listed = match self.store.list_with_delimiter(Some(&folder)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(Error::Store { what: format!("listing {folder} after {offset}"), source: e }),
+        };
+        out.extend(listed.objects.into_iter().filter(|m| m.location.as_ref() > offset.as_ref()));
+        for sub in listed.common_prefixes {
+            // Everything in `sub` is `sub/...`: all after the offset, all before it, or the
+            // offset is inside.
+            let inside = format!("{}/", sub.as_ref());
+            if offset.as_ref().starts_with(&inside) {
+                Box::pin(self.walk_after(sub, offset, out)).await?;
+            } else if inside.as_str() > offset.as_ref() {
+                out.extend(Self::collect(self.store.list(Some(&sub)), || format!("listing {sub}")).await?);
+            }
+        }
+        Ok(())
     }
 
     /// Every object below the folder `rel` whose name sorts after `rel/<after>`: one listing that
@@ -181,13 +225,20 @@ impl Location {
         Ok(())
     }
 
-    /// Creates an object only if absent: `Ok(false)` when it already exists. This is the
-    /// commit primitive (a local hard link, or a conditional PUT with `If-None-Match` on S3).
+    /// Creates an object only if absent: `Ok(false)` when another writer's object is there.
+    /// This is the commit primitive (a local hard link, or a conditional PUT with
+    /// `If-None-Match` on S3).
+    ///
+    /// "Already exists" is not taken on trust: object_store retries a 5xx even for a conditional
+    /// create, and when S3 had applied the first attempt, the retry's 412 reads as
+    /// `AlreadyExists`. So the object is read back, and when it holds exactly these bytes the
+    /// create was ours. Every body written here carries its writer's nonce (an attempt, a run
+    /// id, a holder): equal bytes are the same writer, or a write with the same effect.
     pub async fn put_if_absent(&self, p: &Path, data: Bytes) -> Result<bool> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(p, PutPayload::from_bytes(data), opts).await {
+        match self.store.put_opts(p, PutPayload::from_bytes(data.clone()), opts).await {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(self.get_opt(p).await?.is_some_and(|b| b == data)),
             Err(e) => Err(Error::Store { what: format!("creating {p}"), source: e }),
         }
     }
@@ -282,6 +333,31 @@ mod tests {
         assert_eq!(loc.list("a").await.unwrap().len(), 0);
         assert_eq!(loc.list("nope").await.unwrap().len(), 0);
         assert_eq!(loc.relative(&q), Some("c/d.json"));
+    }
+
+    #[tokio::test]
+    async fn a_local_listing_after_an_offset_equals_the_filtered_full_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        for k in [
+            "2026/10/31/23/a",
+            "2026/11/01/00/a",
+            "2026/11/01/07/a",
+            "2026/11/01/07/b",
+            "2026/11/02/00/a",
+            "2027/01/01/00/a",
+            "x",
+        ] {
+            loc.put(&loc.child(k), Bytes::from_static(b"1")).await.unwrap();
+        }
+        for offset in ["2026/11/01/07", "2026/11/01/07/a", "2026/11/01/06", "2026/10", "2025", "2027/02"] {
+            let names =
+                |v: Vec<ObjectMeta>| v.into_iter().map(|m| loc.relative(&m.location).unwrap().to_string()).collect::<Vec<_>>();
+            let mut want = names(loc.list("").await.unwrap());
+            want.retain(|k| k.as_str() > offset);
+            want.sort();
+            assert_eq!(names(loc.list_after(offset).await.unwrap()), want, "after {offset}");
+        }
     }
 
     #[test]
