@@ -57,14 +57,8 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     // A running state advances in this process whatever the engine, like ingest and
     // compaction: it reads the days that changed and one day of itself, and Ballista 55's
     // scheduler loses track of its plan's stage metrics and never finishes it.
-    let ctx = if sj.cumulative {
-        crate::engine::local_session_for(ws, Some(&sj.inputs)).await?
-    } else {
-        crate::engine::session_for(ws, Some(&sj.inputs)).await?
-    };
-    let t_session = started.elapsed();
-
-    // Which periods to build.
+    // Which periods to build, from the ledgers as they are before the session opens: the
+    // watermarks it keeps are what the session reads at least.
     let (periods, next_state) = if sj.incremental {
         let (days, state) = changed_days(ws, job, sj, as_of, r.days.as_deref()).await?;
         (days, Some(state))
@@ -73,6 +67,12 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     };
     metrics.periods = periods.iter().map(|d| d.to_string()).collect();
     let t_periods = started.elapsed();
+    let ctx = if sj.cumulative {
+        crate::engine::local_session_for(ws, Some(&sj.inputs)).await?
+    } else {
+        crate::engine::session_for(ws, Some(&sj.inputs)).await?
+    };
+    let t_session = started.elapsed();
 
     // Run the SQL once per run of consecutive days (`$dt_from`..`$dt_to`; a non-incremental
     // job: once, both set to the as-of date). Runs are independent, so two run at once.
@@ -132,11 +132,11 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     // Where the time went (`-vv`): opening the session reads the catalog, the query reads data.
     let ms = |d: std::time::Duration| d.as_millis();
     tracing::debug!(
-        "job `{}`: session {} ms, periods {} ms, query {} ms, audit and publish {} ms",
+        "job `{}`: periods {} ms, session {} ms, query {} ms, audit and publish {} ms",
         job.name,
-        ms(t_session),
-        ms(t_periods - t_session),
-        ms(t_query - t_periods),
+        ms(t_periods),
+        ms(t_session - t_periods),
+        ms(t_query - t_session),
         ms(started.elapsed() - t_query)
     );
     if r.dry_run {
@@ -226,12 +226,15 @@ async fn changed_days(
                 changed.insert(d);
             }
         }
-        if ledger.last_seq() > seen {
-            state.watermarks.insert(stream.clone(), ledger.last_seq());
+        // Up to the last batch published whole before the session opens (it reads at least
+        // those); the days of later batches, read now or not, are rebuilt again next time.
+        let through = ledger.published_through();
+        if through > seen {
+            state.watermarks.insert(stream.clone(), through);
         }
     }
     // Inputs published by other jobs: the days whose partition has a newer version than seen
-    // (the catalog snapshot was read when the session opened; this reads it from the cache).
+    // (read before the session opens, which reads the same snapshot or a newer one).
     let streams: BTreeSet<&str> = ws.contract.streams.values().map(|sc| sc.table.as_str()).collect();
     for input in sj.inputs.iter().filter(|t| !streams.contains(t.as_str()) && **t != sj.output) {
         let seen = state.versions.get(input).cloned();

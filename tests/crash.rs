@@ -192,3 +192,43 @@ async fn faulty_store_runs_then_a_clean_run_equal_an_uninterrupted_run() {
         assert!(got == expected, "seed {seed}: tables differ after faulty runs\n{}", diff(&expected, &got));
     }
 }
+
+/// An incremental SQL job that runs while a batch is committed but not yet published (its
+/// files still in staging) reads the tables without it and must read it once it is published:
+/// its watermark and its up-to-date fingerprint stop at the last batch published whole.
+#[tokio::test]
+async fn a_batch_published_after_an_incremental_job_ran_is_read_by_its_next_run() {
+    let setup = || {
+        let env = TestEnv::with_job_edits("[ingest]\nmax_objects_per_batch = 1000\n", &[]);
+        for (end, days, seed) in [("2026-11-20", "3", "11"), ("2026-11-21", "1", "12")] {
+            let args = ["simulate", "--out", "drops", "--tenants", "4", "--users-per-tenant", "2", "--days", days];
+            let out = runner(&env, &args).args(["--end-date", end, "--seed", seed]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        env
+    };
+    let ok = |env: &TestEnv, args: &[&str]| {
+        let out = runner(env, args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let activity = "SELECT * FROM tenant_activity_daily ORDER BY dt, companyID";
+    let reference = setup();
+    ok(&reference, &["run", "ingest_companies", "ingest_bigdatajobs"]);
+    ok(&reference, &["run", "tenant_activity_daily", "--at", "2026-11-21"]);
+    let expected = reference.query(activity).await;
+
+    let env = setup();
+    // Everything but the new day's job events: those are one batch, committed, then the run dies.
+    ok(&env, &["run", "ingest_companies"]);
+    let out = runner(&env, &["run", "--no-lock", "ingest_bigdatajobs"])
+        .env("RUNNER_FAILPOINT", "ingest.after_commit")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&env, &["run", "tenant_activity_daily", "--at", "2026-11-21"]);
+    // The next ingest publishes the batch (a roll-forward, nothing new to read); the job reads it.
+    ok(&env, &["run", "ingest_bigdatajobs"]);
+    ok(&env, &["run", "tenant_activity_daily", "--at", "2026-11-21"]);
+    let got = env.query(activity).await;
+    assert!(got == expected, "the published batch is missing from tenant_activity_daily\n{}", diff(&expected, &got));
+}

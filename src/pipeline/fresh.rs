@@ -4,7 +4,7 @@
 //! A run's *fingerprint* is what decides its output: the logical date, the job's definition
 //! (its job file's settings and SQL; for scoring, the endpoint settings and the model
 //! declaration), each input table's catalog version (a listing of its few snapshots) and, for
-//! event tables, the last batch their stream's ledger committed (ingest appends files to a day
+//! event tables, the last batch their stream's ledger published (ingest appends files to a day
 //! without moving its catalog entry). The outputs' catalog versions after the run are kept too,
 //! so an output dropped or rewritten by someone else is rebuilt. Inputs read as published
 //! (`reads_published`) are left out: they change because of this job's own downstream. A successful run records its
@@ -30,7 +30,8 @@ pub struct Fingerprint {
     pub definition: String,
     /// Input table -> catalog version (`None`: not written yet).
     pub inputs: BTreeMap<String, Option<u64>>,
-    /// Stream -> last committed ledger seq, for the event tables among the inputs.
+    /// Stream -> the ledger seq through which every batch is published, for the event tables
+    /// among the inputs (a batch committed but not yet published is not in the tables yet).
     pub streams: BTreeMap<String, u64>,
 }
 
@@ -76,7 +77,9 @@ pub async fn fingerprint(ws: &Workspace, job: &Job, logical_date: &str) -> Resul
     let streams: Vec<String> =
         ws.contract.streams.iter().filter(|(_, sc)| inputs.contains(&sc.table)).map(|(name, _)| name.clone()).collect();
     let seqs = futures::future::try_join_all(
-        streams.iter().map(|s| async move { Ledger::new(ws.warehouse.clone(), s).last_committed_seq().await }),
+        streams
+            .iter()
+            .map(|s| async move { Ok::<_, Error>(Ledger::new(ws.warehouse.clone(), s).committed_and_published().await?.1) }),
     )
     .await?;
     Ok(Some(Fingerprint {
