@@ -31,7 +31,7 @@ const EXIT_CODES: &str = "Exit codes:
   2    usage error (bad command line, unknown job or table, SQL that does not plan)
   75   skipped: another run of a job holds its lock (the other jobs named still ran)
   78   configuration error (runner.toml, jobs/, schemas/)
-  130  interrupted (Ctrl-C); rerunning is always safe";
+  130  interrupted (Ctrl-C, SIGTERM): leases given back; rerunning is always safe";
 
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about = "Batch and micro-batch analytics job runner for SaaS tenant data", after_help = EXIT_CODES)]
@@ -568,8 +568,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             let Some(schedules) = schedules.filter(|_| locked) else {
                 let runs =
-                    run_jobs(&ws, &names, &RunOptions { at, dry_run, days: None, parallel, force, freshness: None }, &progress)
-                        .await?;
+                    run_jobs(&ws, &names, &RunOptions { at, dry_run, parallel, force, ..Default::default() }, &progress).await?;
                 write_records(out, format, &runs, || summary_table(&runs))?;
                 return Ok(exit::OK);
             };
@@ -581,8 +580,24 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 parallel,
                 wait_when_held: false,
                 force,
+                finished: Default::default(),
             };
-            let runs = first_failure(run_locked_dag(&ws, &names, &opts, &progress).await?)?;
+            // Ctrl-C or SIGTERM gives the leases back (the next run need not wait for them to
+            // expire) and says what finished; a batch in flight is rolled forward or discarded
+            // by the next run.
+            let runs = tokio::select! {
+                r = run_locked_dag(&ws, &names, &opts, &progress) => r?,
+                _ = crate::pipeline::lease::interrupted() => {
+                    let n = crate::pipeline::lease::release_held().await;
+                    let finished = opts.finished.lock().expect("finished jobs").join(", ");
+                    notice(format!(
+                        "interrupted: {n} job lease(s) given back; finished: {}. Rerunning is safe",
+                        if finished.is_empty() { "none" } else { &finished }
+                    ));
+                    return Ok(exit::INTERRUPTED);
+                }
+            };
+            let runs = first_failure(runs)?;
             let mut held = false;
             let mut done = Vec::new();
             for (job, l) in runs {

@@ -330,3 +330,52 @@ fn committed_exports_match_the_schedules() {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), committed, "{file} is stale: run `make schedules` and commit it");
     }
 }
+
+/// An upstream whose lease another run holds does not run here, and neither does what reads
+/// it: the downstream is skipped with the reason (in the summary and in runner_runs) instead
+/// of publishing from half-ingested tables.
+#[tokio::test]
+async fn the_downstream_of_a_held_job_is_skipped_with_the_reason() {
+    let env = Env::new("[daemon]\nlease_ttl = \"10m\"\n");
+    let crashed = env.cmd(&["run", "ingest_bigdatajobs"]).env("RUNNER_FAILPOINT", "ingest.before_commit").output().unwrap();
+    assert_eq!(crashed.status.signal(), Some(9));
+    assert!(env.cmd(&["run", "ingest_companies"]).output().unwrap().status.success());
+    let out = env
+        .cmd(&["run", "ingest_bigdatajobs", "tenant_activity_daily", "--at", "2026-11-20", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let activity = v.as_array().unwrap().iter().find(|r| r["job"] == "tenant_activity_daily").expect("reported");
+    assert!(activity["skipped"].as_str().unwrap().contains("upstream `ingest_bigdatajobs` did not run"), "{activity}");
+    assert_eq!(activity["rows_out"], 0);
+    let ws = env.workspace();
+    assert!(ws.catalog.table("tenant_activity_daily").await.unwrap().is_none(), "nothing published");
+    assert!(env.runs().await.iter().any(|r| r.starts_with("tenant_activity_daily,") && r.ends_with(",skipped")));
+}
+
+/// Ctrl-C (SIGINT) during a run gives the leases back and says what finished: the next run
+/// does not wait for them to expire.
+#[tokio::test]
+async fn an_interrupted_run_gives_its_leases_back() {
+    let env = Env::new("[daemon]\nlease_ttl = \"10m\"\n");
+    // Slow requests (25 ms each) so the signal lands mid-run; bounded by the wait below.
+    let child = env
+        .cmd(&["run", "--all", "--at", "2026-11-20"])
+        .env("RUNNER_COUNT_REQUESTS", "1")
+        .env("RUNNER_DELAY_REQUESTS_MS", "25")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted:") && stderr(&out).contains("lease(s) given back"), "{}", stderr(&out));
+    let again = env.cmd(&["run", "--all", "--at", "2026-11-20"]).output().unwrap();
+    assert!(again.status.success(), "no lease left held: {}", stderr(&again));
+}

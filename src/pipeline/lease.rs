@@ -105,6 +105,32 @@ async fn current(wh: &Location, job: &str) -> Result<State> {
     Ok(State { generation, held, files })
 }
 
+/// The leases this process holds (store, job, generation), for [`release_held`].
+static HELD: std::sync::Mutex<Vec<(Location, String, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Gives back every lease this process holds (on SIGINT or SIGTERM, before exiting), so the
+/// next run need not wait for them to expire. Returns how many.
+pub async fn release_held() -> usize {
+    let held = std::mem::take(&mut *HELD.lock().expect("held leases"));
+    let n = held.len();
+    for (wh, job, generation) in held {
+        let path = wh.child(&format!("{}/{generation:012}.released", dir(&job)));
+        if let Err(e) = wh.put_if_absent(&path, Bytes::from_static(b"{}")).await {
+            tracing::warn!(job, "could not give the lease back (it expires by itself): {e}");
+        }
+    }
+    n
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
 /// Takes `job`'s lease for `ttl`, or says who holds it.
 pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> Result<std::result::Result<Lease, Holder>> {
     let state = current(wh, job).await?;
@@ -123,6 +149,7 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
     for (_, p) in state.files.iter().filter(|(g, _)| g + KEEP < next) {
         wh.delete(p).await?;
     }
+    HELD.lock().expect("held leases").push((wh.clone(), job.to_string(), next));
     let lost = Arc::new(AtomicBool::new(false));
     let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), rec.expires_at));
     Ok(Ok(Lease { wh: wh.clone(), job: job.to_string(), generation: next, lost, renewer }))
@@ -172,7 +199,10 @@ impl Lease {
     pub async fn release(self) -> Result<()> {
         self.renewer.abort();
         let path = self.wh.child(&format!("{}/{:012}.released", dir(&self.job), self.generation));
-        self.wh.put_if_absent(&path, Bytes::from_static(b"{}")).await.map(|_| ())
+        self.wh.put_if_absent(&path, Bytes::from_static(b"{}")).await?;
+        // Only now: a release cut short by SIGINT is finished by `release_held`.
+        HELD.lock().expect("held leases").retain(|(_, j, g)| !(j == &self.job && *g == self.generation));
+        Ok(())
     }
 }
 

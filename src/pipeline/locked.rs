@@ -8,6 +8,7 @@
 //! [`run_locked_dag`] does that for many jobs in dependency order, `parallel` at a time: the one
 //! implementation behind the command line and the daemon.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -157,6 +158,8 @@ pub struct LockedRun {
     pub wait_when_held: bool,
     /// Run jobs that are up to date anyway (`--force`).
     pub force: bool,
+    /// The jobs finished so far, in the order they finished (what an interrupted run reports).
+    pub finished: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Runs `names` in dependency order under their leases. Returns each job that was tried with
@@ -175,9 +178,28 @@ pub async fn run_locked_dag(
     };
     let forced = super::forced_jobs(ws, names);
     let forced = &forced;
+    // Jobs that did not run here (held elsewhere, or skipped for that): their downstream would
+    // read half-built inputs, so it is skipped too, with the reason.
+    let blocked: std::sync::Mutex<BTreeMap<String, String>> = Default::default();
+    let blocked = &blocked;
     run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
+        let why = {
+            let b = blocked.lock().expect("blocked jobs");
+            job.depends_on.iter().find_map(|d| b.get(d).map(|r| format!("upstream `{d}` {r} in this run")))
+        };
+        if let Some(why) = why {
+            blocked.lock().expect("blocked jobs").insert(job.name.clone(), "was skipped".into());
+            let run = RunOptions { at: Some(opts.at), blocked: Some(why), ..Default::default() };
+            let m = run_job(ws, job, &run, progress).await;
+            opts.finished.lock().expect("finished jobs").push(job.name.clone());
+            return Ok((job.name.clone(), Locked::Ran(Box::new(m))));
+        }
         let force = opts.force && forced.contains(&job.name);
         let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, force, progress).await?;
+        if let Locked::Held(h) = &l {
+            blocked.lock().expect("blocked jobs").insert(job.name.clone(), format!("did not run (held by {})", h.holder));
+        }
+        opts.finished.lock().expect("finished jobs").push(job.name.clone());
         Ok((job.name.clone(), l))
     })
     .await

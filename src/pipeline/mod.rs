@@ -38,6 +38,8 @@ pub struct RunOptions {
     /// The run's fingerprint and whether it is up to date, when the caller checked already
     /// (a locked run checks before taking the lease).
     pub freshness: Option<(fresh::Fingerprint, bool)>,
+    /// Why the job does not run (an upstream of the same run did not): recorded as skipped.
+    pub blocked: Option<String>,
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -62,7 +64,7 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
     // A job whose inputs did not change since its last successful run for this date is up to
     // date (a backfill, a dry run and --force always run).
-    let checked = match (opts.dry_run || opts.days.is_some(), &opts.freshness) {
+    let checked = match (opts.dry_run || opts.days.is_some() || opts.blocked.is_some(), &opts.freshness) {
         (true, _) => None,
         (false, Some(known)) => Some(known.clone()),
         (false, None) if opts.force => fresh::fingerprint(ws, job, &run.as_of().to_string()).await?.map(|fp| (fp, false)),
@@ -70,7 +72,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     };
     let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
     let fingerprint = checked.map(|(fp, _)| fp);
-    let result = if up_to_date {
+    let result = if let Some(why) = &opts.blocked {
+        let mut m = JobMetrics::new(&job.name, &run.run_id, run.as_of().to_string(), crate::job::KindCounts::empty(&job.kind));
+        m.skipped = Some(why.clone());
+        tracing::warn!(job = %job.name, "skipped: {why}");
+        Ok(m)
+    } else if up_to_date {
         let mut m = JobMetrics::new(&job.name, &run.run_id, run.as_of().to_string(), crate::job::KindCounts::empty(&job.kind));
         m.skipped = Some("up to date".into());
         tracing::info!(job = %job.name, "skipped: up to date (inputs unchanged since its last run for this date; --force runs it)");

@@ -249,6 +249,7 @@ async fn run_period(
         parallel: opts.parallel,
         wait_when_held: true,
         force: false,
+        finished: Default::default(),
     };
     let results = run_locked_dag(ws, &names, &run, progress).await?;
     let rec = |job: &str, status: &str| DaemonRun {
