@@ -192,6 +192,36 @@ const RUNS_CHECKPOINT_EVERY: u64 = 16;
 
 /// Appends one run to `runner_runs` (a commit in its ledger) and to the job's recent runs.
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
+    append(ws, std::slice::from_ref(r)).await?;
+    remember(ws, r).await
+}
+
+/// Runs skipped as up to date, kept for one commit at the end of the run ([`flush_skipped`]):
+/// a no-op `run --all` writes one run-history file, not one per job.
+static SKIPPED: std::sync::Mutex<Vec<RunRecord>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `r`, a run skipped as up to date, with the other skips of this run
+/// ([`flush_skipped`]). Not in the job's recent runs: `runner status` shows what last ran.
+pub fn defer_skipped(r: RunRecord) {
+    SKIPPED.lock().expect("skipped runs").push(r);
+}
+
+/// Appends the deferred skips to `runner_runs`, one commit per start date.
+pub async fn flush_skipped(ws: &Workspace) -> Result<()> {
+    let pending = std::mem::take(&mut *SKIPPED.lock().expect("skipped runs"));
+    let mut by_day: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
+    for r in pending {
+        by_day.entry(r.started_at.format("%Y-%m-%d").to_string()).or_default().push(r);
+    }
+    for rs in by_day.values() {
+        append(ws, rs).await?;
+    }
+    Ok(())
+}
+
+/// Appends runs that started on the same day to `runner_runs`: one file, one commit.
+async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
+    let Some(r) = rs.first() else { return Ok(()) };
     let mut t = TableMeta::from_arrow(
         RUNS_TABLE,
         "Every run of every job: kind, logical time, start, end, status, rows and bytes in and out, files, partitions, periods, the kind's own counts, error, engine",
@@ -201,7 +231,7 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
     )?;
     t.parameters.insert(VERSIONED.into(), "true".into());
     ws.catalog.put_table(&t).await?;
-    let data = encode_parquet(&to_batch(std::slice::from_ref(r))?)?;
+    let data = encode_parquet(&to_batch(rs)?)?;
     let date = r.started_at.format("%Y-%m-%d").to_string();
     let ledger = Ledger::new(ws.warehouse.clone(), RUNS_TABLE);
     let mut replan = Replan::default();
@@ -242,7 +272,7 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
                 partition: values,
                 staged,
                 path: format!("{dir}/{name}"),
-                rows: 1,
+                rows: rs.len() as u64,
                 bytes: data.len() as u64,
             }],
             dedup_keys: String::new(),
@@ -269,7 +299,7 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
             }
         }
     }
-    remember(ws, r).await
+    Ok(())
 }
 
 /// The last runs of one job, newest first, and its last success.

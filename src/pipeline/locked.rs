@@ -182,7 +182,7 @@ pub async fn run_locked_dag(
     // read half-built inputs, so it is skipped too, with the reason.
     let blocked: std::sync::Mutex<BTreeMap<String, String>> = Default::default();
     let blocked = &blocked;
-    run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
+    let runs = run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
         let why = {
             let b = blocked.lock().expect("blocked jobs");
             job.depends_on.iter().find_map(|d| b.get(d).map(|r| format!("upstream `{d}` {r} in this run")))
@@ -202,7 +202,9 @@ pub async fn run_locked_dag(
         opts.finished.lock().expect("finished jobs").push(job.name.clone());
         Ok((job.name.clone(), l))
     })
-    .await
+    .await;
+    super::flush_skipped(ws).await;
+    runs
 }
 
 /// The first failure among locked runs, as the error of the whole run.

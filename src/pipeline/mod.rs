@@ -101,7 +101,9 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
         JobKind::Sql(_) | JobKind::Export(_) | JobKind::Score(_) => ws.config.engine.label(),
         JobKind::Ingest(_) | JobKind::Compact(_) => "local".into(),
     };
-    if let Err(e) = record(ws, &r).await {
+    if up_to_date {
+        crate::runs::defer_skipped(r);
+    } else if let Err(e) = record(ws, &r).await {
         tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
     }
     result
@@ -121,7 +123,7 @@ pub async fn run_kind(run: &JobRun<'_>) -> Result<JobMetrics> {
 /// Runs `names` in dependency order, `opts.parallel` at a time; see [`run_dag`].
 pub async fn run_jobs(ws: &Workspace, names: &[String], opts: &RunOptions, progress: &Progress) -> Result<Vec<JobMetrics>> {
     let forced = forced_jobs(ws, names);
-    run_dag(
+    let runs = run_dag(
         &ws.jobs,
         names,
         opts.parallel,
@@ -131,7 +133,16 @@ pub async fn run_jobs(ws: &Workspace, names: &[String], opts: &RunOptions, progr
             async move { run_job(ws, job, &opts, progress).await }
         },
     )
-    .await
+    .await;
+    flush_skipped(ws).await;
+    runs
+}
+
+/// Records the runs skipped as up to date (kept for one commit at the end of a run).
+pub async fn flush_skipped(ws: &Workspace) {
+    if let Err(e) = crate::runs::flush_skipped(ws).await {
+        tracing::warn!("could not record the runs skipped as up to date in runner_runs: {e}");
+    }
 }
 
 /// The jobs `--force` applies to: those named and the state jobs that run with them (a state
@@ -158,7 +169,12 @@ pub async fn backfill(ws: &Workspace, job: &str, from: NaiveDate, to: NaiveDate,
     }
     let mut out = Vec::new();
     for d in days {
-        out.push(run_job(ws, j, &RunOptions { at: Some(midnight(d)), ..Default::default() }, progress).await?);
+        let m = run_job(ws, j, &RunOptions { at: Some(midnight(d)), ..Default::default() }, progress).await;
+        if m.is_err() {
+            flush_skipped(ws).await;
+        }
+        out.push(m?);
     }
+    flush_skipped(ws).await;
     Ok(out)
 }
