@@ -201,12 +201,13 @@ pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
 static SKIPPED: std::sync::Mutex<Vec<RunRecord>> = std::sync::Mutex::new(Vec::new());
 
 /// Records `r`, a run skipped as up to date, with the other skips of this run
-/// ([`flush_skipped`]). Not in the job's recent runs: `runner status` shows what last ran.
+/// ([`flush_skipped`]).
 pub fn defer_skipped(r: RunRecord) {
     SKIPPED.lock().expect("skipped runs").push(r);
 }
 
-/// Appends the deferred skips to `runner_runs`, one commit per start date.
+/// Appends the deferred skips to `runner_runs`, one commit per start date, and to their jobs'
+/// recent runs.
 pub async fn flush_skipped(ws: &Workspace) -> Result<()> {
     let pending = std::mem::take(&mut *SKIPPED.lock().expect("skipped runs"));
     let mut by_day: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
@@ -215,6 +216,7 @@ pub async fn flush_skipped(ws: &Workspace) -> Result<()> {
     }
     for rs in by_day.values() {
         append(ws, rs).await?;
+        futures::future::try_join_all(rs.iter().map(|r| remember(ws, r))).await?;
     }
     Ok(())
 }
