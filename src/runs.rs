@@ -216,7 +216,19 @@ pub async fn flush_skipped(ws: &Workspace) -> Result<()> {
     }
     for rs in by_day.values() {
         append(ws, rs).await?;
-        futures::future::try_join_all(rs.iter().map(|r| remember(ws, r))).await?;
+        // A job's recent runs are one object, read and rewritten: its records one after the
+        // other (a backfill skips one job many times), the jobs side by side.
+        let mut by_job: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
+        for r in rs {
+            by_job.entry(r.job.as_str()).or_default().push(r);
+        }
+        futures::future::try_join_all(by_job.into_values().map(|rs| async move {
+            for r in rs {
+                remember(ws, r).await?;
+            }
+            Ok::<_, Error>(())
+        }))
+        .await?;
     }
     Ok(())
 }

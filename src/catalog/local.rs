@@ -221,15 +221,9 @@ impl LocalCatalog {
             next.seq = current.seq + 1;
             let path = self.snapshot_path(name, next.seq);
             let body = next.encode(&writer)?;
-            let created = self.warehouse.put_if_absent(&path, body).await?;
-            // An "already exists" may be our own create retried after an ambiguous answer:
-            // read it back and decide by the writer's nonce.
-            let ours = created
-                || match self.warehouse.get_opt(&path).await? {
-                    Some(b) => Snapshot::decode(path.as_ref(), &b)?.1 == writer,
-                    None => false,
-                };
-            if ours {
+            // The body carries the writer's nonce: an "already exists" about our own create,
+            // retried after an ambiguous answer, is recognised by `put_if_absent`.
+            if self.warehouse.put_if_absent(&path, body).await? {
                 self.remember(name, &next);
                 self.collect_snapshots(next.seq, &listed).await?;
                 return Ok(next);

@@ -348,29 +348,23 @@ impl Ledger {
         Ok(())
     }
 
-    /// The seq of the newest commit record: the checkpoint pointer, then one listing of the
-    /// records after it (a few requests, whatever the ledger's history).
-    pub async fn last_committed_seq(&self) -> Result<u64> {
-        Ok(self.committed_and_published().await?.0)
-    }
-
-    /// The last seq committed and the last up to which every commit is published
-    /// ([`LedgerState::published_through`]), from one listing.
-    pub async fn committed_and_published(&self) -> Result<(u64, u64)> {
+    /// The last seq up to which every commit is published ([`LedgerState::published_through`]):
+    /// the checkpoint pointer, then one listing of the publish markers after it (a few
+    /// requests, whatever the ledger's history).
+    pub async fn published_through(&self) -> Result<u64> {
         let from = self.pointer().await?.unwrap_or(0);
         let listed = if from == 0 {
             self.wh.list(&self.dir()).await?
         } else {
             self.wh.list_from(&self.dir(), &format!("{from:012}.published")).await?
         };
-        let seq = |m: &object_store::ObjectMeta, suffix: &str| m.location.filename()?.strip_suffix(suffix)?.parse::<u64>().ok();
-        let committed = listed.iter().filter_map(|m| seq(m, ".json")).fold(from, u64::max);
-        let published: HashSet<u64> = listed.iter().filter_map(|m| seq(m, ".published")).collect();
+        let published: HashSet<u64> =
+            listed.iter().filter_map(|m| m.location.filename()?.strip_suffix(".published")?.parse::<u64>().ok()).collect();
         let mut through = from;
         while published.contains(&(through + 1)) {
             through += 1;
         }
-        Ok((committed, through))
+        Ok(through)
     }
 
     /// `known` brought up to date: only the commit records after its last seq are read (a

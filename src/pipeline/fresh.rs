@@ -77,9 +77,7 @@ pub async fn fingerprint(ws: &Workspace, job: &Job, logical_date: &str) -> Resul
     let streams: Vec<String> =
         ws.contract.streams.iter().filter(|(_, sc)| inputs.contains(&sc.table)).map(|(name, _)| name.clone()).collect();
     let seqs = futures::future::try_join_all(
-        streams
-            .iter()
-            .map(|s| async move { Ok::<_, Error>(Ledger::new(ws.warehouse.clone(), s).committed_and_published().await?.1) }),
+        streams.iter().map(|s| async move { Ledger::new(ws.warehouse.clone(), s).published_through().await }),
     )
     .await?;
     Ok(Some(Fingerprint {

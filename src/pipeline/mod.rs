@@ -167,14 +167,14 @@ pub async fn backfill(ws: &Workspace, job: &str, from: NaiveDate, to: NaiveDate,
         let opts = RunOptions { at: Some(midnight(to)), days: Some(days), ..Default::default() };
         return Ok(vec![run_job(ws, j, &opts, progress).await?]);
     }
-    let mut out = Vec::new();
-    for d in days {
-        let m = run_job(ws, j, &RunOptions { at: Some(midnight(d)), ..Default::default() }, progress).await;
-        if m.is_err() {
-            flush_skipped(ws).await;
+    let runs = async {
+        let mut out = Vec::new();
+        for d in days {
+            out.push(run_job(ws, j, &RunOptions { at: Some(midnight(d)), ..Default::default() }, progress).await?);
         }
-        out.push(m?);
+        Ok(out)
     }
+    .await;
     flush_skipped(ws).await;
-    Ok(out)
+    runs
 }

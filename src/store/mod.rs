@@ -35,7 +35,8 @@ pub struct Location {
 
 impl Location {
     /// A location on a store already opened (tests wrap stores), rooted at `url`'s path.
-    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Location {
+    #[cfg(test)]
+    pub(crate) fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Location {
         let parsed = Url::parse(url).expect("a valid URL");
         let root = Path::parse(parsed.path().trim_matches('/')).unwrap_or_default();
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or(""))).expect("a valid URL");
