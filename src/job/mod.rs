@@ -214,13 +214,19 @@ impl Jobs {
                     let keep_replaced = humantime::parse_duration(&c.keep_replaced).map_err(|e| {
                         cfg_err(format!("[compact] keep_replaced = `{}` is not a duration like \"1h\" ({e})", c.keep_replaced))
                     })?;
+                    if c.memory_mb < 16 {
+                        return Err(cfg_err(format!(
+                            "[compact] memory_mb = {} is too small for a merge sort: set at least 16 (default 256)",
+                            c.memory_mb
+                        )));
+                    }
                     JobKind::Compact(CompactJob {
                         streams: c.streams,
                         min_files: c.min_files,
                         max_partitions_per_commit: c.max_partitions_per_commit,
                         keep_replaced,
                         run_history: c.run_history,
-                        memory_bytes: c.memory_mb.max(16) << 20,
+                        memory_bytes: c.memory_mb << 20,
                     })
                 }
                 _ if jf.export.is_some() => {

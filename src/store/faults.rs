@@ -42,7 +42,13 @@ pub fn configured() -> Option<Rates> {
     let mut r = Rates::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        let p = || v.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p));
+        let p = || {
+            let p = v.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p));
+            if p.is_none() {
+                tracing::warn!("RUNNER_FAULTS: `{part}` is not a probability between 0 and 1; that fault is off");
+            }
+            p
+        };
         match k {
             "seed" => r.seed = v.parse().unwrap_or(0),
             "ambiguous_create" => r.ambiguous_create = p().unwrap_or(0.0),
