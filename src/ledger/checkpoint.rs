@@ -7,7 +7,6 @@
 //! <warehouse>/_runner/checkpoints/<stream>/<seq>/consumed-<day>.json  consumed drop keys of one arrival day
 //! <warehouse>/_runner/checkpoints/<stream>/<seq>/dedup-<day>.keys      dedup keys and arrivals of one day
 //! <warehouse>/_runner/checkpoints/<stream>/<seq>/live.json             every partition's live files
-//! <warehouse>/_runner/checkpoints/<stream>/_last_checkpoint           {"seq": <seq>} of the newest
 //! <warehouse>/_runner/checkpoints/<stream>/_cleaned                   {"through": <seq>} of the last clean-up
 //! ```
 //!
@@ -24,7 +23,12 @@
 //!   against them.
 //!
 //! A checkpoint covers only a prefix of published commits, so roll-forward never needs a
-//! record it replaced. It is created like a commit (create-if-absent), then the pointer moves.
+//! record it replaced. It is created like a commit (create-if-absent), after its segments, so
+//! its existence is its publication: the newest checkpoint is the highest `<seq>.json` in one
+//! delimited listing of the folder. There is no mutable pointer to read, then write, so two
+//! checkpointers can never move it backwards (one that wrote an older checkpoint late only
+//! adds a file below the newest). The listing is bounded: clean-up deletes what the newest
+//! replaced.
 //! What it replaces (commit records up to its seq, older checkpoints, dedup keys out of the
 //! horizon) is deleted by a *later* run, once the checkpoint is older than the retention: a run
 //! that read the ledger before the pointer moved may still be listing those commits.
@@ -120,11 +124,6 @@ pub fn arrival_day(arrival_ms: i64) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pointer {
-    seq: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cleaned {
     through: u64,
 }
@@ -213,19 +212,15 @@ impl Ledger {
         format!("{}/{seq:012}.json", self.checkpoint_dir())
     }
 
-    fn pointer_path(&self) -> String {
-        format!("{}/_last_checkpoint", self.checkpoint_dir())
-    }
-
     fn cleaned_path(&self) -> String {
         format!("{}/_cleaned", self.checkpoint_dir())
     }
 
-    /// The seq of the newest checkpoint, as the pointer says (`None`: never checkpointed).
+    /// The seq of the newest checkpoint (`None`: never checkpointed): the highest `<seq>.json`
+    /// directly in the stream's checkpoint folder (one delimited listing, as cheap as a read).
     pub async fn pointer(&self) -> Result<Option<u64>> {
-        let Some(b) = self.wh.get_opt(&self.wh.child(&self.pointer_path())).await? else { return Ok(None) };
-        let p: Pointer = serde_json::from_slice(&b).map_err(|e| self.corrupt(&self.pointer_path(), e))?;
-        Ok(Some(p.seq))
+        let files = self.wh.list_shallow(&self.checkpoint_dir()).await?;
+        Ok(files.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).max())
     }
 
     /// The seq the last clean-up removed state through (0: never).
@@ -389,11 +384,6 @@ impl Ledger {
             return self.read_checkpoint(seq).await;
         }
         failpoint::hit("ledger.checkpoint_written");
-        // The pointer only moves forward (a slower writer of an older checkpoint leaves it).
-        if self.pointer().await?.is_none_or(|p| p < seq) {
-            let body = serde_json::to_vec(&Pointer { seq }).map_err(|e| Error::Internal(e.to_string()))?;
-            self.wh.put(&self.wh.child(&self.pointer_path()), Bytes::from(body)).await?;
-        }
         failpoint::hit("ledger.pointer_moved");
         tracing::info!(stream = %self.stream, seq, commits, "ledger checkpoint written");
         Ok(cp)
@@ -623,5 +613,28 @@ mod tests {
                 prop_assert_eq!(within(&split), within(&full));
             }
         }
+    }
+
+    /// Two checkpointers that read the ledger at different times: the one that writes the
+    /// older checkpoint last cannot make readers go back to it (the commits it summarises less
+    /// of may already be deleted by the newer one's clean-up).
+    #[tokio::test]
+    async fn a_late_checkpoint_of_an_older_seq_never_moves_the_newest_back() {
+        let ops: Vec<(bool, u8, u8, u8)> = (0..12).map(|i| (false, i % 3, 1, 0)).collect();
+        let all = commits(&ops);
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ledger = Ledger::new(wh, "s");
+        for c in &all {
+            ledger.wh.put(&ledger.wh.child(&c.dedup_keys), super::super::encode_keys(&[c.seq as u128])).await.unwrap();
+        }
+        let full = LedgerState { base: None, commits: all.clone(), published: all.iter().map(|c| c.seq).collect() };
+        assert_eq!(ledger.pointer().await.unwrap(), None);
+        ledger.write_checkpoint(&full, 10, DAY, "fast").await.unwrap();
+        assert_eq!(ledger.pointer().await.unwrap(), Some(10));
+        ledger.write_checkpoint(&full, 4, DAY, "slow").await.unwrap();
+        assert_eq!(ledger.pointer().await.unwrap(), Some(10), "the newest checkpoint stays the newest");
+        let state = ledger.load_after(0).await.unwrap();
+        assert_eq!((state.base_seq(), state.next_seq()), (10, 11));
     }
 }

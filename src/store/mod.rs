@@ -125,6 +125,16 @@ impl Location {
         Self::collect(self.store.list(Some(&prefix)), || format!("listing {}{}", self.url, rel)).await
     }
 
+    /// The objects directly in the folder `rel`, not below its sub-folders (one delimited
+    /// listing). A folder that does not exist is empty.
+    pub async fn list_shallow(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
+        match self.store.list_with_delimiter(Some(&self.child(rel))).await {
+            Ok(r) => Ok(r.objects),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(Error::Store { what: format!("listing {}{rel}", self.url), source: e }),
+        }
+    }
+
     /// A listing's objects; a folder that does not exist is empty.
     async fn collect(
         listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
