@@ -41,16 +41,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let src = Location::parse(&format!("{}/raw/{stream}/", sources.trim_end_matches('/')))?;
         let ledger = Ledger::new(wh.clone(), stream);
         let mut commits = Vec::new();
+        let mut attempts = Vec::new();
         for seq in 1..=n {
             let arrival = end - (n - seq) as i64 * FIVE_MINUTES;
             let key = runner::simulate::drop_key(stream, arrival, &format!("00000000-0000-4000-8000-{seq:012}"), "");
             let day = day_string(day_of_ms(arrival));
-            let attempt = format!("gen{seq}");
+            let attempt = runner::ledger::Attempt::new(seq);
             let path = format!("{}/part-{stream}-{seq:012}.parquet", day_folder(table, &day, Some(0)));
             commits.push(Commit {
                 stream: stream.to_string(),
                 seq,
-                attempt: attempt.clone(),
+                attempt: attempt.id.clone(),
                 run_id: format!("gen{seq}"),
                 committed_at: String::new(),
                 objects: vec![ConsumedObject { key, size: 200, arrival_ms: arrival - arrival.rem_euclid(HOUR), refused: None }],
@@ -62,11 +63,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     rows: 1,
                     bytes: 2_000,
                 }],
-                dedup_keys: ledger.dedup_path(seq, &attempt),
+                dedup_keys: ledger.dedup_path(&attempt),
                 max_arrival_ms: arrival - arrival.rem_euclid(HOUR),
                 stats: BatchStats { records: 1, valid: 1, ..Default::default() },
                 compacted: Vec::new(),
             });
+            attempts.push(attempt);
         }
         // Dedup keys of the batches a checkpoint may keep (26 h lookback + 7 days horizon).
         let keep_ms = 26 * HOUR + 7 * 24 * HOUR;
@@ -92,8 +94,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if cut > 0 {
             ledger.write_checkpoint(&state, cut, keep_ms, "generator").await?;
         }
-        for c in state.commits.iter().filter(|c| c.seq > cut) {
-            ledger.commit(c).await?;
+        for (c, a) in state.commits.iter().zip(&attempts).filter(|(c, _)| c.seq > cut) {
+            ledger.commit(a, c, std::time::Duration::MAX).await?;
             ledger.mark_published(c.seq).await?;
         }
         // What a later run does once the checkpoint is older than the retention (the steady

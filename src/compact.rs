@@ -25,7 +25,7 @@ use crate::catalog::layout::{day_folder, partition_path, quarantine_folder};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{CompactCounts, CompactJob, JobMetrics, KindCounts};
-use crate::ledger::{BatchStats, Commit, Compacted, FileEntry, Ledger};
+use crate::ledger::{Attempt, BatchStats, Commit, Compacted, FileEntry, Ledger};
 use crate::publish::collect_replaced_versions;
 use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
 use crate::schema::{QUARANTINE_TABLE, RUNS_TABLE, quarantine_schema, runs_schema};
@@ -88,7 +88,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 }
                 break;
             }
-            let attempt = uuid::Uuid::now_v7().simple().to_string();
+            let attempt = Attempt::new(seq);
             let staging = ledger.staging_prefix(&attempt);
             let mut files = Vec::new();
             let mut compacted = Vec::new();
@@ -115,7 +115,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
             let commit = Commit {
                 stream: stream.to_string(),
                 seq,
-                attempt,
+                attempt: attempt.id.clone(),
                 run_id: r.run_id.clone(),
                 committed_at: Utc::now().to_rfc3339(),
                 objects: Vec::new(),
@@ -126,7 +126,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 compacted,
             };
             failpoint::hit("compact.before_commit");
-            match ledger.commit(&commit).await {
+            match ledger.commit(&attempt, &commit, settings.commit_grace).await {
                 Ok(()) => {
                     failpoint::hit("compact.after_commit");
                     publish_commit(ws, &ledger, &commit).await?;

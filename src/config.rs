@@ -242,6 +242,7 @@ struct IngestFile {
     io_concurrency: Option<usize>,
     checkpoint_every: Option<u64>,
     checkpoint_retention: Option<String>,
+    commit_grace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -297,6 +298,10 @@ pub struct IngestSettings {
     /// horizon) is deleted by a later run once the checkpoint is this old: a run that read the
     /// ledger before the checkpoint may still be reading it.
     pub checkpoint_retention: Duration,
+    /// An attempt (ingest batch, compaction, run record) older than this when it would commit
+    /// does not: it re-plans from the ledger as it is then (the process was paused, e.g. a VM
+    /// suspended between staging and commit).
+    pub commit_grace: Duration,
 }
 
 impl Default for IngestSettings {
@@ -309,6 +314,7 @@ impl Default for IngestSettings {
             full_listing: false,
             checkpoint_every: 25,
             checkpoint_retention: Duration::from_secs(3600),
+            commit_grace: Duration::from_secs(3600),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             io_concurrency: 16,
         }
@@ -417,6 +423,10 @@ impl Config {
             if let Some(s) = i.checkpoint_retention {
                 ingest.checkpoint_retention = humantime::parse_duration(&s)
                     .map_err(|e| cfg_err(format!("ingest.checkpoint_retention `{s}` is not a duration (e.g. \"1h\"): {e}")))?;
+            }
+            if let Some(s) = i.commit_grace {
+                ingest.commit_grace = humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("ingest.commit_grace `{s}` is not a duration (e.g. \"1h\"): {e}")))?;
             }
         }
         let sc = fc.scoring.unwrap_or_default();

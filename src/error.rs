@@ -67,6 +67,11 @@ pub enum Error {
     #[error("batch {seq} of stream `{stream}` was committed by another run")]
     CommitConflict { stream: String, seq: u64 },
 
+    /// The attempt that staged batch `seq` is older than the commit grace (the process was
+    /// paused?): its staging may be collected, so it does not commit; the caller re-plans.
+    #[error("the attempt at batch {seq} of stream `{stream}` is {age_s} s old, past the commit grace: not committed")]
+    StaleAttempt { stream: String, seq: u64, age_s: u64 },
+
     #[error("{0}")]
     Failed(String),
 

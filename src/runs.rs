@@ -25,7 +25,7 @@ use crate::catalog::TableMeta;
 use crate::catalog::layout::{VERSIONED, day_folder};
 use crate::error::{Error, Result};
 use crate::job::JobMetrics;
-use crate::ledger::{BatchStats, Commit, FileEntry, Ledger, LedgerState};
+use crate::ledger::{Attempt, BatchStats, Commit, FileEntry, Ledger, LedgerState};
 use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
 pub use crate::schema::{RUNS_TABLE, runs_schema as schema};
 use crate::store::encode_parquet;
@@ -270,14 +270,14 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
         let seq = state.next_seq();
         let values = vec![date.clone()];
         let dir = day_folder(RUNS_TABLE, &date, Some(state.version(RUNS_TABLE, &values)));
-        let attempt = uuid::Uuid::now_v7().simple().to_string();
+        let attempt = Attempt::new(seq);
         let name = format!("run-{}.parquet", r.run_id);
         let staged = format!("{}/{name}", ledger.staging_prefix(&attempt));
         ws.warehouse.put(&ws.warehouse.child(&staged), data.clone()).await?;
         let commit = Commit {
             stream: RUNS_TABLE.to_string(),
             seq,
-            attempt,
+            attempt: attempt.id.clone(),
             run_id: r.run_id.clone(),
             committed_at: Utc::now().to_rfc3339(),
             objects: Vec::new(),
@@ -294,7 +294,7 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
             stats: BatchStats::default(),
             compacted: Vec::new(),
         };
-        match ledger.commit(&commit).await {
+        match ledger.commit(&attempt, &commit, settings.commit_grace).await {
             Ok(()) => {
                 publish_commit(ws, &ledger, &commit).await?;
                 state.published.insert(seq);
@@ -303,13 +303,12 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
                 break;
             }
             // Another job's record took the seq (jobs run side by side; the record read back is
-            // not ours, see `Location::put_if_absent`): plan again, without the staged file of
-            // the attempt that lost, which no record names.
+            // not ours, see `Location::put_if_absent`): plan again. The staged file stays: a
+            // conflict path never deletes staging (the answer may have been ambiguous); the
+            // garbage collection deletes it once its seq is provably another attempt's.
             Err(e) => {
                 keep(&state);
                 replan.after(e, "run record")?;
-                ws.warehouse.delete(&ws.warehouse.child(&commit.files[0].staged)).await?;
-                ws.warehouse.remove_empty_dirs(&ledger.staging_prefix(&commit.attempt)).await?;
             }
         }
     }

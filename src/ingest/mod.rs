@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{IngestCounts, IngestJob, IngestStages, JobMetrics, KindCounts, thread_cpu};
 use crate::ledger::checkpoint::arrival_day;
-use crate::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
+use crate::ledger::{Attempt, BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use crate::progress::Progress;
 use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
 use crate::schema::{PARTITION_COL, QUARANTINE_STREAM_COL, QUARANTINE_TABLE, quarantine_schema};
@@ -386,7 +386,7 @@ async fn write_batch(
     let stream = ledger.stream();
     let seq = state.next_seq();
     let sc = ws.contract.stream(stream)?;
-    let attempt = uuid::Uuid::now_v7().simple().to_string();
+    let attempt = Attempt::new(seq);
     let staging = ledger.staging_prefix(&attempt);
     let now = Utc::now();
     let mut stats = BatchStats::default();
@@ -461,14 +461,14 @@ async fn write_batch(
     );
 
     let writing = Instant::now();
-    let dedup_keys = ledger.dedup_path(seq, &attempt);
+    let dedup_keys = ledger.dedup_path(&attempt);
     ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
     stages.write_s += writing.elapsed().as_secs_f64();
 
     let commit = Commit {
         stream: stream.to_string(),
         seq,
-        attempt,
+        attempt: attempt.id.clone(),
         run_id: run_id.to_string(),
         committed_at: now.to_rfc3339(),
         objects: batch
@@ -483,7 +483,7 @@ async fn write_batch(
     };
     failpoint::hit("ingest.before_commit");
     let committing = Instant::now();
-    ledger.commit(&commit).await?;
+    ledger.commit(&attempt, &commit, ws.config.ingest.commit_grace).await?;
     stages.commit_s += committing.elapsed().as_secs_f64();
     Ok((commit, keys))
 }

@@ -381,8 +381,20 @@ impl Ledger {
         Ok(state)
     }
 
-    /// Commits a batch: `Err(CommitConflict)` when another run committed this `seq` first.
-    pub async fn commit(&self, c: &Commit) -> Result<()> {
+    /// Commits a batch: `Err(CommitConflict)` when another attempt committed this `seq` first,
+    /// `Err(StaleAttempt)` when `attempt` is older than `grace` (both: re-plan). The record's
+    /// create-if-absent is read back when the store's answer is "already exists" (see
+    /// [`Location::put_if_absent`]): a retried create S3 had applied is this attempt's own.
+    pub async fn commit(&self, attempt: &Attempt, c: &Commit, grace: std::time::Duration) -> Result<()> {
+        debug_assert_eq!((attempt.id.as_str(), attempt.seq), (c.attempt.as_str(), c.seq));
+        // Measured on this process's monotonic clock, never against another machine's: staging
+        // is collected only once its seq is committed by another attempt, so this is a second
+        // line (an attempt that slept through its lease and the grace re-plans from the ledger
+        // as it is now instead of committing a plan made long ago).
+        let age = attempt.started.elapsed();
+        if age > grace {
+            return Err(Error::StaleAttempt { stream: self.stream.clone(), seq: c.seq, age_s: age.as_secs() });
+        }
         let body = serde_json::to_vec_pretty(c).map_err(|e| Error::Internal(e.to_string()))?;
         if self.wh.put_if_absent(&self.commit_path(c.seq), Bytes::from(body)).await? {
             Ok(())
@@ -395,57 +407,85 @@ impl Ledger {
         self.wh.put(&self.published_path(seq), Bytes::from_static(b"")).await
     }
 
-    pub fn staging_prefix(&self, attempt: &str) -> String {
-        format!("{STAGING_DIR}/{}/{attempt}", self.stream)
+    /// Where `attempt` stages its files: named by the seq it planned, so its staging is
+    /// garbage exactly when that seq is committed by another attempt.
+    pub fn staging_prefix(&self, attempt: &Attempt) -> String {
+        format!("{STAGING_DIR}/{}/{:012}-{}", self.stream, attempt.seq, attempt.id)
     }
 
-    pub fn dedup_path(&self, seq: u64, attempt: &str) -> String {
-        format!("{DEDUP_DIR}/{}/{seq:012}-{attempt}.keys", self.stream)
+    pub fn dedup_path(&self, attempt: &Attempt) -> String {
+        format!("{DEDUP_DIR}/{}/{:012}-{}.keys", self.stream, attempt.seq, attempt.id)
     }
 
-    /// Deletes staged files and dedup-key files of attempts that never committed, once they
-    /// are older than `grace` (a younger one may belong to a run still in progress).
-    pub async fn collect_garbage(&self, state: &LedgerState, grace: chrono::Duration) -> Result<u64> {
-        let committed = state.attempts();
-        let cutoff = chrono::Utc::now() - grace;
-        let mut removed = 0;
-        let mut abandoned = std::collections::BTreeSet::new();
+    /// Deletes the staged files and dedup-key files of attempts that can never commit: those
+    /// whose planned seq is committed by another attempt (or summarised by the checkpoint, so
+    /// published long ago). Age alone never makes staging garbage: a writer paused for an hour
+    /// between staging and commit would otherwise commit files that are gone. Staging of the
+    /// next seq (no commit yet) is left, even of a crashed attempt: the next commit of the
+    /// stream makes it garbage.
+    ///
+    /// Staging from before seqs named it (`staging/<stream>/<attempt>/`) is collected by age,
+    /// once older than `legacy_grace`.
+    pub async fn collect_garbage(&self, state: &LedgerState, legacy_grace: chrono::Duration) -> Result<u64> {
+        let committed: HashSet<(u64, &str)> = state.commits.iter().map(|c| (c.seq, c.attempt.as_str())).collect();
+        let cutoff = chrono::Utc::now() - legacy_grace;
+        let mut garbage = Vec::new();
+        let mut abandoned = BTreeSet::new();
         let staging = format!("{STAGING_DIR}/{}", self.stream);
         let dedup = self.dedup_dir();
         for prefix in [&staging, &dedup] {
             for meta in self.wh.list(prefix).await? {
                 let Some(rel) = self.wh.relative(&meta.location) else { continue };
                 let rest = rel.strip_prefix(prefix.as_str()).unwrap_or(rel).trim_start_matches('/');
-                // staging/<stream>/<attempt>/...   or   dedup/<stream>/<seq>-<attempt>.keys
-                let attempt = if prefix == &staging {
-                    rest.split('/').next().unwrap_or("")
-                } else {
-                    rest.trim_end_matches(".keys").split_once('-').map(|(_, a)| a).unwrap_or("")
+                // staging/<stream>/<seq>-<attempt>/...   or   dedup/<stream>/<seq>-<attempt>.keys
+                let folder =
+                    if prefix == &staging { rest.split('/').next().unwrap_or("") } else { rest.trim_end_matches(".keys") };
+                let planned = folder.split_once('-').and_then(|(s, a)| Some((s.parse::<u64>().ok()?, a)));
+                let collect = match planned {
+                    // Committed by this attempt: publish moves its staging away, and its dedup
+                    // keys are the ledger's.
+                    Some(p) if committed.contains(&p) => false,
+                    // Dedup keys up to the checkpoint are the clean-up's (it knows which it
+                    // still needs); staging there was published or lost its seq.
+                    Some((seq, _)) if seq <= state.base_seq() => prefix == &staging,
+                    // Another attempt committed the seq this one planned.
+                    Some((seq, _)) => seq <= state.last_seq(),
+                    None if prefix == &staging => !state.attempts().contains(folder) && meta.last_modified < cutoff,
+                    None => false,
                 };
-                // Committed attempts' staging is left to publish (which moves it away); dedup
-                // keys up to the checkpoint are the clean-up's (it knows which it still needs).
-                let below_base =
-                    prefix == &dedup && rest.get(..12).and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= state.base_seq());
-                if committed.contains(attempt) || below_base || meta.last_modified > cutoff {
-                    continue;
-                }
-                self.wh.delete(&meta.location).await?;
-                removed += 1;
-                if prefix == &staging {
-                    abandoned.insert(attempt.to_string());
+                if collect {
+                    garbage.push(meta.location.clone());
+                    if prefix == &staging {
+                        abandoned.insert(format!("{staging}/{folder}"));
+                    }
                 }
             }
         }
+        let removed = self.wh.delete_many(garbage).await?;
         // Only the folders of the attempts cleared here: `staging/<stream>` itself is shared, and
         // removing it while another run creates its own attempt's folder below it fails that
         // run's write.
-        for attempt in abandoned {
-            self.wh.remove_empty_dirs(&self.staging_prefix(&attempt)).await?;
+        for folder in abandoned {
+            self.wh.remove_empty_dirs(&folder).await?;
         }
         Ok(removed)
     }
 }
 
+/// One try at committing the next seq of a ledger: it stages under its own id and planned seq,
+/// and may commit only while younger than the commit grace.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    pub seq: u64,
+    started: std::time::Instant,
+}
+
+impl Attempt {
+    pub fn new(seq: u64) -> Attempt {
+        Attempt { id: uuid::Uuid::now_v7().simple().to_string(), seq, started: std::time::Instant::now() }
+    }
+}
 /// Encodes dedup keys as little-endian u128s.
 pub fn encode_keys(keys: &[u128]) -> Bytes {
     let mut out = Vec::with_capacity(keys.len() * 16);
@@ -508,17 +548,86 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let l = Ledger::new(wh, "s");
-        l.commit(&commit(1)).await.unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        l.commit(&attempt_of(&commit(1)), &commit(1), hour).await.unwrap();
         // The same record again is this attempt's own (a retried create); another attempt's is a conflict.
-        l.commit(&commit(1)).await.unwrap();
+        l.commit(&attempt_of(&commit(1)), &commit(1), hour).await.unwrap();
         let other = Commit { attempt: "another".into(), ..commit(1) };
-        assert!(matches!(l.commit(&other).await, Err(Error::CommitConflict { seq: 1, .. })));
-        l.commit(&commit(2)).await.unwrap();
+        assert!(matches!(l.commit(&attempt_of(&other), &other, hour).await, Err(Error::CommitConflict { seq: 1, .. })));
+        l.commit(&attempt_of(&commit(2)), &commit(2), hour).await.unwrap();
         l.mark_published(1).await.unwrap();
         let st = l.load().await.unwrap();
         assert_eq!(st.next_seq(), 3);
         assert!(st.published.contains(&1) && !st.published.contains(&2));
         assert!(l.consumed(&st, None).await.unwrap().contains("k2"));
+    }
+
+    fn attempt_of(c: &Commit) -> Attempt {
+        Attempt { id: c.attempt.clone(), seq: c.seq, started: std::time::Instant::now() }
+    }
+
+    /// An attempt older than the grace does not commit, whatever the ledger holds: it re-plans.
+    #[tokio::test]
+    async fn an_attempt_older_than_the_grace_does_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let l = Ledger::new(wh, "s");
+        let old = Attempt { started: std::time::Instant::now() - std::time::Duration::from_secs(5), ..attempt_of(&commit(1)) };
+        let r = l.commit(&old, &commit(1), std::time::Duration::from_secs(2)).await;
+        assert!(matches!(r, Err(Error::StaleAttempt { seq: 1, age_s: 5, .. })), "{r:?}");
+        assert_eq!(l.load_after(0).await.unwrap().next_seq(), 1, "nothing committed");
+    }
+
+    /// Staging is garbage when its seq went to another attempt, never by age: the staging of
+    /// the next seq survives a zero grace (a paused writer may still commit it), and is collected
+    /// once that seq is committed by someone else.
+    #[tokio::test]
+    async fn staging_is_garbage_once_its_seq_is_another_attempts_never_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let l = Ledger::new(wh.clone(), "s");
+        let hour = std::time::Duration::from_secs(3600);
+        let stage = |a: &Attempt| {
+            let (wh, staging, dedup) = (wh.clone(), l.staging_prefix(a), l.dedup_path(a));
+            async move {
+                wh.put(&wh.child(&format!("{staging}/t-00000.parquet")), Bytes::from_static(b"x")).await.unwrap();
+                wh.put(&wh.child(&dedup), Bytes::from_static(b"")).await.unwrap();
+            }
+        };
+        let exists = |a: &Attempt| {
+            let (wh, staging, dedup) = (wh.clone(), l.staging_prefix(a), l.dedup_path(a));
+            async move {
+                (
+                    wh.exists(&wh.child(&format!("{staging}/t-00000.parquet"))).await.unwrap(),
+                    wh.exists(&wh.child(&dedup)).await.unwrap(),
+                )
+            }
+        };
+        let winner = attempt_of(&commit(1));
+        let loser = Attempt::new(1);
+        let paused = Attempt::new(2);
+        for a in [&winner, &loser, &paused] {
+            stage(a).await;
+        }
+        // Staging from before seqs named it: collected by age.
+        let legacy = wh.child(&format!("{STAGING_DIR}/s/0123456789abcdef/t-00000.parquet"));
+        wh.put(&legacy, Bytes::from_static(b"x")).await.unwrap();
+        l.commit(&winner, &commit(1), hour).await.unwrap();
+        let state = l.load_after(0).await.unwrap();
+        let removed = l.collect_garbage(&state, chrono::Duration::zero()).await.unwrap();
+        assert_eq!(removed, 3, "the loser's file and keys, and the legacy file");
+        assert_eq!(exists(&winner).await, (true, true), "the committed attempt's staging is publish's");
+        assert_eq!(exists(&loser).await, (false, false));
+        assert_eq!(exists(&paused).await, (true, true), "the next seq's staging is never collected by age");
+        assert!(!wh.exists(&legacy).await.unwrap());
+        // Another attempt takes seq 2: the paused one can never commit it, its staging goes.
+        let c2 = commit(2);
+        l.commit(&attempt_of(&c2), &c2, hour).await.unwrap();
+        let state = l.load_after(0).await.unwrap();
+        l.collect_garbage(&state, chrono::Duration::zero()).await.unwrap();
+        assert_eq!(exists(&paused).await, (false, false));
+        let late = Commit { attempt: paused.id.clone(), ..commit(2) };
+        assert!(matches!(l.commit(&paused, &late, hour).await, Err(Error::CommitConflict { seq: 2, .. })));
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Resu
         .try_collect::<Vec<()>>()
         .await?;
     // A local disk keeps the staging folders the moves emptied.
-    wh.remove_empty_dirs(&ledger.staging_prefix(&c.attempt)).await?;
+    if let Some(dir) = c.files.first().and_then(|f| f.staged.rsplit_once('/')).map(|(d, _)| d) {
+        wh.remove_empty_dirs(dir).await?;
+    }
     failpoint::hit("ingest.before_catalog");
     let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
     for f in &c.files {
@@ -103,6 +105,16 @@ impl Replan {
             Error::CommitConflict { stream, seq } if self.conflicts < MAX_COMMIT_CONFLICTS => {
                 self.conflicts += 1;
                 tracing::info!(stream, seq, "another run committed batch {seq} first; re-planning the {what}");
+                Ok(())
+            }
+            Error::StaleAttempt { stream, seq, age_s } if self.conflicts < MAX_COMMIT_CONFLICTS => {
+                self.conflicts += 1;
+                tracing::warn!(
+                    stream,
+                    seq,
+                    age_s,
+                    "the attempt at batch {seq} outlived the commit grace; re-planning the {what}"
+                );
                 Ok(())
             }
             e => Err(e),
