@@ -75,6 +75,10 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
 
+    /// A write under a lease generation that is no longer the job's (see `pipeline::lease`).
+    #[error("{0}")]
+    Fenced(String),
+
     /// Ctrl-C, after the work in flight was stopped cleanly.
     #[error("{0}")]
     Interrupted(String),

@@ -45,6 +45,9 @@ pub struct Snapshot {
     /// Partition values -> partition.
     pub partitions: BTreeMap<Vec<String>, PartitionMeta>,
     pub retired: Vec<Retired>,
+    /// Job -> the newest lease generation of it that wrote this table: an older generation's
+    /// write is refused (see [`crate::pipeline::lease`]).
+    pub fences: BTreeMap<String, u64>,
 }
 
 /// The stored form: partition locations relative to the table's location (a snapshot of 1,000
@@ -60,6 +63,8 @@ struct Stored {
     partitions: Vec<StoredPartition>,
     #[serde(default)]
     retired: Vec<Retired>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fences: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +97,7 @@ impl Snapshot {
             table: self.table.clone(),
             partitions,
             retired: self.retired.clone(),
+            fences: self.fences.clone(),
         };
         serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| Error::Internal(e.to_string()))
     }
@@ -109,7 +115,7 @@ impl Snapshot {
                 (p.values.clone(), PartitionMeta { values: p.values, location, files: p.files })
             })
             .collect();
-        Ok((Snapshot { seq: s.seq, table: s.table, partitions, retired: s.retired }, s.writer))
+        Ok((Snapshot { seq: s.seq, table: s.table, partitions, retired: s.retired, fences: s.fences }, s.writer))
     }
 
     /// Points `p` at its offered location when it is new or newer; `only_new` never repoints.
@@ -146,6 +152,23 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// Refuses a write under `fence` when its lease was lost, or when a newer generation of its
+/// job has written the table already (the snapshot is created conditionally, so the check and
+/// the write are one step: a newer writer in between makes the create fail and this re-check).
+fn check_fence(table: &str, f: &crate::pipeline::lease::Fence, current: &Snapshot) -> Result<()> {
+    let newer = current.fences.get(&f.job).copied().filter(|g| *g > f.generation);
+    if f.lost() || newer.is_some() {
+        let by = newer
+            .map(|g| format!("generation {g} of the lease has published since"))
+            .unwrap_or_else(|| "the lease expired while held".into());
+        return Err(Error::Fenced(format!(
+            "`{}` (lease generation {}) may no longer publish `{table}`: {by} (the process was paused past the lease ttl?). Nothing of this run was published; the current holder's run stands",
+            f.job, f.generation
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -212,13 +235,20 @@ impl LocalCatalog {
         F: FnMut(&mut Snapshot) -> Result<bool> + Send,
     {
         let writer = uuid::Uuid::now_v7().simple().to_string();
+        let fence = crate::pipeline::lease::fence();
         for _ in 0..MAX_CONFLICTS {
             let (current, listed) = self.load(name).await?;
+            if let Some(f) = &fence {
+                check_fence(name, f, &current)?;
+            }
             let mut next = current.clone();
             if !change(&mut next)? {
                 return Ok(current);
             }
             next.seq = current.seq + 1;
+            if let Some(f) = &fence {
+                next.fences.insert(f.job.clone(), f.generation);
+            }
             let path = self.snapshot_path(name, next.seq);
             let body = next.encode(&writer)?;
             // The body carries the writer's nonce: an "already exists" about our own create,
@@ -523,6 +553,32 @@ mod tests {
         // A fresh reader (another process) sees the same.
         let other = LocalCatalog::new(wh.clone());
         assert_eq!(other.table_with_partitions("t").await.unwrap(), Some((t, vec![])));
+    }
+
+    /// A writer whose lease generation was superseded (paused past its ttl while a newer
+    /// holder ran the job) cannot publish over the newer one; other jobs' generations are
+    /// their own; a holder that knows it lost its lease publishes nothing.
+    #[tokio::test]
+    async fn a_stale_lease_generation_cannot_publish() {
+        use crate::pipeline::lease::{Fence, fenced};
+        let (_dir, wh, t) = setup();
+        let cat = LocalCatalog::new(wh.clone());
+        cat.put_table(&t).await.unwrap();
+        let put = |fence: Fence, v: &str| {
+            let (cat, p) = (cat.clone(), part(&wh, "2026-11-20", v));
+            async move { fenced(Some(fence), async move { cat.put_partitions("t", &[p]).await }).await }
+        };
+        put(Fence::for_test("job", 1, false), "000000000001").await.unwrap();
+        put(Fence::for_test("job", 2, false), "000000000002").await.unwrap();
+        let stale = put(Fence::for_test("job", 1, false), "000000000003").await;
+        assert!(matches!(&stale, Err(Error::Fenced(m)) if m.contains("generation 2")), "{stale:?}");
+        assert!(cat.partitions("t").await.unwrap()[0].location.contains("v=000000000002"), "the newer holder's stands");
+        put(Fence::for_test("other_job", 1, false), "000000000004").await.unwrap();
+        let lost = put(Fence::for_test("job", 2, true), "000000000005").await;
+        assert!(matches!(&lost, Err(Error::Fenced(m)) if m.contains("expired")), "{lost:?}");
+        // A fresh reader sees the fences (they are stored, not cached).
+        let other = LocalCatalog::new(wh.clone());
+        assert!(matches!(fenced(Some(Fence::for_test("job", 1, false)), other.put_table(&t)).await, Err(Error::Fenced(_))));
     }
 
     #[tokio::test]

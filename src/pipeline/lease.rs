@@ -7,12 +7,23 @@
 //! <warehouse>/_runner/leases/<job>/<gen:012>.released         given back
 //! ```
 //!
-//! The lease is the highest generation. It is free when it was released or its latest expiry
-//! has passed; then whoever creates generation + 1 first holds it (the other create fails).
-//! Only the holder writes renewals of its generation, so there is no read-modify-write. A holder
-//! killed with SIGKILL stops renewing; its lease expires after `ttl` and another process takes
-//! over. A holder that finds its own expiry passed (a long pause) has lost the lease and stops
-//! renewing; the ledger and write-audit-publish still keep its data exactly once.
+//! The lease is the highest generation. It is free when it was released or its newest record
+//! is older than its `ttl`; then whoever creates generation + 1 first holds it (the other
+//! create fails). Only the holder writes renewals of its generation, so there is no
+//! read-modify-write. A holder killed with SIGKILL stops renewing; its lease expires after
+//! `ttl` and another process takes over.
+//!
+//! Expiry is measured in the store's time, never by comparing two machines' clocks: a record's
+//! age is the store's `last_modified` of it against the `last_modified` of a probe the reader
+//! writes (`clock`), both stamped by the store. The holder measures its own deadline on its
+//! monotonic clock from before each renewal, so it always believes itself expired no later than
+//! any reader does.
+//!
+//! A lease fences: [`Fence`] (job and generation) goes with the run into every catalog update
+//! (a task-local, see [`fenced`]), and a catalog snapshot remembers the newest generation of
+//! each job that wrote it, so a holder paused past its ttl, whose job has since been run by a
+//! newer generation, has its publishes refused instead of putting back older results. A holder
+//! that knows it lost the lease refuses its own writes. Ledger commits are fenced by their seq.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +48,59 @@ const KEEP: u64 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     holder: String,
+    /// The holder's idea of the expiry (for people reading the record): readers use `ttl_ms`
+    /// from the store's `last_modified` of the record.
     expires_at: DateTime<Utc>,
+    /// Absent in records written before expiry went by store time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+}
+
+impl Record {
+    fn new(holder: &str, ttl: Duration) -> Record {
+        Record {
+            holder: holder.to_string(),
+            expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
+            ttl_ms: Some(ttl.as_millis() as u64),
+        }
+    }
+}
+
+/// A lease generation, carried by a run into the writes it makes (see the module header).
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub job: String,
+    pub generation: u64,
+    lost: Arc<AtomicBool>,
+}
+
+impl Fence {
+    #[cfg(test)]
+    pub fn for_test(job: &str, generation: u64, lost: bool) -> Fence {
+        Fence { job: job.into(), generation, lost: Arc::new(AtomicBool::new(lost)) }
+    }
+
+    /// Whether the holder found its lease expired (paused longer than the ttl).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+tokio::task_local! {
+    static FENCE: Fence;
+}
+
+/// The fence of the run this task works for, if it runs under a lease.
+pub fn fence() -> Option<Fence> {
+    FENCE.try_with(Fence::clone).ok()
+}
+
+/// Runs `f` with `fence` as the fence of its writes.
+pub async fn fenced<F: std::future::Future>(fence: Option<Fence>, f: F) -> F::Output {
+    match fence {
+        Some(x) => FENCE.scope(x, f).await,
+        None => f.await,
+    }
 }
 
 /// Who holds a lease and until when (for "skipped" messages).
@@ -77,31 +140,53 @@ struct State {
     files: Vec<(u64, object_store::path::Path)>,
 }
 
+/// The store's time now: the `last_modified` it stamps on a probe written to the job's lease
+/// folder (a put and a head; only needed when a lease looks taken).
+async fn store_now(wh: &Location, job: &str) -> Result<DateTime<Utc>> {
+    let probe = wh.child(&format!("{}/clock", dir(job)));
+    wh.put(&probe, Bytes::from_static(b"")).await?;
+    wh.last_modified(&probe).await
+}
+
 /// The current generation of `job`'s lease and whether it is free now.
 async fn current(wh: &Location, job: &str) -> Result<State> {
     let mut files = Vec::new();
     for o in wh.list(&dir(job)).await? {
         let g = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok());
         if let Some(g) = g {
-            files.push((g, o.location));
+            files.push((g, o));
         }
     }
     let generation = files.iter().map(|(g, _)| *g).max().unwrap_or(0);
-    let mine = || files.iter().filter(|(g, _)| *g == generation).filter_map(|(_, p)| p.filename());
-    if generation == 0 || mine().any(|n| n.ends_with(".released")) {
-        return Ok(State { generation, held: None, files });
-    }
+    let mine = || files.iter().filter(|(g, _)| *g == generation).map(|(_, o)| o);
+    let released = mine().any(|o| o.location.filename().is_some_and(|n| n.ends_with(".released")));
     // The newest record has the latest expiry: renewals (`.renew-<n>.json`, written in order)
     // sort after the taking record (`.json`).
+    let newest =
+        mine().filter(|o| o.location.filename().is_some_and(|n| n.ends_with(".json"))).max_by_key(|o| o.location.clone());
     let mut held = None;
-    if let Some(name) = mine().filter(|n| n.ends_with(".json")).max()
-        && let Some(bytes) = wh.get_opt(&wh.child(&format!("{}/{name}", dir(job)))).await?
+    if generation > 0
+        && !released
+        && let Some(meta) = newest
+        && let Some(bytes) = wh.get_opt(&meta.location).await?
     {
+        let now = store_now(wh, job).await?;
         // A record being written can be unreadable for a moment: it then counts as held.
-        let r: Record = serde_json::from_slice(&bytes)
-            .unwrap_or(Record { holder: "unknown".into(), expires_at: Utc::now() + chrono::Duration::minutes(5) });
-        held = (r.expires_at > Utc::now()).then_some(Holder { holder: r.holder, expires_at: r.expires_at });
+        let r: Record = serde_json::from_slice(&bytes).unwrap_or(Record {
+            holder: "unknown".into(),
+            expires_at: now + chrono::Duration::minutes(5),
+            ttl_ms: None,
+        });
+        // S3 stamps whole seconds (truncated): a record may be up to a second younger than it says.
+        let resolution = if wh.is_local() { 0 } else { 1000 };
+        let expires_at = match r.ttl_ms {
+            Some(ms) => meta.last_modified + chrono::Duration::milliseconds(ms as i64 + resolution),
+            // A record from before expiry went by store time: its holder's clock.
+            None => r.expires_at,
+        };
+        held = (expires_at > now).then_some(Holder { holder: r.holder, expires_at });
     }
+    let files = files.into_iter().map(|(g, o)| (g, o.location)).collect();
     Ok(State { generation, held, files })
 }
 
@@ -138,7 +223,8 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
         return Ok(Err(h));
     }
     let next = state.generation + 1;
-    let rec = Record { holder: holder.to_string(), expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default() };
+    let asked = std::time::Instant::now();
+    let rec = Record::new(holder, ttl);
     let body = Bytes::from(serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?);
     if !wh.put_if_absent(&wh.child(&format!("{}/{next:012}.json", dir(job))), body).await? {
         // Someone took generation `next` between our look and our create.
@@ -151,7 +237,7 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
     }
     HELD.lock().expect("held leases").push((wh.clone(), job.to_string(), next));
     let lost = Arc::new(AtomicBool::new(false));
-    let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), rec.expires_at));
+    let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), asked + ttl));
     Ok(Ok(Lease { wh: wh.clone(), job: job.to_string(), generation: next, lost, renewer }))
 }
 
@@ -162,22 +248,27 @@ async fn renew(
     holder: String,
     ttl: Duration,
     lost: Arc<AtomicBool>,
-    mut expires_at: DateTime<Utc>,
+    // On this process's monotonic clock, from before the write that set it: the store stamped
+    // that write later, so every reader sees the lease expire after this.
+    mut deadline: std::time::Instant,
 ) {
     for n in 1.. {
         tokio::time::sleep(ttl / 3).await;
-        if Utc::now() >= expires_at {
-            tracing::warn!(job, "the lease expired before it was renewed (the process was paused?); another run may start");
+        let asked = std::time::Instant::now();
+        if asked >= deadline {
+            tracing::warn!(
+                job,
+                "the lease expired before it was renewed (the process was paused?); this run's writes are refused from now on"
+            );
             lost.store(true, Ordering::SeqCst);
             return;
         }
-        let next = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-        let rec = Record { holder: holder.clone(), expires_at: next };
+        let rec = Record::new(&holder, ttl);
         let Ok(body) = serde_json::to_vec(&rec) else { return };
         let path = wh.child(&format!("{}/{generation:012}.renew-{n:06}.json", dir(&job)));
         match wh.put_if_absent(&path, Bytes::from(body)).await {
             Ok(_) => {
-                expires_at = next;
+                deadline = asked + ttl;
                 // Readers take the newest record of a generation, which now exists: the one
                 // before it says nothing more.
                 if n > 1 {
@@ -193,6 +284,11 @@ impl Lease {
     /// Whether the lease expired while held (the holder was paused longer than the ttl).
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The fence of this generation, for the run's writes ([`fenced`]).
+    pub fn fence(&self) -> Fence {
+        Fence { job: self.job.clone(), generation: self.generation, lost: self.lost.clone() }
     }
 
     /// Gives the lease back so another process need not wait for it to expire.
@@ -246,6 +342,28 @@ mod tests {
         assert!(files <= 4, "two generations of a taking record and a release marker at most: {files}");
         let taken = acquire(&wh, "j", "last", ttl).await.unwrap().unwrap();
         assert_eq!(taken.generation, 51, "generations keep counting after the old ones are deleted");
+    }
+
+    /// A holder whose clock runs an hour ahead (its record says it expires in an hour) or an
+    /// hour behind (its record says it expired): readers go by the store's time, so the lease
+    /// lasts its ttl from the record's write either way.
+    #[tokio::test]
+    async fn expiry_goes_by_the_stores_time_not_the_holders_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ttl = Duration::from_millis(800);
+        for (job, skew) in [("ahead", chrono::Duration::hours(1)), ("behind", chrono::Duration::hours(-1))] {
+            let rec = Record { expires_at: Utc::now() + skew, ..Record::new("skewed", ttl) };
+            let path = wh.child(&format!("{}/{:012}.json", dir_of(job), 1));
+            assert!(wh.put_if_absent(&path, Bytes::from(serde_json::to_vec(&rec).unwrap())).await.unwrap());
+            let held = acquire(&wh, job, "reader", ttl).await.unwrap();
+            assert_eq!(held.map(|_| ()).unwrap_err().holder, "skewed", "{job}: held within its ttl");
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        for job in ["ahead", "behind"] {
+            let taken = acquire(&wh, job, "reader", ttl).await.unwrap();
+            assert_eq!(taken.map(|l| l.generation).ok(), Some(2), "{job}: expired after its ttl");
+        }
     }
 
     fn dir_of(job: &str) -> String {

@@ -132,11 +132,15 @@ pub async fn run_locked(
         lease.release().await?;
         return Ok(Locked::AlreadyDone);
     }
-    let result = run_job(ws, job, &RunOptions { at: Some(at), force, freshness, ..Default::default() }, progress).await;
-    mark_done(&result).await?;
+    let fence = Some(lease.fence());
+    let result = run_job(ws, job, &RunOptions { at: Some(at), force, freshness, fence, ..Default::default() }, progress).await;
     if lease.lost() {
-        tracing::warn!(job = %job.name, "the lease expired during the run");
+        // Its publishes were refused from the moment it knew; a newer holder runs the period.
+        tracing::warn!(job = %job.name, "the lease expired during the run; the period is not marked done");
+        lease.release().await?;
+        return Ok(Locked::Ran(Box::new(result)));
     }
+    mark_done(&result).await?;
     lease.release().await?;
     Ok(Locked::Ran(Box::new(result)))
 }

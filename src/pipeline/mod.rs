@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub freshness: Option<(fresh::Fingerprint, bool)>,
     /// Why the job does not run (an upstream of the same run did not): recorded as skipped.
     pub blocked: Option<String>,
+    /// The lease the run holds: its catalog writes carry it ([`lease::fenced`]).
+    pub fence: Option<lease::Fence>,
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -83,7 +85,7 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
         tracing::info!(job = %job.name, "skipped: up to date (inputs unchanged since its last run for this date; --force runs it)");
         Ok(m)
     } else {
-        run_kind(&run).instrument(span).await
+        lease::fenced(opts.fence.clone(), run_kind(&run).instrument(span)).await
     };
     if opts.dry_run {
         return result;

@@ -254,6 +254,16 @@ impl Location {
         }
     }
 
+    /// Whether this is a local disk (`file://`).
+    pub fn is_local(&self) -> bool {
+        self.store_url.scheme() == "file"
+    }
+
+    /// When the store last wrote `p`, in the store's own clock.
+    pub async fn last_modified(&self, p: &Path) -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(self.store.head(p).await.map_err(Error::store(format!("checking {p}")))?.last_modified)
+    }
+
     pub async fn exists(&self, p: &Path) -> Result<bool> {
         match self.store.head(p).await {
             Ok(_) => Ok(true),
