@@ -211,6 +211,8 @@ struct CatalogFile {
     catalog_id: Option<String>,
     #[serde(default)]
     projection: Vec<String>,
+    keep_replaced: Option<String>,
+    glue_replay_after: Option<String>,
 }
 
 /// The `[catalog]` section.
@@ -223,6 +225,12 @@ pub struct CatalogSettings {
     pub catalog_id: Option<String>,
     /// Tables Athena should read with partition projection instead of registered partitions.
     pub projection: Vec<String>,
+    /// A partition version a SQL job replaced is deleted once replaced this long (queries in
+    /// flight may still read it).
+    pub keep_replaced: Duration,
+    /// A Glue publish left pending this long (by the store's time) is finished by the next run;
+    /// a younger one may be a publish in flight.
+    pub glue_replay_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -484,7 +492,17 @@ impl Config {
             kind: cf.as_ref().map(|c| c.kind).unwrap_or(CatalogKind::Local),
             database: cf.as_ref().and_then(|c| c.database.clone()).unwrap_or_else(|| "runner".into()),
             catalog_id: cf.as_ref().and_then(|c| c.catalog_id.clone()),
-            projection: cf.map(|c| c.projection).unwrap_or_default(),
+            projection: cf.as_ref().map(|c| c.projection.clone()).unwrap_or_default(),
+            keep_replaced: match cf.as_ref().and_then(|c| c.keep_replaced.clone()) {
+                Some(s) => humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("catalog.keep_replaced `{s}` is not a duration (e.g. \"1h\"): {e}")))?,
+                None => Duration::from_secs(3600),
+            },
+            glue_replay_after: match cf.as_ref().and_then(|c| c.glue_replay_after.clone()) {
+                Some(s) => humantime::parse_duration(&s)
+                    .map_err(|e| cfg_err(format!("catalog.glue_replay_after `{s}` is not a duration (e.g. \"10m\"): {e}")))?,
+                None => Duration::from_secs(600),
+            },
         };
         if !catalog.database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(cfg_err(format!(

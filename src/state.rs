@@ -47,6 +47,7 @@ fn classify(rel: &str) -> (String, &'static str) {
         "schedule" => ("schedules".into(), "done markers"),
         "runs" => ("runner_runs".into(), "recent runs"),
         "catalog" => ("catalog".into(), "catalog entries"),
+        "glue-pending" => ("catalog".into(), "Glue publishes pending"),
         "jobs" => ("jobs".into(), "incremental state"),
         _ => ("warehouse".into(), "other"),
     }

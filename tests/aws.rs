@@ -378,6 +378,58 @@ async fn ingest_crash_recovery_on_s3_and_glue() {
     }
 }
 
+/// A SQL publish cut short between the local catalog and Glue (the process killed where a Glue
+/// call would fail), then version clean-up with no grace: every location Glue (so Athena) reads
+/// still holds its files; the next run finishes the Glue half, and only then does clean-up
+/// delete the versions Glue stopped pointing at.
+#[tokio::test]
+async fn a_glue_publish_cut_short_then_clean_up_leaves_athenas_locations_readable() {
+    let m = moto();
+    let tmp = simulate_to(&["--tenants", "3", "--users-per-tenant", "2", "--days", "3", "--seed", "7"]);
+    let env = fresh_s3_drops(m, tmp.path());
+    let job = "tenant_activity_daily";
+    env.ok(&["run", "--no-lock", "ingest_companies", "ingest_bigdatajobs", job]);
+    let locations = |parts: BTreeMap<Vec<String>, (String, String)>| -> BTreeMap<String, String> {
+        parts.into_iter().map(|(v, (loc, _))| (v.join("/"), loc)).collect()
+    };
+    let files_at = |loc: &str| -> u64 { m.ops(&["count", loc]).trim().parse().unwrap() };
+    let before = locations(env.glue_partitions(job).await);
+    assert!(before.contains_key("2026-11-19") && before.contains_key("2026-11-20"), "{before:?}");
+    let no_grace = |args: &[&str]| {
+        let mut c = env.runner(args);
+        c.env("RUNNER__CATALOG__KEEP_REPLACED", "0s");
+        c
+    };
+    let out = no_grace(&["backfill", job, "--from", "2026-11-19", "--to", "2026-11-20"])
+        .env("RUNNER_FAILPOINT", "glue.before_mirror")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "the failpoint must kill the publish: {}", stderr(&out));
+    assert_eq!(locations(env.glue_partitions(job).await), before, "Glue is behind the local catalog");
+    // A clean-up with no grace (another day rebuilt): the versions Glue points at stay.
+    let out = no_grace(&["backfill", job, "--from", "2026-11-18", "--to", "2026-11-18"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (day, loc) in locations(env.glue_partitions(job).await) {
+        assert!(files_at(&loc) > 0, "{day}: Glue points at {loc}, which clean-up emptied");
+    }
+    // The next run of any job finishes the pending Glue publish.
+    let out =
+        no_grace(&["run", "--no-lock", "ingest_companies"]).env("RUNNER__CATALOG__GLUE_REPLAY_AFTER", "0s").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = locations(env.glue_partitions(job).await);
+    for day in ["2026-11-19", "2026-11-20"] {
+        assert_ne!(after[day], before[day], "{day}: Glue caught up with the rebuilt version");
+        assert!(files_at(&after[day]) > 0);
+    }
+    // Now that no catalog points at the replaced versions, clean-up deletes them.
+    let out = no_grace(&["backfill", job, "--from", "2026-11-18", "--to", "2026-11-18"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(files_at(&before["2026-11-19"]), 0, "the replaced version is collected once Glue left it");
+    for (day, loc) in locations(env.glue_partitions(job).await) {
+        assert!(files_at(&loc) > 0, "{day}: {loc}");
+    }
+}
+
 #[tokio::test]
 async fn an_incompatible_glue_schema_is_refused_before_publishing() {
     let m = moto();

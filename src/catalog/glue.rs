@@ -7,8 +7,12 @@
 //! lowercase columns with Athena types, typed partition keys. Partitions go in batches of at most
 //! 100 (`BatchCreatePartition`, `BatchUpdatePartition`) and 25 (`BatchDeletePartition`); the
 //! per-entry errors inside a successful answer are retried when transient and reported otherwise.
-//! A crash between the two writes leaves Glue behind, never ahead: the next publish of the same
-//! partitions, or `runner publish`, catches it up.
+//! A crash or a Glue failure between the two writes leaves Glue behind, never ahead, and is
+//! recorded: before the local write, a marker (`_runner/glue-pending/<id>.json`: the table and
+//! the partitions) is written, and it is deleted once Glue holds them. The next run of any job
+//! (or `runner publish`) finishes what a marker older than `catalog.glue_replay_after` names, by
+//! the store's time (a younger one may be a publish in flight). Version clean-up asks Glue too
+//! ([`Catalog::pointed_at_elsewhere`]), so a version Glue still points at is never deleted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +37,17 @@ const CREATE_BATCH: usize = 100;
 const DELETE_BATCH: usize = 25;
 /// Rounds of retrying the entries of a batch that failed with a transient error.
 const ENTRY_ATTEMPTS: u32 = 4;
+/// Publishes Glue has not finished are recorded here (one object per publish).
+pub const PENDING_DIR: &str = "_runner/glue-pending";
+
+/// A publish to Glue not known to be finished: the local catalog holds what Glue should.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pending {
+    table: String,
+    #[serde(default)]
+    values: Vec<Vec<String>>,
+    writer: String,
+}
 
 #[derive(Debug)]
 pub struct GlueCatalog {
@@ -47,6 +62,9 @@ pub struct GlueCatalog {
     checked: std::sync::Mutex<BTreeMap<String, TableMeta>>,
     /// Partitions this process made Glue hold, (table, values) -> location.
     mirrored: std::sync::Mutex<BTreeMap<(String, Vec<String>), String>>,
+    /// Pending publishes of earlier runs finished (once per process).
+    replayed: tokio::sync::OnceCell<()>,
+    replay_after: chrono::Duration,
 }
 
 /// What a sync changed.
@@ -92,6 +110,8 @@ impl GlueCatalog {
             database_ready: tokio::sync::OnceCell::new(),
             checked: Default::default(),
             mirrored: Default::default(),
+            replayed: tokio::sync::OnceCell::new(),
+            replay_after: chrono::Duration::from_std(settings.glue_replay_after).unwrap_or(chrono::Duration::MAX),
         }
     }
 
@@ -371,6 +391,9 @@ impl GlueCatalog {
     /// `runner publish`: makes Glue hold exactly the local catalog's tables and partitions.
     /// Idempotent: a second run changes nothing and says so.
     pub async fn publish_all(&self) -> Result<SyncReport> {
+        // What earlier runs left pending first (the full sync below would do it too, but the
+        // markers would stay).
+        self.replay_pending(true).await?;
         let mut report = SyncReport::default();
         for t in self.local.tables().await? {
             let plan = self.plan_table(&t).await?;
@@ -413,6 +436,8 @@ impl Catalog for GlueCatalog {
     }
 
     async fn put_table(&self, table: &TableMeta) -> Result<()> {
+        // Every run records itself, so every run finishes what an earlier one left pending.
+        self.replay_once().await;
         // Once per process and definition: a run publishing many times does not read Glue's
         // table before each publish.
         if self.checked.lock().expect("glue tables checked").get(&table.name) == Some(table) {
@@ -421,8 +446,10 @@ impl Catalog for GlueCatalog {
         // Glue's definition is checked before the local catalog changes: a table another tool
         // changed there must not be published over.
         let plan = self.plan_table(table).await?;
+        let marker = self.mark_pending(&table.name, Vec::new()).await?;
         self.local.put_table(table).await?;
         self.apply_table(table, plan).await?;
+        self.local.warehouse().delete(&marker).await?;
         self.checked.lock().expect("glue tables checked").insert(table.name.clone(), table.clone());
         Ok(())
     }
@@ -432,15 +459,23 @@ impl Catalog for GlueCatalog {
     }
 
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
+        let marker = self.mark_unmirrored(table, partitions).await?;
         let changed = self.local.put_partitions(table, partitions).await?;
         self.mirror(table, partitions, true).await?;
+        if let Some(m) = marker {
+            self.local.warehouse().delete(&m).await?;
+        }
         Ok(changed)
     }
 
     async fn add_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
+        let marker = self.mark_unmirrored(table, partitions).await?;
         let changed = self.local.add_partitions(table, partitions).await?;
         // Like the local catalog: an existing partition is never repointed by an add.
         self.mirror(table, partitions, false).await?;
+        if let Some(m) = marker {
+            self.local.warehouse().delete(&m).await?;
+        }
         Ok(changed)
     }
 
@@ -466,9 +501,102 @@ impl Catalog for GlueCatalog {
     async fn forget_retired(&self, table: &str, locations: &[String]) -> Result<()> {
         self.local.forget_retired(table, locations).await
     }
+
+    async fn pointed_at_elsewhere(&self, table: &str, candidates: &[String]) -> Result<std::collections::BTreeSet<String>> {
+        let Some(t) = self.glue_table(table).await? else { return Ok(Default::default()) };
+        let mut glue: std::collections::BTreeSet<String> =
+            t.storage_descriptor().and_then(|s| s.location()).map(super::norm).into_iter().collect();
+        if !t.partition_keys().is_empty() {
+            glue.extend(self.glue_partitions(table).await?.values().map(|l| super::norm(l)));
+        }
+        Ok(candidates.iter().filter(|c| glue.contains(&super::norm(c))).cloned().collect())
+    }
 }
 
 impl GlueCatalog {
+    /// Records that Glue is about to be behind the local catalog for `table` (and `values`).
+    async fn mark_pending(&self, table: &str, values: Vec<Vec<String>>) -> Result<object_store::path::Path> {
+        let writer = uuid::Uuid::now_v7().simple().to_string();
+        let wh = self.local.warehouse();
+        let path = wh.child(&format!("{PENDING_DIR}/{writer}.json"));
+        let body = serde_json::to_vec(&Pending { table: table.to_string(), values, writer })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        wh.put(&path, bytes::Bytes::from(body)).await?;
+        Ok(path)
+    }
+
+    /// [`Self::mark_pending`] for the partitions Glue may not hold as offered (none when this
+    /// process mirrored them all already: a run adding batch after batch to one day).
+    async fn mark_unmirrored(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Option<object_store::path::Path>> {
+        let values: Vec<Vec<String>> = {
+            let mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+            partitions
+                .iter()
+                .filter(|p| {
+                    mirrored
+                        .get(&(table.to_string(), p.values.clone()))
+                        .is_none_or(|l| super::norm(l) != super::norm(&p.location))
+                })
+                .map(|p| p.values.clone())
+                .collect()
+        };
+        if values.is_empty() {
+            return Ok(None);
+        }
+        self.mark_pending(table, values).await.map(Some)
+    }
+
+    /// Finishes, once per process, the Glue half of publishes earlier runs left pending. A
+    /// failure is a warning (the markers stay for the next run): it must not fail the job.
+    async fn replay_once(&self) {
+        let _ = self
+            .replayed
+            .get_or_init(|| async {
+                match self.replay_pending(false).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(publishes = n, "finished the Glue half of publishes an earlier run left pending"),
+                    Err(e) => tracing::warn!(
+                        "could not finish the Glue publishes an earlier run left pending (the next run tries again): {e}"
+                    ),
+                }
+            })
+            .await;
+    }
+
+    /// Makes Glue hold what the local catalog holds for every pending marker (older than the
+    /// grace, by the store's time, unless `all`), then deletes it. Returns how many it finished.
+    pub async fn replay_pending(&self, all: bool) -> Result<u64> {
+        let wh = self.local.warehouse();
+        let markers = wh.list(PENDING_DIR).await?;
+        if markers.is_empty() {
+            return Ok(0);
+        }
+        let now = wh.store_now(&format!("{PENDING_DIR}-clock")).await?;
+        let mut done = 0;
+        for m in markers {
+            if !all && m.last_modified + self.replay_after > now {
+                continue;
+            }
+            let Some(bytes) = wh.get_opt(&m.location).await? else { continue };
+            let p: Pending = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Failed(format!("Glue publish marker {} is corrupt ({e}): delete it and run `runner publish`", m.location))
+            })?;
+            if let Some(t) = self.local.table(&p.table).await? {
+                let plan = self.plan_table(&t).await?;
+                self.apply_table(&t, plan).await?;
+                if !p.values.is_empty() {
+                    let parts: Vec<PartitionMeta> =
+                        self.local.partitions(&p.table).await?.into_iter().filter(|x| p.values.contains(&x.values)).collect();
+                    // The local catalog never moves a partition back, so its state is the one to hold.
+                    self.write_partitions(&t, &parts, true).await?;
+                }
+            }
+            wh.delete(&m.location).await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// Makes Glue hold the local catalog's state of `partitions` (their values), whether or not
     /// this call changed the local catalog: a run killed between the two writes left the local
     /// catalog ahead of Glue, and the roll-forward that repeats the publish finds nothing to

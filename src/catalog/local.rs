@@ -185,6 +185,11 @@ impl Clone for LocalCatalog {
 }
 
 impl LocalCatalog {
+    /// The warehouse the catalog lives in.
+    pub fn warehouse(&self) -> &Location {
+        &self.warehouse
+    }
+
     pub fn new(warehouse: Location) -> Self {
         LocalCatalog { warehouse, cache: Mutex::new(BTreeMap::new()) }
     }

@@ -13,7 +13,7 @@ pub mod types;
 pub use layout::hive_escape;
 pub use types::{arrow_type, glue_type};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -143,6 +143,17 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn retired(&self, table: &str) -> Result<Vec<Retired>>;
     /// Forgets retired versions whose files were deleted.
     async fn forget_retired(&self, table: &str, locations: &[String]) -> Result<()>;
+    /// Of the retired version folders `candidates`, those a catalog mirrored from this one
+    /// still points at (Glue behind after a publish cut short between the two): version
+    /// clean-up deletes none of them. A catalog with no mirror has none.
+    async fn pointed_at_elsewhere(&self, _table: &str, _candidates: &[String]) -> Result<BTreeSet<String>> {
+        Ok(BTreeSet::new())
+    }
+}
+
+/// A folder URL without its trailing slash (catalogs differ in how they spell one).
+pub fn norm(location: &str) -> String {
+    location.trim_end_matches('/').to_string()
 }
 
 /// A version folder a partition no longer points at, and when it stopped being current.

@@ -143,9 +143,7 @@ struct State {
 /// The store's time now: the `last_modified` it stamps on a probe written to the job's lease
 /// folder (a put and a head; only needed when a lease looks taken).
 async fn store_now(wh: &Location, job: &str) -> Result<DateTime<Utc>> {
-    let probe = wh.child(&format!("{}/clock", dir(job)));
-    wh.put(&probe, Bytes::from_static(b"")).await?;
-    wh.last_modified(&probe).await
+    wh.store_now(&format!("{}/clock", dir(job))).await
 }
 
 /// The current generation of `job`'s lease and whether it is free now.

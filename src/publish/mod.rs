@@ -25,15 +25,12 @@ use chrono::Utc;
 use futures::StreamExt;
 
 use crate::catalog::layout::{CURRENT_VERSION, VERSIONED, partition_dir, version_folder};
-use crate::catalog::{DataFile, PartitionMeta, TableMeta};
+use crate::catalog::{DataFile, PartitionMeta, TableMeta, norm};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{Checks, WriteMode};
 use crate::store::encode_parquet;
 use crate::workspace::Workspace;
-
-/// Old versions are deleted once replaced for this long.
-pub const VERSION_GRACE_MINUTES: i64 = 60;
 
 /// Where and how a job's output is published.
 #[derive(Debug, Clone)]
@@ -193,7 +190,8 @@ pub async fn publish_output(
         }
     }
     let t_published = started.elapsed();
-    collect_replaced_versions(ws, &sj.output, chrono::Duration::minutes(VERSION_GRACE_MINUTES)).await?;
+    let grace = chrono::Duration::from_std(ws.config.catalog.keep_replaced).unwrap_or(chrono::Duration::MAX);
+    collect_replaced_versions(ws, &sj.output, grace).await?;
     tracing::debug!(
         "job `{}`: {} partition(s) audited and written in {} ms, published in {} ms, old versions collected in {} ms",
         sj.job,
@@ -257,11 +255,22 @@ pub async fn collect_replaced_versions(ws: &Workspace, table: &str, grace: chron
     if due.is_empty() {
         return Ok(0);
     }
-    // A folder still current somewhere (a partition repointed back by an older runner, or an
-    // unpartitioned table's current version) is never deleted.
-    let current: BTreeSet<String> = ws.catalog.partitions(table).await?.into_iter().map(|p| p.location).collect();
+    // A folder still current (a partition repointed back by an older runner, or an
+    // unpartitioned table's current version) is never deleted. One Glue still points at (a
+    // publish cut short between the local catalog and Glue, which the next run finishes) is
+    // neither deleted nor forgotten: a later clean-up looks again.
+    let current: BTreeSet<String> = ws.catalog.partitions(table).await?.into_iter().map(|p| norm(&p.location)).collect();
+    let elsewhere = ws.catalog.pointed_at_elsewhere(table, &due).await?;
+    if !elsewhere.is_empty() {
+        tracing::warn!(
+            table,
+            versions = elsewhere.len(),
+            "kept replaced versions Glue still points at (it is behind the local catalog; the next run catches it up)"
+        );
+    }
+    let due: Vec<String> = due.into_iter().filter(|l| !elsewhere.contains(l)).collect();
     let mut files = Vec::new();
-    for loc in due.iter().filter(|l| !current.contains(*l)) {
+    for loc in due.iter().filter(|l| !current.contains(&norm(l))) {
         let rel = ws.warehouse.relative_url(loc)?;
         files.extend(ws.warehouse.list(&rel).await?.into_iter().map(|o| o.location));
     }

@@ -254,6 +254,14 @@ impl Location {
         }
     }
 
+    /// The store's time now: the `last_modified` it stamps on a probe object `rel` (a put and a
+    /// head). What an age is measured against, instead of this machine's clock.
+    pub async fn store_now(&self, rel: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        let probe = self.child(rel);
+        self.put(&probe, Bytes::new()).await?;
+        self.last_modified(&probe).await
+    }
+
     /// Whether this is a local disk (`file://`).
     pub fn is_local(&self) -> bool {
         self.store_url.scheme() == "file"

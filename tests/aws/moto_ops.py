@@ -3,6 +3,7 @@
     moto_ops.py firehose-setup BUCKET STREAM PREFIX   create the bucket and a delivery stream to s3://BUCKET/PREFIX
     moto_ops.py firehose-put STREAM DIR               send every record of the drops under DIR with PutRecordBatch
     moto_ops.py upload BUCKET PREFIX DIR              copy a folder of drops to s3://BUCKET/PREFIX as it is
+    moto_ops.py count S3_URL                          how many objects are below s3://BUCKET/PREFIX
     moto_ops.py athena-results JSON                   queue results the emulator returns to the next Athena query
     moto_ops.py athena-executions                     the Athena query executions, as JSON
 
@@ -93,6 +94,10 @@ def main(argv):
         for path in drop_files(root):
             key = prefix.rstrip("/") + "/" + os.path.relpath(path, root)
             s3.put_object(Bucket=bucket, Key=key, Body=open(path, "rb").read())
+    elif cmd == "count":
+        bucket, _, prefix = argv[2].removeprefix("s3://").partition("/")
+        pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
+        print(sum(p.get("KeyCount", 0) for p in pages))
     elif cmd == "athena-results":
         url = os.environ["AWS_ENDPOINT_URL"] + "/moto-api/static/athena/query-results"
         req = urllib.request.Request(url, data=argv[2].encode(), headers={"Content-Type": "application/json"})
