@@ -379,3 +379,34 @@ async fn an_interrupted_run_gives_its_leases_back() {
     let again = env.cmd(&["run", "--all", "--at", "2026-11-20"]).output().unwrap();
     assert!(again.status.success(), "no lease left held: {}", stderr(&again));
 }
+
+/// The first day of operation: the scoring schedule fires before `churn_features` was ever
+/// produced. The scheduled run waits for it (skipped, with the reason, exit 0); a plain run
+/// says what to run first; once the features exist, the same schedule scores.
+#[tokio::test]
+async fn a_scheduled_job_whose_inputs_were_never_produced_waits_for_them() {
+    let env = Env::new(&std::fs::read_to_string(format!("{REPO}/scheduler/schedules.toml")).unwrap());
+    assert!(env.cmd(&["run", "ingest_bigdatajobs", "ingest_companies"]).output().unwrap().status.success());
+    let scheduled = ["run", "--schedule", "scoring", "--at", "2026-11-21T02:00:00Z", "--format", "json"];
+    let out = env.cmd(&scheduled).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let score = v.as_array().unwrap().iter().find(|r| r["job"] == "score_churn").expect("reported");
+    let why = score["skipped"].as_str().unwrap_or_default();
+    assert!(why.contains("waiting for its input `churn_features`, which job `churn_features` has not produced yet"), "{score}");
+    assert!(env.runs().await.iter().any(|r| r.starts_with("score_churn,") && r.ends_with(",skipped")));
+    let plain = env.cmd(&["run", "score_churn"]).output().unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(stderr(&plain).contains("reads `churn_features`") && stderr(&plain).contains("run that first"), "{}", stderr(&plain));
+    // The activity and daily schedules produce the features (daily waits for activity's
+    // output too); the period that waited was not marked done, so it runs now and scores.
+    for (schedule, at) in [("activity", "2026-11-21T00:10:00Z"), ("daily", "2026-11-21T00:30:00Z")] {
+        let out = env.cmd(&["run", "--schedule", schedule, "--at", at]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = env.cmd(&scheduled).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let score = v.as_array().unwrap().iter().find(|r| r["job"] == "score_churn").expect("reported");
+    assert!(score["skipped"].is_null() && score["rows_out"].as_u64().unwrap() > 0, "{score}");
+}

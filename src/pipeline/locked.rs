@@ -97,7 +97,8 @@ pub async fn run_locked(
 ) -> Result<Locked> {
     ws.check_format(true).await?;
     let mark_done = |result: &Result<JobMetrics>| {
-        let ok = result.is_ok();
+        // A run that waited for its inputs did not do the period's work.
+        let ok = result.as_ref().is_ok_and(|m| !super::waited(m));
         async move {
             if let (true, Some(p)) = (ok, period) {
                 let marker = ws.warehouse.child(&format!("{}/{}", done_dir(&job.name), period_key(p)));
@@ -118,7 +119,8 @@ pub async fn run_locked(
         {
             return Ok(Locked::AlreadyDone);
         }
-        let result = run_job(ws, job, &RunOptions { at: Some(at), freshness, ..Default::default() }, progress).await;
+        let run = RunOptions { at: Some(at), freshness, scheduled: period.is_some(), ..Default::default() };
+        let result = run_job(ws, job, &run, progress).await;
         mark_done(&result).await?;
         return Ok(Locked::Ran(Box::new(result)));
     }
@@ -133,7 +135,8 @@ pub async fn run_locked(
         return Ok(Locked::AlreadyDone);
     }
     let fence = Some(lease.fence());
-    let result = run_job(ws, job, &RunOptions { at: Some(at), force, freshness, fence, ..Default::default() }, progress).await;
+    let run = RunOptions { at: Some(at), force, freshness, fence, scheduled: period.is_some(), ..Default::default() };
+    let result = run_job(ws, job, &run, progress).await;
     if lease.lost() {
         // Its publishes were refused from the moment it knew; a newer holder runs the period.
         tracing::warn!(job = %job.name, "the lease expired during the run; the period is not marked done");

@@ -42,6 +42,30 @@ pub struct RunOptions {
     pub blocked: Option<String>,
     /// The lease the run holds: its catalog writes carry it ([`lease::fenced`]).
     pub fence: Option<lease::Fence>,
+    /// A triggered run (schedule, event, daemon): a job whose inputs were never produced waits
+    /// for them (skipped, with the reason) instead of failing.
+    pub scheduled: bool,
+}
+
+/// How a run skipped for inputs never produced says so: its period is not marked done (it
+/// runs again once they exist).
+pub const WAITING: &str = "waiting for its input";
+
+/// Whether `m` is a run that waited for inputs never produced.
+pub fn waited(m: &JobMetrics) -> bool {
+    m.skipped.as_deref().is_some_and(|s| s.starts_with(WAITING))
+}
+
+/// The input tables no run has produced yet, each with who produces it (for "waiting for").
+fn missing_inputs(ws: &Workspace, fp: &fresh::Fingerprint) -> Vec<String> {
+    fp.inputs
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(t, _)| match ws.jobs.jobs.values().find(|j| j.outputs(&ws.contract).contains(t)) {
+            Some(j) => format!("`{t}`, which job `{}` has not produced yet", j.name),
+            None => format!("`{t}`, which no job produces and is not in the catalog"),
+        })
+        .collect()
 }
 
 /// A new run id: time-ordered (UUID v7), so ids sort by start.
@@ -74,7 +98,18 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     };
     let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
     let fingerprint = checked.map(|(fp, _)| fp);
-    let result = if let Some(why) = &opts.blocked {
+    let missing = fingerprint.as_ref().map(|fp| missing_inputs(ws, fp)).unwrap_or_default();
+    let waiting = match missing.first() {
+        Some(m) if opts.scheduled => Some(format!("{WAITING} {m}")),
+        Some(m) => {
+            return Err(Error::Failed(format!(
+                "`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)",
+                job.name
+            )));
+        }
+        None => None,
+    };
+    let result = if let Some(why) = opts.blocked.as_ref().or(waiting.as_ref()) {
         let mut m = JobMetrics::new(&job.name, &run.run_id, run.as_of().to_string(), crate::job::KindCounts::empty(&job.kind));
         m.skipped = Some(why.clone());
         tracing::warn!(job = %job.name, "skipped: {why}");
