@@ -410,3 +410,36 @@ async fn a_scheduled_job_whose_inputs_were_never_produced_waits_for_them() {
     let score = v.as_array().unwrap().iter().find(|r| r["job"] == "score_churn").expect("reported");
     assert!(score["skipped"].is_null() && score["rows_out"].as_u64().unwrap() > 0, "{score}");
 }
+
+/// A short store outage in the middle of the daemon's first period (requests failing before
+/// they take effect, as a 503 that outlasted the client's retries) neither stops the daemon nor
+/// loses the period: it is tried again after a backoff, and every period ends done.
+#[test]
+fn the_daemon_tries_a_failed_period_again_and_every_period_ends_done() {
+    let env = Env::new(
+        "[daemon]\nlease_ttl = \"3s\"\ntick = \"50ms\"\n\
+         [schedules.ingest]\njobs = [\"ingest_bigdatajobs\", \"ingest_companies\"]\nexpression = \"rate(1 minute)\"\ncatch_up = \"all\"\n",
+    );
+    let now = Utc::now();
+    let from = (now - chrono::Duration::minutes(3)).to_rfc3339();
+    let until = now.to_rfc3339();
+    let daemon = ["schedule", "daemon", "--from", &from, "--until", &until, "--format", "json"];
+    let out = env.cmd(&daemon).env("RUNNER_FAULTS", "outage=40..46").output().unwrap();
+    assert!(out.status.success(), "one outage must not stop the daemon: {}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |r: &serde_json::Value| r["status"].as_str().unwrap().to_string();
+    let key = |r: &serde_json::Value| (r["job"].as_str().unwrap().to_string(), r["fire_time"].as_str().unwrap().to_string());
+    let failed: Vec<_> = rows.iter().filter(|r| status(r) == "failed").map(key).collect();
+    assert!(!failed.is_empty(), "the outage failed a run: {rows:?}");
+    for k in &failed {
+        assert!(rows.iter().any(|r| key(r) == *k && status(r) == "succeeded"), "{k:?} was tried again and succeeded: {rows:?}");
+    }
+    let periods: std::collections::BTreeSet<String> = rows.iter().map(|r| key(r).1).collect();
+    assert_eq!(periods.len(), 3, "{rows:?}");
+    // Every period of every job is done: a second daemon over the same window runs nothing.
+    let again = env.cmd(&daemon).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|r| status(r) == "already_done"), "{rows:?}");
+}

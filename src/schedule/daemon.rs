@@ -9,6 +9,12 @@
 //! dependency order), and looks again every `tick` while a lease is held elsewhere. On SIGTERM or
 //! Ctrl-C it starts nothing new, lets the running job finish (its publish is atomic either way)
 //! and exits 0. Time comes from a [`Clock`], so tests drive a simulated day in milliseconds.
+//!
+//! A failure (a job's, or the daemon's own request to the store) never stops the daemon: the
+//! period stays pending with the jobs it has left and is tried again after a backoff (`tick`,
+//! doubling, at most [`MAX_BACKOFF_SECS`]), up to [`MAX_ATTEMPTS`] times. A period given up on
+//! has no done marker, and catch-up at the next start begins at the oldest period any of the
+//! schedule's jobs has not done, so it is not lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,15 +129,66 @@ pub struct DaemonRun {
     pub job: String,
     pub fire_time: DateTime<Utc>,
     pub logical_time: DateTime<Utc>,
-    /// `succeeded`, `failed`, `already_done`.
+    /// `succeeded`, `failed` (tried again later), `already_done`, `waiting` (inputs never
+    /// produced; the period is not marked done).
     pub status: String,
 }
+
+/// Tries of one period before the daemon leaves it to the next start's catch-up.
+pub const MAX_ATTEMPTS: u32 = 6;
+/// The longest wait between two tries of a failed period.
+pub const MAX_BACKOFF_SECS: i64 = 900;
 
 struct Due {
     fire: DateTime<Utc>,
     schedule: usize,
     /// Jobs of the schedule still to run for this period (all of them until one was held).
     remaining: Option<Vec<String>>,
+    /// Failed tries so far, and when the next may start.
+    failures: u32,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+impl Due {
+    fn new(fire: DateTime<Utc>, schedule: usize) -> Due {
+        Due { fire, schedule, remaining: None, failures: 0, retry_at: None }
+    }
+}
+
+/// What became of one try of a period.
+enum Period {
+    /// Every job ran, was already done, or waited for its inputs.
+    Finished,
+    /// A lease is held elsewhere: wait for it.
+    Held,
+    /// A job (or the daemon's own request) failed: try again later.
+    Failed,
+}
+
+/// The wait after the `n`th failure of a period: `tick`, doubling, capped.
+fn backoff(tick: std::time::Duration, n: u32) -> chrono::Duration {
+    let tick = chrono::Duration::from_std(tick).unwrap_or_default().max(chrono::Duration::milliseconds(1));
+    (tick * 2i32.saturating_pow(n.saturating_sub(1).min(20))).min(chrono::Duration::seconds(MAX_BACKOFF_SECS))
+}
+
+/// `f`, tried again after transient errors (the daemon's own requests at start), a few times.
+async fn retried<T, F, Fut>(what: &str, tick: std::time::Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut n = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if n + 1 < MAX_ATTEMPTS => {
+                n += 1;
+                tracing::warn!("{what} failed (try {n} of {MAX_ATTEMPTS}, again shortly): {e}");
+                tokio::time::sleep(backoff(tick, n).to_std().unwrap_or_default().min(std::time::Duration::from_secs(10))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs due schedules until stopped (or `until`). Returns what it ran.
@@ -148,9 +205,21 @@ pub async fn run(
     let mut cursors: Vec<DateTime<Utc>> = Vec::new();
     let mut pending: Vec<Due> = Vec::new();
     for (i, s) in schedules.schedules.iter().enumerate() {
+        // The oldest of the jobs' last done periods: a period a later job failed (or the daemon
+        // gave up on) is caught up, its done jobs skipped by their markers.
         let since = match opts.from {
             Some(f) => Some(f),
-            None => last_done(ws, &s.jobs[0]).await?,
+            None => {
+                let mut oldest: Option<DateTime<Utc>> = None;
+                for job in &s.jobs {
+                    let done = retried("reading the last done period", schedules.tick, || last_done(ws, job)).await?;
+                    oldest = match (oldest, done) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                oldest
+            }
         };
         if let Some(since) = since {
             let missed = s.expr.fire_times(since, now, s.tz, 100_000);
@@ -162,7 +231,7 @@ pub async fn run(
             if !take.is_empty() {
                 tracing::info!(schedule = %s.name, periods = take.len(), policy = s.catch_up.name(), "catching up missed periods");
             }
-            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, remaining: None }));
+            pending.extend(take.into_iter().map(|fire| Due::new(fire, i)));
         }
         cursors.push(now);
     }
@@ -173,18 +242,49 @@ pub async fn run(
         let mut blocked: Vec<usize> = Vec::new();
         let mut i = 0;
         while i < pending.len() && !stop.stopped() {
-            if blocked.contains(&pending[i].schedule) {
+            // A period waiting for a lease or a retry keeps the schedule's later periods waiting.
+            if blocked.contains(&pending[i].schedule) || pending[i].retry_at.is_some_and(|t| t > clock.now()) {
+                blocked.push(pending[i].schedule);
                 i += 1;
                 continue;
             }
             let s = &schedules.schedules[pending[i].schedule];
-            if run_period(ws, schedules, s, &mut pending[i], opts, progress, &mut out).await? {
-                pending.remove(i);
-            } else {
-                blocked.push(pending[i].schedule);
-                i += 1;
+            let tried = match run_period(ws, schedules, s, &mut pending[i], opts, progress, &mut out).await {
+                Ok(p) => p,
+                // The daemon's own request (a lease, a done marker) failed: like a failed job.
+                Err(e) => {
+                    tracing::error!(schedule = %s.name, fire = %pending[i].fire, "the period failed: {e}");
+                    Period::Failed
+                }
+            };
+            match tried {
+                Period::Finished => {
+                    pending.remove(i);
+                }
+                Period::Held => {
+                    blocked.push(pending[i].schedule);
+                    i += 1;
+                }
+                Period::Failed => {
+                    let due = &mut pending[i];
+                    due.failures += 1;
+                    if due.failures >= MAX_ATTEMPTS {
+                        tracing::error!(
+                            schedule = %s.name, fire = %due.fire,
+                            "giving up on the period after {MAX_ATTEMPTS} tries; it has no done marker, so the next start catches it up"
+                        );
+                        pending.remove(i);
+                    } else {
+                        let wait = backoff(schedules.tick, due.failures);
+                        tracing::warn!(schedule = %s.name, fire = %due.fire, "trying the period again in {} s", wait.num_milliseconds() as f64 / 1000.0);
+                        due.retry_at = Some(clock.now() + wait);
+                        blocked.push(due.schedule);
+                        i += 1;
+                    }
+                }
             }
         }
+        let retry_at = pending.iter().filter_map(|d| d.retry_at).min();
         let waiting = !blocked.is_empty();
         if stop.stopped() {
             tracing::info!("stopping: no new runs are started");
@@ -199,6 +299,9 @@ pub async fn run(
         };
         if waiting {
             wake = wake.min(now + chrono::Duration::from_std(schedules.tick).unwrap_or_default());
+        }
+        if let Some(r) = retry_at {
+            wake = wake.min(r.max(now));
         }
         if let Some(u) = opts.until
             && wake > u
@@ -220,16 +323,14 @@ pub async fn run(
                 CatchUp::All => fires,
                 CatchUp::Once | CatchUp::Skip => fires.last().copied().into_iter().collect(),
             };
-            pending.extend(take.into_iter().map(|fire| Due { fire, schedule: i, remaining: None }));
+            pending.extend(take.into_iter().map(|fire| Due::new(fire, i)));
             cursors[i] = now;
         }
     }
     Ok(out)
 }
 
-/// Runs the remaining jobs of one period. `Ok(true)` when the period is finished (every job ran,
-/// was already done, or a failure stopped its dependents), `Ok(false)` when a lease is held
-/// elsewhere and it must wait.
+/// Runs the remaining jobs of one period.
 async fn run_period(
     ws: &Workspace,
     schedules: &Schedules,
@@ -238,7 +339,7 @@ async fn run_period(
     opts: &DaemonOptions,
     progress: &Progress,
     out: &mut Vec<DaemonRun>,
-) -> Result<bool> {
+) -> Result<Period> {
     let logical = s.logical_time(due.fire);
     let names = due.remaining.clone().unwrap_or_else(|| s.jobs.clone());
     let run = LockedRun {
@@ -269,23 +370,30 @@ async fn run_period(
                 continue;
             }
             Locked::AlreadyDone => out.push(rec(&job, "already_done")),
+            Locked::Ran(r) if r.as_ref().as_ref().is_ok_and(crate::pipeline::waited) => {
+                // Not marked done: a later period (or the next start's catch-up) runs it.
+                tracing::info!(schedule = %s.name, job = %job, fire = %due.fire, "waiting for inputs never produced");
+                out.push(rec(&job, "waiting"));
+            }
             Locked::Ran(r) if r.is_ok() => {
                 tracing::info!(schedule = %s.name, job = %job, fire = %due.fire, "ran");
                 out.push(rec(&job, "succeeded"));
             }
             Locked::Ran(r) => {
                 let e = r.err().map(|e| e.to_string()).unwrap_or_default();
-                // Recorded in runner_runs by run_job; the jobs after it depend on it.
+                // Recorded in runner_runs by run_job; the jobs after it depend on it. The period
+                // is tried again from this job on.
                 tracing::error!(schedule = %s.name, job = %job, fire = %due.fire, "failed: {e}");
                 out.push(rec(&job, "failed"));
-                return Ok(true);
+                due.remaining = Some(names.into_iter().filter(|n| !finished.contains(n)).collect());
+                return Ok(Period::Failed);
             }
         }
         finished.push(job);
     }
     if held {
         due.remaining = Some(names.into_iter().filter(|n| !finished.contains(n)).collect());
-        return Ok(false);
+        return Ok(Period::Held);
     }
-    Ok(true)
+    Ok(Period::Finished)
 }

@@ -10,6 +10,9 @@
 //!   after S3 applied the request;
 //! - `error_before`: a request (read, list, write) fails without effect: a 503 SlowDown that
 //!   outlasted the client's retries.
+//! - `outage=A..B`: the requests numbered A to B-1 (counted from 0 over every store of the
+//!   process, whatever their kind) fail without effect: a short outage at a known point, the same whatever the order in
+//!   which concurrent requests reach the store.
 //!
 //! Draws are a hash of the seed and the request's number in the process: the same seed and the
 //! same order of requests fail the same way.
@@ -28,12 +31,13 @@ use object_store::{
     PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rates {
     pub seed: u64,
     pub ambiguous_create: f64,
     pub error_after: f64,
     pub error_before: f64,
+    pub outage: Option<Range<u64>>,
 }
 
 /// The faults `RUNNER_FAULTS` asks for, `None` when unset or empty.
@@ -54,6 +58,12 @@ pub fn configured() -> Option<Rates> {
             "ambiguous_create" => r.ambiguous_create = p().unwrap_or(0.0),
             "error_after" => r.error_after = p().unwrap_or(0.0),
             "error_before" => r.error_before = p().unwrap_or(0.0),
+            "outage" => match v.split_once("..").and_then(|(a, b)| Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?)) {
+                Some(range) => r.outage = Some(range),
+                None => tracing::warn!(
+                    "RUNNER_FAULTS: `{part}` is not a range of request numbers like outage=40..45; that fault is off"
+                ),
+            },
             _ => tracing::warn!("RUNNER_FAULTS: unknown fault `{k}` ignored"),
         }
     }
@@ -66,6 +76,9 @@ pub struct Faults {
     rates: Rates,
     n: AtomicU64,
 }
+
+/// Every request to a faulty store of this process so far (for `outage`).
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 fn injected(what: &str, path: &str) -> object_store::Error {
     object_store::Error::Generic { store: "faults", source: format!("injected fault: {what} ({path})").into() }
@@ -87,6 +100,10 @@ impl Faults {
     }
 
     fn before(&self, path: &Path) -> Result<()> {
+        let k = REQUESTS.fetch_add(1, Ordering::Relaxed);
+        if self.rates.outage.as_ref().is_some_and(|o| o.contains(&k)) {
+            return Err(injected("failed before taking effect, in an outage", path.as_ref()));
+        }
         match self.draw(self.rates.error_before) {
             true => Err(injected("failed before taking effect", path.as_ref())),
             false => Ok(()),
