@@ -25,8 +25,12 @@ fn runner(env: &TestEnv, args: &[&str]) -> Command {
 }
 
 fn fresh() -> TestEnv {
+    fresh_with(SETTINGS)
+}
+
+fn fresh_with(settings: &str) -> TestEnv {
     // Compaction at 2 files, so `run --all` compacts the partitions several batches wrote.
-    let env = TestEnv::with_job_edits(SETTINGS, &[("compact_events.toml", "min_files = 8", "min_files = 2")]);
+    let env = TestEnv::with_job_edits(settings, &[("compact_events.toml", "min_files = 8", "min_files = 2")]);
     let out = runner(
         &env,
         &[
@@ -231,4 +235,109 @@ async fn a_batch_published_after_an_incremental_job_ran_is_read_by_its_next_run(
     ok(&env, &["run", "tenant_activity_daily", "--at", "2026-11-21"]);
     let got = env.query(activity).await;
     assert!(got == expected, "the published batch is missing from tenant_activity_daily\n{}", diff(&expected, &got));
+}
+
+/// Leases of one second, for the pause tests (a scheduler folder of the test's own).
+fn short_leases(env: &TestEnv) -> String {
+    let dir = env.root().join("scheduler");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("schedules.toml"), "[daemon]\nlease_ttl = \"1s\"\ntick = \"50ms\"\n").unwrap();
+    dir.display().to_string()
+}
+
+/// Waits (bounded: 30 s) until `pid` is stopped by its `=stop` failpoint.
+fn wait_stopped(pid: u32) {
+    for _ in 0..600 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("process {pid} never reached its pause failpoint");
+}
+
+/// Resumes a paused child and waits for it (bounded: 60 s, then it is killed), returning its
+/// exit code and what it wrote to `stderr_file`.
+fn resume(mut child: std::process::Child, stderr_file: &std::path::Path) -> (Option<i32>, String) {
+    // SAFETY: kill(2) on our child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGCONT);
+    }
+    for _ in 0..1200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), std::fs::read_to_string(stderr_file).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the resumed process did not finish: {}", std::fs::read_to_string(stderr_file).unwrap_or_default());
+}
+
+fn stderr_to(env: &TestEnv, name: &str) -> (std::fs::File, std::path::PathBuf) {
+    let path = env.root().join(name);
+    (std::fs::File::create(&path).unwrap(), path)
+}
+
+/// An ingest paused (SIGSTOP, the whole process) between staging its batch and committing it,
+/// longer than its lease and the commit grace, while another run takes the lease over and
+/// ingests the same drops: the paused one, resumed, does not commit what it planned long ago
+/// (it re-plans, finds the drops consumed, and leaves), and nothing is lost or duplicated.
+#[tokio::test]
+async fn an_ingest_paused_past_its_lease_and_the_commit_grace_neither_loses_nor_duplicates() {
+    let expected = reference().await;
+    let env = fresh_with(&format!("{SETTINGS}commit_grace = \"1s\"\n"));
+    let scheduler = short_leases(&env);
+    let (file, err_path) = stderr_to(&env, "paused.stderr");
+    let paused = runner(&env, &["run", "ingest_companies", "ingest_bigdatajobs"])
+        .env("RUNNER__SCHEDULER_DIR", &scheduler)
+        .env("RUNNER_FAILPOINT", "ingest.before_commit=stop")
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    wait_stopped(paused.id());
+    // Past the lease's ttl and the grace, by the store's time and the paused one's own clock.
+    std::thread::sleep(Duration::from_millis(1600));
+    let taker = runner(&env, &["run", "ingest_companies", "ingest_bigdatajobs"])
+        .env("RUNNER__SCHEDULER_DIR", &scheduler)
+        .output()
+        .unwrap();
+    assert!(taker.status.success(), "the expired lease is taken over: {}", String::from_utf8_lossy(&taker.stderr));
+    let (code, e) = resume(paused, &err_path);
+    assert!(matches!(code, Some(0 | 1)), "{e}");
+    assert!(e.contains("outlived the commit grace"), "the stale attempt re-planned instead of committing: {e}");
+    run_ok(&env);
+    let got = snapshot(&env).await;
+    assert!(got == expected, "tables differ after a paused writer\n{}", diff(&expected, &got));
+}
+
+/// A SQL job paused just before it publishes, past its lease, while a newer holder runs the
+/// job and publishes: resumed, the stale holder's publish is refused (its lease generation is
+/// older than the one the table's catalog recorded) and the newer holder's output stands.
+#[tokio::test]
+async fn a_sql_publisher_paused_past_its_lease_cannot_publish_over_the_newer_holder() {
+    let env = fresh();
+    let scheduler = short_leases(&env);
+    let ingest = runner(&env, &["run", "--no-lock", "ingest_companies", "ingest_bigdatajobs"]).output().unwrap();
+    assert!(ingest.status.success());
+    let job = ["run", "tenant_activity_daily", "--at", "2026-11-20"];
+    let (file, err_path) = stderr_to(&env, "paused.stderr");
+    let paused = runner(&env, &job)
+        .env("RUNNER__SCHEDULER_DIR", &scheduler)
+        .env("RUNNER_FAILPOINT", "sql.before_publish=stop")
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    wait_stopped(paused.id());
+    std::thread::sleep(Duration::from_millis(1600));
+    let newer = runner(&env, &job).env("RUNNER__SCHEDULER_DIR", &scheduler).output().unwrap();
+    assert!(newer.status.success(), "{}", String::from_utf8_lossy(&newer.stderr));
+    let ws = env.workspace();
+    let published = ws.catalog.partitions("tenant_activity_daily").await.unwrap();
+    assert!(!published.is_empty());
+    let (code, e) = resume(paused, &err_path);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("may no longer publish `tenant_activity_daily`"), "{e}");
+    let ws = env.workspace();
+    assert_eq!(ws.catalog.partitions("tenant_activity_daily").await.unwrap(), published, "the newer holder's output stands");
 }
