@@ -13,7 +13,7 @@
 
 use runner::catalog::layout::day_folder;
 use runner::dates::{day_of_ms, day_string};
-use runner::ledger::{BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
+use runner::ledger::{Batch, BatchStats, Commit, CommitKind, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
 use runner::store::Location;
 
 const FIVE_MINUTES: i64 = 300_000;
@@ -54,7 +54,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 attempt: attempt.id.clone(),
                 run_id: format!("gen{seq}"),
                 committed_at: String::new(),
-                objects: vec![ConsumedObject { key, size: 200, arrival_ms: arrival - arrival.rem_euclid(HOUR), refused: None }],
                 files: vec![FileEntry {
                     table: table.to_string(),
                     partition: vec![day],
@@ -63,24 +62,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     rows: 1,
                     bytes: 2_000,
                 }],
-                dedup_keys: ledger.dedup_path(&attempt),
-                max_arrival_ms: arrival - arrival.rem_euclid(HOUR),
-                stats: BatchStats { records: 1, valid: 1, ..Default::default() },
-                compacted: Vec::new(),
+                kind: CommitKind::Ingest(Batch {
+                    objects: vec![ConsumedObject {
+                        key,
+                        size: 200,
+                        arrival_ms: arrival - arrival.rem_euclid(HOUR),
+                        refused: None,
+                    }],
+                    dedup_keys: ledger.dedup_path(&attempt),
+                    max_arrival_ms: arrival - arrival.rem_euclid(HOUR),
+                    stats: BatchStats { records: 1, valid: 1, ..Default::default() },
+                }),
             });
             attempts.push(attempt);
         }
         // Dedup keys of the batches a checkpoint may keep (26 h lookback + 7 days horizon).
         let keep_ms = 26 * HOUR + 7 * 24 * HOUR;
-        let newest = commits.last().map(|c| c.max_arrival_ms).unwrap_or(0);
-        let puts = commits.iter().filter(|c| c.max_arrival_ms >= newest - keep_ms).map(|c| {
-            let (wh, path, seq) = (wh.clone(), c.dedup_keys.clone(), c.seq);
+        let arrival = |c: &Commit| c.batch().map(|b| b.max_arrival_ms).unwrap_or(0);
+        let newest = commits.last().map(arrival).unwrap_or(0);
+        let puts = commits.iter().filter(|c| arrival(c) >= newest - keep_ms).map(|c| {
+            let (wh, path, seq) = (wh.clone(), c.batch().map(|b| b.dedup_keys.clone()).unwrap_or_default(), c.seq);
             async move { wh.put(&wh.child(&path), encode_keys(&[u128::from(seq), 1])).await }
         });
         futures::future::try_join_all(puts).await?;
         // The drops a run lists: the last 30 hours of arrivals.
-        let drops = commits.iter().filter(|c| c.max_arrival_ms >= newest - 30 * HOUR).map(|c| {
-            let (src, key, seq) = (src.clone(), c.objects[0].key.clone(), c.seq);
+        let drops = commits.iter().filter(|c| arrival(c) >= newest - 30 * HOUR).map(|c| {
+            let (src, key, seq) = (src.clone(), c.objects()[0].key.clone(), c.seq);
             async move {
                 let body = format!(
                     "{{\"event_type\":\"job_submitted\",\"event_id\":\"gen-{seq}\",\"companyID\":\"c1\",\"userID\":\"u1\",\"nbJobs\":1,\"creationDate\":1795179600000}}\n"

@@ -25,9 +25,9 @@ use crate::catalog::layout::{day_folder, partition_path, quarantine_folder};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{CompactCounts, CompactJob, JobMetrics, KindCounts};
-use crate::ledger::{Attempt, BatchStats, Commit, Compacted, FileEntry, Ledger};
+use crate::ledger::{Attempt, Commit, CommitKind, Compacted, FileEntry, Ledger};
 use crate::publish::collect_replaced_versions;
-use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+use crate::publish::commit::{Committed, Committer, retention};
 use crate::schema::{QUARANTINE_TABLE, RUNS_TABLE, quarantine_schema, runs_schema};
 use crate::store::writer_properties;
 use crate::workspace::{JobRun, Workspace};
@@ -50,23 +50,23 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
     for (stream, tables) in &ledgers {
         let stream = stream.as_str();
         let ledger = Ledger::new(ws.warehouse.clone(), stream);
-        let mut replan = Replan::default();
         let settings = &ws.config.ingest;
-        let mut cleaned = false;
-        loop {
-            let mut state = ledger.load().await?;
-            if !r.dry_run {
-                roll_forward(ws, &ledger, &mut state).await?;
-                if !cleaned {
-                    ledger.clean_up(&state, &r.run_id, retention(settings)).await?;
-                    // Staging of run records that lost a commit race (ingest cleans its own).
-                    if stream == RUNS_TABLE {
-                        ledger.collect_garbage(&state, chrono::Duration::hours(1)).await?;
-                    }
-                    cleaned = true;
-                }
+        let mut committer =
+            Committer::new(ws, &ledger, settings.clone(), &r.run_id, "compaction").failpoints("compact.after_commit", None);
+        let mut state = if r.dry_run {
+            ledger.load().await?
+        } else {
+            let (state, _) = committer.load().await?;
+            ledger.clean_up(&state, &r.run_id, retention(settings)).await?;
+            // Staging of run records that lost a commit race (ingest cleans its own).
+            if stream == RUNS_TABLE {
+                ledger.collect_garbage(&state, chrono::Duration::hours(1)).await?;
             }
-            let seq = state.next_seq();
+            state
+        };
+        loop {
+            let attempt = Attempt::new(state.next_seq());
+            let seq = attempt.seq;
             let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = ledger
                 .partitions_with_files(&state)
                 .await?
@@ -88,7 +88,6 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 }
                 break;
             }
-            let attempt = Attempt::new(seq);
             let staging = ledger.staging_prefix(&attempt);
             let mut files = Vec::new();
             let mut compacted = Vec::new();
@@ -118,36 +117,28 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 attempt: attempt.id.clone(),
                 run_id: r.run_id.clone(),
                 committed_at: Utc::now().to_rfc3339(),
-                objects: Vec::new(),
                 files,
-                dedup_keys: String::new(),
-                max_arrival_ms: 0,
-                stats: BatchStats::default(),
-                compacted,
+                kind: CommitKind::Compaction(compacted),
             };
             failpoint::hit("compact.before_commit");
-            match ledger.commit(&attempt, &commit, settings.commit_grace).await {
-                Ok(()) => {
-                    failpoint::hit("compact.after_commit");
-                    publish_commit(ws, &ledger, &commit).await?;
-                    tracing::info!(stream, seq, partitions = commit.compacted.len(), "compacted");
+            // An ingest run that committed this seq first may have added files to our
+            // partitions: the committer reloads the ledger and this plans again.
+            state = match committer.commit(state, &attempt, commit).await? {
+                Committed::Done(state, commit) => {
+                    tracing::info!(stream, seq, partitions = commit.compacted().len(), "compacted");
                     counts.commits += 1;
-                    m.partitions.extend(commit.compacted.iter().map(|p| day_folder(&p.table, &p.partition.join(","), None)));
-                    counts.files_in += commit.compacted.iter().map(|p| p.inputs.len() as u64).sum::<u64>();
+                    m.partitions.extend(commit.compacted().iter().map(|p| day_folder(&p.table, &p.partition.join(","), None)));
+                    counts.files_in += commit.compacted().iter().map(|p| p.inputs.len() as u64).sum::<u64>();
                     counts.files_out += commit.files.len() as u64;
                     let rows = commit.files.iter().map(|f| f.rows).sum::<u64>();
                     m.rows_in += rows;
                     m.rows_out += rows;
                     m.bytes_in += bytes_in;
                     m.bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
+                    state
                 }
-                // An ingest run committed this seq first; its files may be in our partitions.
-                // Plan again (our staging is garbage-collected later).
-                Err(e) => replan.after(e, "compaction")?,
-            }
-            if !r.dry_run {
-                checkpoint(&ledger, state, settings, &r.run_id).await?;
-            }
+                Committed::Replan(state, _) => state,
+            };
         }
         if !r.dry_run {
             let grace = chrono::Duration::from_std(cj.keep_replaced).unwrap_or(chrono::Duration::MAX);

@@ -25,8 +25,8 @@ use crate::catalog::TableMeta;
 use crate::catalog::layout::{VERSIONED, day_folder};
 use crate::error::{Error, Result};
 use crate::job::JobMetrics;
-use crate::ledger::{Attempt, BatchStats, Commit, FileEntry, Ledger, LedgerState};
-use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+use crate::ledger::{Attempt, Commit, CommitKind, FileEntry, Ledger};
+use crate::publish::commit::{Committed, Committer, retention};
 pub use crate::schema::{RUNS_TABLE, runs_schema as schema};
 use crate::store::encode_parquet;
 use crate::workspace::Workspace;
@@ -248,17 +248,15 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
     let data = encode_parquet(&to_batch(rs)?)?;
     let date = r.started_at.format("%Y-%m-%d").to_string();
     let ledger = Ledger::new(ws.warehouse.clone(), RUNS_TABLE);
-    let mut replan = Replan::default();
     // Run records are small and every job writes one: a checkpoint every few of them keeps the
     // records a new process reads (one round trip each) few.
     let mut settings = ws.config.ingest.clone();
     settings.checkpoint_every = settings.checkpoint_every.min(RUNS_CHECKPOINT_EVERY);
-    // `load` reads the ledger once per process, then only the records after it; the states this
-    // loop makes are kept for the next record the same way.
-    let keep = |state: &LedgerState| ledger.remember(state);
+    // `load` reads the ledger once per process, then only the records after it; the committer
+    // keeps the states it makes for the next record the same way.
+    let mut committer = Committer::new(ws, &ledger, settings, &r.run_id, "run record");
+    let (mut state, _) = committer.load().await?;
     loop {
-        let mut state = ledger.load().await?;
-        roll_forward(ws, &ledger, &mut state).await?;
         // Once per checkpoint and process: the clean-up of a checkpoint this process already
         // cleaned after would only read its marker again.
         if CLEANED.lock().expect("run ledger cache").get(&ws.warehouse.url) != Some(&state.base_seq()) {
@@ -267,20 +265,18 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
                 CLEANED.lock().expect("run ledger cache").insert(ws.warehouse.url.clone(), state.base_seq());
             }
         }
-        let seq = state.next_seq();
+        let attempt = Attempt::new(state.next_seq());
         let values = vec![date.clone()];
         let dir = day_folder(RUNS_TABLE, &date, Some(state.version(RUNS_TABLE, &values)));
-        let attempt = Attempt::new(seq);
         let name = format!("run-{}.parquet", r.run_id);
         let staged = format!("{}/{name}", ledger.staging_prefix(&attempt));
         ws.warehouse.put(&ws.warehouse.child(&staged), data.clone()).await?;
         let commit = Commit {
             stream: RUNS_TABLE.to_string(),
-            seq,
+            seq: attempt.seq,
             attempt: attempt.id.clone(),
             run_id: r.run_id.clone(),
             committed_at: Utc::now().to_rfc3339(),
-            objects: Vec::new(),
             files: vec![FileEntry {
                 table: RUNS_TABLE.to_string(),
                 partition: values,
@@ -289,27 +285,13 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
                 rows: rs.len() as u64,
                 bytes: data.len() as u64,
             }],
-            dedup_keys: String::new(),
-            max_arrival_ms: 0,
-            stats: BatchStats::default(),
-            compacted: Vec::new(),
+            kind: CommitKind::Append,
         };
-        match ledger.commit(&attempt, &commit, settings.commit_grace).await {
-            Ok(()) => {
-                publish_commit(ws, &ledger, &commit).await?;
-                state.published.insert(seq);
-                state.commits.push(commit);
-                keep(&checkpoint(&ledger, state, &settings, &r.run_id).await?);
-                break;
-            }
-            // Another job's record took the seq (jobs run side by side; the record read back is
-            // not ours, see `Location::put_if_absent`): plan again. The staged file stays: a
-            // conflict path never deletes staging (the answer may have been ambiguous); the
-            // garbage collection deletes it once its seq is provably another attempt's.
-            Err(e) => {
-                keep(&state);
-                replan.after(e, "run record")?;
-            }
+        // Another job's record may take the seq (jobs run side by side): plan again. The
+        // staged file stays; the garbage collection deletes it once its seq is another's.
+        match committer.commit(state, &attempt, commit).await? {
+            Committed::Done(..) => break,
+            Committed::Replan(next, _) => state = next,
         }
     }
     Ok(())

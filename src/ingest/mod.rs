@@ -32,9 +32,11 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::job::{IngestCounts, IngestJob, IngestStages, JobMetrics, KindCounts, thread_cpu};
 use crate::ledger::checkpoint::arrival_day;
-use crate::ledger::{Attempt, BatchStats, Commit, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys};
+use crate::ledger::{
+    Attempt, Batch, BatchStats, Commit, CommitKind, ConsumedObject, FileEntry, Ledger, LedgerState, encode_keys,
+};
 use crate::progress::Progress;
-use crate::publish::commit::{Replan, checkpoint, publish_commit, retention, roll_forward};
+use crate::publish::commit::{Committed, Committer, retention, roll_forward};
 use crate::schema::{PARTITION_COL, QUARANTINE_STREAM_COL, QUARANTINE_TABLE, quarantine_schema};
 use crate::source::{Compression, KeyKind, classify};
 use crate::store::{Location, encode_parquet};
@@ -139,7 +141,8 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     let loading = Instant::now();
     let mut dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
     stages.list_s += loading.elapsed().as_secs_f64();
-    let mut replan = Replan::default();
+    let mut committer = Committer::new(ws, &ledger, settings.clone(), run_id, "ingest")
+        .failpoints("ingest.after_commit", Some("ingest.after_published"));
     let mut cursor = 0;
     let mut partitions: BTreeSet<String> = BTreeSet::new();
     let (mut files, mut bytes_out) = (0u64, 0u64);
@@ -157,42 +160,38 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
         let next_reading = read_batch(ws, &source, stream, &next);
         let written = write_batch(ws, &ledger, &state, run_id, &batch, reading, &mut dedup, progress, &mut stages).await;
         (batch, reading) = (next, next_reading);
-        match written {
-            Ok((commit, keys)) => {
-                failpoint::hit("ingest.after_commit");
-                let publishing = Instant::now();
-                publish_commit(ws, &ledger, &commit).await?;
-                failpoint::hit("ingest.after_published");
+        let (attempt, commit, keys) = written?;
+        let committing = Instant::now();
+        state = match committer.commit(state, &attempt, commit).await? {
+            Committed::Done(state, commit) => {
+                let b = commit.batch().expect("an ingest commit");
                 summary.batches += 1;
-                summary.objects += commit.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
-                summary.refused += commit.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
+                summary.objects += b.objects.iter().filter(|o| o.refused.is_none()).count() as u64;
+                summary.refused += b.objects.iter().filter(|o| o.refused.is_some()).count() as u64;
                 files += commit.files.len() as u64;
                 bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
                 partitions.extend(commit.files.iter().map(|f| partition_path(&f.table, &f.partition)));
-                stats.add(&commit.stats);
-                dedup.committed(commit.max_arrival_ms, keys);
-                for o in &commit.objects {
+                stats.add(&b.stats);
+                dedup.committed(b.max_arrival_ms, keys);
+                for o in &b.objects {
                     consumed.insert(o.key.clone());
                 }
-                state.published.insert(commit.seq);
-                state.commits.push(commit);
-                state = checkpoint(&ledger, state, settings, run_id).await?;
-                stages.commit_s += publishing.elapsed().as_secs_f64();
+                stages.commit_s += committing.elapsed().as_secs_f64();
                 progress.records(stats.records);
+                state
             }
-            Err(e) => {
+            Committed::Replan(state, recovered) => {
                 // Another run committed this seq: take its work into account and plan again.
-                replan.after(e, "ingest")?;
-                state = ledger.load().await?;
-                summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
+                summary.recovered_batches += recovered;
                 consumed = consumed_of(&ledger, &state, &candidates).await?;
                 dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
                 // The batch read ahead may hold drops the other run consumed: plan again.
                 cursor = 0;
                 batch = next_batch(&candidates, &mut cursor, &consumed, settings);
                 reading = read_batch(ws, &source, stream, &batch);
+                state
             }
-        }
+        };
     }
     progress.finish();
     let mut m = r.metrics(r.at.to_rfc3339(), KindCounts::Ingest(IngestCounts::default()));
@@ -369,8 +368,8 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
     ReadBatch { rx, source_url }
 }
 
-/// Deduplicates and stages one batch as it is read, then commits it. Returns the commit and
-/// the batch's dedup keys.
+/// Deduplicates and stages one batch as it is read. Returns its attempt, the commit to make
+/// and the batch's dedup keys.
 #[allow(clippy::too_many_arguments)]
 async fn write_batch(
     ws: &Workspace,
@@ -382,7 +381,7 @@ async fn write_batch(
     dedup: &mut DedupIndex,
     progress: &Progress,
     stages: &mut IngestStages,
-) -> Result<(Commit, Vec<u128>)> {
+) -> Result<(Attempt, Commit, Vec<u128>)> {
     let stream = ledger.stream();
     let seq = state.next_seq();
     let sc = ws.contract.stream(stream)?;
@@ -471,21 +470,24 @@ async fn write_batch(
         attempt: attempt.id.clone(),
         run_id: run_id.to_string(),
         committed_at: now.to_rfc3339(),
-        objects: batch
-            .iter()
-            .map(|c| ConsumedObject { key: c.rel.clone(), size: c.size, arrival_ms: c.arrival_ms, refused: c.refused.clone() })
-            .collect(),
         files,
-        dedup_keys,
-        max_arrival_ms: batch.iter().map(|c| c.arrival_ms).max().unwrap_or(0),
-        stats,
-        compacted: Vec::new(),
+        kind: CommitKind::Ingest(Batch {
+            objects: batch
+                .iter()
+                .map(|c| ConsumedObject {
+                    key: c.rel.clone(),
+                    size: c.size,
+                    arrival_ms: c.arrival_ms,
+                    refused: c.refused.clone(),
+                })
+                .collect(),
+            dedup_keys,
+            max_arrival_ms: batch.iter().map(|c| c.arrival_ms).max().unwrap_or(0),
+            stats,
+        }),
     };
     failpoint::hit("ingest.before_commit");
-    let committing = Instant::now();
-    ledger.commit(&attempt, &commit, ws.config.ingest.commit_grace).await?;
-    stages.commit_s += committing.elapsed().as_secs_f64();
-    Ok((commit, keys))
+    Ok((attempt, commit, keys))
 }
 
 /// Writes one Parquet file per event date into staging, rows sorted by (date, sort column) and

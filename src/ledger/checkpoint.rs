@@ -160,12 +160,12 @@ fn summarise_from(
     for c in state.commits.iter().filter(|c| c.seq <= seq) {
         n += 1;
         apply(&mut parts, c);
-        if c.is_ingest() {
-            max_arrival = max_arrival.max(Some(c.max_arrival_ms));
+        if let Some(b) = c.batch() {
+            max_arrival = max_arrival.max(Some(b.max_arrival_ms));
             batches.push(BatchRef {
                 seq: c.seq,
-                max_arrival_ms: c.max_arrival_ms,
-                dedup_keys: c.dedup_keys.clone(),
+                max_arrival_ms: b.max_arrival_ms,
+                dedup_keys: b.dedup_keys.clone(),
                 day_segment: false,
             });
         }
@@ -187,7 +187,7 @@ pub(super) fn apply(parts: &mut BTreeMap<(String, Vec<String>), PartitionState>,
             live: Vec::new(),
         });
     };
-    for p in &c.compacted {
+    for p in c.compacted() {
         entry(parts, &p.table, &p.partition);
         let s = parts.get_mut(&(p.table.clone(), p.partition.clone())).expect("inserted");
         s.version = c.seq;
@@ -247,7 +247,7 @@ impl Ledger {
     /// Consumed drop keys of the arrival days `days` (`None`: every day): the checkpoint's
     /// segments of those days and the commits after it.
     pub async fn consumed(&self, state: &LedgerState, days: Option<&BTreeSet<String>>) -> Result<HashSet<String>> {
-        let mut out: HashSet<String> = state.commits.iter().flat_map(|c| c.objects.iter().map(|o| o.key.clone())).collect();
+        let mut out: HashSet<String> = state.commits.iter().flat_map(|c| c.objects().iter().map(|o| o.key.clone())).collect();
         if let Some(base) = &state.base {
             let wanted: Vec<&Segment> =
                 base.consumed.iter().filter(|(d, _)| days.is_none_or(|w| w.contains(*d))).map(|(_, s)| s).collect();
@@ -335,7 +335,7 @@ impl Ledger {
         let mut consumed = state.base.as_ref().map(|b| b.consumed.clone()).unwrap_or_default();
         let mut new_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for c in state.commits.iter().filter(|c| c.seq <= seq) {
-            for o in &c.objects {
+            for o in c.objects() {
                 new_keys.entry(arrival_day(o.arrival_ms)).or_default().push(o.key.clone());
             }
         }
@@ -494,7 +494,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ledger::{BatchStats, Compacted, ConsumedObject};
+    use crate::ledger::{Batch, BatchStats, CommitKind, Compacted, ConsumedObject};
     use crate::store::Location;
 
     const DAY: i64 = 86_400_000;
@@ -515,31 +515,30 @@ mod tests {
                 rows: u64::from(k) + 1,
                 bytes: 10,
             };
-            let mut c = Commit {
+            let mut files: Vec<FileEntry> = (0..=*n % 3).map(file).collect();
+            let kind = if *compact {
+                files.truncate(1);
+                CommitKind::Compaction(vec![Compacted { table: table.clone(), partition: partition.clone(), inputs: vec![] }])
+            } else {
+                let arrival = i64::from(*day) * DAY + seq as i64;
+                CommitKind::Ingest(Batch {
+                    objects: (0..=*n)
+                        .map(|k| ConsumedObject { key: format!("k{seq}-{k}"), size: 1, arrival_ms: arrival, refused: None })
+                        .collect(),
+                    dedup_keys: format!("_runner/dedup/s/{seq:012}-a{seq}.keys"),
+                    max_arrival_ms: arrival,
+                    stats: BatchStats::default(),
+                })
+            };
+            out.push(Commit {
                 stream: "s".into(),
                 seq,
                 attempt: format!("a{seq}"),
                 run_id: "r".into(),
                 committed_at: String::new(),
-                objects: Vec::new(),
-                files: (0..=*n % 3).map(file).collect(),
-                dedup_keys: format!("_runner/dedup/s/{seq:012}-a{seq}.keys"),
-                max_arrival_ms: 0,
-                stats: BatchStats::default(),
-                compacted: Vec::new(),
-            };
-            if *compact {
-                c.files.truncate(1);
-                c.dedup_keys.clear();
-                c.compacted = vec![Compacted { table: table.clone(), partition: partition.clone(), inputs: vec![] }];
-            } else {
-                let arrival = i64::from(*day) * DAY + seq as i64;
-                c.objects = (0..=*n)
-                    .map(|k| ConsumedObject { key: format!("k{seq}-{k}"), size: 1, arrival_ms: arrival, refused: None })
-                    .collect();
-                c.max_arrival_ms = arrival;
-            }
-            out.push(c);
+                files,
+                kind,
+            });
         }
         out
     }
@@ -568,7 +567,7 @@ mod tests {
             // Each batch's dedup keys: its seq and one shared key.
             for c in all.iter().filter(|c| c.is_ingest()) {
                 let keys = super::super::encode_keys(&[u128::from(c.seq as u32), 7]);
-                rt.block_on(ledger.wh.put(&ledger.wh.child(&c.dedup_keys), keys)).unwrap();
+                rt.block_on(ledger.wh.put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), keys)).unwrap();
             }
             let cp = rt.block_on(ledger.write_checkpoint(&full, cut, keep_ms, "r")).unwrap();
             let split = LedgerState {
@@ -598,7 +597,7 @@ mod tests {
             // Asked for some days, both know every key of those days (more is allowed).
             let days: BTreeSet<String> = ["1970-01-01", "1970-01-03"].iter().map(|d| d.to_string()).collect();
             let day_of: BTreeMap<String, String> =
-                all.iter().flat_map(|c| c.objects.iter().map(|o| (o.key.clone(), arrival_day(o.arrival_ms)))).collect();
+                all.iter().flat_map(|c| c.objects().iter().map(|o| (o.key.clone(), arrival_day(o.arrival_ms)))).collect();
             let of_days = |keys: HashSet<String>| -> BTreeSet<String> { keys.into_iter().filter(|k| days.contains(&day_of[k])).collect() };
             let want: BTreeSet<String> = day_of.iter().filter(|(_, d)| days.contains(*d)).map(|(k, _)| k.clone()).collect();
             prop_assert_eq!(of_days(rt.block_on(ledger.consumed(&split, Some(&days))).unwrap()), want.clone());
@@ -626,7 +625,11 @@ mod tests {
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let ledger = Ledger::new(wh, "s");
         for c in &all {
-            ledger.wh.put(&ledger.wh.child(&c.dedup_keys), super::super::encode_keys(&[c.seq as u128])).await.unwrap();
+            ledger
+                .wh
+                .put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128]))
+                .await
+                .unwrap();
         }
         let full = LedgerState { base: None, commits: all.clone(), published: all.iter().map(|c| c.seq).collect() };
         assert_eq!(ledger.pointer().await.unwrap(), None);

@@ -103,7 +103,10 @@ impl From<BatchStats> for crate::job::RecordCounts {
     }
 }
 
+/// A ledger commit: the seq it took, the attempt and run that made it, the files it publishes,
+/// and what kind of change it is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "StoredCommit", into = "StoredCommit")]
 pub struct Commit {
     pub stream: String,
     pub seq: u64,
@@ -111,26 +114,132 @@ pub struct Commit {
     pub attempt: String,
     pub run_id: String,
     pub committed_at: String,
-    pub objects: Vec<ConsumedObject>,
     pub files: Vec<FileEntry>,
+    pub kind: CommitKind,
+}
+
+/// What a commit changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitKind {
+    /// A batch of drops: consumed, deduplicated, their rows added to their partitions.
+    Ingest(Batch),
+    /// A compaction: the partitions it rewrote (the commit's files are the merged files, a new
+    /// version of each).
+    Compaction(Vec<Compacted>),
+    /// Files added without consuming anything (a run record of `runner_runs`).
+    Append,
+}
+
+/// What an ingest commit consumed and kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub objects: Vec<ConsumedObject>,
     /// The batch's dedup keys (relative to the warehouse), for later batches within the horizon.
     pub dedup_keys: String,
     /// Latest arrival hour among the objects (epoch ms): decides when the keys leave the horizon.
     pub max_arrival_ms: i64,
     pub stats: BatchStats,
-    /// For a compaction commit: the partitions it rewrote (its `files` are the merged files).
+}
+
+/// A commit record as stored: one flat object, the same for every kind (and for every record
+/// written before the kinds were an enum), so any version of the runner reads any ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredCommit {
+    stream: String,
+    seq: u64,
+    attempt: String,
+    run_id: String,
+    committed_at: String,
+    objects: Vec<ConsumedObject>,
+    files: Vec<FileEntry>,
+    dedup_keys: String,
+    max_arrival_ms: i64,
+    stats: BatchStats,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub compacted: Vec<Compacted>,
+    compacted: Vec<Compacted>,
+}
+
+impl From<StoredCommit> for Commit {
+    fn from(s: StoredCommit) -> Commit {
+        let kind = if !s.compacted.is_empty() {
+            CommitKind::Compaction(s.compacted)
+        } else if !s.objects.is_empty() {
+            CommitKind::Ingest(Batch {
+                objects: s.objects,
+                dedup_keys: s.dedup_keys,
+                max_arrival_ms: s.max_arrival_ms,
+                stats: s.stats,
+            })
+        } else {
+            CommitKind::Append
+        };
+        Commit {
+            stream: s.stream,
+            seq: s.seq,
+            attempt: s.attempt,
+            run_id: s.run_id,
+            committed_at: s.committed_at,
+            files: s.files,
+            kind,
+        }
+    }
+}
+
+impl From<Commit> for StoredCommit {
+    fn from(c: Commit) -> StoredCommit {
+        let mut s = StoredCommit {
+            stream: c.stream,
+            seq: c.seq,
+            attempt: c.attempt,
+            run_id: c.run_id,
+            committed_at: c.committed_at,
+            objects: Vec::new(),
+            files: c.files,
+            dedup_keys: String::new(),
+            max_arrival_ms: 0,
+            stats: BatchStats::default(),
+            compacted: Vec::new(),
+        };
+        match c.kind {
+            CommitKind::Ingest(b) => {
+                (s.objects, s.dedup_keys, s.max_arrival_ms, s.stats) = (b.objects, b.dedup_keys, b.max_arrival_ms, b.stats);
+            }
+            CommitKind::Compaction(p) => s.compacted = p,
+            CommitKind::Append => {}
+        }
+        s
+    }
 }
 
 impl Commit {
     pub fn is_compaction(&self) -> bool {
-        !self.compacted.is_empty()
+        matches!(self.kind, CommitKind::Compaction(_))
     }
 
     /// A batch of drops (not a compaction, nor a run record of `runner_runs`' ledger).
     pub fn is_ingest(&self) -> bool {
-        !self.is_compaction() && !self.objects.is_empty()
+        matches!(self.kind, CommitKind::Ingest(_))
+    }
+
+    /// The batch of an ingest commit.
+    pub fn batch(&self) -> Option<&Batch> {
+        match &self.kind {
+            CommitKind::Ingest(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The drops an ingest commit consumed (none for the other kinds).
+    pub fn objects(&self) -> &[ConsumedObject] {
+        self.batch().map(|b| b.objects.as_slice()).unwrap_or_default()
+    }
+
+    /// The partitions a compaction rewrote (none for the other kinds).
+    pub fn compacted(&self) -> &[Compacted] {
+        match &self.kind {
+            CommitKind::Compaction(p) => p,
+            _ => &[],
+        }
     }
 }
 
@@ -191,7 +300,7 @@ impl LedgerState {
 
     /// Newest arrival (epoch ms) among ingest commits.
     pub fn max_arrival_ms(&self) -> Option<i64> {
-        let commits = self.commits.iter().filter(|c| c.is_ingest()).map(|c| c.max_arrival_ms).max();
+        let commits = self.commits.iter().filter_map(Commit::batch).map(|b| b.max_arrival_ms).max();
         commits.max(self.base.as_ref().and_then(|b| b.max_arrival_ms))
     }
 
@@ -200,7 +309,7 @@ impl LedgerState {
         self.commits
             .iter()
             .rev()
-            .find(|c| c.compacted.iter().any(|p| p.table == table && p.partition == partition))
+            .find(|c| c.compacted().iter().any(|p| p.table == table && p.partition == partition))
             .map(|c| c.seq)
             .or_else(|| {
                 let base = self.base.as_ref()?;
@@ -231,10 +340,10 @@ impl LedgerState {
     /// The ingest batches whose dedup keys exist: the base's and those of later commits.
     pub fn dedup_batches(&self) -> Vec<BatchRef> {
         let mut out = self.base.as_ref().map(|b| b.batches.clone()).unwrap_or_default();
-        out.extend(self.commits.iter().filter(|c| c.is_ingest()).map(|c| BatchRef {
-            seq: c.seq,
-            max_arrival_ms: c.max_arrival_ms,
-            dedup_keys: c.dedup_keys.clone(),
+        out.extend(self.commits.iter().filter_map(|c| Some((c.seq, c.batch()?))).map(|(seq, b)| BatchRef {
+            seq,
+            max_arrival_ms: b.max_arrival_ms,
+            dedup_keys: b.dedup_keys.clone(),
             day_segment: false,
         }));
         out
@@ -534,12 +643,13 @@ mod tests {
             attempt: format!("a{seq}"),
             run_id: "r".into(),
             committed_at: "now".into(),
-            objects: vec![ConsumedObject { key: format!("k{seq}"), size: 1, arrival_ms: 0, refused: None }],
             files: vec![],
-            dedup_keys: String::new(),
-            max_arrival_ms: 0,
-            stats: BatchStats::default(),
-            compacted: vec![],
+            kind: CommitKind::Ingest(Batch {
+                objects: vec![ConsumedObject { key: format!("k{seq}"), size: 1, arrival_ms: 0, refused: None }],
+                dedup_keys: String::new(),
+                max_arrival_ms: 0,
+                stats: BatchStats::default(),
+            }),
         }
     }
 
@@ -628,6 +738,36 @@ mod tests {
         assert_eq!(exists(&paused).await, (false, false));
         let late = Commit { attempt: paused.id.clone(), ..commit(2) };
         assert!(matches!(l.commit(&paused, &late, hour).await, Err(Error::CommitConflict { seq: 2, .. })));
+    }
+
+    /// Records as every earlier runner wrote them (one flat object) read as their kinds, and a
+    /// kind writes back the same object.
+    #[test]
+    fn stored_records_read_as_their_kinds_and_write_back_the_same() {
+        let flat = |objects: &str, compacted: &str| {
+            format!(
+                r#"{{"stream":"s","seq":3,"attempt":"a","run_id":"r","committed_at":"t","objects":{objects},"files":[],"dedup_keys":"{}","max_arrival_ms":{},"stats":{{"records":{n},"valid":{n},"duplicates":0,"quarantined":{{}},"bytes":{n},"bytes_uncompressed":{n}}}{compacted}}}"#,
+                if objects == "[]" { "" } else { "_runner/dedup/s/3-a.keys" },
+                if objects == "[]" { 0 } else { 7 },
+                n = if objects == "[]" { 0 } else { 2 },
+            )
+        };
+        let ingest = flat(r#"[{"key":"k","size":1,"arrival_ms":7}]"#, "");
+        let compaction = flat("[]", r#","compacted":[{"table":"t","partition":["2026-11-20"],"inputs":["f"]}]"#);
+        let record = flat("[]", "");
+        let c: Commit = serde_json::from_str(&ingest).unwrap();
+        assert!(
+            matches!(&c.kind, CommitKind::Ingest(b) if b.objects.len() == 1 && b.max_arrival_ms == 7 && b.stats.records == 2)
+        );
+        let c: Commit = serde_json::from_str(&compaction).unwrap();
+        assert!(matches!(&c.kind, CommitKind::Compaction(p) if p[0].table == "t"));
+        let c: Commit = serde_json::from_str(&record).unwrap();
+        assert_eq!(c.kind, CommitKind::Append);
+        for text in [ingest, compaction] {
+            let c: Commit = serde_json::from_str(&text).unwrap();
+            let back: serde_json::Value = serde_json::to_value(&c).unwrap();
+            assert_eq!(back, serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
     }
 
     #[test]

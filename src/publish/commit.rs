@@ -1,6 +1,12 @@
-//! Publishing ledger commits: the files of a committed ingest batch or compaction move into
-//! place and their partitions are registered, idempotently, so any run can roll an interrupted
-//! one forward. Also the one re-plan rule for commit conflicts.
+//! Committing and publishing ledger commits, the one loop every ledger writer goes through
+//! (ingest batches, compactions, run records): [`Committer`] commits an attempt's record, then
+//! publishes it (the files move into place and their partitions are registered, idempotently,
+//! so any run can roll an interrupted one forward) and checkpoints; on a conflict it reloads the
+//! ledger for the caller to re-plan. One conflict rule: an "already exists" is read back and is
+//! ours when the record holds our attempt (`Location::put_if_absent`); otherwise the seq went to
+//! another attempt, and an attempt older than the commit grace does not commit at all. Staging
+//! is never deleted on a conflict path: the garbage collection deletes it once its seq is
+//! provably another attempt's.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +16,7 @@ use crate::catalog::PartitionMeta;
 use crate::config::IngestSettings;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ledger::{Commit, Ledger, LedgerState};
+use crate::ledger::{Attempt, Commit, Ledger, LedgerState};
 use crate::workspace::Workspace;
 
 /// Files moved into place at once when a commit is published.
@@ -89,6 +95,73 @@ pub fn retention(settings: &IngestSettings) -> chrono::Duration {
 pub async fn checkpoint(ledger: &Ledger, state: LedgerState, settings: &IngestSettings, run_id: &str) -> Result<LedgerState> {
     let keep_ms = (settings.lookback + settings.dedup_horizon).as_millis() as i64;
     ledger.maybe_checkpoint(state, settings.checkpoint_every, keep_ms, run_id).await
+}
+
+/// What became of a commit.
+#[derive(Debug)]
+pub enum Committed {
+    /// Committed, published and checkpointed: the ledger after it, and the commit.
+    Done(LedgerState, Box<Commit>),
+    /// The seq went to another attempt (or the attempt outlived the grace): the ledger as it is
+    /// now, batches other runs left unpublished rolled forward (how many), to plan again from.
+    Replan(LedgerState, u64),
+}
+
+/// The commit step of one ledger writer: see the module header.
+pub struct Committer<'a> {
+    ws: &'a Workspace,
+    ledger: &'a Ledger,
+    settings: IngestSettings,
+    run_id: &'a str,
+    /// What is committed, for the re-plan message ("ingest", "compaction", "run record").
+    what: &'static str,
+    /// Failpoints right after the commit and after the publish, for the crash tests.
+    points: (Option<&'static str>, Option<&'static str>),
+    replan: Replan,
+}
+
+impl<'a> Committer<'a> {
+    pub fn new(ws: &'a Workspace, ledger: &'a Ledger, settings: IngestSettings, run_id: &'a str, what: &'static str) -> Self {
+        Committer { ws, ledger, settings, run_id, what, points: (None, None), replan: Replan::default() }
+    }
+
+    pub fn failpoints(mut self, after_commit: &'static str, after_published: Option<&'static str>) -> Self {
+        self.points = (Some(after_commit), after_published);
+        self
+    }
+
+    /// The ledger as it is now, committed batches left unpublished rolled forward (how many).
+    pub async fn load(&self) -> Result<(LedgerState, u64)> {
+        let mut state = self.ledger.load().await?;
+        let n = roll_forward(self.ws, self.ledger, &mut state).await?;
+        Ok((state, n))
+    }
+
+    /// Commits `c` (staged by `attempt` against `state`), publishes it and checkpoints. A
+    /// conflict comes back as [`Committed::Replan`] at most [`MAX_COMMIT_CONFLICTS`] times.
+    pub async fn commit(&mut self, mut state: LedgerState, attempt: &Attempt, c: Commit) -> Result<Committed> {
+        match self.ledger.commit(attempt, &c, self.settings.commit_grace).await {
+            Ok(()) => {
+                if let Some(p) = self.points.0 {
+                    failpoint::hit(p);
+                }
+                publish_commit(self.ws, self.ledger, &c).await?;
+                if let Some(p) = self.points.1 {
+                    failpoint::hit(p);
+                }
+                state.published.insert(c.seq);
+                state.commits.push(c.clone());
+                let state = checkpoint(self.ledger, state, &self.settings, self.run_id).await?;
+                self.ledger.remember(&state);
+                Ok(Committed::Done(state, Box::new(c)))
+            }
+            Err(e) => {
+                self.replan.after(e, self.what)?;
+                let (state, recovered) = self.load().await?;
+                Ok(Committed::Replan(state, recovered))
+            }
+        }
+    }
 }
 
 /// Counts commit conflicts of one run: another run committed the seq this one planned, so it
