@@ -177,23 +177,31 @@ async fn an_applied_create_answered_already_exists_is_the_runs_own() {
     assert!(got == expected, "tables differ after ambiguous creates\n{}", diff(&expected, &got));
 }
 
-/// Runs on a store that fails requests before and after they took effect and answers applied
-/// creates with "already exists" (deterministic per seed), then one clean run: the tables equal
-/// an uninterrupted run's. Bounded: three seeds, three faulty runs each.
+/// Runs on a store that fails requests before and after they took effect, answers slowly and
+/// answers applied creates with "already exists" (deterministic per seed), one of them under
+/// job leases, then one clean run: the tables equal an uninterrupted run's, and no lease stays
+/// held past its ttl. Bounded: three seeds, three faulty runs each.
 #[tokio::test]
 async fn faulty_store_runs_then_a_clean_run_equal_an_uninterrupted_run() {
     let expected = reference().await;
     for seed in 1..=3 {
         let env = fresh();
+        let scheduler = short_leases(&env);
         for i in 0..3 {
-            let faults = format!("seed={seed}{i},error_before=0.004,error_after=0.004,ambiguous_create=0.3");
-            let out = runner(&env, &["run", "--all", "--no-lock"]).env("RUNNER_FAULTS", &faults).output().unwrap();
-            // A run may fail on an injected error; it must fail cleanly, never panic or hang.
-            assert!(matches!(out.status.code(), Some(0 | 1)), "{faults}: {}", String::from_utf8_lossy(&out.stderr));
+            let faults = format!("seed={seed}{i},error_before=0.004,error_after=0.004,ambiguous_create=0.3,slow=0.01,slow_ms=30");
+            let args: &[&str] = if i == 1 { &["run", "--all"] } else { &["run", "--all", "--no-lock"] };
+            let out = runner(&env, args).env("RUNNER_FAULTS", &faults).env("RUNNER__SCHEDULER_DIR", &scheduler).output().unwrap();
+            // A run may fail on an injected error (or find a lease a failed release left held:
+            // 75); it must fail cleanly, never panic or hang.
+            assert!(matches!(out.status.code(), Some(0 | 1 | 75)), "{faults}: {}", String::from_utf8_lossy(&out.stderr));
         }
         run_ok(&env);
         let got = snapshot(&env).await;
         assert!(got == expected, "seed {seed}: tables differ after faulty runs\n{}", diff(&expected, &got));
+        // A lease a faulty run could not give back has expired by now.
+        std::thread::sleep(Duration::from_millis(1100));
+        let locked = runner(&env, &["run", "--all"]).env("RUNNER__SCHEDULER_DIR", &scheduler).output().unwrap();
+        assert!(locked.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&locked.stderr));
     }
 }
 

@@ -10,6 +10,8 @@
 //!   after S3 applied the request;
 //! - `error_before`: a request (read, list, write) fails without effect: a 503 SlowDown that
 //!   outlasted the client's retries.
+//! - `slow=P`: a read or write answers only after `slow_ms` (default 200) more: a slow answer,
+//!   which is where a paused or timed-out client meets a store that already acted;
 //! - `outage=A..B`: the requests numbered A to B-1 (counted from 0 over every store of the
 //!   process, whatever their kind) fail without effect: a short outage at a known point, the same whatever the order in
 //!   which concurrent requests reach the store.
@@ -38,6 +40,8 @@ pub struct Rates {
     pub error_after: f64,
     pub error_before: f64,
     pub outage: Option<Range<u64>>,
+    pub slow: f64,
+    pub slow_ms: u64,
 }
 
 /// The faults `RUNNER_FAULTS` asks for, `None` when unset or empty.
@@ -58,6 +62,8 @@ pub fn configured() -> Option<Rates> {
             "ambiguous_create" => r.ambiguous_create = p().unwrap_or(0.0),
             "error_after" => r.error_after = p().unwrap_or(0.0),
             "error_before" => r.error_before = p().unwrap_or(0.0),
+            "slow" => r.slow = p().unwrap_or(0.0),
+            "slow_ms" => r.slow_ms = v.parse().unwrap_or(200),
             "outage" => match v.split_once("..").and_then(|(a, b)| Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?)) {
                 Some(range) => r.outage = Some(range),
                 None => tracing::warn!(
@@ -110,6 +116,14 @@ impl Faults {
         }
     }
 
+    /// A slow answer, drawn with probability `slow`.
+    async fn slow(&self) {
+        if self.draw(self.rates.slow) {
+            let ms = if self.rates.slow_ms == 0 { 200 } else { self.rates.slow_ms };
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
     fn after<T>(&self, path: &Path, r: Result<T>) -> Result<T> {
         match r {
             Ok(_) if self.draw(self.rates.error_after) => Err(injected("failed after taking effect", path.as_ref())),
@@ -128,6 +142,7 @@ impl fmt::Display for Faults {
 impl ObjectStore for Faults {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.before(location)?;
+        self.slow().await;
         let create = matches!(opts.mode, PutMode::Create);
         let r = self.inner.put_opts(location, payload, opts).await;
         if create && r.is_ok() && self.draw(self.rates.ambiguous_create) {
@@ -141,16 +156,19 @@ impl ObjectStore for Faults {
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         self.before(location)?;
+        self.slow().await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.before(location)?;
+        self.slow().await;
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         self.before(location)?;
+        self.slow().await;
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -176,17 +194,20 @@ impl ObjectStore for Faults {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.before(prefix.unwrap_or(&Path::default()))?;
+        self.slow().await;
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.before(to)?;
+        self.slow().await;
         let r = self.inner.copy_opts(from, to, options).await;
         self.after(to, r)
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
         self.before(to)?;
+        self.slow().await;
         let r = self.inner.rename_opts(from, to, options).await;
         self.after(to, r)
     }
