@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, EngineKind};
 use crate::dates::parse_time;
 use crate::error::{Error, Result, exit};
-use crate::job::summary_table;
+use crate::job::{JobMetrics, summary_table};
 use crate::output::{Format, notice, write_batches, write_records};
 use crate::pipeline::locked::{Locked, LockedRun, first_failure, run_locked_dag};
 use crate::pipeline::{RunOptions, run_jobs};
@@ -597,6 +597,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     return Ok(exit::INTERRUPTED);
                 }
             };
+            // After a failure the summary still says what ran and what was skipped, and why;
+            // then the error.
+            if runs.iter().any(|(_, l)| matches!(l, Locked::Ran(r) if r.is_err())) {
+                let done: Vec<JobMetrics> = runs
+                    .iter()
+                    .filter_map(|(_, l)| if let Locked::Ran(r) = l { r.as_ref().as_ref().ok().cloned() } else { None })
+                    .collect();
+                write_records(out, format, &done, || summary_table(&done))?;
+            }
             let runs = first_failure(runs)?;
             let mut held = false;
             let mut done = Vec::new();

@@ -249,3 +249,36 @@ fn dry_run_plans_every_kind_and_writes_nothing() {
     );
     assert_eq!(listing(), before);
 }
+
+/// A job that fails stops the run, and every job that did not start because of it is in the
+/// summary and in `runner_runs` as skipped, with the reason; the exit code is the failure's.
+#[test]
+fn the_downstream_of_a_failed_job_is_skipped_with_the_reason() {
+    let env = TestEnv::with_job_edits("", &[("tenant_activity_daily.toml", "min_rows = 1", "min_rows = 1000000000")]);
+    let sim = env.output(&[
+        "simulate",
+        "--out",
+        "drops",
+        "--tenants",
+        "2",
+        "--users-per-tenant",
+        "2",
+        "--days",
+        "2",
+        "--end-date",
+        "2026-11-20",
+    ]);
+    assert!(sim.status.success(), "{}", text(&sim.stderr));
+    let out = env.output(&["run", "--all", "--at", "2026-11-20", "--parallel", "1", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("min_rows"), "the failure itself: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped = |job: &str| -> String {
+        let r = v.as_array().unwrap().iter().find(|r| r["job"] == job).unwrap_or_else(|| panic!("{job} reported: {v}"));
+        r["skipped"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(skipped("tenant_state"), "upstream `tenant_activity_daily` failed in this run");
+    assert_eq!(skipped("tenants"), "upstream `tenant_state` was skipped in this run");
+    let runs = env.output(&["query", "SELECT job, status FROM runner_runs WHERE job = 'tenants'", "--format", "csv"]);
+    assert!(text(&runs.stdout).contains("tenants,skipped"), "{}", text(&runs.stdout));
+}

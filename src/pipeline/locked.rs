@@ -210,8 +210,43 @@ pub async fn run_locked_dag(
         Ok((job.name.clone(), l))
     })
     .await;
+    let runs = match runs {
+        Ok(runs) if !opts.wait_when_held => record_not_started(ws, names, opts, runs, progress).await?,
+        r => r?,
+    };
     super::flush_skipped(ws).await;
-    runs
+    Ok(runs)
+}
+
+/// After a failure no further job starts: each job of the plan that did not is recorded as
+/// skipped with the reason (its upstream failed, or an earlier job did), in the summary and in
+/// `runner_runs`. (The daemon instead tries the period again, so it records nothing here.)
+async fn record_not_started(
+    ws: &Workspace,
+    names: &[String],
+    opts: &LockedRun,
+    mut runs: Vec<(String, Locked)>,
+    progress: &Progress,
+) -> Result<Vec<(String, Locked)>> {
+    let failed: Vec<String> =
+        runs.iter().filter(|(_, l)| matches!(l, Locked::Ran(r) if r.is_err())).map(|(n, _)| n.clone()).collect();
+    let Some(first) = failed.first().cloned() else { return Ok(runs) };
+    let planned = ws.jobs.with_state_jobs(names);
+    let mut not_run: BTreeMap<String, String> = failed.iter().map(|f| (f.clone(), "failed".to_string())).collect();
+    for job in ws.jobs.order(&planned)? {
+        if runs.iter().any(|(n, _)| n == &job.name) {
+            continue;
+        }
+        let why = match job.depends_on.iter().find(|d| not_run.contains_key(*d)) {
+            Some(d) => format!("upstream `{d}` {} in this run", not_run[d]),
+            None => format!("not started: `{first}` failed earlier in this run"),
+        };
+        not_run.insert(job.name.clone(), "was skipped".into());
+        let run = RunOptions { at: Some(opts.at), blocked: Some(why), ..Default::default() };
+        let m = run_job(ws, job, &run, progress).await;
+        runs.push((job.name.clone(), Locked::Ran(Box::new(m))));
+    }
+    Ok(runs)
 }
 
 /// The first failure among locked runs, as the error of the whole run.
