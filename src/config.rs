@@ -251,6 +251,9 @@ struct IngestFile {
     checkpoint_every: Option<u64>,
     checkpoint_retention: Option<String>,
     commit_grace: Option<String>,
+    max_record_bytes: Option<String>,
+    max_object_bytes: Option<String>,
+    max_raw_bytes: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -310,6 +313,27 @@ pub struct IngestSettings {
     /// does not: it re-plans from the ledger as it is then (the process was paused, e.g. a VM
     /// suspended between staging and commit).
     pub commit_grace: Duration,
+    /// What one object may hold: record and inflated object size, quarantine `raw` cap.
+    pub limits: Limits,
+}
+
+/// What one object may hold (`[ingest]` in `runner.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A record longer than this is quarantined as `record_too_large`, never parsed.
+    pub max_record_bytes: usize,
+    /// An object that inflates past this stops being read and is quarantined whole as
+    /// `object_too_large` (no record of it is ingested).
+    pub max_object_bytes: u64,
+    /// A quarantine `raw` value keeps at most this much of the record's text.
+    pub max_raw_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Firehose's own maximum record size; twice its largest buffer; what Athena shows well.
+        Limits { max_record_bytes: 1000 * 1024, max_object_bytes: 256 << 20, max_raw_bytes: 64 << 10 }
+    }
 }
 
 impl Default for IngestSettings {
@@ -323,6 +347,7 @@ impl Default for IngestSettings {
             checkpoint_every: 25,
             checkpoint_retention: Duration::from_secs(3600),
             commit_grace: Duration::from_secs(3600),
+            limits: Default::default(),
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             io_concurrency: 16,
         }
@@ -431,6 +456,33 @@ impl Config {
             if let Some(s) = i.checkpoint_retention {
                 ingest.checkpoint_retention = humantime::parse_duration(&s)
                     .map_err(|e| cfg_err(format!("ingest.checkpoint_retention `{s}` is not a duration (e.g. \"1h\"): {e}")))?;
+            }
+            let size = |key: &str, v: Option<String>, default: u64| -> Result<u64> {
+                v.map(|s| parse_size(&s).ok_or_else(|| cfg_err(format!("ingest.{key} `{s}` is not a size (e.g. \"1000KiB\")"))))
+                    .transpose()
+                    .map(|n| n.unwrap_or(default))
+            };
+            let l = &mut ingest.limits;
+            l.max_record_bytes = size("max_record_bytes", i.max_record_bytes, l.max_record_bytes as u64)? as usize;
+            l.max_object_bytes = size("max_object_bytes", i.max_object_bytes, l.max_object_bytes)?;
+            l.max_raw_bytes = size("max_raw_bytes", i.max_raw_bytes, l.max_raw_bytes as u64)? as usize;
+            if l.max_record_bytes < 1024 || l.max_record_bytes > 1 << 30 {
+                return Err(cfg_err(format!(
+                    "ingest.max_record_bytes must be between 1KiB and 1GiB (it is {})",
+                    l.max_record_bytes
+                )));
+            }
+            if l.max_object_bytes < l.max_record_bytes as u64 || l.max_object_bytes > 1 << 31 {
+                return Err(cfg_err(format!(
+                    "ingest.max_object_bytes must be at least ingest.max_record_bytes and at most 2GiB, Arrow's limit for one object's strings (it is {})",
+                    l.max_object_bytes
+                )));
+            }
+            if l.max_raw_bytes < 64 || l.max_raw_bytes > 16 << 20 {
+                return Err(cfg_err(format!(
+                    "ingest.max_raw_bytes must be between 64 and 16MiB, so Athena can read quarantine rows (it is {})",
+                    l.max_raw_bytes
+                )));
             }
             if let Some(s) = i.commit_grace {
                 ingest.commit_grace = humantime::parse_duration(&s)

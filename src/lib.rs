@@ -17,7 +17,7 @@
 //! 9. everything a command works with, resolved once: `workspace`
 //! 10. storage: `ledger`, `catalog`, `store`, `aws`
 //! 11. definitions: `job`, `schema`, `config`, `source`
-//! 12. foundation: `dates`, `output`, `progress`, `failpoint`, `error`
+//! 12. foundation: `dates`, `output`, `progress`, `failpoint`, `fence`, `error`
 //!
 //! # Where things live
 //!
@@ -47,6 +47,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod failpoint;
+pub mod fence;
 pub mod ingest;
 pub mod job;
 pub mod ledger;

@@ -298,3 +298,35 @@ async fn discovery_lists_from_the_last_ingested_hour_minus_the_lookback() {
     assert_eq!(s.listed, 3, "listed from 2026-11-19T10 on: the late drop, the last ingested one and the new one");
     assert_eq!(env.query("SELECT count(*) AS n FROM job_events").await, vec!["n", "6"]);
 }
+
+/// Hostile objects among valid drops, with small limits: a GZIP bomb, an object of unclosed
+/// braces, an over-long line. Each lands in quarantine with its reason and a capped `raw`; the
+/// valid records around them are exact; a second run reads nothing again.
+#[tokio::test]
+async fn hostile_objects_land_in_quarantine_capped_and_the_rest_is_exact() {
+    let env =
+        TestEnv::with_settings("[ingest]\nmax_record_bytes = \"4KiB\"\nmax_object_bytes = \"1MiB\"\nmax_raw_bytes = \"256\"\n");
+    // A GZIP object of a few KiB that inflates to 8 MiB of zeros.
+    env.put_drop("bigdatajobs", H, 1, &vec![0u8; 8 << 20], true);
+    // Unclosed braces, one per line, around a valid record.
+    let mut braces = "{\"event_type\":\"job_submitted\",\"open\":\"never\n".repeat(2000);
+    braces.push_str(&job("b1", "c1", T0));
+    braces.push('\n');
+    braces.push_str(&"{\"x\":{\"y\":\n".repeat(2000));
+    env.put_drop("bigdatajobs", H, 2, braces.as_bytes(), false);
+    // One line of 100 KiB between two valid records.
+    let long = format!("{}\n{{\"x\":\"{}\"}}\n{}\n", job("l1", "c1", T0), "z".repeat(100 << 10), job("l2", "c2", T0));
+    env.put_drop("bigdatajobs", H, 3, long.as_bytes(), false);
+    env.put_drop("bigdatajobs", H, 4, job("ok", "c3", T0).as_bytes(), false);
+
+    let s = env.ingest("bigdatajobs").await;
+    assert_eq!(s.stats.valid, 4, "b1, l1, l2, ok");
+    let by_reason = env.query("SELECT reason_code, count(*) AS n, max(length(raw)) AS longest FROM quarantine GROUP BY reason_code ORDER BY reason_code").await;
+    assert_eq!(by_reason, vec!["reason_code,n,longest", "invalid_json,4000,43", "object_too_large,1,", "record_too_large,1,256"]);
+    let msg = env.query("SELECT reason FROM quarantine WHERE reason_code = 'record_too_large'").await;
+    assert!(msg[1].contains("102408 bytes") && msg[1].contains("xxh3"), "{msg:?}");
+    let ids = env.query("SELECT event_id FROM job_events ORDER BY event_id").await;
+    assert_eq!(ids, vec!["event_id", "b1", "l1", "l2", "ok"]);
+    let again = env.ingest("bigdatajobs").await;
+    assert_eq!((again.objects, again.stats.quarantined_total()), (0, 0));
+}

@@ -46,7 +46,7 @@ pub struct Snapshot {
     pub partitions: BTreeMap<Vec<String>, PartitionMeta>,
     pub retired: Vec<Retired>,
     /// Job -> the newest lease generation of it that wrote this table: an older generation's
-    /// write is refused (see [`crate::pipeline::lease`]).
+    /// write is refused (see [`crate::fence`]).
     pub fences: BTreeMap<String, u64>,
 }
 
@@ -157,7 +157,7 @@ impl Snapshot {
 /// Refuses a write under `fence` when its lease was lost, or when a newer generation of its
 /// job has written the table already (the snapshot is created conditionally, so the check and
 /// the write are one step: a newer writer in between makes the create fail and this re-check).
-fn check_fence(table: &str, f: &crate::pipeline::lease::Fence, current: &Snapshot) -> Result<()> {
+fn check_fence(table: &str, f: &crate::fence::Fence, current: &Snapshot) -> Result<()> {
     let newer = current.fences.get(&f.job).copied().filter(|g| *g > f.generation);
     if f.lost() || newer.is_some() {
         let by = newer
@@ -240,7 +240,7 @@ impl LocalCatalog {
         F: FnMut(&mut Snapshot) -> Result<bool> + Send,
     {
         let writer = uuid::Uuid::now_v7().simple().to_string();
-        let fence = crate::pipeline::lease::fence();
+        let fence = crate::fence::fence();
         for _ in 0..MAX_CONFLICTS {
             let (current, listed) = self.load(name).await?;
             if let Some(f) = &fence {
@@ -565,7 +565,7 @@ mod tests {
     /// their own; a holder that knows it lost its lease publishes nothing.
     #[tokio::test]
     async fn a_stale_lease_generation_cannot_publish() {
-        use crate::pipeline::lease::{Fence, fenced};
+        use crate::fence::{Fence, fenced};
         let (_dir, wh, t) = setup();
         let cat = LocalCatalog::new(wh.clone());
         cat.put_table(&t).await.unwrap();

@@ -323,6 +323,7 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
     let (batch, in_flight) = (batch.to_vec(), ws.config.ingest.io_concurrency.max(parallelism + 1));
     let parsers = Arc::new(tokio::sync::Semaphore::new(parallelism));
     let source_url = source.url.clone();
+    let limits = ws.config.ingest.limits;
     tokio::spawn(async move {
         let mut parsed = futures::stream::iter(batch)
             .map(|c| {
@@ -349,7 +350,7 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                     let _permit = parsers.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
                     let mut p = tokio::task::spawn_blocking(move || {
                         let sc = &contract.streams[&stream];
-                        parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body)
+                        parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body, limits)
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;

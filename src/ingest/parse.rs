@@ -23,6 +23,29 @@ use crate::job::thread_cpu;
 use crate::schema::{Contract, StreamContract};
 use crate::source::Compression;
 
+pub use crate::config::Limits;
+
+/// A record's text for quarantine, capped at `max` bytes (on a character boundary); the rest is
+/// summarised by the record's length and hash in the reject's message.
+fn capped(bytes: &[u8], max: usize) -> String {
+    let head = &bytes[..bytes.len().min(max)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if head.len() < bytes.len() {
+        // A character cut in two at the cap shows as one replacement character: drop it.
+        if text.ends_with('\u{FFFD}') && std::str::from_utf8(head).is_err() {
+            text.pop();
+        }
+    }
+    text
+}
+
+fn summary(bytes: &[u8], max: usize) -> String {
+    if bytes.len() <= max {
+        return String::new();
+    }
+    format!(" [raw keeps the first {max} of {} bytes; xxh3 {:016x}]", bytes.len(), xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
 /// A record the runner could not accept.
 #[derive(Debug, Clone)]
 pub struct Reject {
@@ -103,6 +126,7 @@ pub fn parse_object(
     compression: Compression,
     arrival_ms: i64,
     body: &[u8],
+    limits: Limits,
 ) -> ParsedObject {
     let schema = sc.file_schema();
     let mut builders: Vec<ColBuilder> = schema.fields().iter().map(|f| ColBuilder::new(f.data_type())).collect();
@@ -122,8 +146,10 @@ pub fn parse_object(
     let data: &[u8] = match compression {
         Compression::None => body,
         Compression::Gzip => {
-            let mut buf = Vec::with_capacity(body.len() * 8);
-            if let Err(e) = flate2::read::MultiGzDecoder::new(body).read_to_end(&mut buf) {
+            // Never more than the limit: a small GZIP bomb is read to the limit and refused.
+            let mut buf = Vec::with_capacity((body.len() * 8).min(limits.max_object_bytes as usize + 1));
+            let inflating = flate2::read::MultiGzDecoder::new(body).take(limits.max_object_bytes + 1).read_to_end(&mut buf);
+            if let Err(e) = inflating {
                 // A corrupt or truncated object: keep it visible, never half-read it.
                 out.rejects.push(Reject {
                     offset: None,
@@ -140,6 +166,21 @@ pub fn parse_object(
     };
     out.bytes_uncompressed = data.len() as u64;
     out.inflate = thread_cpu().saturating_sub(started);
+    if data.len() as u64 > limits.max_object_bytes {
+        out.rejects.push(Reject {
+            offset: None,
+            raw: None,
+            code: reason::OBJECT_TOO_LARGE,
+            field: None,
+            message: format!(
+                "the object holds more than {} bytes ({} compressed{}), over ingest.max_object_bytes: it was not read further and no record of it was ingested; raise the limit and replay it from quarantine if it is real data",
+                limits.max_object_bytes,
+                body.len(),
+                if compression == Compression::Gzip { ", GZIP" } else { "" }
+            ),
+        });
+        return out;
+    }
     let started = thread_cpu();
 
     // One cells buffer for the whole object: emptied at the end of each record and recycled
@@ -148,7 +189,23 @@ pub fn parse_object(
     let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
     // The fast path's fields, borrowing from `data`: one buffer for every record of the object.
     let mut fields = Vec::new();
-    for frame in frames(data) {
+    for frame in frames(data, limits.max_record_bytes) {
+        if frame.too_large {
+            out.records += 1;
+            out.rejects.push(Reject {
+                offset: Some(frame.offset as u64),
+                raw: Some(capped(frame.bytes, limits.max_raw_bytes)),
+                code: reason::RECORD_TOO_LARGE,
+                field: None,
+                message: format!(
+                    "a record of {} bytes, over ingest.max_record_bytes ({}); not parsed{}",
+                    frame.bytes.len(),
+                    limits.max_record_bytes,
+                    summary(frame.bytes, limits.max_raw_bytes)
+                ),
+            });
+            continue;
+        }
         let mut cells: Vec<Cell<'_>> = std::mem::take(&mut spare).into_iter().map(|_| Cell::Null).collect();
         out.records += 1;
         // The fast path: a clean record with an `event_id`, validated without a tree.
@@ -179,10 +236,10 @@ pub fn parse_object(
         // The exact path: whatever the fast path does not take as it is.
         let reject = |code, field: Option<String>, message: String| Reject {
             offset: Some(frame.offset as u64),
-            raw: Some(String::from_utf8_lossy(frame.bytes).into_owned()),
+            raw: Some(capped(frame.bytes, limits.max_raw_bytes)),
             code,
             field,
-            message,
+            message: message + &summary(frame.bytes, limits.max_raw_bytes),
         };
         let value: Value = match serde_json::from_slice(frame.bytes) {
             Ok(v) => v,
@@ -320,7 +377,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(text.as_bytes()).unwrap();
         let body = gz.finish().unwrap();
-        let p = parse_object(&c, sc, "file:///o", Compression::Gzip, 1_600_000_000_000, &body);
+        let p = parse_object(&c, sc, "file:///o", Compression::Gzip, 1_600_000_000_000, &body, Limits::default());
         assert_eq!((p.records, p.rows.num_rows(), p.rejects.len()), (3, 2, 1));
         let company = p.rows.column(sc.col_company).as_string::<i32>();
         assert_eq!(company.value(0), "a/../b");
@@ -337,9 +394,34 @@ mod tests {
     fn corrupt_gzip_is_one_reject() {
         let c = c();
         let sc = c.stream("companies").unwrap();
-        let p = parse_object(&c, sc, "o", Compression::Gzip, 0, b"\x1f\x8b\x08garbage");
+        let p = parse_object(&c, sc, "o", Compression::Gzip, 0, b"\x1f\x8b\x08garbage", Limits::default());
         assert_eq!(p.rows.num_rows(), 0);
         assert_eq!(p.rejects[0].code, reason::CORRUPT_OBJECT);
+    }
+
+    /// A GZIP bomb stops inflating at the limit and is one `object_too_large`; an over-long
+    /// record is `record_too_large` with a capped `raw`, and the records around it are read.
+    #[test]
+    fn limits_refuse_a_bomb_and_cap_an_over_long_record() {
+        let c = c();
+        let sc = c.stream("bigdatajobs").unwrap();
+        let limits = Limits { max_record_bytes: 1000, max_object_bytes: 1 << 20, max_raw_bytes: 100 };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![0u8; 8 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        let p = parse_object(&c, sc, "o", Compression::Gzip, 0, &bomb, limits);
+        assert_eq!((p.rows.num_rows(), p.rejects.len()), (0, 1));
+        assert_eq!(p.rejects[0].code, reason::OBJECT_TOO_LARGE);
+        assert!(p.bytes_uncompressed <= (1 << 20) + 1, "inflated no further than the limit: {}", p.bytes_uncompressed);
+        let ok = r#"{"event_type":"job_submitted","companyID":"c","userID":"u","event_id":"e1","creationDate":1700000000000}"#;
+        let text = format!("{ok}\n{{\"x\":\"{}\"}}\n{}", "é".repeat(2000), ok.replace("e1", "e2"));
+        let p = parse_object(&c, sc, "o", Compression::None, 0, text.as_bytes(), limits);
+        assert_eq!((p.records, p.rows.num_rows(), p.rejects.len()), (3, 2, 1));
+        let r = &p.rejects[0];
+        assert_eq!(r.code, reason::RECORD_TOO_LARGE);
+        let raw = r.raw.as_deref().unwrap();
+        assert!(raw.len() <= 100 && raw.starts_with("{\"x\":\"é") && !raw.ends_with('\u{FFFD}'), "{raw}");
+        assert!(r.message.contains("4008 bytes") && r.message.contains("xxh3"), "{}", r.message);
     }
 
     #[test]

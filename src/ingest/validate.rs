@@ -56,6 +56,8 @@ pub mod reason {
     pub const BAD_VALUE: &str = "bad_value";
     pub const CORRUPT_OBJECT: &str = "corrupt_object";
     pub const UNSUPPORTED_OBJECT: &str = "unsupported_object";
+    pub const RECORD_TOO_LARGE: &str = "record_too_large";
+    pub const OBJECT_TOO_LARGE: &str = "object_too_large";
     /// Internal, never stored: the fast path met a record whose columns depend on key order.
     pub const ORDER_MATTERS: &str = "order_matters";
 }

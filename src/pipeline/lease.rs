@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::fence::{Fence, fence, fenced};
 use crate::store::Location;
 
 const DIR: &str = "_runner/leases";
@@ -63,43 +64,6 @@ impl Record {
             expires_at: Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default(),
             ttl_ms: Some(ttl.as_millis() as u64),
         }
-    }
-}
-
-/// A lease generation, carried by a run into the writes it makes (see the module header).
-#[derive(Debug, Clone)]
-pub struct Fence {
-    pub job: String,
-    pub generation: u64,
-    lost: Arc<AtomicBool>,
-}
-
-impl Fence {
-    #[cfg(test)]
-    pub fn for_test(job: &str, generation: u64, lost: bool) -> Fence {
-        Fence { job: job.into(), generation, lost: Arc::new(AtomicBool::new(lost)) }
-    }
-
-    /// Whether the holder found its lease expired (paused longer than the ttl).
-    pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
-
-tokio::task_local! {
-    static FENCE: Fence;
-}
-
-/// The fence of the run this task works for, if it runs under a lease.
-pub fn fence() -> Option<Fence> {
-    FENCE.try_with(Fence::clone).ok()
-}
-
-/// Runs `f` with `fence` as the fence of its writes.
-pub async fn fenced<F: std::future::Future>(fence: Option<Fence>, f: F) -> F::Output {
-    match fence {
-        Some(x) => FENCE.scope(x, f).await,
-        None => f.await,
     }
 }
 
@@ -286,7 +250,7 @@ impl Lease {
 
     /// The fence of this generation, for the run's writes ([`fenced`]).
     pub fn fence(&self) -> Fence {
-        Fence { job: self.job.clone(), generation: self.generation, lost: self.lost.clone() }
+        Fence::new(&self.job, self.generation, self.lost.clone())
     }
 
     /// Gives the lease back so another process need not wait for it to expire.
