@@ -318,11 +318,14 @@ async fn hostile_objects_land_in_quarantine_capped_and_the_rest_is_exact() {
     let long = format!("{}\n{{\"x\":\"{}\"}}\n{}\n", job("l1", "c1", T0), "z".repeat(100 << 10), job("l2", "c2", T0));
     env.put_drop("bigdatajobs", H, 3, long.as_bytes(), false);
     env.put_drop("bigdatajobs", H, 4, job("ok", "c3", T0).as_bytes(), false);
+    // A plain object over the object limit: refused by its listed size, never downloaded.
+    env.put_drop("bigdatajobs", H, 5, format!("{}\n", job("big", "c4", T0)).repeat(20_000).as_bytes(), false);
 
     let s = env.ingest("bigdatajobs").await;
     assert_eq!(s.stats.valid, 4, "b1, l1, l2, ok");
+    assert_eq!(s.refused, 1, "the plain object over the limit");
     let by_reason = env.query("SELECT reason_code, count(*) AS n, max(length(raw)) AS longest FROM quarantine GROUP BY reason_code ORDER BY reason_code").await;
-    assert_eq!(by_reason, vec!["reason_code,n,longest", "invalid_json,4000,43", "object_too_large,1,", "record_too_large,1,256"]);
+    assert_eq!(by_reason, vec!["reason_code,n,longest", "invalid_json,4000,43", "object_too_large,2,", "record_too_large,1,256"]);
     let msg = env.query("SELECT reason FROM quarantine WHERE reason_code = 'record_too_large'").await;
     assert!(msg[1].contains("102408 bytes") && msg[1].contains("xxh3"), "{msg:?}");
     let ids = env.query("SELECT event_id FROM job_events ORDER BY event_id").await;

@@ -59,6 +59,8 @@ struct Candidate {
     arrival_ms: i64,
     compression: Compression,
     refused: Option<String>,
+    /// The quarantine reason code of a refused object.
+    refused_code: &'static str,
 }
 
 /// Registers the stream's table and `quarantine` in the catalog (idempotent).
@@ -236,12 +238,28 @@ async fn discover(
     for meta in listed {
         let Some(rel) = source.relative(&meta.location) else { continue };
         match classify(rel) {
+            // A plain object over the size limit is refused by its listed size, never downloaded
+            // (a GZIP one is inflated up to the limit: its listed size says nothing).
+            KeyKind::Drop(d) if d.compression == Compression::None && meta.size > settings.limits.max_object_bytes => {
+                candidates.push(Candidate {
+                    rel: d.rel,
+                    size: meta.size,
+                    arrival_ms: d.arrival_hour.timestamp_millis(),
+                    compression: Compression::None,
+                    refused: Some(format!(
+                        "the object is {} bytes, over ingest.max_object_bytes ({}): not read, no record of it ingested; raise the limit and replay it from quarantine if it is real data",
+                        meta.size, settings.limits.max_object_bytes
+                    )),
+                    refused_code: validate::reason::OBJECT_TOO_LARGE,
+                })
+            }
             KeyKind::Drop(d) => candidates.push(Candidate {
                 rel: d.rel,
                 size: meta.size,
                 arrival_ms: d.arrival_hour.timestamp_millis(),
                 compression: d.compression,
                 refused: None,
+                refused_code: "",
             }),
             KeyKind::Refused(d, why) => candidates.push(Candidate {
                 rel: d.rel,
@@ -249,6 +267,7 @@ async fn discover(
                 arrival_ms: d.arrival_hour.timestamp_millis(),
                 compression: Compression::None,
                 refused: Some(why),
+                refused_code: validate::reason::UNSUPPORTED_OBJECT,
             }),
             KeyKind::ErrorOutput => summary.skipped_error_output += 1,
             KeyKind::Stray => summary.skipped_stray += 1,
@@ -333,13 +352,8 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                 let parsers = parsers.clone();
                 async move {
                     if let Some(why) = &c.refused {
-                        let rejects = vec![Reject {
-                            offset: None,
-                            raw: None,
-                            code: validate::reason::UNSUPPORTED_OBJECT,
-                            field: None,
-                            message: why.clone(),
-                        }];
+                        let rejects =
+                            vec![Reject { offset: None, raw: None, code: c.refused_code, field: None, message: why.clone() }];
                         return Ok::<_, Error>((c, None, rejects, Duration::ZERO));
                     }
                     let path = source.child(&c.rel);
