@@ -446,10 +446,15 @@ impl Catalog for GlueCatalog {
         // Glue's definition is checked before the local catalog changes: a table another tool
         // changed there must not be published over.
         let plan = self.plan_table(table).await?;
-        let marker = self.mark_pending(&table.name, Vec::new()).await?;
+        // Glue already holds this definition: a crash after the local write leaves it right,
+        // so no marker (two requests saved per table and process, the common case).
+        let in_step = plan.current.as_ref().is_some_and(|c| same_table(c, &plan.input));
+        let marker = if in_step { None } else { Some(self.mark_pending(&table.name, Vec::new()).await?) };
         self.local.put_table(table).await?;
         self.apply_table(table, plan).await?;
-        self.local.warehouse().delete(&marker).await?;
+        if let Some(m) = marker {
+            self.local.warehouse().delete(&m).await?;
+        }
         self.checked.lock().expect("glue tables checked").insert(table.name.clone(), table.clone());
         Ok(())
     }
