@@ -27,7 +27,13 @@ use crate::store::Location;
 /// `runner_runs` through a ledger, `churn_scores.run_id`.
 /// 3: the catalog as one snapshot object per table (`_runner/catalog/<table>/snapshots/`); a
 /// warehouse of format 2 is upgraded in place by the first command that opens it.
-pub const WAREHOUSE_FORMAT: u32 = 3;
+/// 4: staging named by planned seq and attempt (`staging/<stream>/<seq>-<attempt>/`), garbage
+/// only once another attempt commits that seq; the newest checkpoint found by listing (no
+/// `_last_checkpoint` pointer); lease fences in catalog snapshots. A runner of format 3 would
+/// delete format 4's staging by age, follow a stale pointer and refuse the snapshots' fences, so
+/// it must refuse the warehouse: the marker says 4 before anything of format 4 is written.
+/// Format 3 is upgraded in place by deleting the pointers.
+pub const WAREHOUSE_FORMAT: u32 = 4;
 /// The oldest format this runner upgrades in place (older ones are refused, with what to do).
 const UPGRADABLE_FORMAT: u64 = 2;
 const FORMAT_PATH: &str = "_runner/format.json";
@@ -152,9 +158,16 @@ impl Workspace {
     /// point leaves either the old format whole (the next command upgrades again; tables that
     /// have a snapshot are kept) or the new one with some old objects, which nothing reads.
     async fn upgrade(&self, from: u64) -> Result<()> {
-        tracing::info!(from, to = WAREHOUSE_FORMAT, "upgrading the warehouse's catalog in place");
-        let local = crate::catalog::local::LocalCatalog::new(self.warehouse.clone());
-        let legacy = local.upgrade().await?;
+        tracing::info!(from, to = WAREHOUSE_FORMAT, "upgrading the warehouse in place");
+        let mut legacy = Vec::new();
+        if from < 3 {
+            let local = crate::catalog::local::LocalCatalog::new(self.warehouse.clone());
+            legacy = local.upgrade().await?;
+        }
+        // Format 3's checkpoint pointers: nothing of format 4 reads them, and a stale one left
+        // behind would only mislead a person reading the bucket.
+        let checkpoints = self.warehouse.list(crate::ledger::checkpoint::CHECKPOINT_DIR).await?;
+        legacy.extend(checkpoints.into_iter().filter(|m| m.location.filename() == Some("_last_checkpoint")).map(|m| m.location));
         let body = serde_json::json!({ "format": WAREHOUSE_FORMAT, "written_by": format!("runner {}", env!("CARGO_PKG_VERSION")), "upgraded_from": from });
         self.warehouse.put(&self.warehouse.child(FORMAT_PATH), bytes::Bytes::from(body.to_string())).await?;
         self.warehouse.delete_many(legacy).await?;

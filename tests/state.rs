@@ -109,7 +109,27 @@ fn a_warehouse_of_another_layout_is_refused_with_what_to_do() {
     let fresh = TestEnv::new();
     assert!(fresh.output(&["run", "ingest_companies"]).status.success());
     let marker = std::fs::read_to_string(fresh.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":3"), "{marker}");
+    assert!(marker.contains("\"format\":4"), "{marker}");
+}
+
+/// A warehouse of format 3 (with `_last_checkpoint` pointers) is upgraded in place: the marker
+/// says 4, so a format-3 runner refuses it instead of deleting its staging by age or following
+/// a stale pointer, and the pointers go.
+#[test]
+fn a_format_3_warehouse_is_upgraded_to_4_and_its_checkpoint_pointers_go() {
+    let env = TestEnv::new();
+    env.put_drop("companies", "2026-11-20T13", 1, br#"{"event_type":"user_added","event_id":"e1","tenantID":"comp_9","userID":"u9","creationDate":1795179600000}"#, false);
+    assert!(env.output(&["run", "ingest_companies"]).status.success());
+    let pointer = env.warehouse().join("_runner/checkpoints/companies/_last_checkpoint");
+    std::fs::create_dir_all(pointer.parent().unwrap()).unwrap();
+    std::fs::write(&pointer, r#"{"seq":0}"#).unwrap();
+    std::fs::write(env.warehouse().join("_runner/format.json"), r#"{"format":3}"#).unwrap();
+    let out = env.output(&["run", "ingest_companies"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
+    assert!(marker.contains("\"format\":4") && marker.contains("\"upgraded_from\":3"), "{marker}");
+    assert!(!pointer.exists());
+    assert_eq!(env.json(&["query", "SELECT count(*) AS n FROM tenant_events"])[0]["n"], 1);
 }
 
 /// A warehouse of format 2 (one catalog object per partition) is upgraded in place by the
@@ -153,7 +173,7 @@ fn a_format_2_catalog_is_upgraded_in_place_and_reads_the_same() {
     // Read by a query: upgraded, the same rows, and the old objects are gone.
     assert!(count(&env).contains('2'), "{}", count(&env));
     let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":3") && marker.contains("upgraded_from"), "{marker}");
+    assert!(marker.contains("\"format\":4") && marker.contains("upgraded_from"), "{marker}");
     assert!(!cat.join("table.json").exists() && !cat.join("partitions/dt=2026-11-20.json").exists());
     assert!(snapshots.exists());
 }
