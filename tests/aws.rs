@@ -430,6 +430,46 @@ async fn a_glue_publish_cut_short_then_clean_up_leaves_athenas_locations_readabl
     }
 }
 
+/// A SQL publisher paused between the local catalog and Glue while a newer publish of the same
+/// day lands in both and clean-up (no grace) deletes the version the paused one wrote: resumed,
+/// it does not move Glue back to its deleted version; Glue ends where the local catalog points.
+#[tokio::test]
+async fn a_glue_publisher_paused_between_its_writes_never_moves_glue_back() {
+    let m = moto();
+    let tmp = simulate_to(&["--tenants", "3", "--users-per-tenant", "2", "--days", "2", "--seed", "9"]);
+    let env = fresh_s3_drops(m, tmp.path());
+    let job = "tenant_activity_daily";
+    env.ok(&["run", "--no-lock", "ingest_companies", "ingest_bigdatajobs", job]);
+    async fn day(env: &AwsEnv) -> String {
+        env.glue_partitions("tenant_activity_daily").await[&vec!["2026-11-20".to_string()]].0.clone()
+    }
+    let files_at = |loc: &str| -> u64 { m.ops(&["count", loc]).trim().parse().unwrap() };
+    let original = day(&env).await;
+    let backfill = ["backfill", job, "--from", "2026-11-20", "--to", "2026-11-20"];
+    let err_path = env.root().join("paused.stderr");
+    let paused = env
+        .runner(&backfill)
+        .env("RUNNER_FAILPOINT", "glue.before_mirror=stop")
+        .env("RUNNER__CATALOG__KEEP_REPLACED", "0s")
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_stopped(paused.id());
+    // The newer publish, then a clean-up with no grace (which deletes the paused one's version:
+    // neither catalog points at it).
+    let out = env.runner(&backfill).env("RUNNER__CATALOG__KEEP_REPLACED", "0s").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let newer = day(&env).await;
+    assert!(newer != original && files_at(&newer) > 0, "{original} -> {newer}: {} {}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    let (code, e) = common::resume(paused, &err_path);
+    assert_eq!(code, Some(0), "{e}");
+    let after = day(&env).await;
+    assert_eq!(after, newer, "Glue was moved back to the paused publisher's version");
+    assert!(files_at(&after) > 0, "Glue points at {after}, which has no files");
+    let local = env.ok(&["query", "--format", "csv", "SELECT count(*) FROM tenant_activity_daily WHERE dt = DATE '2026-11-20'"]);
+    assert!(!local.contains("\n0\n"), "{local}");
+}
+
 #[tokio::test]
 async fn an_incompatible_glue_schema_is_refused_before_publishing() {
     let m = moto();

@@ -11,7 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestEnv, query_csv, table_files};
+use common::{TestEnv, query_csv, resume, table_files, wait_stopped};
 
 /// Small batches, and a ledger checkpoint every two commits whose clean-up the next run may do
 /// at once: every failpoint of checkpoints and clean-ups is reached in one `run --all`.
@@ -251,35 +251,6 @@ fn short_leases(env: &TestEnv) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("schedules.toml"), "[daemon]\nlease_ttl = \"1s\"\ntick = \"50ms\"\n").unwrap();
     dir.display().to_string()
-}
-
-/// Waits (bounded: 30 s) until `pid` is stopped by its `=stop` failpoint.
-fn wait_stopped(pid: u32) {
-    for _ in 0..600 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("process {pid} never reached its pause failpoint");
-}
-
-/// Resumes a paused child and waits for it (bounded: 60 s, then it is killed), returning its
-/// exit code and what it wrote to `stderr_file`.
-fn resume(mut child: std::process::Child, stderr_file: &std::path::Path) -> (Option<i32>, String) {
-    // SAFETY: kill(2) on our child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGCONT);
-    }
-    for _ in 0..1200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), std::fs::read_to_string(stderr_file).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("the resumed process did not finish: {}", std::fs::read_to_string(stderr_file).unwrap_or_default());
 }
 
 fn stderr_to(env: &TestEnv, name: &str) -> (std::fs::File, std::path::PathBuf) {

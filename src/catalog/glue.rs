@@ -25,7 +25,7 @@ use aws_sdk_glue::types::{
 
 use super::layout::{CURRENT_VERSION, VERSIONED};
 use super::local::LocalCatalog;
-use super::{Catalog, PartitionMeta, TableMeta};
+use super::{Catalog, PartitionMeta, TableMeta, newer_version};
 use crate::aws::sdk_error;
 use crate::error::{Error, Result};
 
@@ -37,6 +37,8 @@ const CREATE_BATCH: usize = 100;
 const DELETE_BATCH: usize = 25;
 /// Rounds of retrying the entries of a batch that failed with a transient error.
 const ENTRY_ATTEMPTS: u32 = 4;
+/// Rounds of re-reading the local catalog after a Glue write (see `mirror`).
+const MIRROR_ROUNDS: u32 = 5;
 /// Publishes Glue has not finished are recorded here (one object per publish).
 pub const PENDING_DIR: &str = "_runner/glue-pending";
 
@@ -287,7 +289,19 @@ impl GlueCatalog {
             .await?;
             created += n;
             if repoint && !existing.is_empty() {
-                updated += self.update_partitions(t, &existing).await?;
+                // Never move Glue back: a publisher paused between its two writes must not
+                // repoint a partition a newer publish moved on (the version it would name may
+                // be deleted by then). One BatchGetPartition per 100 existing partitions.
+                let held = self.glue_locations(&t.name, &existing).await?;
+                let behind: Vec<&PartitionMeta> = existing
+                    .into_iter()
+                    .filter(|p| {
+                        held.get(&p.values).is_none_or(|g| super::norm(g) != super::norm(&p.location) && !newer_version(g, &p.location))
+                    })
+                    .collect();
+                if !behind.is_empty() {
+                    updated += self.update_partitions(t, &behind).await?;
+                }
             }
         }
         Ok((created, updated))
@@ -368,6 +382,32 @@ impl GlueCatalog {
     }
 
     /// Every partition Glue holds for `table`: values -> location.
+    /// Where Glue's partitions with these values point (those it has).
+    async fn glue_locations(&self, table: &str, parts: &[&PartitionMeta]) -> Result<BTreeMap<Vec<String>, String>> {
+        let mut out = BTreeMap::new();
+        for chunk in parts.chunks(CREATE_BATCH) {
+            let keys = chunk
+                .iter()
+                .map(|p| PartitionValueList::builder().set_values(Some(p.values.clone())).build().map_err(|e| Error::Internal(e.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            let got = self
+                .client
+                .batch_get_partition()
+                .set_catalog_id(self.catalog_id.clone())
+                .database_name(&self.database)
+                .table_name(table)
+                .set_partitions_to_get(Some(keys))
+                .send()
+                .await
+                .map_err(|e| sdk_error(format!("reading partitions of {}.{table}", self.database), e))?;
+            for p in got.partitions() {
+                let loc = p.storage_descriptor().and_then(|s| s.location()).unwrap_or_default().to_string();
+                out.insert(p.values().to_vec(), loc);
+            }
+        }
+        Ok(out)
+    }
+
     async fn glue_partitions(&self, table: &str) -> Result<BTreeMap<Vec<String>, String>> {
         let mut out = BTreeMap::new();
         let mut pages = self
@@ -509,12 +549,26 @@ impl Catalog for GlueCatalog {
 
     async fn pointed_at_elsewhere(&self, table: &str, candidates: &[String]) -> Result<std::collections::BTreeSet<String>> {
         let Some(t) = self.glue_table(table).await? else { return Ok(Default::default()) };
-        let mut glue: std::collections::BTreeSet<String> =
-            t.storage_descriptor().and_then(|s| s.location()).map(super::norm).into_iter().collect();
+        let wanted: std::collections::BTreeSet<String> = candidates.iter().map(|c| super::norm(c)).collect();
+        let mut held = std::collections::BTreeSet::new();
+        let table_location = t.storage_descriptor().and_then(|s| s.location()).map(super::norm).filter(|l| wanted.contains(l));
+        let table_behind = table_location.is_some();
+        held.extend(table_location);
+        let mut behind = Vec::new();
         if !t.partition_keys().is_empty() {
-            glue.extend(self.glue_partitions(table).await?.values().map(|l| super::norm(l)));
+            for (values, location) in self.glue_partitions(table).await? {
+                if wanted.contains(&super::norm(&location)) {
+                    held.insert(super::norm(&location));
+                    behind.push(values);
+                }
+            }
         }
-        Ok(candidates.iter().filter(|c| glue.contains(&super::norm(c))).cloned().collect())
+        // Glue points at a replaced version: a publish that never finished its Glue half left
+        // no marker (or it was lost). Record one, so the next run catches Glue up.
+        if table_behind || !behind.is_empty() {
+            self.mark_pending(table, behind).await?;
+        }
+        Ok(candidates.iter().filter(|c| held.contains(&super::norm(c))).cloned().collect())
     }
 }
 
@@ -609,25 +663,47 @@ impl GlueCatalog {
     /// same day sends Glue one call for it.
     async fn mirror(&self, table: &str, partitions: &[PartitionMeta], repoint: bool) -> Result<()> {
         let values: Vec<&Vec<String>> = partitions.iter().map(|p| &p.values).collect();
-        let pending: Vec<PartitionMeta> = {
-            let mirrored = self.mirrored.lock().expect("glue partitions mirrored");
-            self.local
-                .cached_partitions(table, &values)
-                .into_iter()
-                .filter(|p| mirrored.get(&(table.to_string(), p.values.clone())) != Some(&p.location))
-                .collect()
-        };
-        if pending.is_empty() {
-            return Ok(());
+        for round in 0..MIRROR_ROUNDS {
+            let pending: Vec<PartitionMeta> = {
+                let mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+                self.local
+                    .cached_partitions(table, &values)
+                    .into_iter()
+                    .filter(|p| mirrored.get(&(table.to_string(), p.values.clone())) != Some(&p.location))
+                    .collect()
+            };
+            if pending.is_empty() {
+                return Ok(());
+            }
+            crate::failpoint::hit("glue.before_mirror");
+            // A holder that lost its lease (paused past it) leaves Glue to the new holder.
+            if let Some(f) = crate::fence::fence().filter(|f| f.lost()) {
+                return Err(Error::Fenced(format!(
+                    "job `{}` lost its lease (generation {}) before writing Glue's partitions of `{table}`; the marker stays \
+                     for the next run",
+                    f.job, f.generation
+                )));
+            }
+            let t = self.local_table(table).await?;
+            // After the first round only partitions another publisher moved are written, and
+            // always to where the local catalog points now.
+            self.write_partitions(&t, &pending, repoint || round > 0).await?;
+            {
+                let mut mirrored = self.mirrored.lock().expect("glue partitions mirrored");
+                for p in pending {
+                    mirrored.insert((table.to_string(), p.values), p.location);
+                }
+            }
+            // Another publisher may have moved these partitions on while Glue was written (its
+            // Glue write landing before ours): read the local catalog again (one listing) and
+            // go round until Glue holds what it holds. The last Glue write of a partition is
+            // then made after the local catalog's last change to it was read.
+            self.local.partitions(table).await?;
         }
-        crate::failpoint::hit("glue.before_mirror");
-        let t = self.local_table(table).await?;
-        self.write_partitions(&t, &pending, repoint).await?;
-        let mut mirrored = self.mirrored.lock().expect("glue partitions mirrored");
-        for p in pending {
-            mirrored.insert((table.to_string(), p.values), p.location);
-        }
-        Ok(())
+        Err(Error::Failed(format!(
+            "the partitions of `{table}` kept moving while Glue was written ({MIRROR_ROUNDS} rounds); the marker stays for the \
+             next run (`runner publish` finishes it now)"
+        )))
     }
 
     async fn local_table(&self, table: &str) -> Result<TableMeta> {

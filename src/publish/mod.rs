@@ -265,7 +265,7 @@ pub async fn collect_replaced_versions(ws: &Workspace, table: &str, grace: chron
         tracing::warn!(
             table,
             versions = elsewhere.len(),
-            "kept replaced versions Glue still points at (it is behind the local catalog; the next run catches it up)"
+            "kept replaced versions Glue still points at (it is behind the local catalog; a marker now makes the next run catch it up)"
         );
     }
     let due: Vec<String> = due.into_iter().filter(|l| !elsewhere.contains(l)).collect();
