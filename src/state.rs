@@ -49,6 +49,7 @@ fn classify(rel: &str) -> (String, &'static str) {
         "catalog" => ("catalog".into(), "catalog entries"),
         "glue-pending" => ("catalog".into(), "Glue publishes pending"),
         "jobs" => ("jobs".into(), "incremental state"),
+        "clock" => ("warehouse".into(), "store clock probes"),
         _ => ("warehouse".into(), "other"),
     }
 }

@@ -630,7 +630,7 @@ impl GlueCatalog {
         if markers.is_empty() {
             return Ok(0);
         }
-        let now = wh.store_now(&format!("{PENDING_DIR}-clock")).await?;
+        let now = wh.store_now("_runner/clock/glue-pending").await?;
         let mut done = 0;
         for m in markers {
             if !all && m.last_modified + self.replay_after > now {

@@ -431,11 +431,21 @@ impl Ledger {
     pub async fn clean_up(&self, state: &LedgerState, run_id: &str, retention: chrono::Duration) -> Result<Cleanup> {
         let mut done = Cleanup::default();
         let Some(base) = &state.base else { return Ok(done) };
+        // This machine's clock first, as a free filter: when it says "not yet", waiting is safe
+        // whatever the skew.
         if base.run_id == run_id || base.written_at + retention > Utc::now() {
             return Ok(done);
         }
         if self.cleaned_through().await? >= base.seq {
             done.finished = true;
+            return Ok(done);
+        }
+        // Then the store's clock, which every reader shares: a cleaner whose clock runs ahead of
+        // the checkpointer's must not delete commit records a reader that listed the older
+        // checkpoint a moment ago is about to read (two requests, once per checkpoint).
+        let written = self.wh.last_modified(&self.wh.child(&self.checkpoint_path(base.seq))).await?;
+        let now = self.wh.store_now(&format!("_runner/clock/checkpoints-{}", self.stream)).await?;
+        if written + retention > now {
             return Ok(done);
         }
         // Commit records and publish markers up to the checkpoint: the first alone (a crash
@@ -639,5 +649,46 @@ mod tests {
         assert_eq!(ledger.pointer().await.unwrap(), Some(10), "the newest checkpoint stays the newest");
         let state = ledger.load_after(0).await.unwrap();
         assert_eq!((state.base_seq(), state.next_seq()), (10, 11));
+    }
+
+    /// A reader that read the older checkpoint (or none), then listed the commit records after
+    /// it while a newer checkpoint was written and the records it replaced were cleaned up,
+    /// sees a gap: it must read the newer checkpoint, never go on without the gap's batches.
+    #[tokio::test]
+    async fn a_reader_that_meets_a_cleaned_up_gap_reads_the_newer_checkpoint() {
+        let ops: Vec<(bool, u8, u8, u8)> = (0..6).map(|i| (false, i % 3, 1, 0)).collect();
+        let all = commits(&ops);
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ledger = Ledger::new(wh, "s");
+        let hour = std::time::Duration::from_secs(3600);
+        for c in &all {
+            ledger.wh.put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128])).await.unwrap();
+            let a = super::super::Attempt { id: c.attempt.clone(), seq: c.seq, started: std::time::Instant::now() };
+            ledger.commit(&a, c, hour).await.unwrap();
+        }
+        // What the reader knew: the ledger up to seq 2, no checkpoint.
+        let known = LedgerState { base: None, commits: all[..2].to_vec(), published: Default::default() };
+        // Meanwhile: a checkpoint at 4 and its clean-up (records 1 to 4 deleted).
+        let full = LedgerState { base: None, commits: all.clone(), published: all.iter().map(|c| c.seq).collect() };
+        ledger.write_checkpoint(&full, 4, DAY, "other").await.unwrap();
+        for seq in 1..=4u64 {
+            ledger.wh.delete(&ledger.commit_path(seq)).await.unwrap();
+        }
+        // The listing after seq 2 finds 5 and 6: a gap, so nothing is taken from it.
+        let mut racing = known.clone();
+        assert!(!ledger.read_commits_after(2, &mut racing).await.unwrap());
+        assert_eq!(racing.commits.len(), 2, "nothing added past a gap");
+        // Brought up to date, the reader has the newer checkpoint and every batch after it.
+        let state = ledger.load_since(Some(known)).await.unwrap();
+        assert_eq!((state.base_seq(), state.next_seq()), (4, 7));
+        assert!(ledger.consumed(&state, None).await.unwrap().contains("k3-0"), "the gap's batches are in the checkpoint");
+        // A gap no checkpoint explains (records deleted by hand) is an error, not a silent loss.
+        ledger.wh.delete(&ledger.commit_path(5)).await.unwrap();
+        for stale in std::fs::read_dir(dir.path().join(CHECKPOINT_DIR).join("s")).unwrap() {
+            std::fs::remove_dir_all(stale.as_ref().unwrap().path()).or_else(|_| std::fs::remove_file(stale.unwrap().path())).unwrap();
+        }
+        let e = ledger.load_after(0).await.unwrap_err().to_string();
+        assert!(e.contains("kept changing"), "{e}");
     }
 }

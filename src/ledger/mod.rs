@@ -38,6 +38,8 @@ pub use checkpoint::{BatchRef, Checkpoint, PartitionState};
 pub const LEDGER_DIR: &str = "_runner/ledger";
 pub const STAGING_DIR: &str = "_runner/staging";
 pub const DEDUP_DIR: &str = "_runner/dedup";
+/// Reads of a ledger that found a gap (see `read_commits_after`) before giving up.
+const GAP_RETRIES: u32 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConsumedObject {
@@ -410,18 +412,34 @@ impl Ledger {
     /// checkpoint when it is past `seq`, and the commit records after both, listed from there
     /// (`start-after`), never from the first commit.
     pub async fn load_after(&self, seq: u64) -> Result<LedgerState> {
-        let mut state = LedgerState::default();
-        if let Some(p) = self.pointer().await?.filter(|p| *p > seq) {
-            state.base = Some(Arc::new(self.read_checkpoint(p).await?));
+        for _ in 0..GAP_RETRIES {
+            let mut state = LedgerState::default();
+            if let Some(p) = self.pointer().await?.filter(|p| *p > seq) {
+                state.base = Some(Arc::new(self.read_checkpoint(p).await?));
+            }
+            let from = seq.max(state.base_seq());
+            if self.read_commits_after(from, &mut state).await? {
+                return Ok(state);
+            }
         }
-        let from = seq.max(state.base_seq());
-        self.read_commits_after(from, &mut state).await?;
-        Ok(state)
+        Err(self.gap_error())
+    }
+
+    fn gap_error(&self) -> Error {
+        Error::Failed(format!(
+            "the ledger of stream `{}` kept changing under {GAP_RETRIES} reads (checkpoints written and cleaned up meanwhile); \
+             try again",
+            self.stream
+        ))
     }
 
     /// Adds the commit records after `from` (and their publish markers) to `state`: one listing
-    /// that starts there, then the records, several at once in seq order.
-    async fn read_commits_after(&self, from: u64, state: &mut LedgerState) -> Result<()> {
+    /// that starts there, then the records, several at once in seq order. Returns false, adding
+    /// nothing, when the records do not follow `from` without a gap: a checkpoint past `from`
+    /// was written and the records it replaced were cleaned up between reading the checkpoint
+    /// and listing (a reader must then read the newer checkpoint, or it would miss the batches
+    /// in the gap and ingest their drops again).
+    async fn read_commits_after(&self, from: u64, state: &mut LedgerState) -> Result<bool> {
         let mut seqs = Vec::new();
         let listed = if from == 0 {
             self.wh.list(&self.dir()).await?
@@ -439,6 +457,9 @@ impl Ledger {
             }
         }
         seqs.sort_by_key(|(s, _)| *s);
+        if seqs.iter().enumerate().any(|(i, (s, _))| *s != from + 1 + i as u64) {
+            return Ok(false);
+        }
         // Small objects, one round trip each on S3: read several at once, keep seq order.
         let reads = seqs.into_iter().map(|(seq, path)| async move {
             let bytes = self.wh.get(&path).await?;
@@ -454,7 +475,7 @@ impl Ledger {
         });
         let commits: Vec<Commit> = futures::stream::iter(reads).buffered(16).try_collect().await?;
         state.commits.extend(commits);
-        Ok(())
+        Ok(true)
     }
 
     /// The last seq up to which every commit is published ([`LedgerState::published_through`]):
@@ -486,7 +507,9 @@ impl Ledger {
             return self.load_after(0).await;
         }
         let from = state.last_seq();
-        self.read_commits_after(from, &mut state).await?;
+        if !self.read_commits_after(from, &mut state).await? {
+            return self.load_after(0).await;
+        }
         Ok(state)
     }
 
