@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <warehouse>/_runner/leases/<job>/<gen:012>.json            taken: holder, expiry
-//! <warehouse>/_runner/leases/<job>/<gen:012>.renew-<n:06>.json  renewed by the holder: new expiry
+//! <warehouse>/_runner/leases/<job>/<gen:012>.renew-<n:012>.json renewed by the holder: new expiry
 //! <warehouse>/_runner/leases/<job>/<gen:012>.released         given back
 //! ```
 //!
@@ -15,9 +15,10 @@
 //!
 //! Expiry is measured in the store's time, never by comparing two machines' clocks: a record's
 //! age is the store's `last_modified` of it against the `last_modified` of a probe the reader
-//! writes (`clock`), both stamped by the store. The holder measures its own deadline on its
-//! monotonic clock from before each renewal, so it always believes itself expired no later than
-//! any reader does.
+//! writes (`clock`), both stamped by the store. The holder measures its own deadline on a clock
+//! that counts through pauses and suspends (`CLOCK_BOOTTIME`) from before each renewal, so it
+//! always believes itself expired no later than any reader does, and every fenced write checks
+//! that deadline itself. A renewal that lands after the deadline ends the holding.
 //!
 //! A lease fences: [`Fence`] (job and generation) goes with the run into every catalog update
 //! (a task-local, see [`fenced`]), and a catalog snapshot remembers the newest generation of
@@ -26,7 +27,7 @@
 //! that knows it lost the lease refuses its own writes. Ledger commits are fenced by their seq.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,7 +35,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use crate::fence::{Fence, fence, fenced};
+pub use crate::fence::{Fence, boot_ms, fence, fenced};
 use crate::store::Location;
 
 const DIR: &str = "_runner/leases";
@@ -45,6 +46,14 @@ const DIR: &str = "_runner/leases";
 /// two takers. A job's lease folder holds at most two generations: the taking record, the
 /// newest renewal and the release marker of each (a renewal deletes the one before it).
 const KEEP: u64 = 1;
+/// Looks at a lease folder whose newest record vanished while being read, before counting the
+/// lease as held.
+const VANISHED_RETRIES: u32 = 5;
+/// Generations of a job that has none in its folder (new, or the folder was deleted) start at
+/// the store's time in milliseconds since this instant (2020-01-01), not at 1: catalog
+/// snapshots remember the newest generation that wrote them, and a counter restarted below it
+/// would have every publish refused as stale. Twelve digits last until 2051.
+const GENERATION_EPOCH_MS: i64 = 1_577_836_800_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -81,6 +90,7 @@ pub struct Lease {
     job: String,
     generation: u64,
     lost: Arc<AtomicBool>,
+    deadline_ms: Arc<AtomicU64>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -112,8 +122,31 @@ async fn store_now(wh: &Location, job: &str) -> Result<DateTime<Utc>> {
 
 /// The current generation of `job`'s lease and whether it is free now.
 async fn current(wh: &Location, job: &str) -> Result<State> {
-    let mut files = Vec::new();
+    // The newest record can vanish between the listing and the read: its holder renewed and
+    // deleted it. That is a lease being held, so list again; one that keeps vanishing counts
+    // as held (never as free: two holders at once is the one thing a lease must not allow).
+    for _ in 0..VANISHED_RETRIES {
+        let listed = wh.list(&dir(job)).await?;
+        if let Some(state) = current_once(wh, job, listed).await? {
+            return Ok(state);
+        }
+    }
+    let mut state = State { generation: 0, held: None, files: Vec::new() };
     for o in wh.list(&dir(job)).await? {
+        if let Some(g) = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok()) {
+            state.generation = state.generation.max(g);
+            state.files.push((g, o.location));
+        }
+    }
+    state.held = Some(Holder { holder: "a holder renewing right now".into(), expires_at: Utc::now() + chrono::Duration::minutes(1) });
+    Ok(state)
+}
+
+/// What a listing of the lease folder says; `None` when the newest record vanished before it
+/// was read.
+async fn current_once(wh: &Location, job: &str, listed: Vec<object_store::ObjectMeta>) -> Result<Option<State>> {
+    let mut files = Vec::new();
+    for o in listed {
         let g = o.location.filename().and_then(|n| n.get(..12)).and_then(|g| g.parse::<u64>().ok());
         if let Some(g) = g {
             files.push((g, o));
@@ -130,8 +163,8 @@ async fn current(wh: &Location, job: &str) -> Result<State> {
     if generation > 0
         && !released
         && let Some(meta) = newest
-        && let Some(bytes) = wh.get_opt(&meta.location).await?
     {
+        let Some(bytes) = wh.get_opt(&meta.location).await? else { return Ok(None) };
         let now = store_now(wh, job).await?;
         // A record being written can be unreadable for a moment: it then counts as held.
         let r: Record = serde_json::from_slice(&bytes).unwrap_or(Record {
@@ -149,7 +182,7 @@ async fn current(wh: &Location, job: &str) -> Result<State> {
         held = (expires_at > now).then_some(Holder { holder: r.holder, expires_at });
     }
     let files = files.into_iter().map(|(g, o)| (g, o.location)).collect();
-    Ok(State { generation, held, files })
+    Ok(Some(State { generation, held, files }))
 }
 
 /// The leases this process holds (store, job, generation), for [`release_held`].
@@ -184,8 +217,11 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
     if let Some(h) = state.held {
         return Ok(Err(h));
     }
-    let next = state.generation + 1;
-    let asked = std::time::Instant::now();
+    let next = match state.generation {
+        0 => (wh.store_now(&format!("{}/clock", dir(job))).await?.timestamp_millis() - GENERATION_EPOCH_MS).max(1) as u64,
+        g => g + 1,
+    };
+    let asked = boot_ms();
     let rec = Record::new(holder, ttl);
     let body = Bytes::from(serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?);
     if !wh.put_if_absent(&wh.child(&format!("{}/{next:012}.json", dir(job))), body).await? {
@@ -199,8 +235,10 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
     }
     HELD.lock().expect("held leases").push((wh.clone(), job.to_string(), next));
     let lost = Arc::new(AtomicBool::new(false));
-    let renewer = tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), asked + ttl));
-    Ok(Ok(Lease { wh: wh.clone(), job: job.to_string(), generation: next, lost, renewer }))
+    let deadline_ms = Arc::new(AtomicU64::new(asked + ttl.as_millis() as u64));
+    let renewer =
+        tokio::spawn(renew(wh.clone(), job.to_string(), next, holder.to_string(), ttl, lost.clone(), deadline_ms.clone()));
+    Ok(Ok(Lease { wh: wh.clone(), job: job.to_string(), generation: next, lost, deadline_ms, renewer }))
 }
 
 async fn renew(
@@ -210,31 +248,37 @@ async fn renew(
     holder: String,
     ttl: Duration,
     lost: Arc<AtomicBool>,
-    // On this process's monotonic clock, from before the write that set it: the store stamped
-    // that write later, so every reader sees the lease expire after this.
-    mut deadline: std::time::Instant,
+    // On [`boot_ms`], from before the write that set it: the store stamped that write later, so
+    // every reader sees the lease expire after this.
+    deadline_ms: Arc<AtomicU64>,
 ) {
-    for n in 1.. {
+    let ttl_ms = ttl.as_millis() as u64;
+    let expired = |why: &str| {
+        tracing::warn!(job, "{why}; this run's writes are refused from now on");
+        lost.store(true, Ordering::SeqCst);
+    };
+    for n in 1u64.. {
         tokio::time::sleep(ttl / 3).await;
-        let asked = std::time::Instant::now();
-        if asked >= deadline {
-            tracing::warn!(
-                job,
-                "the lease expired before it was renewed (the process was paused?); this run's writes are refused from now on"
-            );
-            lost.store(true, Ordering::SeqCst);
-            return;
+        let asked = boot_ms();
+        if asked >= deadline_ms.load(Ordering::SeqCst) {
+            return expired("the lease expired before it was renewed (the process was paused or the machine suspended?)");
         }
         let rec = Record::new(&holder, ttl);
         let Ok(body) = serde_json::to_vec(&rec) else { return };
-        let path = wh.child(&format!("{}/{generation:012}.renew-{n:06}.json", dir(&job)));
+        let path = wh.child(&format!("{}/{generation:012}.renew-{n:012}.json", dir(&job)));
         match wh.put_if_absent(&path, Bytes::from(body)).await {
             Ok(_) => {
-                deadline = asked + ttl;
+                // A renewal that landed after the deadline may have landed after a reader
+                // found the lease expired and took the next generation: this holder cannot
+                // know it did not, so it stops writing.
+                if boot_ms() >= deadline_ms.load(Ordering::SeqCst) {
+                    return expired("the lease was renewed too late (a slow store answer); another run may hold it now");
+                }
+                deadline_ms.store(asked + ttl_ms, Ordering::SeqCst);
                 // Readers take the newest record of a generation, which now exists: the one
                 // before it says nothing more.
                 if n > 1 {
-                    let _ = wh.delete(&wh.child(&format!("{}/{generation:012}.renew-{:06}.json", dir(&job), n - 1))).await;
+                    let _ = wh.delete(&wh.child(&format!("{}/{generation:012}.renew-{:012}.json", dir(&job), n - 1))).await;
                 }
             }
             Err(e) => tracing::warn!(job, "could not renew the lease: {e}"),
@@ -245,12 +289,12 @@ async fn renew(
 impl Lease {
     /// Whether the lease expired while held (the holder was paused longer than the ttl).
     pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.fence().lost()
     }
 
     /// The fence of this generation, for the run's writes ([`fenced`]).
     pub fn fence(&self) -> Fence {
-        Fence::new(&self.job, self.generation, self.lost.clone())
+        Fence::new(&self.job, self.generation, self.lost.clone(), self.deadline_ms.clone())
     }
 
     /// Gives the lease back so another process need not wait for it to expire.
@@ -274,6 +318,7 @@ mod tests {
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let ttl = Duration::from_millis(600);
         let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
+        let first = a.generation;
         let held = acquire(&wh, "j", "b", ttl).await.unwrap().unwrap_err();
         assert_eq!(held.holder, "a");
         // Renewed while held: still held after the first ttl.
@@ -286,7 +331,7 @@ mod tests {
         assert!(acquire(&wh, "j", "c", ttl).await.unwrap().is_err());
         tokio::time::sleep(Duration::from_millis(700)).await;
         let c = acquire(&wh, "j", "c", ttl).await.unwrap().unwrap();
-        assert_eq!(c.generation, 3);
+        assert_eq!(c.generation, first + 2);
         // Other jobs have their own leases.
         assert!(acquire(&wh, "other", "d", ttl).await.unwrap().is_ok());
     }
@@ -296,14 +341,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let ttl = Duration::from_secs(60);
+        let mut first = 0;
         for i in 0..50 {
             let l = acquire(&wh, "j", &format!("run{i}"), ttl).await.unwrap().unwrap();
+            if i == 0 {
+                first = l.generation;
+            }
             l.release().await.unwrap();
         }
-        let files = wh.list(&dir_of("j")).await.unwrap().len();
+        let files = wh.list(&dir_of("j")).await.unwrap().iter().filter(|m| m.location.filename() != Some("clock")).count();
         assert!(files <= 4, "two generations of a taking record and a release marker at most: {files}");
         let taken = acquire(&wh, "j", "last", ttl).await.unwrap().unwrap();
-        assert_eq!(taken.generation, 51, "generations keep counting after the old ones are deleted");
+        assert_eq!(taken.generation, first + 50, "generations keep counting after the old ones are deleted");
     }
 
     /// A holder whose clock runs an hour ahead (its record says it expires in an hour) or an
@@ -330,5 +379,64 @@ mod tests {
 
     fn dir_of(job: &str) -> String {
         dir(job)
+    }
+
+    /// The newest renewal vanishes between a reader's listing and its read (the holder wrote
+    /// the next one and deleted it): the lease is held, never free.
+    #[tokio::test]
+    async fn a_renewal_that_vanishes_while_read_is_a_held_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ttl = Duration::from_secs(60);
+        let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
+        a.renewer.abort();
+        let d = dir_of("j");
+        let g = a.generation;
+        // A reader that listed a renewal the holder deleted: the next look finds the newer one.
+        let gone = wh.child(&format!("{d}/{g:012}.renew-000000000001.json"));
+        let rec = Bytes::from(serde_json::to_vec(&Record::new("a", ttl)).unwrap());
+        wh.put(&gone, rec.clone()).await.unwrap();
+        let listed = wh.list(&d).await.unwrap();
+        wh.delete(&gone).await.unwrap();
+        assert!(listed.iter().any(|m| m.location == gone));
+        assert!(current_once(&wh, "j", listed).await.unwrap().is_none(), "the listed newest record vanished");
+        // Read again, the lease is held (by the taking record here).
+        let state = current(&wh, "j").await.unwrap();
+        assert!(state.held.is_some(), "a lease whose newest record vanished is held");
+        assert!(acquire(&wh, "j", "b", ttl).await.unwrap().is_err());
+    }
+
+    /// A job whose lease folder was deleted (by hand, or by a new warehouse copy) starts its
+    /// generations above any it had: the store's time, not 1.
+    #[tokio::test]
+    async fn generations_restart_above_the_old_ones_when_the_folder_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let ttl = Duration::from_secs(60);
+        let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
+        let first = a.generation;
+        a.release().await.unwrap();
+        for _ in 0..5 {
+            acquire(&wh, "j", "x", ttl).await.unwrap().unwrap().release().await.unwrap();
+        }
+        std::fs::remove_dir_all(dir.path().join(dir_of("j"))).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = acquire(&wh, "j", "b", ttl).await.unwrap().unwrap();
+        assert!(b.generation > first + 5, "{} after {}", b.generation, first + 5);
+    }
+
+    /// The holder's deadline is checked by the fence itself: a process resumed after a pause
+    /// longer than the ttl knows it lost the lease before its renewer runs.
+    #[tokio::test]
+    async fn the_fence_knows_the_deadline_passed_before_the_renewer_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let a = acquire(&wh, "j", "a", Duration::from_millis(300)).await.unwrap().unwrap();
+        a.renewer.abort();
+        let fence = a.fence();
+        assert!(!fence.lost());
+        // Blocking the thread: no task (so no renewer) runs meanwhile, as in a SIGSTOP.
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(fence.lost() && a.lost());
     }
 }
