@@ -443,3 +443,31 @@ fn the_daemon_tries_a_failed_period_again_and_every_period_ends_done() {
     assert_eq!(rows.len(), 6, "{rows:?}");
     assert!(rows.iter().all(|r| status(r) == "already_done"), "{rows:?}");
 }
+
+/// A period a daemon gave up on (recorded as owed, with the jobs it had left) is run by the
+/// next daemon's start whatever the catch-up policy and the done markers of later periods,
+/// and its record goes once it finished.
+#[test]
+fn a_period_an_earlier_daemon_gave_up_on_is_run_by_the_next_start() {
+    let env = Env::new(
+        "[daemon]\nlease_ttl = \"3s\"\ntick = \"50ms\"\n\
+         [schedules.ingest]\njobs = [\"ingest_bigdatajobs\", \"ingest_companies\"]\nexpression = \"rate(1 minute)\"\ncatch_up = \"skip\"\n",
+    );
+    let now = Utc::now();
+    let fire = (now - chrono::Duration::minutes(30)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+    // Later periods done: the newest done marker is past the owed period.
+    let later = (now - chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+    assert!(env.cmd(&["run", "--schedule", "ingest", "--at", &later]).output().unwrap().status.success());
+    let key = t(&fire).format("%Y%m%dT%H%M%SZ").to_string();
+    let record = env.root().join(format!("warehouse/_runner/schedule/owed/ingest/{key}"));
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(&record, format!(r#"{{"fire":"{fire}","jobs":["ingest_companies"]}}"#)).unwrap();
+    let until = Utc::now().to_rfc3339();
+    let out = env.cmd(&["schedule", "daemon", "--until", &until, "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let owed: Vec<&serde_json::Value> = rows.iter().filter(|r| t(r["fire_time"].as_str().unwrap()) == t(&fire)).collect();
+    assert_eq!(owed.len(), 1, "only the jobs it had left: {rows:?}");
+    assert_eq!((owed[0]["job"].as_str(), owed[0]["status"].as_str()), (Some("ingest_companies"), Some("succeeded")), "{rows:?}");
+    assert!(!record.exists(), "the owed record goes once the period finished");
+}

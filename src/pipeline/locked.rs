@@ -138,9 +138,18 @@ pub async fn run_locked(
     let run = RunOptions { at: Some(at), force, freshness, fence, scheduled: period.is_some(), ..Default::default() };
     let result = run_job(ws, job, &run, progress).await;
     if lease.lost() {
-        // Its publishes were refused from the moment it knew; a newer holder runs the period.
+        // Its publishes were refused from the moment it knew: the period is not marked done,
+        // and the run counts as failed (a daemon tries the period again; a new try finds what
+        // did publish up to date).
         tracing::warn!(job = %job.name, "the lease expired during the run; the period is not marked done");
         lease.release().await?;
+        let result = result.and_then(|_| {
+            Err(crate::error::Error::Fenced(format!(
+                "the lease of `{}` expired during the run (the process was paused or the store answered too slowly): \
+                 the period is not marked done; run it again (a daemon does)",
+                job.name
+            )))
+        });
         return Ok(Locked::Ran(Box::new(result)));
     }
     mark_done(&result).await?;

@@ -13,8 +13,10 @@
 //! A failure (a job's, or the daemon's own request to the store) never stops the daemon: the
 //! period stays pending with the jobs it has left and is tried again after a backoff (`tick`,
 //! doubling, at most [`MAX_BACKOFF_SECS`]), up to [`MAX_ATTEMPTS`] times. A period given up on
-//! has no done marker, and catch-up at the next start begins at the oldest period any of the
-//! schedule's jobs has not done, so it is not lost.
+//! has no done marker and is recorded as owed (`_runner/schedule/owed/<schedule>/<period>`,
+//! with the jobs it has left): the next start of a daemon runs owed periods first, whatever
+//! the schedule's catch-up policy and however many later periods were done since, and deletes
+//! the record once the period finished.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +144,8 @@ pub const MAX_BACKOFF_SECS: i64 = 900;
 struct Due {
     fire: DateTime<Utc>,
     schedule: usize,
+    /// Recorded as owed by a daemon that gave up on it (the record goes when it finishes).
+    owed: bool,
     /// Jobs of the schedule still to run for this period (all of them until one was held).
     remaining: Option<Vec<String>>,
     /// Failed tries so far, and when the next may start.
@@ -151,8 +155,41 @@ struct Due {
 
 impl Due {
     fn new(fire: DateTime<Utc>, schedule: usize) -> Due {
-        Due { fire, schedule, remaining: None, failures: 0, retry_at: None }
+        Due { fire, schedule, owed: false, remaining: None, failures: 0, retry_at: None }
     }
+}
+
+const OWED_DIR: &str = "_runner/schedule/owed";
+
+fn owed_path(ws: &Workspace, schedule: &str, fire: DateTime<Utc>) -> object_store::path::Path {
+    ws.warehouse.child(&format!("{OWED_DIR}/{}/{}", crate::catalog::hive_escape(schedule), fire.format("%Y%m%dT%H%M%SZ")))
+}
+
+/// What a given-up period still owes: its fire time and the jobs it has left.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Owed {
+    fire: DateTime<Utc>,
+    jobs: Vec<String>,
+}
+
+/// Records a period given up on, so a later start runs it (one put).
+async fn record_owed(ws: &Workspace, schedule: &str, due: &Due, jobs: &[String]) -> Result<()> {
+    let body = serde_json::to_vec(&Owed { fire: due.fire, jobs: jobs.to_vec() })
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    ws.warehouse.put(&owed_path(ws, schedule, due.fire), bytes::Bytes::from(body)).await
+}
+
+/// The periods of `schedule` earlier daemons gave up on (one listing).
+async fn owed_periods(ws: &Workspace, schedule: &str) -> Result<Vec<Owed>> {
+    let mut out = Vec::new();
+    for o in ws.warehouse.list(&format!("{OWED_DIR}/{}", crate::catalog::hive_escape(schedule))).await? {
+        let Some(bytes) = ws.warehouse.get_opt(&o.location).await? else { continue };
+        match serde_json::from_slice::<Owed>(&bytes) {
+            Ok(owed) => out.push(owed),
+            Err(e) => tracing::warn!(record = %o.location, "an owed-period record is unreadable (delete it): {e}"),
+        }
+    }
+    Ok(out)
 }
 
 /// What became of one try of a period.
@@ -233,6 +270,13 @@ pub async fn run(
             }
             pending.extend(take.into_iter().map(|fire| Due::new(fire, i)));
         }
+        // Periods an earlier daemon gave up on: owed whatever the policy, with the jobs they
+        // had left (those done since are skipped by their done markers).
+        for owed in retried("reading owed periods", schedules.tick, || owed_periods(ws, &s.name)).await? {
+            tracing::info!(schedule = %s.name, fire = %owed.fire, jobs = owed.jobs.len(), "running a period an earlier daemon gave up on");
+            pending.retain(|d| !(d.schedule == i && d.fire == owed.fire));
+            pending.push(Due { owed: true, remaining: Some(owed.jobs), ..Due::new(owed.fire, i) });
+        }
         cursors.push(now);
     }
     loop {
@@ -259,7 +303,12 @@ pub async fn run(
             };
             match tried {
                 Period::Finished => {
-                    pending.remove(i);
+                    let due = pending.remove(i);
+                    if due.owed
+                        && let Err(e) = ws.warehouse.delete(&owed_path(ws, &s.name, due.fire)).await
+                    {
+                        tracing::warn!(schedule = %s.name, fire = %due.fire, "could not delete the owed-period record (the period runs again, harmlessly): {e}");
+                    }
                 }
                 Period::Held => {
                     blocked.push(pending[i].schedule);
@@ -271,8 +320,12 @@ pub async fn run(
                     if due.failures >= MAX_ATTEMPTS {
                         tracing::error!(
                             schedule = %s.name, fire = %due.fire,
-                            "giving up on the period after {MAX_ATTEMPTS} tries; it has no done marker, so the next start catches it up"
+                            "giving up on the period after {MAX_ATTEMPTS} tries; it is recorded as owed, so the next start runs it"
                         );
+                        let left = due.remaining.clone().unwrap_or_else(|| s.jobs.clone());
+                        if let Err(e) = record_owed(ws, &s.name, due, &left).await {
+                            tracing::error!(schedule = %s.name, fire = %due.fire, "could not record the owed period: {e}");
+                        }
                         pending.remove(i);
                     } else {
                         let wait = backoff(schedules.tick, due.failures);
