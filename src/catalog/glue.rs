@@ -64,8 +64,9 @@ pub struct GlueCatalog {
     checked: std::sync::Mutex<BTreeMap<String, TableMeta>>,
     /// Partitions this process made Glue hold, (table, values) -> location.
     mirrored: std::sync::Mutex<BTreeMap<(String, Vec<String>), String>>,
-    /// Pending publishes of earlier runs finished (once per process).
-    replayed: tokio::sync::OnceCell<()>,
+    /// When this process last finished pending publishes of earlier runs (a daemon does it
+    /// again every `replay_after`).
+    replayed: tokio::sync::Mutex<Option<std::time::Instant>>,
     replay_after: chrono::Duration,
 }
 
@@ -112,7 +113,7 @@ impl GlueCatalog {
             database_ready: tokio::sync::OnceCell::new(),
             checked: Default::default(),
             mirrored: Default::default(),
-            replayed: tokio::sync::OnceCell::new(),
+            replayed: tokio::sync::Mutex::new(None),
             replay_after: chrono::Duration::from_std(settings.glue_replay_after).unwrap_or(chrono::Duration::MAX),
         }
     }
@@ -605,21 +606,23 @@ impl GlueCatalog {
         self.mark_pending(table, values).await.map(Some)
     }
 
-    /// Finishes, once per process, the Glue half of publishes earlier runs left pending. A
-    /// failure is a warning (the markers stay for the next run): it must not fail the job.
+    /// Finishes the Glue half of publishes earlier runs left pending: once per process, and
+    /// again every `replay_after` in a long-lived one (the daemon). A failure is a warning (the
+    /// markers stay for the next try): it must not fail the job.
     async fn replay_once(&self) {
-        let _ = self
-            .replayed
-            .get_or_init(|| async {
-                match self.replay_pending(false).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(publishes = n, "finished the Glue half of publishes an earlier run left pending"),
-                    Err(e) => tracing::warn!(
-                        "could not finish the Glue publishes an earlier run left pending (the next run tries again): {e}"
-                    ),
-                }
-            })
-            .await;
+        let mut last = self.replayed.lock().await;
+        let every = self.replay_after.to_std().unwrap_or(std::time::Duration::MAX).max(std::time::Duration::from_secs(1));
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        match self.replay_pending(false).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(publishes = n, "finished the Glue half of publishes an earlier run left pending"),
+            Err(e) => {
+                tracing::warn!("could not finish the Glue publishes an earlier run left pending (the next run tries again): {e}")
+            }
+        }
     }
 
     /// Makes Glue hold what the local catalog holds for every pending marker (older than the
