@@ -280,18 +280,25 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
             files: vec![FileEntry {
                 table: RUNS_TABLE.to_string(),
                 partition: values,
-                staged,
+                staged: staged.clone(),
                 path: format!("{dir}/{name}"),
                 rows: rs.len() as u64,
                 bytes: data.len() as u64,
             }],
             kind: CommitKind::Append,
         };
-        // Another job's record may take the seq (jobs run side by side): plan again. The
-        // staged file stays; the garbage collection deletes it once its seq is another's.
+        // Another job's record may take the seq (jobs run side by side): plan again. A re-plan
+        // means no commit names this attempt's file (the seq is another attempt's, read back,
+        // or this one never committed), so it goes now: only compaction collects garbage in
+        // this ledger, and a warehouse without it would keep every lost race.
         match committer.commit(state, &attempt, commit).await? {
             Committed::Done(..) => break,
-            Committed::Replan(next, _) => state = next,
+            Committed::Replan(next, _) => {
+                if let Err(e) = ws.warehouse.delete(&ws.warehouse.child(&staged)).await {
+                    tracing::warn!(file = %staged, "could not delete a run record's unused staged file: {e}");
+                }
+                state = next;
+            }
         }
     }
     Ok(())
