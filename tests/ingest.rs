@@ -306,7 +306,8 @@ async fn discovery_lists_from_the_last_ingested_hour_minus_the_lookback() {
 async fn hostile_objects_land_in_quarantine_capped_and_the_rest_is_exact() {
     let env =
         TestEnv::with_settings("[ingest]\nmax_record_bytes = \"4KiB\"\nmax_object_bytes = \"1MiB\"\nmax_raw_bytes = \"256\"\n");
-    // A GZIP object of a few KiB that inflates to 8 MiB of zeros.
+    // A GZIP object of a few KiB that inflates to 8 MiB of zeros (inflated 1 MiB at most,
+    // in chunks: refused as a whole).
     env.put_drop("bigdatajobs", H, 1, &vec![0u8; 8 << 20], true);
     // Unclosed braces, one per line, around a valid record.
     let mut braces = "{\"event_type\":\"job_submitted\",\"open\":\"never\n".repeat(2000);
@@ -320,12 +321,25 @@ async fn hostile_objects_land_in_quarantine_capped_and_the_rest_is_exact() {
     env.put_drop("bigdatajobs", H, 4, job("ok", "c3", T0).as_bytes(), false);
     // A plain object over the object limit: refused by its listed size, never downloaded.
     env.put_drop("bigdatajobs", H, 5, format!("{}\n", job("big", "c4", T0)).repeat(20_000).as_bytes(), false);
+    // A GZIP object whose compressed size alone is over the limit (incompressible bytes):
+    // refused by its listed size too.
+    let mut x = 7u64;
+    let noise: Vec<u8> = (0..(2 << 20))
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    env.put_drop("bigdatajobs", H, 6, &noise, true);
 
     let s = env.ingest("bigdatajobs").await;
     assert_eq!(s.stats.valid, 4, "b1, l1, l2, ok");
-    assert_eq!(s.refused, 1, "the plain object over the limit");
+    assert_eq!(s.refused, 3, "the plain and the incompressible GZIP object over the limit, and the GZIP bomb");
+    assert_eq!(s.objects, 3);
     let by_reason = env.query("SELECT reason_code, count(*) AS n, max(length(raw)) AS longest FROM quarantine GROUP BY reason_code ORDER BY reason_code").await;
-    assert_eq!(by_reason, vec!["reason_code,n,longest", "invalid_json,4000,43", "object_too_large,2,", "record_too_large,1,256"]);
+    assert_eq!(by_reason, vec!["reason_code,n,longest", "invalid_json,4000,43", "object_too_large,3,", "record_too_large,1,256"]);
+    let unread = env.query("SELECT count(*) AS n FROM quarantine WHERE reason LIKE '%bytes of GZIP, over%'").await;
+    assert_eq!(unread, vec!["n", "1"], "the incompressible GZIP object was never downloaded");
     let msg = env.query("SELECT reason FROM quarantine WHERE reason_code = 'record_too_large'").await;
     assert!(msg[1].contains("102408 bytes") && msg[1].contains("xxh3"), "{msg:?}");
     let ids = env.query("SELECT event_id FROM job_events ORDER BY event_id").await;

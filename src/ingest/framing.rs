@@ -52,8 +52,14 @@ struct Scan {
 
 /// The records of `buf`; a record longer than `limit` bytes is a `too_large` frame.
 pub fn frames(buf: &[u8], limit: usize) -> Frames<'_> {
+    frames_at(buf, limit, true)
+}
+
+/// [`frames`] of a part of an object: `object_start` says whether `buf` starts the object (only
+/// there is a byte-order mark skipped).
+pub fn frames_at(buf: &[u8], limit: usize, object_start: bool) -> Frames<'_> {
     // A UTF-8 byte-order mark is not part of any record.
-    let pos = if buf.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 };
+    let pos = if object_start && buf.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 };
     Frames { buf, pos, limit: limit.max(2), scan: Scan { at: pos, ..Default::default() } }
 }
 

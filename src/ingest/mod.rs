@@ -238,17 +238,22 @@ async fn discover(
     for meta in listed {
         let Some(rel) = source.relative(&meta.location) else { continue };
         match classify(rel) {
-            // A plain object over the size limit is refused by its listed size, never downloaded
-            // (a GZIP one is inflated up to the limit: its listed size says nothing).
-            KeyKind::Drop(d) if d.compression == Compression::None && meta.size > settings.limits.max_object_bytes => {
+            // An object over the size limit is refused by its listed size, never downloaded: a
+            // plain one by its size, a GZIP one when even incompressible data could not have
+            // made it that large (deflate adds at most 5 bytes per 16 KiB block, GZIP 18 a
+            // member: 1/512 and 64 KiB of margin are more than that). Under it, a GZIP object is
+            // inflated up to the limit, chunk by chunk.
+            KeyKind::Drop(d) if meta.size > listed_limit(d.compression, settings.limits.max_object_bytes) => {
                 candidates.push(Candidate {
                     rel: d.rel,
                     size: meta.size,
                     arrival_ms: d.arrival_hour.timestamp_millis(),
-                    compression: Compression::None,
+                    compression: d.compression,
                     refused: Some(format!(
-                        "the object is {} bytes, over ingest.max_object_bytes ({}): not read, no record of it ingested; raise the limit and replay it from quarantine if it is real data",
-                        meta.size, settings.limits.max_object_bytes
+                        "the object is {} bytes{}, over ingest.max_object_bytes ({}): not read, no record of it ingested; raise the limit and replay it from quarantine if it is real data",
+                        meta.size,
+                        if d.compression == Compression::Gzip { " of GZIP" } else { "" },
+                        settings.limits.max_object_bytes
                     )),
                     refused_code: validate::reason::OBJECT_TOO_LARGE,
                 })
@@ -410,6 +415,7 @@ async fn write_batch(
     let mut quarantine = QuarantineRows::default();
 
     let mut received = 0;
+    let mut refused_late: std::collections::HashMap<String, String> = Default::default();
     while let Some(item) = parsed.recv().await {
         let (c, p, rejects, read) = item?;
         received += 1;
@@ -419,6 +425,11 @@ async fn write_batch(
         for r in &rejects {
             *stats.quarantined.entry(r.code.to_string()).or_default() += 1;
             quarantine.push(&url, r, run_id, seq, now, arrival_day);
+            // Found over the object limit while inflating: refused as a whole, like one
+            // refused by its listed size (counted in `refused`, not `objects`).
+            if r.offset.is_none() && r.code == validate::reason::OBJECT_TOO_LARGE && c.refused.is_none() {
+                refused_late.insert(c.rel.clone(), r.message.clone());
+            }
         }
         stats.bytes += c.size;
         if let Some(p) = p {
@@ -493,7 +504,7 @@ async fn write_batch(
                     key: c.rel.clone(),
                     size: c.size,
                     arrival_ms: c.arrival_ms,
-                    refused: c.refused.clone(),
+                    refused: c.refused.clone().or_else(|| refused_late.get(&c.rel).cloned()),
                 })
                 .collect(),
             dedup_keys,
@@ -636,3 +647,11 @@ impl QuarantineRows {
         Ok((batch, self.days))
     }
 }
+/// The listed size over which an object cannot hold at most `max_object_bytes` of data.
+fn listed_limit(compression: Compression, max_object_bytes: u64) -> u64 {
+    match compression {
+        Compression::None => max_object_bytes,
+        Compression::Gzip => max_object_bytes.saturating_add(max_object_bytes / 512).saturating_add(64 << 10),
+    }
+}
+

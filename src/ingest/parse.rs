@@ -17,7 +17,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::decode::Record;
-use super::framing::frames;
+use super::framing::Frame;
 use super::validate::{Accepted, Cell, reason, validate, validate_fields};
 use crate::job::thread_cpu;
 use crate::schema::{Contract, StreamContract};
@@ -117,8 +117,19 @@ impl ColBuilder {
     }
 }
 
+/// How much inflated data a GZIP object is framed in at a time (plus what the last chunk left
+/// unfinished): the object is never inflated whole, so its size costs no memory beyond the rows
+/// it yields.
+const CHUNK: usize = 8 << 20;
+
 /// Reads one object. `source` is its full URL (stored in every row and reject);
 /// `arrival_ms` its arrival hour, the event time of records that carry none.
+///
+/// A GZIP object is inflated and framed chunk by chunk: a chunk's records are taken up to the
+/// last one that more data could still change (an object not closed yet, a line not ended),
+/// which starts the next chunk. A record over the record limit that runs past a chunk is
+/// skipped to its line's end across chunks, its head kept and the rest hashed. An object that
+/// inflates past the object limit, or stops inflating with an error, yields no row at all.
 pub fn parse_object(
     contract: &Contract,
     sc: &StreamContract,
@@ -128,114 +139,286 @@ pub fn parse_object(
     body: &[u8],
     limits: Limits,
 ) -> ParsedObject {
-    let schema = sc.file_schema();
-    let mut builders: Vec<ColBuilder> = schema.fields().iter().map(|f| ColBuilder::new(f.data_type())).collect();
-    let mut out = ParsedObject {
-        rows: RecordBatch::new_empty(schema.clone()),
-        days: Vec::new(),
-        keys: Vec::new(),
-        rejects: Vec::new(),
-        records: 0,
-        bytes_uncompressed: 0,
-        inflate: Duration::ZERO,
-        parse: Duration::ZERO,
-    };
-    let started = thread_cpu();
+    parse_in_chunks(contract, sc, source, compression, arrival_ms, body, limits, CHUNK)
+}
 
-    let inflated;
-    let data: &[u8] = match compression {
-        Compression::None => body,
-        Compression::Gzip => {
-            // Never more than the limit: a small GZIP bomb is read to the limit and refused.
-            let mut buf = Vec::with_capacity((body.len() * 8).min(limits.max_object_bytes as usize + 1));
-            let inflating = flate2::read::MultiGzDecoder::new(body).take(limits.max_object_bytes + 1).read_to_end(&mut buf);
-            if let Err(e) = inflating {
-                // A corrupt or truncated object: keep it visible, never half-read it.
-                out.rejects.push(Reject {
-                    offset: None,
-                    raw: None,
-                    code: reason::CORRUPT_OBJECT,
-                    field: None,
-                    message: format!("cannot inflate GZIP object: {e}; no record of it was ingested"),
-                });
-                return out;
-            }
-            inflated = buf;
-            &inflated
-        }
+/// [`parse_object`] with GZIP output framed `chunk` bytes at a time (at least twice the record
+/// limit).
+#[allow(clippy::too_many_arguments)]
+fn parse_in_chunks(
+    contract: &Contract,
+    sc: &StreamContract,
+    source: &str,
+    compression: Compression,
+    arrival_ms: i64,
+    body: &[u8],
+    limits: Limits,
+    chunk: usize,
+) -> ParsedObject {
+    let schema = sc.file_schema();
+    let mut p = Parser {
+        contract,
+        sc,
+        source,
+        arrival_ms,
+        limits,
+        builders: schema.fields().iter().map(|f| ColBuilder::new(f.data_type())).collect(),
+        out: ParsedObject {
+            rows: RecordBatch::new_empty(schema.clone()),
+            days: Vec::new(),
+            keys: Vec::new(),
+            rejects: Vec::new(),
+            records: 0,
+            bytes_uncompressed: 0,
+            inflate: Duration::ZERO,
+            parse: Duration::ZERO,
+        },
+        skip: None,
     };
-    out.bytes_uncompressed = data.len() as u64;
-    out.inflate = thread_cpu().saturating_sub(started);
-    if data.len() as u64 > limits.max_object_bytes {
-        out.rejects.push(Reject {
-            offset: None,
-            raw: None,
-            code: reason::OBJECT_TOO_LARGE,
+    match compression {
+        Compression::None => {
+            p.out.bytes_uncompressed = body.len() as u64;
+            if body.len() as u64 > limits.max_object_bytes {
+                return p.refuse_too_large(body.len() as u64, compression);
+            }
+            let started = thread_cpu();
+            p.frames(body, 0, true, true);
+            p.out.parse = thread_cpu().saturating_sub(started);
+        }
+        Compression::Gzip => {
+            let mut decoder = flate2::read::MultiGzDecoder::new(body);
+            let chunk = chunk.max(2 * limits.max_record_bytes);
+            let mut buf: Vec<u8> = Vec::with_capacity(chunk + limits.max_record_bytes + 1);
+            // Object offset of buf[0], and whether buf[0] is the object's first byte.
+            let (mut base, mut first, mut eof) = (0u64, true, false);
+            while !eof || !buf.is_empty() {
+                let started = thread_cpu();
+                // Never more than the limit (plus one byte, to know it is over).
+                let room = (limits.max_object_bytes + 1).saturating_sub(p.out.bytes_uncompressed).min(chunk as u64);
+                let before = buf.len();
+                if let Err(e) = (&mut decoder).take(room).read_to_end(&mut buf) {
+                    // A corrupt or truncated object: keep it visible, never half-read it.
+                    return p.refuse(reason::CORRUPT_OBJECT, format!("cannot inflate GZIP object: {e}; no record of it was ingested"));
+                }
+                let read = (buf.len() - before) as u64;
+                p.out.bytes_uncompressed += read;
+                eof = read < room || room == 0;
+                p.out.inflate += thread_cpu().saturating_sub(started);
+                if p.out.bytes_uncompressed > limits.max_object_bytes {
+                    return p.refuse_too_large(body.len() as u64, compression);
+                }
+                let started = thread_cpu();
+                let consumed = p.frames(&buf, base, first, eof);
+                p.out.parse += thread_cpu().saturating_sub(started);
+                if eof {
+                    break;
+                }
+                if consumed > 0 {
+                    first = false;
+                }
+                buf.drain(..consumed);
+                base += consumed as u64;
+            }
+        }
+    }
+    let arrays: Vec<ArrayRef> = p.builders.iter_mut().map(ColBuilder::finish).collect();
+    p.out.rows = RecordBatch::try_new(schema, arrays).expect("builders follow the schema");
+    p.out
+}
+
+/// A record over the record limit whose line runs past the chunk being framed: its head is
+/// kept, the rest only counted and hashed, until its line ends.
+struct Skip {
+    offset: u64,
+    head: Vec<u8>,
+    len: u64,
+    hash: xxhash_rust::xxh3::Xxh3,
+    /// A `\r` at the end of the last piece: part of the record unless a `\n` follows.
+    held_cr: bool,
+}
+
+impl Skip {
+    fn feed(&mut self, mut piece: &[u8], max_raw: usize) {
+        if piece.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut self.held_cr) {
+            self.add(b"\r", max_raw);
+        }
+        if piece.last() == Some(&b'\r') {
+            self.held_cr = true;
+            piece = &piece[..piece.len() - 1];
+        }
+        self.add(piece, max_raw);
+    }
+
+    fn add(&mut self, piece: &[u8], max_raw: usize) {
+        let room = (max_raw + 4).saturating_sub(self.head.len()).min(piece.len());
+        self.head.extend_from_slice(&piece[..room]);
+        self.len += piece.len() as u64;
+        self.hash.update(piece);
+    }
+}
+
+/// The state of reading one object: its column builders and what it found so far.
+struct Parser<'c> {
+    contract: &'c Contract,
+    sc: &'c StreamContract,
+    source: &'c str,
+    arrival_ms: i64,
+    limits: Limits,
+    builders: Vec<ColBuilder>,
+    out: ParsedObject,
+    skip: Option<Skip>,
+}
+
+impl Parser<'_> {
+    /// The object as one reject and no rows (whatever earlier chunks yielded).
+    fn refuse(mut self, code: &'static str, message: String) -> ParsedObject {
+        let schema = self.sc.file_schema();
+        self.out.rows = RecordBatch::new_empty(schema);
+        self.out.days.clear();
+        self.out.keys.clear();
+        self.out.records = 0;
+        self.out.rejects = vec![Reject { offset: None, raw: None, code, field: None, message }];
+        self.out
+    }
+
+    fn refuse_too_large(self, compressed: u64, compression: Compression) -> ParsedObject {
+        let message = format!(
+            "the object holds more than {} bytes ({} compressed{}), over ingest.max_object_bytes: it was not read further and no record of it was ingested; raise the limit and replay it from quarantine if it is real data",
+            self.limits.max_object_bytes,
+            compressed,
+            if compression == Compression::Gzip { ", GZIP" } else { "" }
+        );
+        self.refuse(reason::OBJECT_TOO_LARGE, message)
+    }
+
+    fn record_too_large(&mut self, offset: u64, raw: String, len: u64, hash: u64) {
+        self.out.records += 1;
+        let max = self.limits.max_raw_bytes;
+        self.out.rejects.push(Reject {
+            offset: Some(offset),
+            raw: Some(raw),
+            code: reason::RECORD_TOO_LARGE,
             field: None,
             message: format!(
-                "the object holds more than {} bytes ({} compressed{}), over ingest.max_object_bytes: it was not read further and no record of it was ingested; raise the limit and replay it from quarantine if it is real data",
-                limits.max_object_bytes,
-                body.len(),
-                if compression == Compression::Gzip { ", GZIP" } else { "" }
+                "a record of {len} bytes, over ingest.max_record_bytes ({}); not parsed [raw keeps the first {max} of {len} bytes; xxh3 {hash:016x}]",
+                self.limits.max_record_bytes
             ),
         });
-        return out;
     }
-    let started = thread_cpu();
 
-    // One cells buffer for the whole object: emptied at the end of each record and recycled
-    // into the next record's lifetime (the in-place collect reuses the allocation).
-    let mut spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
-    let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(sc.columns.len());
-    // The fast path's fields, borrowing from `data`: one buffer for every record of the object.
-    let mut fields = Vec::new();
-    for frame in frames(data, limits.max_record_bytes) {
-        if frame.too_large {
-            out.records += 1;
-            out.rejects.push(Reject {
-                offset: Some(frame.offset as u64),
-                raw: Some(capped(frame.bytes, limits.max_raw_bytes)),
-                code: reason::RECORD_TOO_LARGE,
-                field: None,
-                message: format!(
-                    "a record of {} bytes, over ingest.max_record_bytes ({}); not parsed{}",
-                    frame.bytes.len(),
-                    limits.max_record_bytes,
-                    summary(frame.bytes, limits.max_raw_bytes)
-                ),
-            });
-            continue;
+    /// Frames `data` (object offset `base`) and takes its records. Unless `eof`, stops at the
+    /// first record more data could still change and returns where it starts (all of `data`
+    /// when a too-large record runs past its end: it is skipped on in the next chunks).
+    fn frames(&mut self, data: &[u8], base: u64, first: bool, eof: bool) -> usize {
+        let limit = self.limits.max_record_bytes;
+        let mut at = 0;
+        if let Some(skip) = &mut self.skip {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    skip.feed(&data[..i], self.limits.max_raw_bytes);
+                    at = i;
+                }
+                None => {
+                    skip.feed(data, self.limits.max_raw_bytes);
+                    at = data.len();
+                }
+            }
+            if at < data.len() || eof {
+                let skip = self.skip.take().expect("skipping");
+                self.record_too_large(skip.offset, capped(&skip.head, self.limits.max_raw_bytes), skip.len, skip.hash.digest());
+            }
+            if self.skip.is_some() {
+                return data.len();
+            }
         }
-        let mut cells: Vec<Cell<'_>> = std::mem::take(&mut spare).into_iter().map(|_| Cell::Null).collect();
+        // Records starting this close to the end may still change with more data.
+        let tail = if eof { usize::MAX } else { data.len().saturating_sub(limit + 1) };
+        let rest = &data[at..];
+        let mut consumed = data.len();
+        // One cells buffer for the chunk: emptied at the end of each record and recycled into
+        // the next record's lifetime (the in-place collect reuses the allocation).
+        let mut spare: Vec<Cell<'static>> = Vec::with_capacity(self.sc.columns.len());
+        let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(self.sc.columns.len());
+        // The fast path's fields, borrowing from `data`: one buffer for every record of the chunk.
+        let mut fields = Vec::new();
+        for frame in super::framing::frames_at(rest, limit, first && at == 0) {
+            let start = at + frame.offset;
+            let end = start + frame.bytes.len();
+            let closed = frame.bytes.first() == Some(&b'{') && !frame.unterminated && !frame.too_large;
+            let line_ended = data[end..].starts_with(b"\n") || data[end..].starts_with(b"\r\n");
+            if !eof {
+                if frame.too_large && !line_ended && start < tail {
+                    let mut skip = Skip {
+                        offset: base + start as u64,
+                        head: Vec::new(),
+                        len: 0,
+                        hash: xxhash_rust::xxh3::Xxh3::new(),
+                        held_cr: false,
+                    };
+                    skip.feed(&data[start..], self.limits.max_raw_bytes);
+                    self.skip = Some(skip);
+                    return data.len();
+                }
+                if start >= tail && !(closed || (frame.bytes.first() != Some(&b'{') && line_ended)) {
+                    consumed = start;
+                    break;
+                }
+            }
+            self.frame(frame, base + start as u64, &mut spare, &mut fast_spare, &mut fields);
+        }
+        consumed
+    }
+
+    /// Takes one record: accepted into the builders, or a reject.
+    fn frame<'d>(
+        &mut self,
+        frame: Frame<'d>,
+        offset: u64,
+        spare: &mut Vec<Cell<'static>>,
+        fast_spare: &mut Vec<Cell<'static>>,
+        fields: &mut Vec<(std::borrow::Cow<'d, str>, super::decode::Lazy<'d>)>,
+    ) {
+        let (contract, sc, source, arrival_ms, limits) = (self.contract, self.sc, self.source, self.arrival_ms, self.limits);
+        if frame.too_large {
+            let hash = xxhash_rust::xxh3::xxh3_64(frame.bytes);
+            self.record_too_large(offset, capped(frame.bytes, limits.max_raw_bytes), frame.bytes.len() as u64, hash);
+            return;
+        }
+        let out = &mut self.out;
+        let builders = &mut self.builders;
+        let mut cells: Vec<Cell<'_>> = std::mem::take(spare).into_iter().map(|_| Cell::Null).collect();
         out.records += 1;
         // The fast path: a clean record with an `event_id`, validated without a tree.
-        match Record::parse_into(frame.bytes, std::mem::take(&mut fields)) {
+        match Record::parse_into(frame.bytes, std::mem::take(fields)) {
             Ok(rec) => {
                 let mut done = false;
                 if let Some(event_type) = rec.event_type() {
-                    let mut fc: Vec<Cell<'_>> = std::mem::take(&mut fast_spare).into_iter().map(|_| Cell::Null).collect();
+                    let mut fc: Vec<Cell<'_>> = std::mem::take(fast_spare).into_iter().map(|_| Cell::Null).collect();
                     let accepted = validate_fields(contract, sc, event_type, rec.iter(), false, &mut fc);
                     if let Ok(acc) = accepted
                         && let Cell::Str(id) = fc[sc.col_event_id]
                     {
                         let key = id_key(id);
-                        emit(&mut out, &mut builders, sc, &mut fc, acc, source, arrival_ms, key);
+                        emit(out, builders, sc, &mut fc, acc, source, arrival_ms, key);
                         done = true;
                     }
                     fc.clear();
-                    fast_spare = fc.into_iter().map(|_| Cell::Null).collect();
+                    *fast_spare = fc.into_iter().map(|_| Cell::Null).collect();
                 }
-                fields = rec.into_buffer();
+                *fields = rec.into_buffer();
                 if done {
-                    spare = cells.into_iter().map(|_| Cell::Null).collect();
-                    continue;
+                    *spare = cells.into_iter().map(|_| Cell::Null).collect();
+                    return;
                 }
             }
-            Err(buf) => fields = buf,
+            Err(buf) => *fields = buf,
         }
         // The exact path: whatever the fast path does not take as it is.
         let reject = |code, field: Option<String>, message: String| Reject {
-            offset: Some(frame.offset as u64),
+            offset: Some(offset),
             raw: Some(capped(frame.bytes, limits.max_raw_bytes)),
             code,
             field,
@@ -250,36 +433,32 @@ pub fn parse_object(
                     format!("not valid JSON: {e}")
                 };
                 out.rejects.push(reject(reason::INVALID_JSON, None, msg));
-                spare = cells.into_iter().map(|_| Cell::Null).collect();
-                continue;
+                *spare = cells.into_iter().map(|_| Cell::Null).collect();
+                return;
             }
         };
         let Value::Object(map) = &value else {
             out.rejects.push(reject(reason::NOT_OBJECT, None, format!("a record must be a JSON object, got {}", kind(&value))));
-            spare = cells.into_iter().map(|_| Cell::Null).collect();
-            continue;
+            *spare = cells.into_iter().map(|_| Cell::Null).collect();
+            return;
         };
         let acc = match validate(contract, sc, map, &mut cells) {
             Ok(a) => a,
             Err(r) => {
                 out.rejects.push(reject(r.code, r.field, r.message));
                 cells.clear();
-                spare = cells.into_iter().map(|_| Cell::Null).collect();
-                continue;
+                *spare = cells.into_iter().map(|_| Cell::Null).collect();
+                return;
             }
         };
         let key = match cells[sc.col_event_id] {
             Cell::Str(id) => id_key(id),
             _ => content_key(&value),
         };
-        emit(&mut out, &mut builders, sc, &mut cells, acc, source, arrival_ms, key);
+        emit(out, builders, sc, &mut cells, acc, source, arrival_ms, key);
         cells.clear();
-        spare = cells.into_iter().map(|_| Cell::Null).collect();
+        *spare = cells.into_iter().map(|_| Cell::Null).collect();
     }
-    let arrays: Vec<ArrayRef> = builders.iter_mut().map(ColBuilder::finish).collect();
-    out.rows = RecordBatch::try_new(schema, arrays).expect("builders follow the schema");
-    out.parse = thread_cpu().saturating_sub(started);
-    out
 }
 
 /// The dedup key of a record with an `event_id`.
@@ -422,6 +601,63 @@ mod tests {
         let raw = r.raw.as_deref().unwrap();
         assert!(raw.len() <= 100 && raw.starts_with("{\"x\":\"é") && !raw.ends_with('\u{FFFD}'), "{raw}");
         assert!(r.message.contains("4008 bytes") && r.message.contains("xxh3"), "{}", r.message);
+    }
+
+    /// Framed chunk by chunk (GZIP), an object reads exactly as framed whole (plain): the same
+    /// rows, and the same rejects at the same offsets with the same raw text and message,
+    /// whatever falls on a chunk's edge (multi-line objects, CRLF, unclosed braces, lines over
+    /// the record limit running across several chunks, a BOM).
+    #[test]
+    fn chunked_inflate_reads_what_a_whole_read_reads() {
+        let c = c();
+        let sc = c.stream("bigdatajobs").unwrap();
+        let limits = Limits { max_record_bytes: 120, max_object_bytes: 1 << 20, max_raw_bytes: 16 };
+        let ok = |i: usize| format!(r#"{{"event_type":"job_submitted","companyID":"c","userID":"u","event_id":"e{i}"}}"#);
+        let pieces = |i: usize| -> String {
+            match i % 9 {
+                0 => ok(i) + "\n",
+                1 => ok(i) + "\r\n",
+                2 => format!("{{\n \"event_type\": \"job_submitted\",\n \"event_id\": \"m{i}\", \"companyID\": \"c\"}}\n"),
+                3 => format!("{{\"open\":{i}\n"),
+                4 => format!("{}\r\n", "z".repeat(300 + i % 7)),
+                5 => ok(i),
+                6 => format!("{{\"x\":\"{}\"}}\n", "é".repeat(70 + i % 5)),
+                7 => "garbage\n\n".to_string(),
+                _ => format!("{{\"a\":1}}{{\"b\":{i}}}\n"),
+            }
+        };
+        for seed in 0..6usize {
+            let mut text = if seed % 2 == 0 { "\u{feff}".to_string() } else { String::new() };
+            for i in 0..120 {
+                text.push_str(&pieces(i * (seed + 1) + seed));
+            }
+            let whole = parse_object(&c, sc, "o", Compression::None, 0, text.as_bytes(), limits);
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(text.as_bytes()).unwrap();
+            let body = gz.finish().unwrap();
+            assert!(whole.rows.num_rows() > 30 && whole.rejects.len() > 30, "{} rows", whole.rows.num_rows());
+            for chunk in [1, 250, 333, 500, 1 << 20] {
+                let p = parse_in_chunks(&c, sc, "o", Compression::Gzip, 0, &body, limits, chunk);
+                assert_eq!(p.records, whole.records, "seed {seed}, chunk {chunk}");
+                assert_eq!(p.rows, whole.rows, "seed {seed}, chunk {chunk}");
+                assert_eq!(p.keys, whole.keys);
+                let r = |o: &ParsedObject| -> Vec<(Option<u64>, &str, Option<String>, String)> {
+                    o.rejects.iter().map(|r| (r.offset, r.code, r.raw.clone(), r.message.clone())).collect()
+                };
+                assert_eq!(r(&p), r(&whole), "seed {seed}, chunk {chunk}");
+                assert_eq!(p.bytes_uncompressed, text.len() as u64);
+            }
+        }
+        // A line far over the limit across many chunks: one reject with its length and hash.
+        let long = "y".repeat(5_000);
+        let text = format!("{}\n{long}\r\n{}\n", ok(1), ok(2));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let p = parse_in_chunks(&c, sc, "o", Compression::Gzip, 0, &gz.finish().unwrap(), limits, 100);
+        assert_eq!((p.records, p.rows.num_rows(), p.rejects.len()), (3, 2, 1));
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(long.as_bytes()));
+        assert!(p.rejects[0].message.contains("5000 bytes") && p.rejects[0].message.contains(&hash), "{}", p.rejects[0].message);
+        assert_eq!(p.rejects[0].raw.as_deref(), Some(&long[..16]));
     }
 
     #[test]
