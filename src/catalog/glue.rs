@@ -293,11 +293,13 @@ impl GlueCatalog {
                 // Never move Glue back: a publisher paused between its two writes must not
                 // repoint a partition a newer publish moved on (the version it would name may
                 // be deleted by then). One BatchGetPartition per 100 existing partitions.
+                // The same rule as the local catalog's: only to a newer version (a partition
+                // Glue no longer has, deleted meanwhile, is left to that delete).
                 let held = self.glue_locations(&t.name, &existing).await?;
                 let behind: Vec<&PartitionMeta> = existing
                     .into_iter()
                     .filter(|p| {
-                        held.get(&p.values).is_none_or(|g| super::norm(g) != super::norm(&p.location) && !newer_version(g, &p.location))
+                        held.get(&p.values).is_some_and(|g| super::norm(g) != super::norm(&p.location) && newer_version(&p.location, g))
                     })
                     .collect();
                 if !behind.is_empty() {
@@ -383,32 +385,51 @@ impl GlueCatalog {
     }
 
     /// Every partition Glue holds for `table`: values -> location.
-    /// Where Glue's partitions with these values point (those it has).
+    /// Where Glue's partitions with these values point (those it has). Keys Glue left
+    /// unprocessed (throttling) are asked again; still unanswered, it is an error (nothing is
+    /// repointed blind, and the publish's marker stays).
     async fn glue_locations(&self, table: &str, parts: &[&PartitionMeta]) -> Result<BTreeMap<Vec<String>, String>> {
         let mut out = BTreeMap::new();
         for chunk in parts.chunks(CREATE_BATCH) {
-            let keys = chunk
+            let mut keys = chunk
                 .iter()
                 .map(|p| PartitionValueList::builder().set_values(Some(p.values.clone())).build().map_err(|e| Error::Internal(e.to_string())))
                 .collect::<Result<Vec<_>>>()?;
-            let got = self
-                .client
-                .batch_get_partition()
-                .set_catalog_id(self.catalog_id.clone())
-                .database_name(&self.database)
-                .table_name(table)
-                .set_partitions_to_get(Some(keys))
-                .send()
-                .await
-                .map_err(|e| sdk_error(format!("reading partitions of {}.{table}", self.database), e))?;
-            for p in got.partitions() {
-                let loc = p.storage_descriptor().and_then(|s| s.location()).unwrap_or_default().to_string();
-                out.insert(p.values().to_vec(), loc);
+            for attempt in 0..=ENTRY_ATTEMPTS {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt == ENTRY_ATTEMPTS {
+                    return Err(Error::Failed(format!(
+                        "Glue left {} partition(s) of {}.{table} unread after {ENTRY_ATTEMPTS} tries (throttled?); nothing was repointed, the next run tries again",
+                        keys.len(),
+                        self.database
+                    )));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                let got = self
+                    .client
+                    .batch_get_partition()
+                    .set_catalog_id(self.catalog_id.clone())
+                    .database_name(&self.database)
+                    .table_name(table)
+                    .set_partitions_to_get(Some(keys))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(format!("reading partitions of {}.{table}", self.database), e))?;
+                for p in got.partitions() {
+                    let loc = p.storage_descriptor().and_then(|s| s.location()).unwrap_or_default().to_string();
+                    out.insert(p.values().to_vec(), loc);
+                }
+                keys = got.unprocessed_keys().to_vec();
             }
         }
         Ok(out)
     }
 
+    /// Every partition of a Glue table: values -> location.
     async fn glue_partitions(&self, table: &str) -> Result<BTreeMap<Vec<String>, String>> {
         let mut out = BTreeMap::new();
         let mut pages = self
@@ -507,8 +528,9 @@ impl Catalog for GlueCatalog {
     async fn put_partitions(&self, table: &str, partitions: &[PartitionMeta]) -> Result<Vec<PartitionMeta>> {
         let marker = self.mark_unmirrored(table, partitions).await?;
         let changed = self.local.put_partitions(table, partitions).await?;
-        self.mirror(table, partitions, true).await?;
-        if let Some(m) = marker {
+        if self.mirror(table, partitions, true).await?
+            && let Some(m) = marker
+        {
             self.local.warehouse().delete(&m).await?;
         }
         Ok(changed)
@@ -518,8 +540,9 @@ impl Catalog for GlueCatalog {
         let marker = self.mark_unmirrored(table, partitions).await?;
         let changed = self.local.add_partitions(table, partitions).await?;
         // Like the local catalog: an existing partition is never repointed by an add.
-        self.mirror(table, partitions, false).await?;
-        if let Some(m) = marker {
+        if self.mirror(table, partitions, false).await?
+            && let Some(m) = marker
+        {
             self.local.warehouse().delete(&m).await?;
         }
         Ok(changed)
@@ -651,6 +674,13 @@ impl GlueCatalog {
                         self.local.partitions(&p.table).await?.into_iter().filter(|x| p.values.contains(&x.values)).collect();
                     // The local catalog never moves a partition back, so its state is the one to hold.
                     self.write_partitions(&t, &parts, true).await?;
+                    // A partition the local catalog no longer has was deleted there (a delete
+                    // cut short before Glue's half): delete it in Glue too.
+                    let gone: Vec<Vec<String>> =
+                        p.values.iter().filter(|v| !parts.iter().any(|x| &x.values == *v)).cloned().collect();
+                    if !gone.is_empty() {
+                        self.remove_partitions(&p.table, &gone).await?;
+                    }
                 }
             }
             wh.delete(&m.location).await?;
@@ -664,7 +694,7 @@ impl GlueCatalog {
     /// catalog ahead of Glue, and the roll-forward that repeats the publish finds nothing to
     /// change locally. Once per process and location: a run adding batch after batch to the
     /// same day sends Glue one call for it.
-    async fn mirror(&self, table: &str, partitions: &[PartitionMeta], repoint: bool) -> Result<()> {
+    async fn mirror(&self, table: &str, partitions: &[PartitionMeta], repoint: bool) -> Result<bool> {
         let values: Vec<&Vec<String>> = partitions.iter().map(|p| &p.values).collect();
         for round in 0..MIRROR_ROUNDS {
             let pending: Vec<PartitionMeta> = {
@@ -676,7 +706,7 @@ impl GlueCatalog {
                     .collect()
             };
             if pending.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             crate::failpoint::hit("glue.before_mirror");
             // A holder that lost its lease (paused past it) leaves Glue to the new holder.
@@ -703,10 +733,13 @@ impl GlueCatalog {
             // then made after the local catalog's last change to it was read.
             self.local.partitions(table).await?;
         }
-        Err(Error::Failed(format!(
-            "the partitions of `{table}` kept moving while Glue was written ({MIRROR_ROUNDS} rounds); the marker stays for the \
-             next run (`runner publish` finishes it now)"
-        )))
+        // Published locally; Glue follows once the publishers stop racing.
+        tracing::warn!(
+            table,
+            "the partitions kept moving while Glue was written ({MIRROR_ROUNDS} rounds); the marker stays for the next run \
+             (`runner publish` finishes it now)"
+        );
+        Ok(false)
     }
 
     async fn local_table(&self, table: &str) -> Result<TableMeta> {

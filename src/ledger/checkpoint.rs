@@ -664,7 +664,7 @@ mod tests {
         let hour = std::time::Duration::from_secs(3600);
         for c in &all {
             ledger.wh.put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128])).await.unwrap();
-            let a = super::super::Attempt { id: c.attempt.clone(), seq: c.seq, started: std::time::Instant::now() };
+            let a = super::super::Attempt::for_test(&c.attempt, c.seq);
             ledger.commit(&a, c, hour).await.unwrap();
         }
         // What the reader knew: the ledger up to seq 2, no checkpoint.
@@ -683,6 +683,13 @@ mod tests {
         let state = ledger.load_since(Some(known)).await.unwrap();
         assert_eq!((state.base_seq(), state.next_seq()), (4, 7));
         assert!(ledger.consumed(&state, None).await.unwrap().contains("k3-0"), "the gap's batches are in the checkpoint");
+        // An attempt that planned seq 3 before all that (older than the retention) does not
+        // commit it, although its record is gone: the checkpoint has it.
+        let late = Commit { attempt: "late".into(), ..all[2].clone() };
+        let a = super::super::Attempt::for_test("late", 3);
+        let r = ledger.commit_within(&a, &late, hour, std::time::Duration::ZERO).await;
+        assert!(matches!(r, Err(Error::StaleAttempt { seq: 3, .. })), "{r:?}");
+        assert!(!ledger.wh.exists(&ledger.commit_path(3)).await.unwrap());
         // A gap no checkpoint explains (records deleted by hand) is an error, not a silent loss.
         ledger.wh.delete(&ledger.commit_path(5)).await.unwrap();
         for stale in std::fs::read_dir(dir.path().join(CHECKPOINT_DIR).join("s")).unwrap() {

@@ -414,13 +414,22 @@ impl Ledger {
     pub async fn load_after(&self, seq: u64) -> Result<LedgerState> {
         for _ in 0..GAP_RETRIES {
             let mut state = LedgerState::default();
-            if let Some(p) = self.pointer().await?.filter(|p| *p > seq) {
+            let read_at = crate::fence::boot_ms();
+            let pointer = self.pointer().await?;
+            if let Some(p) = pointer.filter(|p| *p > seq) {
                 state.base = Some(Arc::new(self.read_checkpoint(p).await?));
             }
             let from = seq.max(state.base_seq());
-            if self.read_commits_after(from, &mut state).await? {
-                return Ok(state);
+            if !self.read_commits_after(from, &mut state).await? {
+                continue;
             }
+            // An empty listing shows no gap. A checkpoint past `from` written and cleaned up
+            // since the pointer was read needs a clean-up's retention to pass: look again only
+            // when this read took that long (a second: the shortest retention tests use is 0).
+            if state.commits.is_empty() && crate::fence::boot_ms() - read_at >= 1000 && self.pointer().await? != pointer {
+                continue;
+            }
+            return Ok(state);
         }
         Err(self.gap_error())
     }
@@ -502,12 +511,13 @@ impl Ledger {
     /// past it. A process that records many runs reads the ledger once, then what is new.
     pub async fn load_since(&self, known: Option<LedgerState>) -> Result<LedgerState> {
         let Some(mut state) = known else { return self.load_after(0).await };
-        // A checkpoint written since (by this process or another): read the ledger afresh.
-        if self.pointer().await?.unwrap_or(0) != state.base_seq() {
-            return self.load_after(0).await;
-        }
         let from = state.last_seq();
-        if !self.read_commits_after(from, &mut state).await? {
+        let contiguous = self.read_commits_after(from, &mut state).await?;
+        // A checkpoint written since (by this process or another): read the ledger afresh. The
+        // pointer is read after the listing: a checkpoint written and cleaned up before it is
+        // then seen, even when the listing found nothing after `from` (the newest checkpoint is
+        // never deleted).
+        if !contiguous || self.pointer().await?.unwrap_or(0) != state.base_seq() {
             return self.load_after(0).await;
         }
         Ok(state)
@@ -518,21 +528,42 @@ impl Ledger {
     /// create-if-absent is read back when the store's answer is "already exists" (see
     /// [`Location::put_if_absent`]): a retried create S3 had applied is this attempt's own.
     pub async fn commit(&self, attempt: &Attempt, c: &Commit, grace: std::time::Duration) -> Result<()> {
+        self.commit_within(attempt, c, grace, std::time::Duration::MAX).await
+    }
+
+    /// [`Ledger::commit`] next to clean-ups of checkpoints older than `retention`: an attempt
+    /// that lived that long may have planned a seq a newer checkpoint summarised and whose
+    /// record clean-up deleted (so its create would succeed). It re-plans instead. Checked (one
+    /// listing) only for attempts that old.
+    pub async fn commit_within(
+        &self,
+        attempt: &Attempt,
+        c: &Commit,
+        grace: std::time::Duration,
+        retention: std::time::Duration,
+    ) -> Result<()> {
         debug_assert_eq!((attempt.id.as_str(), attempt.seq), (c.attempt.as_str(), c.seq));
-        // Measured on this process's monotonic clock, never against another machine's: staging
-        // is collected only once its seq is committed by another attempt, so this is a second
-        // line (an attempt that slept through its lease and the grace re-plans from the ledger
-        // as it is now instead of committing a plan made long ago).
-        let age = attempt.started.elapsed();
+        // Measured on this process's clock that counts through suspends, never against another
+        // machine's: staging is collected only once its seq is committed by another attempt,
+        // so this is a second line (an attempt that slept through its lease and the grace
+        // re-plans from the ledger as it is now instead of committing a plan made long ago).
+        let age = attempt.age();
+        let stale = || Error::StaleAttempt { stream: self.stream.clone(), seq: c.seq, age_s: attempt.age().as_secs() };
         if age > grace {
-            return Err(Error::StaleAttempt { stream: self.stream.clone(), seq: c.seq, age_s: age.as_secs() });
+            return Err(stale());
+        }
+        // Right before the create: a checkpoint at or past the seq means the seq is taken
+        // (its record may be gone). One written after this look was made from a ledger holding
+        // another attempt's record of the seq, which our create then meets, unless that record
+        // was cleaned up in between: a whole retention away, not the moment to the create.
+        if age >= retention && self.pointer().await?.is_some_and(|p| p >= c.seq) {
+            return Err(stale());
         }
         let body = serde_json::to_vec_pretty(c).map_err(|e| Error::Internal(e.to_string()))?;
-        if self.wh.put_if_absent(&self.commit_path(c.seq), Bytes::from(body)).await? {
-            Ok(())
-        } else {
-            Err(Error::CommitConflict { stream: self.stream.clone(), seq: c.seq })
+        if !self.wh.put_if_absent(&self.commit_path(c.seq), Bytes::from(body)).await? {
+            return Err(Error::CommitConflict { stream: self.stream.clone(), seq: c.seq });
         }
+        Ok(())
     }
 
     pub async fn mark_published(&self, seq: u64) -> Result<()> {
@@ -610,12 +641,22 @@ impl Ledger {
 pub struct Attempt {
     pub id: String,
     pub seq: u64,
-    started: std::time::Instant,
+    /// [`crate::fence::boot_ms`] when it was planned (a clock that counts through suspends).
+    started_ms: u64,
 }
 
 impl Attempt {
     pub fn new(seq: u64) -> Attempt {
-        Attempt { id: uuid::Uuid::now_v7().simple().to_string(), seq, started: std::time::Instant::now() }
+        Attempt { id: uuid::Uuid::now_v7().simple().to_string(), seq, started_ms: crate::fence::boot_ms() }
+    }
+
+    #[cfg(test)]
+    pub fn for_test(id: &str, seq: u64) -> Attempt {
+        Attempt { id: id.to_string(), seq, started_ms: crate::fence::boot_ms() }
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(crate::fence::boot_ms().saturating_sub(self.started_ms))
     }
 }
 /// Encodes dedup keys as little-endian u128s.
@@ -696,7 +737,7 @@ mod tests {
     }
 
     fn attempt_of(c: &Commit) -> Attempt {
-        Attempt { id: c.attempt.clone(), seq: c.seq, started: std::time::Instant::now() }
+        Attempt { id: c.attempt.clone(), seq: c.seq, started_ms: crate::fence::boot_ms() }
     }
 
     /// An attempt older than the grace does not commit, whatever the ledger holds: it re-plans.
@@ -705,7 +746,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let l = Ledger::new(wh, "s");
-        let old = Attempt { started: std::time::Instant::now() - std::time::Duration::from_secs(5), ..attempt_of(&commit(1)) };
+        let old = Attempt { started_ms: crate::fence::boot_ms() - 5_000, ..attempt_of(&commit(1)) };
         let r = l.commit(&old, &commit(1), std::time::Duration::from_secs(2)).await;
         assert!(matches!(r, Err(Error::StaleAttempt { seq: 1, age_s: 5, .. })), "{r:?}");
         assert_eq!(l.load_after(0).await.unwrap().next_seq(), 1, "nothing committed");

@@ -211,6 +211,23 @@ pub async fn interrupted() {
     }
 }
 
+/// The generation a job with none in its folder starts at: the store's time, agreed through
+/// one create-if-absent (`first`), so that two takers of an empty folder compete for the same
+/// generation (each with its own clock reading, both creates would succeed).
+async fn first_generation(wh: &Location, job: &str) -> Result<u64> {
+    let path = wh.child(&format!("{}/first", dir(job)));
+    let now = wh.store_now(&format!("{}/clock", dir(job))).await?;
+    let mine = (now.timestamp_millis() - GENERATION_EPOCH_MS).max(1) as u64;
+    if wh.put_if_absent(&path, Bytes::from(mine.to_string())).await? {
+        return Ok(mine);
+    }
+    let agreed = wh.get(&path).await?;
+    std::str::from_utf8(&agreed)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .ok_or_else(|| Error::Failed(format!("lease object {path} is unreadable: delete it and run again")))
+}
+
 /// Takes `job`'s lease for `ttl`, or says who holds it.
 pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> Result<std::result::Result<Lease, Holder>> {
     let state = current(wh, job).await?;
@@ -218,7 +235,7 @@ pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> R
         return Ok(Err(h));
     }
     let next = match state.generation {
-        0 => (wh.store_now(&format!("{}/clock", dir(job))).await?.timestamp_millis() - GENERATION_EPOCH_MS).max(1) as u64,
+        0 => first_generation(wh, job).await?,
         g => g + 1,
     };
     let asked = boot_ms();
@@ -349,7 +366,13 @@ mod tests {
             }
             l.release().await.unwrap();
         }
-        let files = wh.list(&dir_of("j")).await.unwrap().iter().filter(|m| m.location.filename() != Some("clock")).count();
+        let files = wh
+            .list(&dir_of("j"))
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| !matches!(m.location.filename(), Some("clock" | "first")))
+            .count();
         assert!(files <= 4, "two generations of a taking record and a release marker at most: {files}");
         let taken = acquire(&wh, "j", "last", ttl).await.unwrap().unwrap();
         assert_eq!(taken.generation, first + 50, "generations keep counting after the old ones are deleted");
@@ -423,6 +446,15 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let b = acquire(&wh, "j", "b", ttl).await.unwrap().unwrap();
         assert!(b.generation > first + 5, "{} after {}", b.generation, first + 5);
+        // Two takers of an empty folder agree on the first generation: only one holds it.
+        let (x, y) = tokio::join!(acquire(&wh, "k", "x", ttl), acquire(&wh, "k", "y", ttl));
+        let held = [x.unwrap().is_ok(), y.unwrap().is_ok()];
+        assert_eq!(held.iter().filter(|h| **h).count(), 1, "{held:?}");
+        // And takers that read the empty folder before either created: the same.
+        std::fs::remove_dir_all(dir.path().join(dir_of("k"))).unwrap();
+        let g1 = first_generation(&wh, "k").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(first_generation(&wh, "k").await.unwrap(), g1);
     }
 
     /// The holder's deadline is checked by the fence itself: a process resumed after a pause

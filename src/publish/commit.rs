@@ -140,7 +140,7 @@ impl<'a> Committer<'a> {
     /// Commits `c` (staged by `attempt` against `state`), publishes it and checkpoints. A
     /// conflict comes back as [`Committed::Replan`] at most [`MAX_COMMIT_CONFLICTS`] times.
     pub async fn commit(&mut self, mut state: LedgerState, attempt: &Attempt, c: Commit) -> Result<Committed> {
-        match self.ledger.commit(attempt, &c, self.settings.commit_grace).await {
+        match self.ledger.commit_within(attempt, &c, self.settings.commit_grace, self.settings.checkpoint_retention).await {
             Ok(()) => {
                 if let Some(p) = self.points.0 {
                     failpoint::hit(p);

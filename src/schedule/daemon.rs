@@ -275,7 +275,9 @@ pub async fn run(
         for owed in retried("reading owed periods", schedules.tick, || owed_periods(ws, &s.name)).await? {
             tracing::info!(schedule = %s.name, fire = %owed.fire, jobs = owed.jobs.len(), "running a period an earlier daemon gave up on");
             pending.retain(|d| !(d.schedule == i && d.fire == owed.fire));
-            pending.push(Due { owed: true, remaining: Some(owed.jobs), ..Due::new(owed.fire, i) });
+            // Jobs since removed from the schedule are not owed any more.
+            let jobs: Vec<String> = owed.jobs.into_iter().filter(|j| s.jobs.contains(j)).collect();
+            pending.push(Due { owed: true, remaining: Some(jobs), ..Due::new(owed.fire, i) });
         }
         cursors.push(now);
     }
