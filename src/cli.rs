@@ -324,8 +324,9 @@ pub enum ModelCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// Where to write: a folder or URL; drops go under <out>/raw/<stream>/.
-    #[arg(long, default_value = "data/drops")]
+    /// Where to write (required: no default folder is written behind your back): a folder or
+    /// URL; drops go under <out>/raw/<stream>/, next to any already there.
+    #[arg(long)]
     pub out: String,
     #[arg(long, default_value_t = 20)]
     pub tenants: usize,
@@ -502,8 +503,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 framing: a.framing,
             };
             let s = simulate(&dest, &o).await?;
+            // Say so when the drops went where an ingest job reads.
+            let base = dest.url.trim_end_matches('/');
+            let read_by: Vec<String> = config
+                .sources
+                .iter()
+                .filter(|(stream, url)| url.trim_end_matches('/') == format!("{base}/raw/{stream}"))
+                .map(|(stream, _)| format!("`{stream}`"))
+                .collect();
+            let note = match read_by.is_empty() {
+                true => String::new(),
+                false => format!("; they are in the configured source of {}: the next ingest reads them", read_by.join(" and ")),
+            };
             notice(format!(
-                "wrote {} objects ({:.1} MB) to {}: {} events, {} records with {} duplicates and {} invalid",
+                "wrote {} objects ({:.1} MB) to {}: {} events, {} records with {} duplicates and {} invalid{note}",
                 s.objects,
                 s.bytes as f64 / 1e6,
                 dest.url,

@@ -367,15 +367,17 @@ impl Config {
                 })?;
                 (Some(p.to_path_buf()), text)
             }
-            None if Path::new(DEFAULT_FILE).exists() => {
-                let p = PathBuf::from(DEFAULT_FILE);
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::Config {
-                    file: DEFAULT_FILE.into(),
-                    message: format!("cannot read the config file: {e}"),
-                })?;
-                (Some(p), text)
-            }
-            None => (None, String::new()),
+            // As cargo and git find theirs: the working directory, then each folder above it.
+            None => match find_upward(&std::env::current_dir().unwrap_or_else(|_| ".".into())) {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).map_err(|e| Error::Config {
+                        file: p.display().to_string(),
+                        message: format!("cannot read the config file: {e}"),
+                    })?;
+                    (Some(p), text)
+                }
+                None => (None, String::new()),
+            },
         };
         Self::from_parts(file, &text, &env)
     }
@@ -616,6 +618,25 @@ impl Config {
     pub fn file_name(&self) -> String {
         self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into())
     }
+}
+
+/// The nearest `runner.toml` in `dir` or a folder above it. A path relative to the working
+/// directory when it is there (messages stay short), absolute otherwise.
+fn find_upward(dir: &Path) -> Option<PathBuf> {
+    if Path::new(DEFAULT_FILE).is_file() {
+        return Some(PathBuf::from(DEFAULT_FILE));
+    }
+    dir.ancestors().map(|d| d.join(DEFAULT_FILE)).find(|p| p.is_file())
+}
+
+/// What to say when a command needs the project and none was found from `cwd` up.
+pub fn not_found_message(cwd: &Path) -> String {
+    format!(
+        "no {DEFAULT_FILE} in {} or any folder above it, and this folder is not a runner project (no schemas/events.toml): run \
+         runner from the project folder (the one holding {DEFAULT_FILE}), or pass --config /path/to/{DEFAULT_FILE} (or set \
+         RUNNER_CONFIG; cron and EventBridge entries need one of these)",
+        cwd.display()
+    )
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> std::result::Result<(), String> {

@@ -57,7 +57,20 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn open(config: Config) -> Result<Workspace> {
-        let contract = Arc::new(Contract::load(&config.schemas_dir.join("events.toml"))?);
+        let contract_path = config.schemas_dir.join("events.toml");
+        if !contract_path.exists() {
+            // Run from the wrong folder, or a config pointing at the wrong one: say which.
+            let message = match &config.file {
+                None => crate::config::not_found_message(&std::env::current_dir().unwrap_or_default()),
+                Some(f) => format!(
+                    "the event contract {} does not exist: set `schemas_dir` in {} to the folder holding events.toml",
+                    contract_path.display(),
+                    f.display()
+                ),
+            };
+            return Err(Error::Config { file: crate::config::DEFAULT_FILE.into(), message });
+        }
+        let contract = Arc::new(Contract::load(&contract_path)?);
         let jobs = Jobs::load(&config.jobs_dir, &config, &contract)?;
         let warehouse = Location::parse(&config.warehouse)?;
         let local = LocalCatalog::new(warehouse.clone());

@@ -95,6 +95,12 @@ fn results_on_stdout_in_each_format() {
     assert_eq!(text(&json.stdout).trim(), r#"[{"companyID":"c,1","nbJobs":3}]"#);
     let nd = env.output(&["query", q, "--format", "ndjson"]);
     assert_eq!(text(&nd.stdout), "{\"companyID\":\"c,1\",\"nbJobs\":3}\n");
+    // Every column, NULL as null: a NULL is not a missing column.
+    let nulls = "SELECT companyID, CAST(NULL AS DOUBLE) AS risk FROM job_events";
+    let json = env.output(&["query", nulls, "--format", "json"]);
+    assert_eq!(text(&json.stdout).trim(), r#"[{"companyID":"c,1","risk":null}]"#);
+    let nd = env.output(&["query", nulls, "--format", "ndjson"]);
+    assert_eq!(text(&nd.stdout), "{\"companyID\":\"c,1\",\"risk\":null}\n");
     let table = env.output(&["query", q]);
     assert!(text(&table.stdout).contains("| c,1       | 3      |"), "{}", text(&table.stdout));
 
@@ -122,6 +128,11 @@ fn simulate_is_deterministic_for_a_seed_and_end_date() {
         let o = env.output(&[&args[..], &["--out", out, "--seed", seed]].concat());
         assert!(o.status.success(), "{}", text(&o.stderr));
     }
+    // No default folder: without --out nothing is written, and the error says what to pass.
+    let o = env.output(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--out"), "{}", text(&o.stderr));
+    assert!(!env.root().join("data/drops").exists());
     let (a, b, c) = (listing("a"), listing("b"), listing("c"));
     assert!(a.len() > 10);
     assert!(a == b, "same seed, same drops byte for byte");
@@ -281,4 +292,25 @@ fn the_downstream_of_a_failed_job_is_skipped_with_the_reason() {
     assert_eq!(skipped("tenants"), "upstream `tenant_state` was skipped in this run");
     let runs = env.output(&["query", "SELECT job, status FROM runner_runs WHERE job = 'tenants'", "--format", "csv"]);
     assert!(text(&runs.stdout).contains("tenants,skipped"), "{}", text(&runs.stdout));
+}
+
+/// Run from another folder: below the project, runner.toml is found upward (as cargo and git
+/// find theirs); outside any project, the error says how to point at one (exit 78, not a
+/// missing events.toml). Exported crontab entries carry the config they run with.
+#[test]
+fn the_config_is_found_upward_or_the_error_says_how_to_point_at_it() {
+    let env = TestEnv::new();
+    let below = env.root().join("deep/er");
+    std::fs::create_dir_all(&below).unwrap();
+    let out = common::bin().current_dir(&below).args(["--quiet", "validate"]).env_remove("RUNNER_CONFIG").output().unwrap();
+    assert!(out.status.success(), "found upward: {}", text(&out.stderr));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = common::bin().current_dir(elsewhere.path()).args(["--quiet", "validate"]).env_remove("RUNNER_CONFIG").output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("no runner.toml in") && err.contains("--config") && err.contains("RUNNER_CONFIG"), "{err}");
+    let out = env.output(&["schedule", "export", "--format", "crontab"]);
+    let crontab = text(&out.stdout);
+    let expected = format!("RUNNER_CONFIG={}\n", env.config_path().display());
+    assert!(crontab.contains(&expected), "{crontab}");
 }

@@ -319,7 +319,11 @@ fn schedule_list_shows_next_fire_times() {
 fn committed_exports_match_the_schedules() {
     for (format, file) in [("crontab", "crontab"), ("eventbridge", "eventbridge.json"), ("cloudformation", "cloudformation.json")]
     {
-        let out = common::bin().current_dir(REPO).args(["--quiet", "schedule", "export", "--format", format]).output().unwrap();
+        let out = common::bin()
+            .current_dir(REPO)
+            .args(["--quiet", "schedule", "export", "--format", format, "--config-path", "/srv/runner/runner.toml"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         let path = Path::new(REPO).join("scheduler/export").join(file);
         if std::env::var("UPDATE_GOLDEN").is_ok() {

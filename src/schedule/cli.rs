@@ -49,6 +49,10 @@ pub enum ScheduleCommand {
         /// The runner command in crontab lines.
         #[arg(long, default_value = "runner")]
         runner: String,
+        /// The config file crontab entries run with (set as RUNNER_CONFIG: cron starts them in
+        /// the home folder, not the project's). Default: the absolute path of the one in use.
+        #[arg(long)]
+        config_path: Option<String>,
     },
 }
 
@@ -127,9 +131,13 @@ pub async fn run(ws: &Workspace, s: &Schedules, cmd: ScheduleCommand, out: &mut 
             write_batches(out, format, &[batch])?;
             Ok(exit::OK)
         }
-        ScheduleCommand::Export { format, runner } => {
+        ScheduleCommand::Export { format, runner, config_path } => {
+            let config_path = config_path.unwrap_or_else(|| {
+                let file = ws.config.file.clone().unwrap_or_else(|| ws.config.base_dir.join(crate::config::DEFAULT_FILE));
+                std::path::absolute(&file).unwrap_or(file).display().to_string()
+            });
             let text = match format {
-                ScheduleFormat::Crontab => super::render::crontab(s, &runner),
+                ScheduleFormat::Crontab => super::render::crontab(s, &runner, &config_path),
                 ScheduleFormat::Eventbridge => super::render::eventbridge(s),
                 ScheduleFormat::Cloudformation => super::render::cloudformation(s, &ws.config),
             };
