@@ -40,6 +40,23 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     for url in ws.config.sources.values().chain(std::iter::once(&ws.config.warehouse)) {
         Location::parse(url).map_err(|e| Error::Config { file: ws.config.file_name(), message: e.to_string() })?;
     }
+    // A source folder that does not exist is an error (a typo ingests nothing, silently); one
+    // that holds nothing yet is a warning (a delivery stream not delivered to yet).
+    let mut missing = Vec::new();
+    for (stream, url) in &ws.config.sources {
+        match crate::source::check_source(url).await {
+            Ok(c @ crate::source::SourceCheck::Missing { .. }) => missing.extend(c.message(stream, url, &ws.config.file_name())),
+            Ok(c) => {
+                if let Some(m) = c.message(stream, url, &ws.config.file_name()) {
+                    crate::output::notice(format!("warning: {m}"));
+                }
+            }
+            Err(e) => crate::output::notice(format!("warning: source `{stream}` ({url}) could not be listed: {e}")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config { file: ws.config.file_name(), message: missing.join("\n  ") });
+    }
     let schedules = Schedules::load(&ws.config.scheduler_dir, &ws.jobs)?;
     let engine = &ws.config.engine;
     if engine.kind == EngineKind::Ballista {

@@ -314,3 +314,31 @@ fn the_config_is_found_upward_or_the_error_says_how_to_point_at_it() {
     let expected = format!("RUNNER_CONFIG={}\n", env.config_path().display());
     assert!(crontab.contains(&expected), "{crontab}");
 }
+
+/// A misspelled source folder: `validate` fails naming the closest folder that exists, an
+/// ingest of it says so on stderr (and succeeds: an empty stream is not an error), and a
+/// scoring run that can score no company exits 1 saying why.
+#[test]
+fn a_misspelled_source_is_caught_and_scoring_nothing_fails() {
+    let env = TestEnv::new();
+    env.put_drop(
+        "bigdatajobs",
+        "2026-11-20T13",
+        1,
+        br#"{"event_type":"job_submitted","event_id":"e1","companyID":"c1","userID":"u","nbJobs":3,"creationDate":1795179600000}"#,
+        false,
+    );
+    let typo = [("RUNNER__SOURCES__COMPANIES__URL", "drop/raw/companies")];
+    let run = |args: &[&str]| env.cmd(args).envs(typo).output().unwrap();
+    let out = run(&["validate"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let closest = env.root().join("drops/raw/companies").display().to_string();
+    assert!(err.contains("source `companies`") && err.contains("does not exist") && err.contains(&closest), "{err}");
+    let out = run(&["run", "ingest_companies"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("source `companies`") && text(&out.stderr).contains("[sources.companies]"), "{}", text(&out.stderr));
+    let out = run(&["run", "--all", "--at", "2026-11-21"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no company could be scored"), "{}", text(&out.stderr));
+}

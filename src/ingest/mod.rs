@@ -118,6 +118,16 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     let mut consumed = consumed_of(&ledger, &state, &candidates).await?;
     stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
+    // Nothing listed and nothing ever ingested: a misspelled source, or one not delivered to
+    // yet. Said on stderr (the run itself succeeds: an empty stream is not an error).
+    if summary.listed == 0 && state.last_seq() == 0 {
+        let url = ws.config.source(stream)?;
+        if let Ok(check) = crate::source::check_source(url).await
+            && let Some(m) = check.message(stream, url, &ws.config.file_name())
+        {
+            tracing::warn!("{m}");
+        }
+    }
     if r.dry_run {
         // What the run would do: the pending drops, in the batches it would make.
         let mut cursor = 0;

@@ -114,6 +114,10 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
     let mut items = Vec::new();
     for c in &companies {
         if let Some(prev) = kept.get(&c.company_id) {
+            // Counted as on the run that scored it: a rerun reports the same data the same way.
+            if let Ok(row) = model.row(c) {
+                summary.unknown_industry += u64::from(row.unknown_industry);
+            }
             results.push(Scored {
                 company_id: c.company_id.clone(),
                 prediction: Some(prev.0),
@@ -248,6 +252,17 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
             job.name,
             reasons.join(" "),
             sj.output
+        )));
+    }
+    // No company could make a model row (their data is missing or wrong: companies never
+    // ingested, a misspelled source): nothing was scored, which is a failed run too.
+    if attempted == 0 && summary.kept == 0 && summary.companies > 0 {
+        let first = results.iter().find_map(|r| r.error.as_deref()).unwrap_or_default().to_string();
+        return Err(Error::Failed(format!(
+            "job `{}`: no company could be scored: none of the {} has a valid model row (the first: {first}); every company is \
+             recorded in `{}` with status `error`. Check the companies' data: did `ingest_companies` ingest anything (its \
+             source url in runner.toml)?",
+            job.name, summary.companies, sj.output
         )));
     }
     m.counts = KindCounts::Score(summary);

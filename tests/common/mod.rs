@@ -94,6 +94,10 @@ impl TestEnv {
         }
         let env = TestEnv { dir, extra: extra.to_string(), jobs_dir };
         std::fs::write(env.config_path(), env.config_text()).unwrap();
+        // The configured source folders exist, empty (a project before its first delivery).
+        for stream in ["companies", "bigdatajobs"] {
+            std::fs::create_dir_all(env.root().join("drops/raw").join(stream)).unwrap();
+        }
         env
     }
 
