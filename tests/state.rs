@@ -53,7 +53,9 @@ async fn many_runs_leave_bounded_state_and_runner_state_reports_it() {
     // Leases: a bounded number of objects per job, whatever the number of runs.
     for job in std::fs::read_dir(runner.join("leases")).unwrap().flatten() {
         let n = files_under(&job.path());
-        assert!(n <= 4, "{}: {n} lease objects", job.path().display());
+        // Two generations (taking record, renewal, release) plus the clock probe and the record
+        // of the first generation.
+        assert!(n <= 6, "{}: {n} lease objects", job.path().display());
     }
     // Staging of published batches is gone, folders included.
     assert_eq!(files_under(&runner.join("staging")), 0);
