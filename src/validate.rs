@@ -62,12 +62,16 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     if engine.kind == EngineKind::Ballista {
         crate::cluster::preflight(engine, &ws.warehouse.url).await?;
     }
-    let problems = plan_all(ws).await;
+    let (problems, unchecked) = plan_all_with_unchecked(ws).await;
     if !problems.is_empty() {
-        return Err(Error::Config {
-            file: "jobs/, sql/".into(),
-            message: format!("{} problem(s) found:\n  - {}", problems.len(), problems.join("\n  - ")),
-        });
+        let mut message = format!("{} problem(s) found:\n  - {}", problems.len(), problems.join("\n  - "));
+        if !unchecked.is_empty() {
+            message.push_str(&format!(
+                "\n  not planned until those are fixed (they read what a job above outputs): {}",
+                unchecked.join(", ")
+            ));
+        }
+        return Err(Error::Config { file: "jobs/, sql/".into(), message });
     }
     Ok(Validated {
         config_file: ws.config.file_name(),
@@ -81,7 +85,16 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
 /// Plans every SQL job against empty tables; returns one message per problem. Each job is
 /// planned in a session holding only its declared inputs, as it runs.
 pub async fn plan_all(ws: &Workspace) -> Vec<String> {
+    plan_all_with_unchecked(ws).await.0
+}
+
+/// [`plan_all`], and the jobs not planned because an input is the output of a job with a
+/// problem (one typo upstream is one problem, not one per job downstream with wrong guesses).
+async fn plan_all_with_unchecked(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
+    let mut unchecked: Vec<String> = Vec::new();
+    // Outputs of jobs that could not be planned.
+    let mut broken: std::collections::BTreeSet<String> = Default::default();
     let mut schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
     for sc in ws.contract.streams.values() {
         let mut fields: Vec<Field> = sc.file_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -99,7 +112,7 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     let names: Vec<String> = ws.jobs.jobs.keys().cloned().collect();
     let ordered = match ws.jobs.order(&names) {
         Ok(o) => o,
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return (vec![e.to_string()], Vec::new()),
     };
     let day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
     // With Ballista, each plan must also have a wire form (tables and functions the scheduler
@@ -114,10 +127,23 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
     for job in ordered {
         let ctx = match crate::engine::new_context() {
             Ok(ctx) => ctx,
-            Err(e) => return vec![e.to_string()],
+            Err(e) => return (vec![e.to_string()], Vec::new()),
         };
+        let reads_broken = |inputs: &[String]| inputs.iter().any(|i| broken.contains(i));
+        let (inputs, output): (&[String], Option<&String>) = match &job.kind {
+            JobKind::Export(ej) => (&ej.inputs, None),
+            JobKind::Sql(sj) => (&sj.inputs, Some(&sj.output)),
+            _ => (&[], None),
+        };
+        if reads_broken(inputs) {
+            unchecked.push(job.name.clone());
+            broken.extend(output.cloned());
+            continue;
+        }
         if let JobKind::Export(ej) = &job.kind {
-            register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems);
+            if !register_inputs(&ctx, &ej.inputs, &schemas, &job.file.display().to_string(), &mut problems) {
+                continue;
+            }
             for ds in &ej.datasets {
                 let planned = async {
                     let df = ctx.sql(&ds.sql).await?.with_param_values(params(day, (day, day)))?;
@@ -137,7 +163,11 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
         }
         let JobKind::Sql(sj) = &job.kind else { continue };
         let file = sj.file.display().to_string();
-        register_inputs(&ctx, &sj.inputs, &schemas, &job.file.display().to_string(), &mut problems);
+        // A missing input is the job's problem; planning its SQL would only repeat it.
+        if !register_inputs(&ctx, &sj.inputs, &schemas, &job.file.display().to_string(), &mut problems) {
+            broken.insert(sj.output.clone());
+            continue;
+        }
         let planned = async {
             let df = ctx.sql(&sj.sql).await?;
             let df = df.with_param_values(params(day, (day, day)))?;
@@ -160,20 +190,25 @@ pub async fn plan_all(ws: &Workspace) -> Vec<String> {
                 }
                 schemas.insert(sj.output.clone(), schema);
             }
-            Err(e) => problems.push(format!("{file}: {}", describe_for_job(&sj.sql, &e, &job.file))),
+            Err(e) => {
+                problems.push(format!("{file}: {}", describe_for_job(&sj.sql, &e, &job.file)));
+                broken.insert(sj.output.clone());
+            }
         }
     }
-    problems
+    (problems, unchecked)
 }
 
-/// Registers an empty table for each input whose schema is known; reports the others.
+/// Registers an empty table for each input whose schema is known; reports the others. Returns
+/// whether every input was registered.
 fn register_inputs(
     ctx: &datafusion::prelude::SessionContext,
     inputs: &[String],
     schemas: &BTreeMap<String, SchemaRef>,
     job_file: &str,
     problems: &mut Vec<String>,
-) {
+) -> bool {
+    let before = problems.len();
     for input in inputs {
         let Some(schema) = schemas.get(input) else {
             let hint = crate::error::did_you_mean(input, schemas.keys().map(String::as_str));
@@ -186,4 +221,5 @@ fn register_inputs(
             problems.push(format!("{job_file}: input table `{input}`: {e}"));
         }
     }
+    problems.len() == before
 }

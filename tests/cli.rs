@@ -74,7 +74,7 @@ fn results_on_stdout_in_each_format() {
         br#"{"event_type":"job_submitted","event_id":"e1","companyID":"c,1","userID":"u","nbJobs":3,"creationDate":1795179600000}"#,
         false,
     );
-    let run = env.output(&["run", "--all", "--format", "json"]);
+    let run = env.output(&["run", "ingest_bigdatajobs", "--format", "json"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary[0]["job"], "ingest_bigdatajobs");
@@ -341,4 +341,20 @@ fn a_misspelled_source_is_caught_and_scoring_nothing_fails() {
     let out = run(&["run", "--all", "--at", "2026-11-21"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no company could be scored"), "{}", text(&out.stderr));
+}
+
+/// One typo in a job's inputs is one problem (with its "did you mean"), not one per job
+/// downstream with wrong guesses: those are named once as not planned.
+#[test]
+fn one_typo_in_inputs_is_one_problem() {
+    let env = TestEnv::with_job_edits(
+        "",
+        &[("tenant_activity_daily.toml", r#"inputs = ["job_events", "tenant_events"]"#, r#"inputs = ["job_event", "tenant_events"]"#)],
+    );
+    let out = env.output(&["validate"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 problem(s) found") && err.contains("did you mean `job_events`"), "{err}");
+    assert_eq!(err.matches("did you mean").count(), 1, "{err}");
+    assert!(err.contains("not planned until those are fixed") && err.contains("tenants"), "{err}");
 }

@@ -99,7 +99,7 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
             settings.model.display()
         ));
     } else if let Some(why) = &alarm {
-        tracing::warn!(job = %job.name, "{why}");
+        // Once, as a notice (a log line saying the same would print it twice).
         notice(format!(
             "WARNING: job `{}`: {why}. Scores of these companies are extrapolations: each is flagged in `{}.out_of_range`{}.",
             job.name,
