@@ -358,3 +358,19 @@ fn one_typo_in_inputs_is_one_problem() {
     assert_eq!(err.matches("did you mean").count(), 1, "{err}");
     assert!(err.contains("not planned until those are fixed") && err.contains("tenants"), "{err}");
 }
+
+/// Before any ingest: a job says which job to run first, a query of a job's output says which
+/// job writes it (not "add it to inputs", not a guess at another name).
+#[test]
+fn before_any_ingest_errors_say_what_to_run_first() {
+    let env = TestEnv::new();
+    let out = env.output(&["run", "tenant_activity_daily"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("reads `job_events`, which job `ingest_bigdatajobs` has not produced yet: run that first"), "{err}");
+    assert!(!err.contains("add it to `inputs`"), "{err}");
+    let out = env.output(&["query", "SELECT * FROM tenants"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("table `tenants` has no data yet: job `tenants` writes it") && !err.contains("did you mean"), "{err}");
+}

@@ -173,6 +173,11 @@ pub async fn query(ws: &Workspace, sql: &str) -> Result<Vec<RecordBatch>> {
             // tables (the session holds only the ones the query names). DataFusion already does
             // so for columns.
             let hint = match undeclared_table(&e) {
+                // A job's output not written yet: say which job writes it, not a guess.
+                Some(t) if let Some(j) = ws.jobs.jobs.values().find(|j| j.outputs(&ws.contract).contains(&t)) => format!(
+                    "; table `{t}` has no data yet: job `{}` writes it (`runner run {}` after its inputs, or `runner run --all`)",
+                    j.name, j.name
+                ),
                 Some(t) => {
                     let mut names: Vec<String> = ws.catalog.tables().await?.into_iter().map(|t| t.name).collect();
                     names.extend(ws.declared.keys().cloned());
