@@ -374,3 +374,35 @@ fn before_any_ingest_errors_say_what_to_run_first() {
     let err = text(&out.stderr);
     assert!(err.contains("table `tenants` has no data yet: job `tenants` writes it") && !err.contains("did you mean"), "{err}");
 }
+
+/// Summaries that agree: a rerun of the same data reports the same unknown industries; a dry
+/// run of scoring says how many it would score instead of a churn count it cannot know; a
+/// failed SQL run's logical time is a date, as its successful runs' are.
+#[test]
+fn summaries_agree_between_runs_dry_runs_and_failures() {
+    let env = TestEnv::new();
+    simulate_into(&env, "drops", "3", "6");
+    let legacy = r#"{"companyID": "comp_x", "industry": "aerospace", "revenu": 100000, "employees": 40, "job30": 4, "job90": 30, "monthlyFee": 400.0, "totalFee": 1200.0}"#;
+    env.put_drop("companies", "2026-11-20T13", 77, legacy.as_bytes(), false);
+    let job = r#"{"event_type":"job_submitted","event_id":"x1","companyID":"comp_x","userID":"u","nbJobs":3,"creationDate":1795179600000}"#;
+    env.put_drop("bigdatajobs", "2026-11-20T13", 78, job.as_bytes(), false);
+    let score = |args: &[&str]| -> serde_json::Value {
+        let v = env.json(&[args, &["--at", "2026-11-21"]].concat());
+        v.as_array().unwrap().iter().find(|r| r["job"] == "score_churn").cloned().unwrap()
+    };
+    let first = score(&["run", "--all"]);
+    let dry = score(&["run", "score_churn", "--dry-run", "--force"]);
+    assert!(dry["would_score"].is_u64(), "{dry}");
+    let again = score(&["run", "score_churn", "--force"]);
+    assert!(first["unknown_industry"].as_u64().unwrap() >= 1, "{first}");
+    assert_eq!(first["unknown_industry"], again["unknown_industry"], "{first}\n{again}");
+    let table = env.output(&["run", "score_churn", "--dry-run", "--at", "2026-11-21"]);
+    let t = text(&table.stdout);
+    assert!(t.contains("would_score=") && !t.contains("churn=0"), "{t}");
+    // A failed SQL run (its SQL broken) records a date.
+    let broken = TestEnv::with_job_edits("", &[("tenants.toml", r#"inputs = ["tenant_state"]"#, r#"inputs = ["tenant_state", "nope"]"#)]);
+    let out = broken.output(&["run", "tenants", "--at", "2026-11-21T05:00:00Z"]);
+    assert!(!out.status.success());
+    let hist = broken.output(&["query", "--format", "csv", "SELECT logical_time, status FROM runner_runs WHERE job = 'tenants'"]);
+    assert!(text(&hist.stdout).contains("2026-11-21,"), "{}", text(&hist.stdout));
+}

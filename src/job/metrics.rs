@@ -180,9 +180,14 @@ impl KindCounts {
             }
             KindCounts::Score(c) => {
                 kv("companies", &c.companies);
-                kv("scored", &c.scored);
+                match c.would_score {
+                    Some(n) => kv("would_score", &n),
+                    None => kv("scored", &c.scored),
+                }
                 kv("kept", &c.kept);
-                kv("churn", &c.churn);
+                if c.would_score.is_none() {
+                    kv("churn", &c.churn);
+                }
                 kv("errors", &c.errors);
                 for (reason, n) in &c.errors_by_reason {
                     kv(&format!("errors.{reason}"), n);
@@ -310,6 +315,10 @@ pub struct ScoreCounts {
     /// Companies scored by an earlier run of the same date and model, kept as they were.
     pub kept: u64,
     pub churn: u64,
+    /// A dry run: the companies it would send to the endpoint (it scores none, so `scored` and
+    /// `churn` say nothing and are left out of its summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_score: Option<u64>,
     pub errors: u64,
     pub errors_by_reason: BTreeMap<String, u64>,
     /// Companies whose industry the model does not know (scored with an all-zero one-hot).

@@ -131,7 +131,13 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     {
         tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
     }
-    let mut r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, run.at.to_rfc3339(), started_at, &result);
+    // A failed run's logical time in the form its kind's successful runs record: the date for
+    // the kinds that run as of a day, the instant for ingest and compaction.
+    let logical = match &job.kind {
+        JobKind::Ingest(_) | JobKind::Compact(_) => run.at.to_rfc3339(),
+        _ => run.at.date_naive().to_string(),
+    };
+    let mut r = RunRecord::of(&job.name, job.kind.name(), &run.run_id, logical, started_at, &result);
     // Ingest and compaction always run here; the kinds that run SQL run it on `[engine]`.
     r.engine = match &job.kind {
         JobKind::Sql(sj) if sj.cumulative => "local".into(),

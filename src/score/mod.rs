@@ -155,6 +155,7 @@ pub async fn run(r: &JobRun<'_>, sj: &ScoreJob) -> Result<JobMetrics> {
         m.rows_out = summary.companies;
         m.partitions = vec![format!("dt={as_of}")];
         summary.errors = results.iter().filter(|r| r.error.is_some()).count() as u64;
+        summary.would_score = Some(attempted as u64);
         m.counts = KindCounts::Score(summary);
         m.seconds = started.elapsed().as_secs_f64();
         return Ok(m);
