@@ -120,11 +120,15 @@ pub enum Command {
     Schedule(ScheduleCommand),
     /// Run a SQL job for each day from --from to --to (inclusive), in turn.
     Backfill {
+        /// The SQL job to rebuild (its name in jobs/).
         job: String,
+        /// First logical date to run it for, YYYY-MM-DD (UTC).
         #[arg(long)]
         from: NaiveDate,
+        /// Last logical date to run it for, YYYY-MM-DD, inclusive.
         #[arg(long)]
         to: NaiveDate,
+        /// Summary format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },

@@ -386,10 +386,10 @@ impl Config {
     pub fn from_parts(file: Option<PathBuf>, text: &str, env: &[(String, String)]) -> Result<Config> {
         let file_name = file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
         let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| Error::Config { file: file_name.clone(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| Error::Config { file: file_name.clone(), message: plain_types(&e.to_string()) })?;
         // Check the file alone first so that its errors name the file, not the environment.
         FileConfig::deserialize(toml::Value::Table(table.clone()))
-            .map_err(|e| Error::Config { file: file_name.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::Config { file: file_name.clone(), message: plain_types(&e.to_string()) })?;
         let mut env_names = Vec::new();
         for (k, v) in env {
             let path: Vec<String> = k[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -402,7 +402,7 @@ impl Config {
         }
         let fc = FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
             file: format!("environment overrides ({})", env_names.join(", ")),
-            message: e.to_string(),
+            message: plain_types(&e.to_string()),
         })?;
 
         let base_dir = match &file {
@@ -620,6 +620,23 @@ impl Config {
     }
 }
 
+/// serde's type names in words a config's reader knows.
+fn plain_types(msg: &str) -> String {
+    let mut m = msg.to_string();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number (no quotes)"),
+        ("expected u64", "expected a whole number (no quotes)"),
+        ("expected u32", "expected a whole number (no quotes)"),
+        ("expected u16", "expected a whole number (no quotes)"),
+        ("expected f64", "expected a number (no quotes)"),
+        ("expected a boolean", "expected true or false (no quotes)"),
+        ("expected a string", "expected a quoted string"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
+}
+
 /// The nearest `runner.toml` in `dir` or a folder above it. A path relative to the working
 /// directory when it is there (messages stay short), absolute otherwise.
 fn find_upward(dir: &Path) -> Option<PathBuf> {
@@ -714,6 +731,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_are_in_words() {
+        let e = Config::from_parts(Some("runner.toml".into()), "[ingest]\nparallelism = \"4\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("expected a whole number") && !e.contains("usize"), "{e}");
+    }
 
     #[test]
     fn scheduler_addresses_parse_and_bad_ones_say_the_form() {

@@ -375,7 +375,7 @@ pub async fn collect_sql(ctx: &SessionContext, sql: &str, params: ParamValues, w
 /// A DataFusion error as `line N: message`, when the error carries a position or names an
 /// identifier found in the SQL.
 pub fn describe(sql: &str, e: &DataFusionError) -> String {
-    let msg = e.strip_backtrace();
+    let msg = plain(&e.strip_backtrace());
     if let Some(span) = e.diagnostic().and_then(|d| d.span) {
         return format!("line {}: {msg}", span.start.line);
     }
@@ -395,6 +395,23 @@ pub fn describe(sql: &str, e: &DataFusionError) -> String {
             return format!("line {}: {msg}", line + 1);
         }
     }
+    msg
+}
+
+/// DataFusion's message in the project's words: a parser error without its Rust debug form
+/// (`SQL error: ParserError("...")`), and without the advice to turn on identifier
+/// normalization, which the runner keeps off on purpose (column names keep their case, as in
+/// the contract: quote nothing, spell the case).
+fn plain(msg: &str) -> String {
+    let mut msg = msg.to_string();
+    if let Some(rest) = msg.strip_prefix("SQL error: ParserError(\"").and_then(|r| r.strip_suffix("\")")) {
+        msg = format!("SQL syntax error: {}", rest.replace("\\\"", "\""));
+    }
+    // The runner keeps identifier normalization off: that advice would undo the contract.
+    msg = msg.replace(
+        " or disable the datafusion.sql_parser.enable_ident_normalization configuration.",
+        ", or write it as the table spells it.",
+    );
     msg
 }
 
@@ -427,4 +444,17 @@ pub fn retype(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<Re
         .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { arrow::compute::cast(c, f.data_type()) })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn planner_messages_are_in_the_projects_words() {
+        let parser = super::plain("SQL error: ParserError(\"Expected: an SQL statement, found: SELEC at Line: 1, Column: 1\")");
+        assert_eq!(parser, "SQL syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1");
+        let case = super::plain(
+            "No field named companyid.\nColumn names are case sensitive. You can use double quotes to refer to the \"companyID\" column or disable the datafusion.sql_parser.enable_ident_normalization configuration.",
+        );
+        assert!(!case.contains("enable_ident_normalization") && case.contains("as the table spells it"), "{case}");
+    }
 }

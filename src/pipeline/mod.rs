@@ -203,7 +203,9 @@ pub async fn backfill(ws: &Workspace, job: &str, from: NaiveDate, to: NaiveDate,
     }
     let j = ws.jobs.get(job)?;
     let JobKind::Sql(sj) = &j.kind else {
-        return Err(Error::Usage(format!("`{job}` is not a SQL job (it is a {} job): backfill is for SQL jobs", j.kind.name())));
+        let kind = j.kind.name();
+        let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        return Err(Error::Usage(format!("`{job}` is not a SQL job (it is {article} {kind} job): backfill is for SQL jobs")));
     };
     let days = days_between(from, to);
     if sj.incremental {

@@ -66,7 +66,7 @@ fn cron_fields(e: &Expr) -> Result<String, String> {
 }
 
 /// Names and parameters the EventBridge definitions refer to.
-const PLACEHOLDERS: &str = "Replace ${ClusterArn}, ${TaskDefinitionArn}, ${SchedulerRoleArn}, ${Subnet} and ${SecurityGroup}";
+const PLACEHOLDERS: &str = "Replace ${ClusterArn} (the ECS cluster the task runs in), ${TaskDefinitionArn} (the runner's task definition), ${SchedulerRoleArn} (a role EventBridge Scheduler assumes: ecs:RunTask on the task definition and iam:PassRole on its roles), ${Subnet} and ${SecurityGroup} (the task's network); or deploy `runner schedule export --format cloudformation`, which makes all of them";
 
 fn command(s: &Schedule) -> Value {
     json!(["run", "--schedule", s.name, "--at", "<aws.scheduler.scheduled-time>"])
