@@ -5,17 +5,23 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-calendar bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: build demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-calendar bench-score bench-discovery model serve sample schedules clean-warehouse
 
 # The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
 # whatever today's date is.
 SAMPLE_END := 2026-11-20
 
 ## The main job on the embedded default: ingest data/ into ./warehouse, then jobs per tenant per day and churn risk.
-demo:
+demo: build
 	$(RUNNER) run --all --at $(SAMPLE_END)
 	$(RUNNER) query --file sql/queries/jobs_per_tenant_per_day.sql
 	$(RUNNER) query --file sql/queries/churn_risk.sql
+
+## Build the runner, with cargo's progress on stderr (the first build compiles DataFusion and
+## the AWS SDKs: minutes on a laptop; later ones are incremental).
+build:
+	@echo "building runner (the first build takes several minutes; cargo shows its progress)" >&2
+	cargo build
 
 ## The dashboard on the demo's warehouse (after `make demo`): http://127.0.0.1:8050/
 dashboard:
