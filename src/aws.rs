@@ -216,6 +216,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("glue:CreateTable", Scope::Glue, "create_table"),
     op("glue:UpdateTable", Scope::Glue, "update_table"),
     op("glue:GetPartitions", Scope::Glue, "get_partitions"),
+    op("glue:BatchGetPartition", Scope::Glue, "batch_get_partition"),
     op("glue:BatchCreatePartition", Scope::Glue, "batch_create_partition"),
     op("glue:BatchUpdatePartition", Scope::Glue, "batch_update_partition"),
     op("glue:BatchDeletePartition", Scope::Glue, "batch_delete_partition"),

@@ -122,62 +122,6 @@ fn folder_hour(segs: &[&str]) -> Option<DateTime<Utc>> {
     Some(NaiveDate::from_ymd_opt(y as i32, m, d)?.and_hms_opt(h, 0, 0)?.and_utc())
 }
 
-/// What a configured source prefix holds, checked before the first ingest and by
-/// `runner validate` (a misspelled folder would otherwise ingest nothing, silently).
-#[derive(Debug, PartialEq, Eq)]
-pub enum SourceCheck {
-    HasObjects,
-    /// The prefix holds no object (yet): a new delivery stream, or a misspelled prefix.
-    Empty,
-    /// A local folder that does not exist, with the closest existing path when one is close.
-    Missing { closest: Option<String> },
-}
-
-impl SourceCheck {
-    /// One line saying what is wrong with source `stream` at `url`, and what to do.
-    pub fn message(&self, stream: &str, url: &str, config_file: &str) -> Option<String> {
-        let fix = format!("check [sources.{stream}] url in {config_file} (the prefix Firehose delivers into, holding YYYY/MM/DD/HH/)");
-        match self {
-            SourceCheck::HasObjects => None,
-            SourceCheck::Empty => Some(format!("source `{stream}` ({url}) holds no object yet: {fix}")),
-            SourceCheck::Missing { closest } => Some(format!(
-                "source `{stream}`: the folder {url} does not exist{}: {fix}",
-                closest.as_ref().map(|c| format!(" (did you mean {c}?)")).unwrap_or_default()
-            )),
-        }
-    }
-}
-
-/// Looks at a source: one listing of at most an object (and, for a local folder that does not
-/// exist, the folders above it, for the closest name).
-pub async fn check_source(url: &str) -> crate::error::Result<SourceCheck> {
-    if let Some(path) = url.strip_prefix("file://").map(std::path::PathBuf::from)
-        && !path.exists()
-    {
-        // The deepest folder that exists, and its child closest to the next missing part.
-        let mut closest = None;
-        let mut missing = path.as_path();
-        while let Some(parent) = missing.parent() {
-            if parent.is_dir() {
-                let wanted = missing.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                let children: Vec<String> = std::fs::read_dir(parent)
-                    .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
-                    .unwrap_or_default();
-                let hint = crate::error::did_you_mean(&wanted, children.iter().map(String::as_str));
-                if let Some(name) = hint.strip_prefix(" (did you mean `").and_then(|h| h.strip_suffix("`?)")) {
-                    let rest = path.strip_prefix(missing).unwrap_or(std::path::Path::new(""));
-                    closest = Some(parent.join(name).join(rest).display().to_string());
-                }
-                break;
-            }
-            missing = parent;
-        }
-        return Ok(SourceCheck::Missing { closest });
-    }
-    let loc = crate::store::Location::parse(url)?;
-    Ok(if loc.any_under("").await? { SourceCheck::HasObjects } else { SourceCheck::Empty })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

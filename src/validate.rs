@@ -44,8 +44,8 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     // that holds nothing yet is a warning (a delivery stream not delivered to yet).
     let mut missing = Vec::new();
     for (stream, url) in &ws.config.sources {
-        match crate::source::check_source(url).await {
-            Ok(c @ crate::source::SourceCheck::Missing { .. }) => missing.extend(c.message(stream, url, &ws.config.file_name())),
+        match crate::ingest::check_source(url).await {
+            Ok(c @ crate::ingest::SourceCheck::Missing { .. }) => missing.extend(c.message(stream, url, &ws.config.file_name())),
             Ok(c) => {
                 if let Some(m) = c.message(stream, url, &ws.config.file_name()) {
                     crate::output::notice(format!("warning: {m}"));

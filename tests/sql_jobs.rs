@@ -202,7 +202,10 @@ async fn export_keeps_every_tenant_inside_its_own_prefix() {
     }
     env.put_drop("bigdatajobs", "2026-11-20T13", 1, body.as_bytes(), false);
     let ws = env.workspace();
-    let names: Vec<String> = ws.jobs.jobs.keys().cloned().collect();
+    // Not scoring: these tenants have no company attributes, so no model row (a run that can
+    // score no company fails, by design).
+    let names: Vec<String> =
+        ws.jobs.jobs.keys().filter(|j| !["score_churn", "companies_enriched"].contains(&j.as_str())).cloned().collect();
     run_jobs(&ws, &names, &at(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()), &Progress::new(false)).await.unwrap();
 
     let exports = env.warehouse().join("exports");
