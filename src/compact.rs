@@ -147,7 +147,9 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 // collects what this one left).
                 match collect_replaced_versions(ws, t, grace).await {
                     Ok(n) => counts.removed_files += n,
-                    Err(e) => tracing::warn!(table = %t, "collecting replaced versions failed (the next compaction tries again): {e}"),
+                    Err(e) => {
+                        tracing::warn!(table = %t, "collecting replaced versions failed (the next compaction tries again): {e}")
+                    }
                 }
             }
         }

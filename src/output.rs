@@ -41,14 +41,16 @@ pub fn write_batches(out: &mut dyn Write, format: Format, batches: &[RecordBatch
         }
         // Every column of every row, NULL as `null`: a reader tells a NULL from a missing column.
         Format::Json => {
-            let mut w = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut *out);
+            let mut w =
+                arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut *out);
             w.write_batches(&batches.iter().collect::<Vec<_>>()).map_err(Error::arrow("writing JSON"))?;
             w.finish().map_err(Error::arrow("writing JSON"))?;
             writeln!(out).map_err(io)?;
         }
         Format::Ndjson => {
-            let mut w =
-                arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(&mut *out);
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::LineDelimited>(&mut *out);
             w.write_batches(&batches.iter().collect::<Vec<_>>()).map_err(Error::arrow("writing JSON"))?;
             w.finish().map_err(Error::arrow("writing JSON"))?;
         }

@@ -460,7 +460,12 @@ async fn a_glue_publisher_paused_between_its_writes_never_moves_glue_back() {
     let out = env.runner(&backfill).env("RUNNER__CATALOG__KEEP_REPLACED", "0s").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let newer = day(&env).await;
-    assert!(newer != original && files_at(&newer) > 0, "{original} -> {newer}: {} {}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        newer != original && files_at(&newer) > 0,
+        "{original} -> {newer}: {} {}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let (code, e) = common::resume(paused, &err_path);
     assert_eq!(code, Some(0), "{e}");
     let after = day(&env).await;

@@ -305,7 +305,8 @@ fn the_config_is_found_upward_or_the_error_says_how_to_point_at_it() {
     let out = common::bin().current_dir(&below).args(["--quiet", "validate"]).env_remove("RUNNER_CONFIG").output().unwrap();
     assert!(out.status.success(), "found upward: {}", text(&out.stderr));
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = common::bin().current_dir(elsewhere.path()).args(["--quiet", "validate"]).env_remove("RUNNER_CONFIG").output().unwrap();
+    let out =
+        common::bin().current_dir(elsewhere.path()).args(["--quiet", "validate"]).env_remove("RUNNER_CONFIG").output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("no runner.toml in") && err.contains("--config") && err.contains("RUNNER_CONFIG"), "{err}");
@@ -337,7 +338,11 @@ fn a_misspelled_source_is_caught_and_scoring_nothing_fails() {
     assert!(err.contains("source `companies`") && err.contains("does not exist") && err.contains(&closest), "{err}");
     let out = run(&["run", "ingest_companies"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("source `companies`") && text(&out.stderr).contains("[sources.companies]"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("source `companies`") && text(&out.stderr).contains("[sources.companies]"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["run", "--all", "--at", "2026-11-21"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no company could be scored"), "{}", text(&out.stderr));
@@ -349,7 +354,11 @@ fn a_misspelled_source_is_caught_and_scoring_nothing_fails() {
 fn one_typo_in_inputs_is_one_problem() {
     let env = TestEnv::with_job_edits(
         "",
-        &[("tenant_activity_daily.toml", r#"inputs = ["job_events", "tenant_events"]"#, r#"inputs = ["job_event", "tenant_events"]"#)],
+        &[(
+            "tenant_activity_daily.toml",
+            r#"inputs = ["job_events", "tenant_events"]"#,
+            r#"inputs = ["job_event", "tenant_events"]"#,
+        )],
     );
     let out = env.output(&["validate"]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
@@ -400,7 +409,8 @@ fn summaries_agree_between_runs_dry_runs_and_failures() {
     let t = text(&table.stdout);
     assert!(t.contains("would_score=") && !t.contains("churn=0"), "{t}");
     // A failed SQL run (its SQL broken) records a date.
-    let broken = TestEnv::with_job_edits("", &[("tenants.toml", r#"inputs = ["tenant_state"]"#, r#"inputs = ["tenant_state", "nope"]"#)]);
+    let broken =
+        TestEnv::with_job_edits("", &[("tenants.toml", r#"inputs = ["tenant_state"]"#, r#"inputs = ["tenant_state", "nope"]"#)]);
     let out = broken.output(&["run", "tenants", "--at", "2026-11-21T05:00:00Z"]);
     assert!(!out.status.success());
     let hist = broken.output(&["query", "--format", "csv", "SELECT logical_time, status FROM runner_runs WHERE job = 'tenants'"]);

@@ -120,7 +120,13 @@ fn a_warehouse_of_another_layout_is_refused_with_what_to_do() {
 #[test]
 fn a_format_3_warehouse_is_upgraded_to_4_and_its_checkpoint_pointers_go() {
     let env = TestEnv::new();
-    env.put_drop("companies", "2026-11-20T13", 1, br#"{"event_type":"user_added","event_id":"e1","tenantID":"comp_9","userID":"u9","creationDate":1795179600000}"#, false);
+    env.put_drop(
+        "companies",
+        "2026-11-20T13",
+        1,
+        br#"{"event_type":"user_added","event_id":"e1","tenantID":"comp_9","userID":"u9","creationDate":1795179600000}"#,
+        false,
+    );
     assert!(env.output(&["run", "ingest_companies"]).status.success());
     let pointer = env.warehouse().join("_runner/checkpoints/companies/_last_checkpoint");
     std::fs::create_dir_all(pointer.parent().unwrap()).unwrap();

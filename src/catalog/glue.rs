@@ -299,7 +299,8 @@ impl GlueCatalog {
                 let behind: Vec<&PartitionMeta> = existing
                     .into_iter()
                     .filter(|p| {
-                        held.get(&p.values).is_some_and(|g| super::norm(g) != super::norm(&p.location) && newer_version(&p.location, g))
+                        held.get(&p.values)
+                            .is_some_and(|g| super::norm(g) != super::norm(&p.location) && newer_version(&p.location, g))
                     })
                     .collect();
                 if !behind.is_empty() {
@@ -393,7 +394,12 @@ impl GlueCatalog {
         for chunk in parts.chunks(CREATE_BATCH) {
             let mut keys = chunk
                 .iter()
-                .map(|p| PartitionValueList::builder().set_values(Some(p.values.clone())).build().map_err(|e| Error::Internal(e.to_string())))
+                .map(|p| {
+                    PartitionValueList::builder()
+                        .set_values(Some(p.values.clone()))
+                        .build()
+                        .map_err(|e| Error::Internal(e.to_string()))
+                })
                 .collect::<Result<Vec<_>>>()?;
             for attempt in 0..=ENTRY_ATTEMPTS {
                 if keys.is_empty() {

@@ -665,13 +665,16 @@ pub enum SourceCheck {
     /// The prefix holds no object (yet): a new delivery stream, or a misspelled prefix.
     Empty,
     /// A local folder that does not exist, with the closest existing path when one is close.
-    Missing { closest: Option<String> },
+    Missing {
+        closest: Option<String>,
+    },
 }
 
 impl SourceCheck {
     /// One line saying what is wrong with source `stream` at `url`, and what to do.
     pub fn message(&self, stream: &str, url: &str, config_file: &str) -> Option<String> {
-        let fix = format!("check [sources.{stream}] url in {config_file} (the prefix Firehose delivers into, holding YYYY/MM/DD/HH/)");
+        let fix =
+            format!("check [sources.{stream}] url in {config_file} (the prefix Firehose delivers into, holding YYYY/MM/DD/HH/)");
         match self {
             SourceCheck::HasObjects => None,
             SourceCheck::Empty => Some(format!("source `{stream}` ({url}) holds no object yet: {fix}")),
@@ -696,7 +699,12 @@ pub async fn check_source(url: &str) -> crate::error::Result<SourceCheck> {
             if parent.is_dir() {
                 let wanted = missing.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let children: Vec<String> = std::fs::read_dir(parent)
-                    .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.path().is_dir())
+                            .map(|e| e.file_name().to_string_lossy().to_string())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let hint = crate::error::did_you_mean(&wanted, children.iter().map(String::as_str));
                 if let Some(name) = hint.strip_prefix(" (did you mean `").and_then(|h| h.strip_suffix("`?)")) {
@@ -720,4 +728,3 @@ fn listed_limit(compression: Compression, max_object_bytes: u64) -> u64 {
         Compression::Gzip => max_object_bytes.saturating_add(max_object_bytes / 512).saturating_add(64 << 10),
     }
 }
-

@@ -198,7 +198,10 @@ fn parse_in_chunks(
                 let before = buf.len();
                 if let Err(e) = (&mut decoder).take(room).read_to_end(&mut buf) {
                     // A corrupt or truncated object: keep it visible, never half-read it.
-                    return p.refuse(reason::CORRUPT_OBJECT, format!("cannot inflate GZIP object: {e}; no record of it was ingested"));
+                    return p.refuse(
+                        reason::CORRUPT_OBJECT,
+                        format!("cannot inflate GZIP object: {e}; no record of it was ingested"),
+                    );
                 }
                 let read = (buf.len() - before) as u64;
                 p.out.bytes_uncompressed += read;

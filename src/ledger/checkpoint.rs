@@ -663,7 +663,11 @@ mod tests {
         let ledger = Ledger::new(wh, "s");
         let hour = std::time::Duration::from_secs(3600);
         for c in &all {
-            ledger.wh.put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128])).await.unwrap();
+            ledger
+                .wh
+                .put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128]))
+                .await
+                .unwrap();
             let a = super::super::Attempt::for_test(&c.attempt, c.seq);
             ledger.commit(&a, c, hour).await.unwrap();
         }
@@ -693,7 +697,9 @@ mod tests {
         // A gap no checkpoint explains (records deleted by hand) is an error, not a silent loss.
         ledger.wh.delete(&ledger.commit_path(5)).await.unwrap();
         for stale in std::fs::read_dir(dir.path().join(CHECKPOINT_DIR).join("s")).unwrap() {
-            std::fs::remove_dir_all(stale.as_ref().unwrap().path()).or_else(|_| std::fs::remove_file(stale.unwrap().path())).unwrap();
+            std::fs::remove_dir_all(stale.as_ref().unwrap().path())
+                .or_else(|_| std::fs::remove_file(stale.unwrap().path()))
+                .unwrap();
         }
         let e = ledger.load_after(0).await.unwrap_err().to_string();
         assert!(e.contains("kept changing"), "{e}");

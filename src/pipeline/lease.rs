@@ -138,7 +138,8 @@ async fn current(wh: &Location, job: &str) -> Result<State> {
             state.files.push((g, o.location));
         }
     }
-    state.held = Some(Holder { holder: "a holder renewing right now".into(), expires_at: Utc::now() + chrono::Duration::minutes(1) });
+    state.held =
+        Some(Holder { holder: "a holder renewing right now".into(), expires_at: Utc::now() + chrono::Duration::minutes(1) });
     Ok(state)
 }
 
