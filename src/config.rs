@@ -244,6 +244,7 @@ struct SourceFile {
 struct IngestFile {
     max_objects_per_batch: Option<usize>,
     max_bytes_per_batch: Option<String>,
+    max_file_bytes: Option<String>,
     dedup_horizon: Option<String>,
     lookback: Option<String>,
     parallelism: Option<usize>,
@@ -294,6 +295,10 @@ pub struct Config {
 pub struct IngestSettings {
     pub max_objects_per_batch: usize,
     pub max_bytes_per_batch: u64,
+    /// A batch's rows of one partition are written in files of at most about this many bytes
+    /// in memory (a batch of GZIP drops can inflate to many times its listed size, and one
+    /// Arrow batch holds at most 2 GiB of strings per column).
+    pub max_file_bytes: u64,
     pub dedup_horizon: Duration,
     pub parallelism: usize,
     /// Drops downloaded at once (independent of the cores: it hides S3's first-byte latency).
@@ -341,6 +346,7 @@ impl Default for IngestSettings {
         IngestSettings {
             max_objects_per_batch: 256,
             max_bytes_per_batch: 64 << 20,
+            max_file_bytes: 512 << 20,
             dedup_horizon: Duration::from_secs(7 * 86_400),
             lookback: Duration::from_secs(26 * 3600),
             full_listing: false,
@@ -431,6 +437,16 @@ impl Config {
             if let Some(s) = i.max_bytes_per_batch {
                 ingest.max_bytes_per_batch = parse_size(&s)
                     .ok_or_else(|| cfg_err(format!("ingest.max_bytes_per_batch `{s}` is not a size (e.g. \"64MiB\")")))?;
+            }
+            if let Some(s) = i.max_file_bytes {
+                let n = parse_size(&s)
+                    .ok_or_else(|| cfg_err(format!("ingest.max_file_bytes `{s}` is not a size (e.g. \"512MiB\")")))?;
+                if !((1 << 20)..=(1 << 30)).contains(&n) {
+                    return Err(cfg_err(format!(
+                        "ingest.max_file_bytes must be between 1MiB and 1GiB (Arrow's 2 GiB of strings per batch) (it is {n})"
+                    )));
+                }
+                ingest.max_file_bytes = n;
             }
             if let Some(s) = i.dedup_horizon {
                 ingest.dedup_horizon = humantime::parse_duration(&s)

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestEnv, gz, table_files};
+use common::{TestEnv, gz, table_files, walk};
 
 const H: &str = "2026-11-20T13";
 
@@ -346,4 +346,28 @@ async fn hostile_objects_land_in_quarantine_capped_and_the_rest_is_exact() {
     assert_eq!(ids, vec!["event_id", "b1", "l1", "l2", "ok"]);
     let again = env.ingest("bigdatajobs").await;
     assert_eq!((again.objects, again.stats.quarantined_total()), (0, 0));
+}
+
+/// A batch whose rows of one day hold more than `ingest.max_file_bytes` in memory is written in
+/// several files of that day (one Arrow batch holds at most 2 GiB of strings per column): the
+/// same rows, in more files.
+#[tokio::test]
+async fn a_day_over_the_file_bound_is_written_in_several_files() {
+    let env = TestEnv::with_settings("[ingest]\nmax_file_bytes = \"1MiB\"\n");
+    let pad = "u".repeat(400);
+    let body: String = (0..6000)
+        .map(|i| {
+            format!(
+                "{{\"event_type\":\"job_submitted\",\"event_id\":\"e{i}\",\"companyID\":\"c{}\",\"userID\":\"{pad}{i}\",\"nbJobs\":1,\"creationDate\":1795179600000}}\n",
+                i % 7
+            )
+        })
+        .collect();
+    env.put_drop("bigdatajobs", H, 1, body.as_bytes(), true);
+    let s = env.ingest("bigdatajobs").await;
+    assert_eq!((s.batches, s.stats.valid), (1, 6000));
+    let files: Vec<_> =
+        walk(&env.warehouse().join("job_events")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert!(files.len() >= 2, "one day, split into files: {files:?}");
+    assert_eq!(env.query("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM job_events").await, vec!["n,d", "6000,6000"]);
 }

@@ -557,25 +557,48 @@ async fn stage_partitions(
     let keys: Vec<&arrow::array::StringArray> = batches.iter().map(|b| b.column(sort_col).as_string::<i32>()).collect();
     order.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| keys[x.1].value(x.2).cmp(keys[y.1].value(y.2))));
 
-    let mut groups: Vec<(i32, Vec<(usize, usize)>)> = Vec::new();
+    // One file per day, split when the day's rows of this batch hold more than
+    // `ingest.max_file_bytes` in memory (estimated per row from its object's batch): one Arrow
+    // batch holds at most 2 GiB of strings per column, and a batch of GZIP drops can inflate
+    // to many times its listed size.
+    let row_bytes: Vec<u64> = batches.iter().map(|b| b.get_array_memory_size() as u64 / (b.num_rows().max(1) as u64)).collect();
+    let max_file = ws.config.ingest.max_file_bytes;
+    // (day, part of the day, (batch, row) of each row).
+    type Group = (i32, usize, Vec<(usize, usize)>);
+    let mut groups: Vec<Group> = Vec::new();
+    let mut held = 0u64;
     for (day, b, r) in order {
         match groups.last_mut() {
-            Some((d, rows)) if *d == day => rows.push((b, r)),
-            _ => groups.push((day, vec![(b, r)])),
+            Some((d, _, rows)) if *d == day && held + row_bytes[b] <= max_file => {
+                rows.push((b, r));
+                held += row_bytes[b];
+            }
+            Some((d, part, _)) if *d == day => {
+                let next = *part + 1;
+                groups.push((day, next, vec![(b, r)]));
+                held = row_bytes[b];
+            }
+            _ => {
+                groups.push((day, 0, vec![(b, r)]));
+                held = row_bytes[b];
+            }
         }
     }
     stages.encode_s += thread_cpu().saturating_sub(sorting).as_secs_f64();
     let batches = Arc::new(batches);
     let wh = ws.warehouse.clone();
     let results = futures::stream::iter(groups.into_iter().enumerate())
-        .map(|(n, (day, rows))| {
+        .map(|(n, (day, part, rows))| {
             let wh = wh.clone();
             let batches = batches.clone();
             let (values, dir) = partition(&day_string(day));
             // Staged flat, one folder per attempt: mirroring the table folders here cost a folder
             // per partition per batch to create and to remove again.
             let staged = format!("{staging}/{table}-{n:05}.parquet");
-            let path = format!("{dir}/part-{stream}-{seq:012}.parquet");
+            let path = match part {
+                0 => format!("{dir}/part-{stream}-{seq:012}.parquet"),
+                k => format!("{dir}/part-{stream}-{seq:012}-{k}.parquet"),
+            };
             async move {
                 let len = rows.len() as u64;
                 let (data, encode) = tokio::task::spawn_blocking(move || {
