@@ -62,7 +62,7 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     if engine.kind == EngineKind::Ballista {
         crate::cluster::preflight(engine, &ws.warehouse.url).await?;
     }
-    let (problems, unchecked) = plan_all_with_unchecked(ws).await;
+    let (problems, unchecked) = plan_all(ws).await;
     if !problems.is_empty() {
         let mut message = format!("{} problem(s) found:\n  - {}", problems.len(), problems.join("\n  - "));
         if !unchecked.is_empty() {
@@ -82,15 +82,11 @@ pub async fn validate(ws: &Workspace) -> Result<Validated> {
     })
 }
 
-/// Plans every SQL job against empty tables; returns one message per problem. Each job is
-/// planned in a session holding only its declared inputs, as it runs.
-pub async fn plan_all(ws: &Workspace) -> Vec<String> {
-    plan_all_with_unchecked(ws).await.0
-}
-
-/// [`plan_all`], and the jobs not planned because an input is the output of a job with a
-/// problem (one typo upstream is one problem, not one per job downstream with wrong guesses).
-async fn plan_all_with_unchecked(ws: &Workspace) -> (Vec<String>, Vec<String>) {
+/// Plans every SQL job against empty tables; returns one message per problem, and the jobs not
+/// planned because an input is the output of a job with a problem (one typo upstream is one
+/// problem, not one per job downstream with wrong guesses). Each job is planned in a session
+/// holding only its declared inputs, as it runs.
+pub async fn plan_all(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut unchecked: Vec<String> = Vec::new();
     // Outputs of jobs that could not be planned.

@@ -356,12 +356,7 @@ impl GlueCatalog {
     async fn remove_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<u64> {
         let mut n = 0;
         for chunk in values.chunks(DELETE_BATCH) {
-            let keys = chunk
-                .iter()
-                .map(|v| {
-                    PartitionValueList::builder().set_values(Some(v.clone())).build().map_err(|e| Error::Internal(e.to_string()))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let keys = value_lists(chunk.iter())?;
             let out = self
                 .client
                 .batch_delete_partition()
@@ -392,15 +387,7 @@ impl GlueCatalog {
     async fn glue_locations(&self, table: &str, parts: &[&PartitionMeta]) -> Result<BTreeMap<Vec<String>, String>> {
         let mut out = BTreeMap::new();
         for chunk in parts.chunks(CREATE_BATCH) {
-            let mut keys = chunk
-                .iter()
-                .map(|p| {
-                    PartitionValueList::builder()
-                        .set_values(Some(p.values.clone()))
-                        .build()
-                        .map_err(|e| Error::Internal(e.to_string()))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let mut keys = value_lists(chunk.iter().map(|p| &p.values))?;
             for attempt in 0..=ENTRY_ATTEMPTS {
                 if keys.is_empty() {
                     break;
@@ -737,7 +724,7 @@ impl GlueCatalog {
             // Glue write landing before ours): read the local catalog again (one listing) and
             // go round until Glue holds what it holds. The last Glue write of a partition is
             // then made after the local catalog's last change to it was read.
-            self.local.partitions(table).await?;
+            self.local.refresh(table).await?;
         }
         // Published locally; Glue follows once the publishers stop racing.
         tracing::warn!(
@@ -912,6 +899,13 @@ fn entry_error(table: &str, e: &PartitionError) -> Error {
         d.and_then(|d| d.error_code()).unwrap_or("error"),
         d.and_then(|d| d.error_message()).unwrap_or_default()
     ))
+}
+
+/// Glue's keys for partitions with these values.
+fn value_lists<'v>(values: impl Iterator<Item = &'v Vec<String>>) -> Result<Vec<PartitionValueList>> {
+    values
+        .map(|v| PartitionValueList::builder().set_values(Some(v.clone())).build().map_err(|e| Error::Internal(e.to_string())))
+        .collect()
 }
 
 fn backoff(attempt: u32) -> Duration {

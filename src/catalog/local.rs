@@ -224,6 +224,17 @@ impl LocalCatalog {
         Err(Error::Failed(format!("the catalog of table `{name}` changed too fast to be read; try again")))
     }
 
+    /// Brings this process's copy of the table's newest snapshot up to date: one listing, and
+    /// a read only when a newer snapshot exists (nothing is copied out).
+    pub async fn refresh(&self, name: &str) -> Result<()> {
+        let newest = self.listed(name).await?.last().map(|(seq, _)| *seq);
+        let cached = self.cache.lock().expect("catalog cache").get(name).map(|s| s.seq);
+        if newest.is_some() && newest != cached {
+            self.load(name).await?;
+        }
+        Ok(())
+    }
+
     fn remember(&self, name: &str, s: &Snapshot) {
         let mut cache = self.cache.lock().expect("catalog cache");
         if cache.get(name).is_none_or(|c| c.seq < s.seq) {

@@ -43,7 +43,12 @@ fn summary(bytes: &[u8], max: usize) -> String {
     if bytes.len() <= max {
         return String::new();
     }
-    format!(" [raw keeps the first {max} of {} bytes; xxh3 {:016x}]", bytes.len(), xxhash_rust::xxh3::xxh3_64(bytes))
+    raw_note(max, bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// What a capped `raw` leaves out: the record's length and hash.
+fn raw_note(max: usize, len: u64, hash: u64) -> String {
+    format!(" [raw keeps the first {max} of {len} bytes; xxh3 {hash:016x}]")
 }
 
 /// A record the runner could not accept.
@@ -241,6 +246,10 @@ struct Skip {
 }
 
 impl Skip {
+    fn at(offset: u64) -> Skip {
+        Skip { offset, head: Vec::new(), len: 0, hash: xxhash_rust::xxh3::Xxh3::new(), held_cr: false }
+    }
+
     fn feed(&mut self, mut piece: &[u8], max_raw: usize) {
         if piece.is_empty() {
             return;
@@ -306,8 +315,9 @@ impl Parser<'_> {
             code: reason::RECORD_TOO_LARGE,
             field: None,
             message: format!(
-                "a record of {len} bytes, over ingest.max_record_bytes ({}); not parsed [raw keeps the first {max} of {len} bytes; xxh3 {hash:016x}]",
-                self.limits.max_record_bytes
+                "a record of {len} bytes, over ingest.max_record_bytes ({}); not parsed{}",
+                self.limits.max_record_bytes,
+                raw_note(max, len, hash)
             ),
         });
     }
@@ -354,13 +364,7 @@ impl Parser<'_> {
             let line_ended = data[end..].starts_with(b"\n") || data[end..].starts_with(b"\r\n");
             if !eof {
                 if frame.too_large && !line_ended && start < tail {
-                    let mut skip = Skip {
-                        offset: base + start as u64,
-                        head: Vec::new(),
-                        len: 0,
-                        hash: xxhash_rust::xxh3::Xxh3::new(),
-                        held_cr: false,
-                    };
+                    let mut skip = Skip::at(base + start as u64);
                     skip.feed(&data[start..], self.limits.max_raw_bytes);
                     self.skip = Some(skip);
                     return data.len();

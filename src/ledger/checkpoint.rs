@@ -624,23 +624,27 @@ mod tests {
         }
     }
 
-    /// Two checkpointers that read the ledger at different times: the one that writes the
-    /// older checkpoint last cannot make readers go back to it (the commits it summarises less
-    /// of may already be deleted by the newer one's clean-up).
-    #[tokio::test]
-    async fn a_late_checkpoint_of_an_older_seq_never_moves_the_newest_back() {
-        let ops: Vec<(bool, u8, u8, u8)> = (0..12).map(|i| (false, i % 3, 1, 0)).collect();
+    /// A ledger of `n` ingest batches over three days, each with its dedup keys stored (no
+    /// commit record yet).
+    async fn ingest_ledger(n: u8) -> (tempfile::TempDir, Ledger, Vec<Commit>) {
+        let ops: Vec<(bool, u8, u8, u8)> = (0..n).map(|i| (false, i % 3, 1, 0)).collect();
         let all = commits(&ops);
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let ledger = Ledger::new(wh, "s");
         for c in &all {
-            ledger
-                .wh
-                .put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128]))
-                .await
-                .unwrap();
+            let keys = super::super::encode_keys(&[c.seq as u128]);
+            ledger.wh.put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), keys).await.unwrap();
         }
+        (dir, ledger, all)
+    }
+
+    /// Two checkpointers that read the ledger at different times: the one that writes the
+    /// older checkpoint last cannot make readers go back to it (the commits it summarises less
+    /// of may already be deleted by the newer one's clean-up).
+    #[tokio::test]
+    async fn a_late_checkpoint_of_an_older_seq_never_moves_the_newest_back() {
+        let (_dir, ledger, all) = ingest_ledger(12).await;
         let full = LedgerState { base: None, commits: all.clone(), published: all.iter().map(|c| c.seq).collect() };
         assert_eq!(ledger.pointer().await.unwrap(), None);
         ledger.write_checkpoint(&full, 10, DAY, "fast").await.unwrap();
@@ -656,18 +660,9 @@ mod tests {
     /// sees a gap: it must read the newer checkpoint, never go on without the gap's batches.
     #[tokio::test]
     async fn a_reader_that_meets_a_cleaned_up_gap_reads_the_newer_checkpoint() {
-        let ops: Vec<(bool, u8, u8, u8)> = (0..6).map(|i| (false, i % 3, 1, 0)).collect();
-        let all = commits(&ops);
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
-        let ledger = Ledger::new(wh, "s");
+        let (dir, ledger, all) = ingest_ledger(6).await;
         let hour = std::time::Duration::from_secs(3600);
         for c in &all {
-            ledger
-                .wh
-                .put(&ledger.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[c.seq as u128]))
-                .await
-                .unwrap();
             let a = super::super::Attempt::for_test(&c.attempt, c.seq);
             ledger.commit(&a, c, hour).await.unwrap();
         }

@@ -217,7 +217,7 @@ pub async fn interrupted() {
 /// generation (each with its own clock reading, both creates would succeed).
 async fn first_generation(wh: &Location, job: &str) -> Result<u64> {
     let path = wh.child(&format!("{}/first", dir(job)));
-    let now = wh.store_now(&format!("{}/clock", dir(job))).await?;
+    let now = store_now(wh, job).await?;
     let mine = (now.timestamp_millis() - GENERATION_EPOCH_MS).max(1) as u64;
     if wh.put_if_absent(&path, Bytes::from(mine.to_string())).await? {
         return Ok(mine);
@@ -330,10 +330,16 @@ impl Lease {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn one_holder_at_a_time_release_and_expiry_free_it() {
+    /// A warehouse in a new temporary folder.
+    fn local() -> (tempfile::TempDir, Location) {
         let dir = tempfile::tempdir().unwrap();
         let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        (dir, wh)
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_release_and_expiry_free_it() {
+        let (_dir, wh) = local();
         let ttl = Duration::from_millis(600);
         let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
         let first = a.generation;
@@ -356,8 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_lease_folder_stays_small_whatever_the_number_of_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let (_dir, wh) = local();
         let ttl = Duration::from_secs(60);
         let mut first = 0;
         for i in 0..50 {
@@ -384,8 +389,7 @@ mod tests {
     /// lasts its ttl from the record's write either way.
     #[tokio::test]
     async fn expiry_goes_by_the_stores_time_not_the_holders_clock() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let (_dir, wh) = local();
         let ttl = Duration::from_millis(800);
         for (job, skew) in [("ahead", chrono::Duration::hours(1)), ("behind", chrono::Duration::hours(-1))] {
             let rec = Record { expires_at: Utc::now() + skew, ..Record::new("skewed", ttl) };
@@ -409,8 +413,7 @@ mod tests {
     /// the next one and deleted it): the lease is held, never free.
     #[tokio::test]
     async fn a_renewal_that_vanishes_while_read_is_a_held_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let (_dir, wh) = local();
         let ttl = Duration::from_secs(60);
         let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
         a.renewer.abort();
@@ -434,8 +437,7 @@ mod tests {
     /// generations above any it had: the store's time, not 1.
     #[tokio::test]
     async fn generations_restart_above_the_old_ones_when_the_folder_is_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let (dir, wh) = local();
         let ttl = Duration::from_secs(60);
         let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
         let first = a.generation;
@@ -462,8 +464,7 @@ mod tests {
     /// longer than the ttl knows it lost the lease before its renewer runs.
     #[tokio::test]
     async fn the_fence_knows_the_deadline_passed_before_the_renewer_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let (_dir, wh) = local();
         let a = acquire(&wh, "j", "a", Duration::from_millis(300)).await.unwrap().unwrap();
         a.renewer.abort();
         let fence = a.fence();
