@@ -687,7 +687,7 @@ mod tests {
         let late = Commit { attempt: "late".into(), ..all[2].clone() };
         let a = super::super::Attempt::for_test("late", 3);
         let r = ledger.commit_within(&a, &late, hour, std::time::Duration::ZERO).await;
-        assert!(matches!(r, Err(Error::StaleAttempt { seq: 3, .. })), "{r:?}");
+        assert!(matches!(r, Err(Error::CommitConflict { seq: 3, .. })), "{r:?}");
         assert!(!ledger.wh.exists(&ledger.commit_path(3)).await.unwrap());
         // A gap no checkpoint explains (records deleted by hand) is an error, not a silent loss.
         ledger.wh.delete(&ledger.commit_path(5)).await.unwrap();

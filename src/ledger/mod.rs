@@ -533,8 +533,8 @@ impl Ledger {
 
     /// [`Ledger::commit`] next to clean-ups of checkpoints older than `retention`: an attempt
     /// that lived that long may have planned a seq a newer checkpoint summarised and whose
-    /// record clean-up deleted (so its create would succeed). It re-plans instead. Checked (one
-    /// listing) only for attempts that old.
+    /// record clean-up deleted (so its create would succeed). That is a conflict: it re-plans.
+    /// Checked (one listing) only for attempts that old.
     pub async fn commit_within(
         &self,
         attempt: &Attempt,
@@ -557,7 +557,8 @@ impl Ledger {
         // another attempt's record of the seq, which our create then meets, unless that record
         // was cleaned up in between: a whole retention away, not the moment to the create.
         if age >= retention && self.pointer().await?.is_some_and(|p| p >= c.seq) {
-            return Err(stale());
+            // Another attempt committed it (a conflict, like a create that meets its record).
+            return Err(Error::CommitConflict { stream: self.stream.clone(), seq: c.seq });
         }
         let body = serde_json::to_vec_pretty(c).map_err(|e| Error::Internal(e.to_string()))?;
         if !self.wh.put_if_absent(&self.commit_path(c.seq), Bytes::from(body)).await? {
