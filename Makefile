@@ -33,9 +33,14 @@ image:
 	docker build -t $(IMAGE) -t runner:latest .
 
 ## The whole test suite: format, lint, offline validation, unit and integration tests.
-test: venv browser fmt lint
-	$(RUNNER) validate
-	RUNNER_TEST_PYTHON=$(PY) cargo test --all-targets
+## Clippy runs inside the test build (clippy-driver as the workspace's rustc wrapper, the way
+## `cargo clippy` runs it), so the dependencies build once for lint and tests instead of once in
+## check mode and again for the tests; a lint is an error that stops the build, as in `make lint`.
+LINTED := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+test: venv browser fmt
+	@command -v clippy-driver >/dev/null || { echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; }
+	$(LINTED) $(RUNNER) validate
+	RUNNER_TEST_PYTHON=$(PY) $(LINTED) cargo test --all-targets
 
 ## Python with pyarrow and duckdb (the independent readers of the tests and the benchmark),
 ## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1) and cfn-lint.
