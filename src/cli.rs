@@ -132,6 +132,30 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Validate quarantined records again against today's schemas/events.toml and add those that
+    /// now pass to their tables, exactly once (a ledger commit like a batch); rows that still
+    /// fail stay quarantined with today's reason. Prints, per stream and original reason, how
+    /// many were accepted, were already in the table, still fail, or were left alone.
+    Replay {
+        /// Only this delivery stream (default: every stream).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only rows with this reason_code (e.g. unknown_event_type).
+        #[arg(long)]
+        reason: Option<String>,
+        /// First arrival date (the quarantine's dt), YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Last arrival date, YYYY-MM-DD, inclusive.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Say what would be accepted and what stays, with examples; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Summary format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Each job's last run and how fresh its output is.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -654,6 +678,36 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let ws = Workspace::open(config)?;
             let runs = crate::pipeline::backfill(&ws, &job, from, to, &progress).await?;
             write_records(out, format, &runs, || summary_table(&runs))?;
+            Ok(exit::OK)
+        }
+        Command::Replay { stream, reason, from, to, dry_run, format } => {
+            if let (Some(f), Some(t)) = (from, to)
+                && f > t
+            {
+                return Err(Error::Usage(format!("--from {f} is after --to {t}")));
+            }
+            let ws = Workspace::open(config)?;
+            if let Some(r) = &reason
+                && !crate::ingest::validate::reason::ALL.contains(&r.as_str())
+            {
+                let hint = crate::error::did_you_mean(r, crate::ingest::validate::reason::ALL.iter().copied());
+                return Err(Error::Usage(format!("--reason {r} is not a quarantine reason code{hint}")));
+            }
+            let opts = crate::replay::ReplayOptions { streams: stream.into_iter().collect(), reason, from, to, dry_run };
+            let run_id = crate::pipeline::new_run_id();
+            let reports = crate::replay::run(&ws, &opts, &run_id).await?;
+            for r in &reports {
+                let days = r.days();
+                let what = if dry_run { "would change" } else { "changed" };
+                if !days.is_empty() {
+                    notice(format!(
+                        "{}: {what} {} (the incremental SQL jobs rebuild them on their next run)",
+                        r.stream,
+                        days.into_iter().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            write_batches(out, format, &[crate::replay::to_batch(&reports, dry_run, &run_id)?])?;
             Ok(exit::OK)
         }
         Command::Status { format } => {

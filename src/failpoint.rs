@@ -21,6 +21,8 @@ pub const POINTS: &[&str] = &[
     "ledger.pointer_moved",
     "ledger.mid_cleanup",
     "sql.before_publish",
+    "replay.before_commit",
+    "replay.after_commit",
     "glue.before_mirror",
 ];
 

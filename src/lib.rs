@@ -11,7 +11,7 @@
 //! 3. schedules (expressions, the daemon, crontab and EventBridge rendering): `schedule`
 //! 4. running jobs (dispatch over kinds, the DAG, leases, locked runs, backfill): `pipeline`
 //! 5. run history (`runner_runs`, status, history) and the runner's own state: `runs`, `state`
-//! 6. the job kinds: `ingest`, `compact`, `transform`, `export`, `score`, `simulate`
+//! 6. the job kinds, and replaying quarantine: `replay`, `ingest`, `compact`, `transform`, `export`, `score`, `simulate`
 //! 7. the churn model (declaration, training, serving): `model`
 //! 8. publishing and the engines: `publish`, `engine`, `cluster`, `athena`
 //! 9. everything a command works with, resolved once: `workspace`
@@ -56,6 +56,7 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;
+pub mod replay;
 pub mod runs;
 pub mod schedule;
 pub mod schema;

@@ -59,7 +59,7 @@ pub const QUARANTINE_STREAM_COL: &str = "stream";
 
 /// The quarantine table's data-file schema: every record the runner could not accept, with its
 /// source, byte offset, raw text, reason and the run that read it (the stream and the arrival
-/// date are its partition keys).
+/// date are its partition keys), and the replay that later accepted it, if one did.
 pub fn quarantine_schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
@@ -71,9 +71,18 @@ pub fn quarantine_schema() -> SchemaRef {
         Field::new("reason", DataType::Utf8, false),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("batch", DataType::Int64, false),
-        Field::new("ingested_at", ts, false),
+        Field::new("ingested_at", ts.clone(), false),
+        // Set by `runner replay` when the record passed a later contract and was added to its
+        // table (the row itself stays). Nullable, and last: files written before have neither.
+        Field::new(COL_REPLAYED_RUN_ID, DataType::Utf8, true),
+        Field::new(COL_REPLAYED_AT, ts, true),
     ]))
 }
+
+/// The run id of the replay that added a quarantined record to its table (NULL until then).
+pub const COL_REPLAYED_RUN_ID: &str = "replayed_run_id";
+/// When that replay ran.
+pub const COL_REPLAYED_AT: &str = "replayed_at";
 
 /// A field type in the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -64,7 +64,7 @@ struct Candidate {
 }
 
 /// Registers the stream's table and `quarantine` in the catalog (idempotent).
-async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
+pub(crate) async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     let sc = ws.contract.stream(stream)?;
     let mut t = TableMeta::from_arrow(
         &sc.table,
@@ -260,7 +260,7 @@ async fn discover(
                     arrival_ms: d.arrival_hour.timestamp_millis(),
                     compression: d.compression,
                     refused: Some(format!(
-                        "the object is {} bytes{}, over ingest.max_object_bytes ({}): not read, no record of it ingested; raise the limit and replay it from quarantine if it is real data",
+                        "the object is {} bytes{}, over ingest.max_object_bytes ({}): not read, no record of it ingested; raise the limit and copy the object to a new key if it is real data (`runner replay` re-reads records, not objects)",
                         meta.size,
                         if d.compression == Compression::Gzip { " of GZIP" } else { "" },
                         settings.limits.max_object_bytes
@@ -530,7 +530,7 @@ async fn write_batch(
 /// otherwise in arrival order, and returns the ledger entries of the files. Rows are sorted by
 /// reference and gathered one partition at a time, so the batch is never copied whole.
 #[allow(clippy::too_many_arguments)]
-async fn stage_partitions(
+pub(crate) async fn stage_partitions(
     ws: &Workspace,
     staging: &str,
     table: &str,
@@ -661,6 +661,7 @@ impl QuarantineRows {
     }
 
     fn finish(mut self) -> Result<(RecordBatch, Vec<i32>)> {
+        let n = self.at.len();
         let mut at = TimestampMillisecondBuilder::new().with_timezone("UTC");
         for t in &self.at {
             at.append_value(*t);
@@ -676,7 +677,11 @@ impl QuarantineRows {
             Arc::new(self.batch.finish()),
             Arc::new(at.finish()),
         ];
-        let batch = RecordBatch::try_new(quarantine_schema(), cols).map_err(Error::arrow("building quarantine rows"))?;
+        // Not replayed (see `replay`): the columns after these are NULL.
+        let schema = quarantine_schema();
+        let mut cols = cols;
+        cols.extend(schema.fields()[cols.len()..].iter().map(|f| arrow::array::new_null_array(f.data_type(), n)));
+        let batch = RecordBatch::try_new(schema, cols).map_err(Error::arrow("building quarantine rows"))?;
         Ok((batch, self.days))
     }
 }

@@ -298,7 +298,7 @@ impl Parser<'_> {
 
     fn refuse_too_large(self, compressed: u64, compression: Compression) -> ParsedObject {
         let message = format!(
-            "the object holds more than {} bytes ({} compressed{}), over ingest.max_object_bytes: it was not read further and no record of it was ingested; raise the limit and replay it from quarantine if it is real data",
+            "the object holds more than {} bytes ({} compressed{}), over ingest.max_object_bytes: it was not read further and no record of it was ingested; raise the limit and copy the object to a new key if it is real data (`runner replay` re-reads records, not objects)",
             self.limits.max_object_bytes,
             compressed,
             if compression == Compression::Gzip { ", GZIP" } else { "" }
@@ -469,7 +469,7 @@ impl Parser<'_> {
 }
 
 /// The dedup key of a record with an `event_id`.
-fn id_key(id: &str) -> u128 {
+pub fn id_key(id: &str) -> u128 {
     let mut h = Xxh3::new();
     h.update(b"id\0");
     h.update(id.as_bytes());

@@ -60,6 +60,21 @@ pub mod reason {
     pub const OBJECT_TOO_LARGE: &str = "object_too_large";
     /// Internal, never stored: the fast path met a record whose columns depend on key order.
     pub const ORDER_MATTERS: &str = "order_matters";
+    /// Every code `quarantine` can hold.
+    pub const ALL: &[&str] = &[
+        INVALID_JSON,
+        NOT_OBJECT,
+        MISSING_FIELD,
+        UNKNOWN_EVENT_TYPE,
+        WRONG_STREAM,
+        WRONG_TYPE,
+        BAD_TIMESTAMP,
+        BAD_VALUE,
+        CORRUPT_OBJECT,
+        UNSUPPORTED_OBJECT,
+        RECORD_TOO_LARGE,
+        OBJECT_TOO_LARGE,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq)]

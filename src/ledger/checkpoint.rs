@@ -160,14 +160,13 @@ fn summarise_from(
     for c in state.commits.iter().filter(|c| c.seq <= seq) {
         n += 1;
         apply(&mut parts, c);
+        // The newest arrival is an ingest batch's (discovery lists from it); a replay's keys are
+        // kept like a batch's, by the arrival of the objects its records came from.
         if let Some(b) = c.batch() {
             max_arrival = max_arrival.max(Some(b.max_arrival_ms));
-            batches.push(BatchRef {
-                seq: c.seq,
-                max_arrival_ms: b.max_arrival_ms,
-                dedup_keys: b.dedup_keys.clone(),
-                day_segment: false,
-            });
+        }
+        if let Some((max_arrival_ms, keys)) = c.dedup_ref() {
+            batches.push(BatchRef { seq: c.seq, max_arrival_ms, dedup_keys: keys.to_string(), day_segment: false });
         }
     }
     if let Some(newest) = max_arrival {

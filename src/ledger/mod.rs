@@ -130,6 +130,23 @@ pub enum CommitKind {
     Compaction(Vec<Compacted>),
     /// Files added without consuming anything (a run record of `runner_runs`).
     Append,
+    /// A replay of quarantined records (`runner replay`): the records that now pass are added
+    /// to their partitions (files that join the current version, like an ingest batch's), and
+    /// the quarantine partitions they came from are rewritten with those rows marked replayed
+    /// (files of a new version, like a compaction's).
+    Replay(Replay),
+}
+
+/// What a replay commit accepted and rewrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// The quarantine partitions rewritten (their new files are among the commit's files).
+    pub rewritten: Vec<Compacted>,
+    /// The accepted records' dedup keys, for later batches within the horizon.
+    pub dedup_keys: String,
+    /// Latest arrival hour of the accepted records' objects (epoch ms).
+    pub max_arrival_ms: i64,
+    pub stats: BatchStats,
 }
 
 /// What an ingest commit consumed and kept.
@@ -159,11 +176,21 @@ struct StoredCommit {
     stats: BatchStats,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     compacted: Vec<Compacted>,
+    /// A replay: `compacted` holds the quarantine partitions it rewrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    replay: bool,
 }
 
 impl From<StoredCommit> for Commit {
     fn from(s: StoredCommit) -> Commit {
-        let kind = if !s.compacted.is_empty() {
+        let kind = if s.replay {
+            CommitKind::Replay(Replay {
+                rewritten: s.compacted,
+                dedup_keys: s.dedup_keys,
+                max_arrival_ms: s.max_arrival_ms,
+                stats: s.stats,
+            })
+        } else if !s.compacted.is_empty() {
             CommitKind::Compaction(s.compacted)
         } else if !s.objects.is_empty() {
             CommitKind::Ingest(Batch {
@@ -201,12 +228,17 @@ impl From<Commit> for StoredCommit {
             max_arrival_ms: 0,
             stats: BatchStats::default(),
             compacted: Vec::new(),
+            replay: false,
         };
         match c.kind {
             CommitKind::Ingest(b) => {
                 (s.objects, s.dedup_keys, s.max_arrival_ms, s.stats) = (b.objects, b.dedup_keys, b.max_arrival_ms, b.stats);
             }
             CommitKind::Compaction(p) => s.compacted = p,
+            CommitKind::Replay(r) => {
+                (s.compacted, s.dedup_keys, s.max_arrival_ms, s.stats) = (r.rewritten, r.dedup_keys, r.max_arrival_ms, r.stats);
+                s.replay = true;
+            }
             CommitKind::Append => {}
         }
         s
@@ -236,11 +268,23 @@ impl Commit {
         self.batch().map(|b| b.objects.as_slice()).unwrap_or_default()
     }
 
-    /// The partitions a compaction rewrote (none for the other kinds).
+    /// The partitions a compaction or a replay rewrote as a new version (none for the other
+    /// kinds).
     pub fn compacted(&self) -> &[Compacted] {
         match &self.kind {
             CommitKind::Compaction(p) => p,
+            CommitKind::Replay(r) => &r.rewritten,
             _ => &[],
+        }
+    }
+
+    /// The dedup keys a commit added and the latest arrival they belong to: an ingest batch's
+    /// or a replay's.
+    pub fn dedup_ref(&self) -> Option<(i64, &str)> {
+        match &self.kind {
+            CommitKind::Ingest(b) => Some((b.max_arrival_ms, b.dedup_keys.as_str())),
+            CommitKind::Replay(r) if !r.dedup_keys.is_empty() => Some((r.max_arrival_ms, r.dedup_keys.as_str())),
+            _ => None,
         }
     }
 }
@@ -342,11 +386,8 @@ impl LedgerState {
     /// The ingest batches whose dedup keys exist: the base's and those of later commits.
     pub fn dedup_batches(&self) -> Vec<BatchRef> {
         let mut out = self.base.as_ref().map(|b| b.batches.clone()).unwrap_or_default();
-        out.extend(self.commits.iter().filter_map(|c| Some((c.seq, c.batch()?))).map(|(seq, b)| BatchRef {
-            seq,
-            max_arrival_ms: b.max_arrival_ms,
-            dedup_keys: b.dedup_keys.clone(),
-            day_segment: false,
+        out.extend(self.commits.iter().filter_map(|c| Some((c.seq, c.dedup_ref()?))).map(|(seq, (max_arrival_ms, keys))| {
+            BatchRef { seq, max_arrival_ms, dedup_keys: keys.to_string(), day_segment: false }
         }));
         out
     }

@@ -65,17 +65,21 @@ pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Resu
         wh.remove_empty_dirs(dir).await?;
     }
     failpoint::hit("ingest.before_catalog");
-    let mut by_table: BTreeMap<&str, Vec<PartitionMeta>> = BTreeMap::new();
+    // By table, and by whether the commit gave the partition a new version (a compaction, or
+    // the quarantine partitions a replay rewrote: repointed) or added files to the current one
+    // (added when new).
+    let mut by_table: BTreeMap<(&str, bool), Vec<PartitionMeta>> = BTreeMap::new();
     for f in &c.files {
         let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
         let p = PartitionMeta::new(f.partition.clone(), wh.join(dir).url);
-        let v = by_table.entry(f.table.as_str()).or_default();
+        let repoint = c.compacted().iter().any(|r| r.table == f.table && r.partition == f.partition);
+        let v = by_table.entry((f.table.as_str(), repoint)).or_default();
         if !v.contains(&p) {
             v.push(p);
         }
     }
-    for (table, parts) in by_table {
-        if c.is_compaction() {
+    for ((table, repoint), parts) in by_table {
+        if repoint {
             ws.catalog.put_partitions(table, &parts).await?;
         } else {
             ws.catalog.add_partitions(table, &parts).await?;
