@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/runner/venv
 PY := $(VENV)/bin/python
 RUNNER := cargo run --quiet --
 
-.PHONY: build demo dashboard image test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-calendar bench-score bench-discovery model serve sample schedules clean-warehouse
+.PHONY: build demo dashboard image image-runtime image-base image-tools test venv browser fmt lint check unit golden bench bench-dag bench-cluster bench-state bench-calendar bench-score bench-discovery model serve sample schedules clean-warehouse
 
 # The committed sample's last day: the demo runs as of it, so job30 and job90 cover the sample
 # whatever today's date is.
@@ -27,17 +27,49 @@ build:
 dashboard:
 	$(RUNNER) dashboard --port 8050
 
-## The container image the exported task definition runs (needs a Docker engine).
+## The container image the exported task definition runs, with docker or podman (whichever the
+## machine has; ENGINE=podman to choose). `make image` builds the binary in the image;
+## `make image-runtime` puts an already built one (BIN) on the runtime base. Base images are
+## build arguments: `make image-base` makes localhost/bookworm-base with mmdebstrap where no
+## registry is reachable, then `make image-runtime RUNTIME_IMAGE=localhost/bookworm-base`.
 IMAGE ?= runner:$(shell git describe --always --dirty 2>/dev/null || echo dev)
+ENGINE ?= $(notdir $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null || echo docker))
+# Podman on this kind of machine: Debian's runc (crun's setrlimit is refused) and the limits a
+# container may set here.
+ifeq ($(ENGINE),podman)
+ENGINE_FLAGS ?= --runtime runc
+BUILD_FLAGS ?= --ulimit nofile=20000:20000 --ulimit nproc=4096:4096
+endif
+BUILD_ARGS := $(if $(RUNTIME_IMAGE),--build-arg RUNTIME_IMAGE=$(RUNTIME_IMAGE)) $(if $(BUILD_IMAGE),--build-arg BUILD_IMAGE=$(BUILD_IMAGE))
+BIN ?= $(CARGO_TARGET_DIR)/release/runner
+BASE_TAR := $(HOME)/.cache/runner/image/bookworm-base.tar
 image:
-	docker build -t $(IMAGE) -t runner:latest .
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(BUILD_ARGS) --target runtime -t $(IMAGE) -t runner:latest .
+image-runtime:
+	@test -x $(BIN) || { echo "no binary at $(BIN): cargo build --release, or BIN=path" >&2; exit 1; }
+	mkdir -p .image && cp $(BIN) .image/runner
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) $(BUILD_ARGS) --target prebuilt -t $(IMAGE) -t runner:latest .
+image-base: $(BASE_TAR)
+	$(ENGINE) $(ENGINE_FLAGS) image exists localhost/bookworm-base 2>/dev/null || $(ENGINE) $(ENGINE_FLAGS) import $(BASE_TAR) localhost/bookworm-base
+$(BASE_TAR):
+	mkdir -p $(dir $@)
+	mmdebstrap --variant=minbase --include=ca-certificates bookworm $@.partial && mv $@.partial $@
+
+## What the image test needs: podman with runc, and mmdebstrap for its base (Debian's packages;
+## sudo when not root). Where they cannot be installed, the image test says so and stops.
+image-tools:
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
+	  echo "installing Debian's podman, runc and mmdebstrap for the image test" >&2; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap uidmap >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap uidmap >/dev/null; } || \
+	  echo "could not install podman: the image test will say so and stop" >&2; }
 
 ## The whole test suite: format, lint, offline validation, unit and integration tests.
 ## Clippy runs inside the test build (clippy-driver as the workspace's rustc wrapper, the way
 ## `cargo clippy` runs it), so the dependencies build once for lint and tests instead of once in
 ## check mode and again for the tests; a lint is an error that stops the build, as in `make lint`.
 LINTED := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
-test: venv browser fmt
+test: venv browser image-tools fmt
 	@command -v clippy-driver >/dev/null || { echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; }
 	$(LINTED) $(RUNNER) validate
 	RUNNER_TEST_PYTHON=$(PY) $(LINTED) cargo test --all-targets

@@ -241,11 +241,17 @@ pub fn resources(config: &Config) -> Map<String, Value> {
             "RuntimePlatform": {"OperatingSystemFamily": "LINUX", "CpuArchitecture": "X86_64"},
             "ExecutionRoleArn": {"Fn::GetAtt": ["RunnerExecutionRole", "Arn"]},
             "TaskRoleArn": {"Fn::GetAtt": ["RunnerTaskRole", "Arn"]},
+            // The entrypoint, user and working folder are the image's own (Dockerfile):
+            // stated here too, so a task never runs another image's way by accident
+            // (`tests/image.rs` checks the two agree).
             "ContainerDefinitions": [{
                 "Name": "runner",
                 "Image": {"Ref": "Image"},
                 "Essential": true,
+                "EntryPoint": ["runner"],
                 "Command": ["status"],
+                "User": "runner",
+                "WorkingDirectory": "/app",
                 "Environment": environment,
                 "LogConfiguration": {"LogDriver": "awslogs", "Options": {
                     "awslogs-group": {"Ref": "RunnerLogGroup"},
