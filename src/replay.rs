@@ -37,12 +37,14 @@ use crate::dates::day_string;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ingest::dedup::DedupIndex;
+use crate::ingest::parse::Limits;
 use crate::ingest::parse::{id_key, parse_object};
 use crate::ingest::{ensure_tables, stage_partitions};
 use crate::job::IngestStages;
 use crate::ledger::{
     Attempt, BatchStats, Commit, CommitKind, Compacted, FileEntry, Ledger, LedgerState, PartitionState, Replay, encode_keys,
 };
+use crate::publish::collect_replaced_versions;
 use crate::publish::commit::{Committed, Committer};
 use crate::schema::{COL_REPLAYED_AT, COL_REPLAYED_RUN_ID, COL_SOURCE, QUARANTINE_TABLE, StreamContract, quarantine_schema};
 use crate::source::{Compression, KeyKind, classify};
@@ -174,22 +176,33 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
     let mut report = StreamReport { stream: stream.to_string(), ..Default::default() };
     // Partitions this run has judged and committed (or found nothing to do in).
     let mut done: BTreeSet<Vec<String>> = BTreeSet::new();
+    // Keys this run accepted (or, in a dry run, would accept), across its commits.
+    let mut landed: HashSet<u128> = HashSet::new();
     loop {
         let parts = ledger.partitions_with_files(&state).await?;
+        let reads = Reads::of(&state);
         let mut todo: Vec<&PartitionState> = parts
             .values()
             .filter(|p| p.table == QUARANTINE_TABLE && p.partition.get(1).map(String::as_str) == Some(stream))
             .filter(|p| !done.contains(&p.partition) && in_range(&p.partition[0], opts))
             .collect();
         todo.sort_by(|a, b| a.partition.cmp(&b.partition));
-        // Judge partitions in date order until a commit's worth has something to change.
+        // Judge partitions in date order until a commit's worth has something to change. A
+        // partition with nothing to change is counted and let go at once (a year of replayed
+        // quarantine is never held in memory).
         let mut chunk: Vec<Judged> = Vec::new();
-        let mut with_work = 0;
+        let window = Window::of(ws, &state);
         for p in todo {
-            let j = judge(ws, sc, &source, p, opts).await?;
-            with_work += usize::from(has_work(&j));
+            let j = judge(ws, sc, &source, p, opts, &reads, &window).await?;
+            if !has_work(&j) {
+                let mut counts = StreamReport { stream: stream.to_string(), ..Default::default() };
+                tally(&mut counts, 0, &j, &Accepted::new(), sc);
+                merge(&mut report, counts);
+                done.insert(j.partition);
+                continue;
+            }
             chunk.push(j);
-            if with_work >= PARTITIONS_PER_COMMIT {
+            if chunk.len() >= PARTITIONS_PER_COMMIT {
                 break;
             }
         }
@@ -197,12 +210,14 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
             break;
         }
         let mut counts = StreamReport { stream: stream.to_string(), ..Default::default() };
-        let accepted = dedup(ws, &ledger, &state, sc, &parts, &mut chunk).await?;
+        let accepted = dedup(ws, &ledger, &state, sc, &parts, &reads, &landed, &mut chunk).await?;
         for (pi, j) in chunk.iter().enumerate() {
             tally(&mut counts, pi, j, &accepted, sc);
         }
-        if opts.dry_run || with_work == 0 {
+        let keys = kept_keys(&chunk, &accepted);
+        if opts.dry_run {
             merge(&mut report, counts);
+            landed.extend(keys);
             done.extend(chunk.into_iter().map(|j| j.partition));
             continue;
         }
@@ -214,7 +229,12 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
                 tracing::info!(stream, seq = c.seq, "replayed quarantined records");
                 report.commits.push(c.seq);
                 merge(&mut report, counts);
+                landed.extend(keys);
                 done.extend(chunk.into_iter().map(|j| j.partition));
+                // The conflict budget is per commit: a long replay beside a busy ingest loses
+                // a seq now and then, and goes on.
+                committer =
+                    Committer::new(ws, &ledger, settings.clone(), run_id, "replay").failpoints("replay.after_commit", None);
                 state
             }
             // Another run committed this seq (an ingest, a compaction, another replay): judge
@@ -222,7 +242,60 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
             Committed::Replan(state, _) => state,
         };
     }
+    if !opts.dry_run && !report.commits.is_empty() {
+        // The quarantine versions this replay replaced, once no query can be reading them (a
+        // failure is a warning: the next replay or compaction collects them).
+        let grace = chrono::Duration::from_std(ws.config.catalog.keep_replaced).unwrap_or(chrono::Duration::MAX);
+        if let Err(e) = collect_replaced_versions(ws, QUARANTINE_TABLE, grace).await {
+            tracing::warn!("collecting replaced quarantine versions failed (the next replay or compaction tries again): {e}");
+        }
+    }
     Ok(report)
+}
+
+/// Where a file of the ledger is read: its table folder, or its staging while its commit is not
+/// published yet (a dry run does not roll a crashed commit forward).
+struct Reads(HashMap<String, String>);
+
+impl Reads {
+    fn of(state: &LedgerState) -> Reads {
+        let unpublished = state.commits.iter().filter(|c| !state.published.contains(&c.seq));
+        Reads(unpublished.flat_map(|c| c.files.iter().map(|f| (f.path.clone(), f.staged.clone()))).collect())
+    }
+
+    fn path<'a>(&'a self, f: &'a FileEntry) -> &'a str {
+        self.0.get(&f.path).map(String::as_str).unwrap_or(&f.path)
+    }
+}
+
+/// The arrivals whose dedup keys the ledger still keeps: a checkpoint keeps `lookback +
+/// dedup_horizon` behind the newest arrival. A record without `event_id` older than that cannot
+/// be checked against what the table holds (its key is its content, not a column), so it is
+/// left alone rather than risk a duplicate.
+struct Window {
+    oldest_ms: i64,
+}
+
+impl Window {
+    fn of(ws: &Workspace, state: &LedgerState) -> Window {
+        let keep = (ws.config.ingest.lookback + ws.config.ingest.dedup_horizon).as_millis() as i64;
+        Window { oldest_ms: state.max_arrival_ms().map(|t| t.saturating_sub(keep)).unwrap_or(i64::MIN) }
+    }
+}
+
+/// The dedup keys of the chunk's rows that land.
+fn kept_keys(chunk: &[Judged], accepted: &Accepted) -> Vec<u128> {
+    let mut out = Vec::new();
+    for (pi, j) in chunk.iter().enumerate() {
+        for (ri, v) in j.verdicts.iter().enumerate() {
+            if let Verdict::Passes { key, .. } = v
+                && accepted.get(&(pi, ri)).copied().unwrap_or(false)
+            {
+                out.push(*key);
+            }
+        }
+    }
+    out
 }
 
 fn in_range(day: &str, opts: &ReplayOptions) -> bool {
@@ -233,9 +306,12 @@ fn in_range(day: &str, opts: &ReplayOptions) -> bool {
 fn has_work(j: &Judged) -> bool {
     j.verdicts.iter().enumerate().any(|(i, v)| match v {
         Verdict::Passes { .. } => true,
-        Verdict::Fails { code, field, message } => {
-            let (c, f, m) = reason_of(&j.rows, i);
-            c != *code || f != field.as_deref() || m != message
+        // Today's code or field differ. The message alone is not work: it may quote the
+        // contract (the event types it knows), and every contract edit would rewrite the
+        // quarantine.
+        Verdict::Fails { code, field, .. } => {
+            let (c, f, _) = reason_of(&j.rows, i);
+            c != *code || f != field.as_deref()
         }
         _ => false,
     })
@@ -255,11 +331,13 @@ async fn judge(
     source: &Location,
     p: &PartitionState,
     opts: &ReplayOptions,
+    reads: &Reads,
+    window: &Window,
 ) -> Result<Judged> {
     let schema = quarantine_schema();
     let mut batches = Vec::new();
     for f in &p.live {
-        let body = ws.warehouse.get(&ws.warehouse.child(&f.path)).await?;
+        let body = ws.warehouse.get(&ws.warehouse.child(reads.path(f))).await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(body)
             .and_then(|b| b.build())
             .map_err(|e| Error::Internal(format!("reading quarantine file {}: {e}", f.path)))?;
@@ -279,11 +357,8 @@ async fn judge(
         reason.as_string::<i32>(),
         replayed.as_string::<i32>(),
     );
-    let day_ms = NaiveDate::parse_from_str(&p.partition[0], "%Y-%m-%d")
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis())
-        .unwrap_or(0);
     let limits = ws.config.ingest.limits;
-    let mut arrivals: HashMap<String, i64> = HashMap::new();
+    let mut arrivals: HashMap<String, Option<i64>> = HashMap::new();
     let mut verdicts = Vec::with_capacity(rows.num_rows());
     for i in 0..rows.num_rows() {
         let selected = !replayed.is_valid(i) && opts.reason.as_deref().is_none_or(|r| r == code.value(i));
@@ -295,26 +370,42 @@ async fn judge(
             Verdict::LeftAlone("no raw text kept")
         } else if reason.value(i).contains("[raw keeps the first ") {
             Verdict::LeftAlone("raw capped at ingest.max_raw_bytes")
-        } else {
+        } else if raw.value(i).contains('\u{FFFD}') {
+            // Bytes that were not UTF-8 were kept as U+FFFD: the text is not what arrived.
+            Verdict::LeftAlone("raw holds bytes that were not UTF-8 (kept as U+FFFD): copy the object to a new key")
+        } else if let Some(arrival_ms) =
+            *arrivals.entry(src.value(i).to_string()).or_insert_with(|| arrival_of(source, src.value(i)))
+        {
             let url = src.value(i);
-            let arrival_ms = *arrivals.entry(url.to_string()).or_insert_with(|| arrival_of(source, url).unwrap_or(day_ms));
-            let mut parsed = parse_object(&ws.contract, sc, url, Compression::None, arrival_ms, raw.value(i).as_bytes(), limits);
-            if parsed.rows.num_rows() == 1 && parsed.rejects.is_empty() {
+            let text = raw.value(i);
+            // Today's reason of a whole record is not capped again.
+            let limits = Limits { max_raw_bytes: limits.max_raw_bytes.max(text.len()), ..limits };
+            let mut parsed = parse_object(&ws.contract, sc, url, Compression::None, arrival_ms, text.as_bytes(), limits);
+            let has_id = parsed.rows.num_rows() == 1 && parsed.rows.column(sc.col_event_id).is_valid(0);
+            if parsed.rows.num_rows() == 1 && parsed.rejects.is_empty() && !has_id && arrival_ms < window.oldest_ms {
+                Verdict::LeftAlone("no event_id, and older than the dedup keys the ledger keeps: a replay could duplicate it")
+            } else if parsed.rows.num_rows() == 1 && parsed.rejects.is_empty() {
                 Verdict::Passes { row: parsed.rows, key: parsed.keys[0], day: parsed.days[0], arrival_ms }
             } else if let Some(r) = parsed.rejects.drain(..).next() {
                 Verdict::Fails { code: r.code, field: r.field, message: r.message }
             } else {
                 Verdict::LeftAlone("the raw text holds no single record")
             }
+        } else {
+            Verdict::LeftAlone("its source key is not in the Firehose layout: its arrival hour is unknown")
         };
         verdicts.push(v);
     }
     Ok(Judged { partition: p.partition.clone(), inputs: p.live.clone(), rows, verdicts })
 }
 
-/// The arrival hour of the drop at `url` (a key in the Firehose layout under the source).
+/// The arrival hour of the drop at `url`: its key relative to the source, or, when the source
+/// has moved since, its last five segments (`YYYY/MM/DD/HH/<name>`, Firehose's layout).
 fn arrival_of(source: &Location, url: &str) -> Option<i64> {
-    let rel = source.relative_url(url).ok()?;
+    let rel = source.relative_url(url).ok().unwrap_or_else(|| {
+        let segs: Vec<&str> = url.rsplitn(6, '/').collect();
+        segs.iter().take(5).rev().copied().collect::<Vec<_>>().join("/")
+    });
     match classify(&rel) {
         KeyKind::Drop(d) | KeyKind::Refused(d, _) => Some(d.arrival_hour.timestamp_millis()),
         _ => None,
@@ -343,6 +434,8 @@ async fn dedup(
     state: &LedgerState,
     sc: &StreamContract,
     parts: &BTreeMap<(String, Vec<String>), PartitionState>,
+    reads: &Reads,
+    landed: &HashSet<u128>,
     chunk: &mut [Judged],
 ) -> Result<Accepted> {
     let mut passing: Vec<(i64, String, usize, usize, u128, i32)> = Vec::new();
@@ -363,9 +456,9 @@ async fn dedup(
     let horizon_ms = ws.config.ingest.dedup_horizon.as_millis() as i64;
     let mut index = DedupIndex::load(ledger, state, horizon_ms, passing[0].0).await?;
     let days: BTreeSet<i32> = passing.iter().map(|p| p.5).collect();
-    let held = held_ids(ws, sc, parts, &days).await?;
+    let held = held_ids(ws, sc, parts, reads, &days).await?;
     for (arrival_ms, _, pi, ri, key, _) in passing {
-        let new = !held.contains(&key) && index.insert(key, arrival_ms);
+        let new = !held.contains(&key) && !landed.contains(&key) && index.insert(key, arrival_ms);
         out.insert((pi, ri), new);
     }
     Ok(out)
@@ -376,6 +469,7 @@ async fn held_ids(
     ws: &Workspace,
     sc: &StreamContract,
     parts: &BTreeMap<(String, Vec<String>), PartitionState>,
+    reads: &Reads,
     days: &BTreeSet<i32>,
 ) -> Result<HashSet<u128>> {
     let id_col = sc.file_schema().field(sc.col_event_id).name().clone();
@@ -383,7 +477,7 @@ async fn held_ids(
     for day in days {
         let Some(p) = parts.get(&(sc.table.clone(), vec![day_string(*day)])) else { continue };
         for f in &p.live {
-            let body = ws.warehouse.get(&ws.warehouse.child(&f.path)).await?;
+            let body = ws.warehouse.get(&ws.warehouse.child(reads.path(f))).await?;
             let what = |e: parquet::errors::ParquetError| Error::Internal(format!("reading {}: {e}", f.path));
             let builder = ParquetRecordBatchReaderBuilder::try_new(body).map_err(what)?;
             let Some(idx) = builder.schema().fields().iter().position(|fl| fl.name() == &id_col) else { continue };

@@ -33,7 +33,12 @@ use crate::store::Location;
 /// delete format 4's staging by age, follow a stale pointer and refuse the snapshots' fences, so
 /// it must refuse the warehouse: the marker says 4 before anything of format 4 is written.
 /// Format 3 is upgraded in place by deleting the pointers.
-pub const WAREHOUSE_FORMAT: u32 = 4;
+/// 5: replay commits in the ledgers (`runner replay`: a commit that adds rows to event days and
+/// rewrites quarantine partitions, with dedup keys) and the quarantine's `replayed_run_id`,
+/// `replayed_at`. A runner of format 4 would read a replay as a compaction (the days it changed
+/// never rebuilt, its dedup keys and marks dropped), so it must refuse the warehouse; format 4
+/// holds nothing else to change and is upgraded by the marker alone.
+pub const WAREHOUSE_FORMAT: u32 = 5;
 /// The oldest format this runner upgrades in place (older ones are refused, with what to do).
 const UPGRADABLE_FORMAT: u64 = 2;
 const FORMAT_PATH: &str = "_runner/format.json";

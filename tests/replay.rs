@@ -311,3 +311,29 @@ async fn a_replayed_record_whose_copy_left_the_dedup_horizon_long_ago_is_still_c
     let n = rows(&env, "SELECT count(*) AS n FROM tenant_events WHERE event_id = 'a-inv-1'").await;
     assert_eq!(n, vec!["n", "1"]);
 }
+
+#[tokio::test]
+async fn records_a_replay_cannot_land_exactly_are_left_alone_with_the_reason() {
+    let env = env(false);
+    // A record whose bytes are not UTF-8: quarantine keeps its text with U+FFFD, which is not
+    // what arrived. And an invitation without event_id from long before the newest arrival.
+    let mut body = br#"{"event_type":"user_invited","event_id":"bad-utf8","companyID":"c1","userID":"u"#.to_vec();
+    body.extend_from_slice(b"\xe9\"}\n");
+    body.extend_from_slice(
+        format!(r#"{{"event_type":"user_invited","companyID":"c9","userID":"u9","creationDate":{T0}}}"#).as_bytes(),
+    );
+    env.put_drop("companies", H1, 1, &body, false);
+    ok(&env, &["run", "ingest_companies"]);
+    // Ten days later: the ledger keeps dedup keys for lookback + horizon (8 days) behind this.
+    let later = ev("user_login", "later", "c1", Some("u1"), T0 + 10 * 86_400_000);
+    env.put_drop("companies", "2026-11-30T13", 2, later.as_bytes(), false);
+    ok(&env, &["run", "ingest_companies"]);
+    fix_contract(&env);
+    let r = replay(&env, &[]);
+    let why: String = r.values().map(|row| row["left_alone_why"].as_str().unwrap().to_string()).collect::<Vec<_>>().join(" ");
+    assert!(why.contains("not UTF-8"), "{r:?}");
+    assert!(why.contains("no event_id, and older than the dedup keys the ledger keeps"), "{r:?}");
+    assert!(r.values().all(|row| row["accepted"] == 0), "{r:?}");
+    let n = rows(&env, "SELECT count(*) AS n FROM tenant_events WHERE event_type = 'user_invited'").await;
+    assert_eq!(n, vec!["n", "0"]);
+}

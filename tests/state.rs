@@ -111,14 +111,14 @@ fn a_warehouse_of_another_layout_is_refused_with_what_to_do() {
     let fresh = TestEnv::new();
     assert!(fresh.output(&["run", "ingest_companies"]).status.success());
     let marker = std::fs::read_to_string(fresh.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":4"), "{marker}");
+    assert!(marker.contains(&format!("\"format\":{}", runner::workspace::WAREHOUSE_FORMAT)), "{marker}");
 }
 
 /// A warehouse of format 3 (with `_last_checkpoint` pointers) is upgraded in place: the marker
-/// says 4, so a format-3 runner refuses it instead of deleting its staging by age or following
+/// says the current format, so a format-3 runner refuses it instead of deleting its staging by age or following
 /// a stale pointer, and the pointers go.
 #[test]
-fn a_format_3_warehouse_is_upgraded_to_4_and_its_checkpoint_pointers_go() {
+fn a_format_3_warehouse_is_upgraded_in_place_and_its_checkpoint_pointers_go() {
     let env = TestEnv::new();
     env.put_drop(
         "companies",
@@ -135,8 +135,17 @@ fn a_format_3_warehouse_is_upgraded_to_4_and_its_checkpoint_pointers_go() {
     let out = env.output(&["run", "ingest_companies"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":4") && marker.contains("\"upgraded_from\":3"), "{marker}");
+    let current = format!("\"format\":{}", runner::workspace::WAREHOUSE_FORMAT);
+    assert!(marker.contains(&current) && marker.contains("\"upgraded_from\":3"), "{marker}");
     assert!(!pointer.exists());
+    assert_eq!(env.json(&["query", "SELECT count(*) AS n FROM tenant_events"])[0]["n"], 1);
+    // Format 4 (before replay commits) is upgraded by its marker alone, so a format-4 runner
+    // refuses a warehouse that may hold replays instead of reading one as a compaction.
+    std::fs::write(env.warehouse().join("_runner/format.json"), r#"{"format":4}"#).unwrap();
+    let out = env.output(&["run", "ingest_companies"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
+    assert!(marker.contains(&current) && marker.contains("\"upgraded_from\":4"), "{marker}");
     assert_eq!(env.json(&["query", "SELECT count(*) AS n FROM tenant_events"])[0]["n"], 1);
 }
 
@@ -181,7 +190,10 @@ fn a_format_2_catalog_is_upgraded_in_place_and_reads_the_same() {
     // Read by a query: upgraded, the same rows, and the old objects are gone.
     assert!(count(&env).contains('2'), "{}", count(&env));
     let marker = std::fs::read_to_string(env.warehouse().join("_runner/format.json")).unwrap();
-    assert!(marker.contains("\"format\":4") && marker.contains("upgraded_from"), "{marker}");
+    assert!(
+        marker.contains(&format!("\"format\":{}", runner::workspace::WAREHOUSE_FORMAT)) && marker.contains("upgraded_from"),
+        "{marker}"
+    );
     assert!(!cat.join("table.json").exists() && !cat.join("partitions/dt=2026-11-20.json").exists());
     assert!(snapshots.exists());
 }

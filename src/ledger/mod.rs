@@ -869,7 +869,14 @@ mod tests {
         assert!(matches!(&c.kind, CommitKind::Compaction(p) if p[0].table == "t"));
         let c: Commit = serde_json::from_str(&record).unwrap();
         assert_eq!(c.kind, CommitKind::Append);
-        for text in [ingest, compaction] {
+        // A replay: no objects, its dedup keys and the quarantine partitions it rewrote.
+        let replay = r#"{"stream":"s","seq":4,"attempt":"b","run_id":"r","committed_at":"t","objects":[],"files":[],"dedup_keys":"_runner/dedup/s/4-b.keys","max_arrival_ms":9,"stats":{"records":3,"valid":1,"duplicates":1,"quarantined":{"missing_field":1},"bytes":0,"bytes_uncompressed":0},"compacted":[{"table":"quarantine","partition":["2026-11-20","s"],"inputs":["q"]}],"replay":true}"#.to_string();
+        let c: Commit = serde_json::from_str(&replay).unwrap();
+        assert!(matches!(&c.kind, CommitKind::Replay(r) if r.rewritten[0].table == "quarantine" && r.stats.valid == 1));
+        assert_eq!(c.dedup_ref(), Some((9, "_runner/dedup/s/4-b.keys")));
+        assert_eq!(c.compacted().len(), 1);
+        assert!(!c.is_compaction() && c.batch().is_none() && c.objects().is_empty());
+        for text in [ingest, compaction, replay] {
             let c: Commit = serde_json::from_str(&text).unwrap();
             let back: serde_json::Value = serde_json::to_value(&c).unwrap();
             assert_eq!(back, serde_json::from_str::<serde_json::Value>(&text).unwrap());
