@@ -8,6 +8,12 @@
 -- out_of_range names the model features outside the model's training range: such a score is
 -- an extrapolation (see churn_drift). When and by which run a score was made is in churn_scores
 -- (scored_at, run_id).
+--
+-- risk_reasons says why a company is at risk, in words: the parts of the churn rule that hold
+-- for it (the seed's ground truth, ../shared/spec/events.md: churn exactly when the industry is
+-- retail, consulting or IT, or job30 < 5, or job90 < 20; the model learned that rule, holdout
+-- precision in model_precision), and the features outside the model's training range (its
+-- score is then an extrapolation). NULL when none holds.
 SELECT f.as_of,
        f.companyID,
        t.name,
@@ -27,7 +33,14 @@ SELECT f.as_of,
        COALESCE(s.status, 'not_scored') AS score_status,
        s.error                          AS score_error,
        s.out_of_range,
-       s.model_version
+       s.model_version,
+       s.model_precision,
+       NULLIF(CONCAT_WS('; ',
+           CASE WHEN f.industry IN ('retail', 'consulting', 'IT') THEN 'industry ' || f.industry || ' (churns as a rule)' END,
+           CASE WHEN f.job30 < 5 THEN 'job30 ' || CAST(f.job30 AS VARCHAR) || ' < 5' END,
+           CASE WHEN f.job90 < 20 THEN 'job90 ' || CAST(f.job90 AS VARCHAR) || ' < 20' END,
+           CASE WHEN s.out_of_range IS NOT NULL THEN 'outside the training range: ' || s.out_of_range END
+       ), '')                           AS risk_reasons
 FROM churn_features f
 LEFT JOIN tenants t ON t.companyID = f.companyID AND t.as_of = f.as_of
 LEFT JOIN churn_scores s ON s.companyID = f.companyID AND s.dt = f.as_of

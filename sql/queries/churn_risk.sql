@@ -1,6 +1,7 @@
 -- The companies most at risk of churning, as of the latest run date: the customer dataset with
--- its churn risk (companies_enriched), riskiest first. out_of_range names the features outside
--- the model's training range (such a score is an extrapolation).
+-- its churn risk (companies_enriched), riskiest first, with why: risk_reasons names the parts of
+-- the churn rule that hold and the features outside the model's training range (such a score is
+-- an extrapolation); model_precision is how often a company the model flags churns (holdout).
 SELECT companyID,
        industry,
        job30,
@@ -8,7 +9,8 @@ SELECT companyID,
        minimal_activity,
        riskOfChurn,
        ROUND(churn_score, 3) AS churn_score,
-       out_of_range
+       ROUND(model_precision, 3) AS model_precision,
+       risk_reasons
 FROM companies_enriched
 WHERE as_of = (SELECT MAX(as_of) FROM companies_enriched)
 ORDER BY churn_score DESC, companyID
