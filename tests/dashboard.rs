@@ -126,7 +126,7 @@ fn with_drops(tenants: &str, days: &str) -> TestEnv {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_draws_every_chart_and_the_company_filter_works() {
-    let env = with_drops("8", "40");
+    let env = with_drops("25", "40");
     let run = common::cmd_in(env.root(), &env.config_path(), &["run", "--all", "--at", END]).output().unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
 
@@ -150,6 +150,21 @@ async fn the_dashboard_draws_every_chart_and_the_company_filter_works() {
     for (id, m) in &want {
         assert!(*m > 0, "chart {id} drew nothing, so the fixture proves nothing about it");
     }
+    // What a person sees: every category of a chart labelled (no skipped ticks), every table's
+    // headers aligned as their cells, no card with content past its edge.
+    for (id, c) in all["charts"].as_object().unwrap() {
+        if c["kind"] != "line" && c.get("categories").is_some() {
+            assert_eq!(
+                c["labelled"], c["categories"],
+                "chart {id}: only {} of {} categories labelled",
+                c["labelled"], c["categories"]
+            );
+        }
+        if c["kind"] == "table" {
+            assert_eq!(c["misaligned"], 0, "table {id}: headers not aligned as their cells");
+        }
+    }
+    assert_eq!(all["overflowing"], serde_json::json!([]), "cards with content past their edge");
 
     // One company: the filtered jobs charts change, the others do not.
     let one = rendered(&format!("{}?as_of={END}&company=comp_1", server.1));
@@ -162,7 +177,7 @@ async fn the_dashboard_draws_every_chart_and_the_company_filter_works() {
     // A screenshot, kept for people to look at.
     let png = artifact("dashboard.png");
     let _ = std::fs::remove_file(&png);
-    browser(&["--window-size=1400,3200", &format!("--screenshot={}", png.display())], &format!("{}?as_of={END}", server.1));
+    browser(&["--window-size=1400,4400", &format!("--screenshot={}", png.display())], &format!("{}?as_of={END}", server.1));
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 50_000, "{} is not a full screenshot", png.display());
 

@@ -412,7 +412,10 @@ fn to_batch(
         ("error", Arc::new(error.finish())),
         ("out_of_range", Arc::new(oor.finish())),
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
-        ("model_precision", Arc::new(arrow::array::Float64Array::from(vec![model.training.as_ref().map(|t| t.holdout.precision); n]))),
+        (
+            "model_precision",
+            Arc::new(arrow::array::Float64Array::from(vec![model.training.as_ref().map(|t| t.holdout.precision); n])),
+        ),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
     declared_batch(schema, table, columns)
@@ -488,7 +491,6 @@ async fn publish_drift(
         ("model_id", Arc::new(arrow::array::StringArray::from(vec![model.id.as_str(); n]))),
         ("model_version", Arc::new(arrow::array::StringArray::from(vec![model.version.as_str(); n]))),
         ("run_id", Arc::new(arrow::array::StringArray::from(vec![run_id; n]))),
-        ("model_precision", Arc::new(arrow::array::Float64Array::from(vec![model.training.as_ref().map(|t| t.holdout.precision); n]))),
         ("dt", Arc::new(Date32Array::from(vec![date32(as_of); n]))),
     ]);
     let batch = declared_batch(&schema, table, columns)?;
