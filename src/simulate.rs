@@ -168,13 +168,17 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
             };
             let created_day = if rng.random_bool(0.9) { 0 } else { rng.random_range(0..o.days.max(1)) };
             let days = o.days.max(1);
+            // The days of the jobs follow one smooth curve over the 90 days (a declining tenant
+            // declines over weeks, not on one day), with exactly `recent` in the last 30 and
+            // `earlier` in the 60 before, so job30 and job90 stay where the model was trained.
+            let k = decay_per_day(recent, earlier);
             let mut job_days = Vec::new();
             for (count, from, to) in
                 [(recent, days.saturating_sub(30), days), (earlier, days.saturating_sub(90), days.saturating_sub(30))]
             {
                 let from = from.max(created_day);
                 if from < to {
-                    job_days.extend((0..count).map(|_| rng.random_range(from..to)));
+                    job_days.extend((0..count).map(|_| smooth_day(&mut rng, from, to, k)));
                 }
             }
             Tenant {
@@ -446,6 +450,27 @@ async fn write_done(out: &Location, packers: &mut [Packer; 2], sum: &mut Simulat
 }
 
 /// `YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid><ext>`, as Firehose names objects.
+/// The rate `k` of a job intensity `e^(-k t)` (t in days) under which `recent` jobs in the last
+/// 30 of 90 days and `earlier` in the 60 before are what one curve gives: with `x = e^(-30 k)`,
+/// the share of the last 30 days over the 60 before is `x^2 / (1 + x)`.
+fn decay_per_day(recent: u32, earlier: u32) -> f64 {
+    if recent == 0 || earlier == 0 {
+        return 0.0;
+    }
+    let q = f64::from(recent) / f64::from(earlier);
+    let x = (q + (q * q + 4.0 * q).sqrt()) / 2.0;
+    -x.ln() / 30.0
+}
+
+/// A day in `from..to` drawn with density `e^(-k t)` (inverse of its distribution function;
+/// uniform when `k` is 0).
+fn smooth_day(rng: &mut ChaCha8Rng, from: u32, to: u32, k: f64) -> u32 {
+    let span = f64::from(to - from);
+    let u: f64 = rng.random_range(0.0..1.0);
+    let t = if k.abs() < 1e-9 { u * span } else { -(1.0 - u * (1.0 - (-k * span).exp())).ln() / k };
+    (from + t.floor() as u32).min(to - 1)
+}
+
 pub fn drop_key(stream: &str, arrival_ms: i64, uuid: &str, ext: &str) -> String {
     let t = DateTime::<Utc>::from_timestamp_millis(arrival_ms).expect("valid time");
     format!("{}/{stream}-1-{}-{uuid}{ext}", t.format("%Y/%m/%d/%H"), t.format("%Y-%m-%d-%H-%M-%S"))
@@ -485,6 +510,31 @@ async fn write_noise(out: &Location, o: &SimulateOptions, rng: &mut ChaCha8Rng, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_days_follow_one_smooth_curve_across_the_30_day_boundary() {
+        // 7 jobs in the last 30 days, 47 in the 60 before: the rate falls over weeks, and the
+        // days just before and after the boundary carry about the same rate.
+        let k = decay_per_day(7, 47);
+        assert!(k > 0.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut per_day = [0u32; 90];
+        for _ in 0..2000 {
+            for _ in 0..47 {
+                per_day[smooth_day(&mut rng, 0, 60, k) as usize] += 1;
+            }
+            for _ in 0..7 {
+                per_day[smooth_day(&mut rng, 60, 90, k) as usize] += 1;
+            }
+        }
+        let mean = |r: std::ops::Range<usize>| per_day[r.clone()].iter().sum::<u32>() as f64 / r.len() as f64;
+        // Three days either side: what the curve itself falls in three days, no step on top.
+        let (before, after) = (mean(57..60), mean(60..63));
+        let expected = (-3.0 * k).exp();
+        assert!((after / before / expected - 1.0).abs() < 0.1, "a step at the boundary: {before} then {after}, not x{expected}");
+        assert!(mean(0..10) > 2.0 * mean(80..90), "a decline over the window");
+        assert_eq!(decay_per_day(0, 10), 0.0);
+    }
 
     #[test]
     fn keys_follow_the_firehose_layout() {
