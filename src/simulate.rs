@@ -173,12 +173,17 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
             // `earlier` in the 60 before, so job30 and job90 stay where the model was trained.
             let k = decay_per_day(recent, earlier);
             let mut job_days = Vec::new();
-            for (count, from, to) in
-                [(recent, days.saturating_sub(30), days), (earlier, days.saturating_sub(90), days.saturating_sub(30))]
-            {
-                let from = from.max(created_day);
-                if from < to {
-                    job_days.extend((0..count).map(|_| smooth_day(&mut rng, from, to, k)));
+            let (days_i, created) = (i64::from(days), i64::from(created_day));
+            for (count, start, end, cut) in [(recent, days_i - 30, days_i, false), (earlier, days_i - 90, days_i - 30, true)] {
+                // The 60 days before the last 30, cut short (by a simulation of fewer than 90 days
+                // or a tenant created within them), hold the curve's share of their jobs: 40 days
+                // of a tenant have 40 days of jobs, not 90 crowded in. The last 30 days keep their
+                // count (job30), in whatever of them there is.
+                let from = start.max(created).max(0);
+                if from < end {
+                    let share = if cut { mass(from - start, end - start, k) / mass(0, end - start, k) } else { 1.0 };
+                    let n = (f64::from(count) * share).round() as u32;
+                    job_days.extend((0..n).map(|_| smooth_day(&mut rng, from as u32, end as u32, k)));
                 }
             }
             Tenant {
@@ -460,6 +465,11 @@ fn decay_per_day(recent: u32, earlier: u32) -> f64 {
     let q = f64::from(recent) / f64::from(earlier);
     let x = (q + (q * q + 4.0 * q).sqrt()) / 2.0;
     -x.ln() / 30.0
+}
+
+/// The integral of `e^(-k t)` over `a..b` (days), up to the factor `1/k`.
+fn mass(a: i64, b: i64, k: f64) -> f64 {
+    if k.abs() < 1e-9 { (b - a) as f64 } else { ((-k * a as f64).exp() - (-k * b as f64).exp()) / k }
 }
 
 /// A day in `from..to` drawn with density `e^(-k t)` (inverse of its distribution function;

@@ -48,7 +48,8 @@ fn browser(args: &[&str], url: &str) -> std::process::Output {
 
 /// What the page reports after drawing: per chart its kind and marks, and console errors.
 fn rendered(url: &str) -> Value {
-    let dom = text(&browser(&["--dump-dom"], url).stdout);
+    // At a laptop's width, where the sheets lay cards out in three columns.
+    let dom = text(&browser(&["--window-size=1400,3200", "--dump-dom"], url).stdout);
     let start = dom.find("<pre id=\"render-report\"").unwrap_or_else(|| panic!("no render report in the page:\n{dom}"));
     let body = &dom[dom[start..].find('>').unwrap() + start + 1..];
     let json = &body[..body.find("</pre>").unwrap()];
@@ -165,6 +166,7 @@ async fn the_dashboard_draws_every_chart_and_the_company_filter_works() {
         }
     }
     assert_eq!(all["overflowing"], serde_json::json!([]), "cards with content past their edge");
+    assert_eq!(all["holes"], 0, "rows of cards that leave part of the sheet empty");
 
     // One company: the filtered jobs charts change, the others do not.
     let one = rendered(&format!("{}?as_of={END}&company=comp_1", server.1));
