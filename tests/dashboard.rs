@@ -182,6 +182,17 @@ async fn the_dashboard_draws_every_chart_and_the_company_filter_works() {
     browser(&["--window-size=1400,4400", &format!("--screenshot={}", png.display())], &format!("{}?as_of={END}", server.1));
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 50_000, "{} is not a full screenshot", png.display());
+    // And one per sheet, for a reviewer: each sheet alone, as `?sheet=` draws it.
+    for sheet in ["Customer Monitoring", "Jobs", "Churn", "Operations"] {
+        let url = format!("{}?as_of={END}&sheet={}", server.1, sheet.replace(' ', "%20"));
+        let one = rendered(&url);
+        assert!(!one["charts"].as_object().unwrap().is_empty(), "sheet {sheet} drew no chart");
+        assert!(one["charts"].as_object().unwrap().len() < all["charts"].as_object().unwrap().len(), "{sheet} alone");
+        let png = artifact(&format!("dashboard-{}.png", sheet.to_lowercase().replace(' ', "-")));
+        let _ = std::fs::remove_file(&png);
+        browser(&["--window-size=1400,1600", &format!("--screenshot={}", png.display())], &url);
+        assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"), "{}", png.display());
+    }
 
     // The same sheets as one file: drawn the same, without the server.
     drop(server);

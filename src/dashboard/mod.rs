@@ -152,7 +152,9 @@ pub struct Selection {
 pub async fn run_chart(ctx: &SessionContext, chart: &ChartSpec, as_of: NaiveDate, company: &str) -> Value {
     match rows(ctx, chart, as_of, company).await {
         Ok((columns, rows)) => json!({"columns": columns, "rows": rows}),
-        Err(e) => json!({"error": format!("{}: {e}", chart.file.display())}),
+        // The card names its SQL file below the error: the message names it only when the
+        // error itself does (a line in it), never twice.
+        Err(e) => json!({"error": e.to_string()}),
     }
 }
 
