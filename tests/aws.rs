@@ -191,16 +191,7 @@ async fn firehose_to_glue_and_athena_end_to_end() {
     assert!(counts["job_events"] >= 5 && counts["tenant_activity_daily"] >= 5, "{counts:?}");
 
     // The same drops through a local warehouse give the same tables.
-    let local_cfg = env.root().join("local.toml");
-    std::fs::write(
-        &local_cfg,
-        format!(
-            "warehouse = \"local-wh\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
-             [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n\
-             [scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n"
-        ),
-    )
-    .unwrap();
+    let local_cfg = common::local_config(env.root());
     let local = |args: &[&str]| {
         let o = common::cmd_in(env.root(), &local_cfg, args).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));

@@ -239,16 +239,7 @@ async fn the_image_runs_the_pipeline_on_s3_and_glue_as_the_task_definition_does(
     assert!(status.as_array().unwrap().iter().any(|j| j["job"] == "tenants" && j["last_status"] == "succeeded"), "{status}");
 
     // Outside the container, the same drops into a local warehouse.
-    let local_cfg = tmp.path().join("local.toml");
-    std::fs::write(
-        &local_cfg,
-        format!(
-            "warehouse = \"local-wh\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
-             [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n\
-             [scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n"
-        ),
-    )
-    .unwrap();
+    let local_cfg = common::local_config(tmp.path());
     run_ok(&mut common::cmd_in(tmp.path(), &local_cfg, &["run", "--all", "--at", "2026-11-20"]), "the run outside");
     for q in [
         "SELECT * FROM job_events ORDER BY event_id",

@@ -100,22 +100,24 @@ async fn rows(env: &TestEnv, sql: &str) -> Vec<String> {
     env.query(sql).await.into_iter().map(|l| l.replace(&root, "<root>")).collect()
 }
 
-/// Drop A (and a job drop) ingested by a contract that does not know `user_invited` yet.
-fn ingested_before_the_fix() -> TestEnv {
-    let env = env(false);
+/// Drop A (and a job drop) ingested, with the daily table, by a contract that knows
+/// `user_invited` (`fixed`) or not yet.
+fn ingested(fixed: bool) -> TestEnv {
+    let env = env(fixed);
     env.put_drop("companies", H1, 1, drop_a().as_bytes(), false);
     env.put_drop("bigdatajobs", H1, 1, job_drop().as_bytes(), false);
     ok(&env, &["run", "ingest_companies", "ingest_bigdatajobs", "tenant_activity_daily", "--at", "2026-11-20"]);
     env
 }
 
+/// The drops ingested by a contract that does not know `user_invited` yet.
+fn ingested_before_the_fix() -> TestEnv {
+    ingested(false)
+}
+
 /// The same drops ingested with the contract fixed from the start.
 fn reference() -> TestEnv {
-    let env = env(true);
-    env.put_drop("companies", H1, 1, drop_a().as_bytes(), false);
-    env.put_drop("bigdatajobs", H1, 1, job_drop().as_bytes(), false);
-    ok(&env, &["run", "ingest_companies", "ingest_bigdatajobs", "tenant_activity_daily", "--at", "2026-11-20"]);
-    env
+    ingested(true)
 }
 
 #[tokio::test]

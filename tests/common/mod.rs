@@ -194,6 +194,23 @@ pub async fn query_csv(ws: &Workspace, sql: &str) -> Vec<String> {
     String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
 }
 
+/// A runner.toml in `dir` (written as `local.toml`) for a local warehouse `local-wh` over the
+/// drops in `dir/drops/raw/<stream>`, with the repository's jobs, SQL, schemas and model: a run
+/// of the same drops outside S3 or a container, to compare with.
+pub fn local_config(dir: &Path) -> PathBuf {
+    let path = dir.join("local.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "warehouse = \"local-wh\"\njobs_dir = \"{REPO}/jobs\"\nsql_dir = \"{REPO}/sql\"\nschemas_dir = \"{REPO}/schemas\"\n\
+             [sources.companies]\nurl = \"drops/raw/companies\"\n[sources.bigdatajobs]\nurl = \"drops/raw/bigdatajobs\"\n\
+             [scoring]\nmodel = \"{REPO}/data/model/churn.json\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 pub fn gz(body: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(body).unwrap();
