@@ -39,7 +39,7 @@ use crate::failpoint;
 use crate::ingest::dedup::DedupIndex;
 use crate::ingest::parse::Limits;
 use crate::ingest::parse::{id_key, parse_object};
-use crate::ingest::{ensure_tables, stage_partitions};
+use crate::ingest::{STAGING_GRACE_MINUTES, ensure_tables, stage_partitions};
 use crate::job::IngestStages;
 use crate::ledger::{
     Attempt, BatchStats, Commit, CommitKind, Compacted, FileEntry, Ledger, LedgerState, PartitionState, Replay, encode_keys,
@@ -54,8 +54,6 @@ use crate::workspace::Workspace;
 /// Quarantine partitions one replay commit rewrites at most: a long replay is several
 /// commits, each bounded, each exactly once.
 const PARTITIONS_PER_COMMIT: usize = 16;
-/// Staging of an attempt that never committed is removed after this long.
-const STAGING_GRACE_MINUTES: i64 = 60;
 /// Examples kept per reason for the dry run.
 const EXAMPLES: usize = 3;
 
@@ -195,9 +193,7 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
         for p in todo {
             let j = judge(ws, sc, &source, p, opts, &reads, &window).await?;
             if !has_work(&j) {
-                let mut counts = StreamReport { stream: stream.to_string(), ..Default::default() };
-                tally(&mut counts, 0, &j, &Accepted::new(), sc);
-                merge(&mut report, counts);
+                tally(&mut report, 0, &j, &Accepted::new(), sc);
                 done.insert(j.partition);
                 continue;
             }
@@ -233,8 +229,7 @@ async fn replay_stream(ws: &Workspace, stream: &str, opts: &ReplayOptions, run_i
                 done.extend(chunk.into_iter().map(|j| j.partition));
                 // The conflict budget is per commit: a long replay beside a busy ingest loses
                 // a seq now and then, and goes on.
-                committer =
-                    Committer::new(ws, &ledger, settings.clone(), run_id, "replay").failpoints("replay.after_commit", None);
+                committer.reset_conflicts();
                 state
             }
             // Another run committed this seq (an ingest, a compaction, another replay): judge

@@ -46,7 +46,7 @@ use parse::{ParsedObject, Reject, parse_object};
 
 /// Staging left by an attempt that never committed is removed after this long (a younger one
 /// may belong to a run still writing).
-const STAGING_GRACE_MINUTES: i64 = 60;
+pub(crate) const STAGING_GRACE_MINUTES: i64 = 60;
 /// GZIP'd JSON inflates about this much: batches are bounded by estimated uncompressed bytes,
 /// so memory does not depend on how full or how compressed the drops are.
 const GZIP_RATIO_ESTIMATE: u64 = 8;

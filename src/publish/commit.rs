@@ -134,6 +134,11 @@ impl<'a> Committer<'a> {
         self
     }
 
+    /// Starts a new conflict budget (a writer that makes many commits counts per commit).
+    pub fn reset_conflicts(&mut self) {
+        self.replan = Replan::default();
+    }
+
     /// The ledger as it is now, committed batches left unpublished rolled forward (how many).
     pub async fn load(&self) -> Result<(LedgerState, u64)> {
         let mut state = self.ledger.load().await?;
