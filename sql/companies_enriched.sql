@@ -13,7 +13,8 @@
 -- for it (the seed's ground truth, ../shared/spec/events.md: churn exactly when the industry is
 -- retail, consulting or IT, or job30 < 5, or job90 < 20; the model learned that rule, holdout
 -- precision in model_precision), and the features outside the model's training range (its
--- score is then an extrapolation). NULL when none holds.
+-- score is then an extrapolation); for a company flagged although none holds, that the flag is the
+-- model's alone. NULL for a company neither flagged nor matching any part.
 SELECT f.as_of,
        f.companyID,
        t.name,
@@ -35,12 +36,16 @@ SELECT f.as_of,
        s.out_of_range,
        s.model_version,
        s.model_precision,
-       NULLIF(CONCAT_WS('; ',
+       COALESCE(NULLIF(CONCAT_WS('; ',
            CASE WHEN f.industry IN ('retail', 'consulting', 'IT') THEN 'industry ' || f.industry || ' (churns as a rule)' END,
            CASE WHEN f.job30 < 5 THEN 'job30 ' || CAST(f.job30 AS VARCHAR) || ' < 5' END,
            CASE WHEN f.job90 < 20 THEN 'job90 ' || CAST(f.job90 AS VARCHAR) || ' < 20' END,
            CASE WHEN s.out_of_range IS NOT NULL THEN 'outside the training range: ' || s.out_of_range END
-       ), '')                           AS risk_reasons
+       ), ''),
+       -- Flagged with no part of the rule holding: the model's own call (of its flags, 1 in 12
+       -- is wrong on held-out data).
+       CASE WHEN s.churn THEN 'the model alone: no part of the churn rule holds' END
+       )                                AS risk_reasons
 FROM churn_features f
 LEFT JOIN tenants t ON t.companyID = f.companyID AND t.as_of = f.as_of
 LEFT JOIN churn_scores s ON s.companyID = f.companyID AND s.dt = f.as_of
