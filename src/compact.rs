@@ -67,9 +67,17 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
         loop {
             let attempt = Attempt::new(state.next_seq());
             let seq = attempt.seq;
-            let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = ledger
-                .partitions_with_files(&state)
-                .await?
+            let parts = match ledger.partitions_with_files(&state).await {
+                Ok(parts) => parts,
+                // A newer checkpoint replaced our base and its clean-up (a short retention)
+                // removed the base's files under us: plan again from the ledger as it is now.
+                Err(_) if !r.dry_run && ledger.pointer().await? != state.base.as_ref().map(|b| b.seq) => {
+                    state = committer.load().await?.0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let todo: Vec<(String, Vec<String>, Vec<FileEntry>)> = parts
                 .into_values()
                 .filter(|p| tables.contains(&p.table) && p.live.len() >= cj.min_files.max(2))
                 .take(cj.max_partitions_per_commit.max(1))

@@ -289,7 +289,16 @@ impl Ledger {
         if self.pointer().await? != state.base.as_ref().map(|b| b.seq) {
             return Ok(state);
         }
-        let cp = self.write_checkpoint(&state, seq, keep_arrivals_ms, run_id).await?;
+        let cp = match self.write_checkpoint(&state, seq, keep_arrivals_ms, run_id).await {
+            Ok(cp) => cp,
+            // Another run checkpointed past our base meanwhile and (with a short retention)
+            // cleaned the base up under us: its checkpoint serves, ours is not needed.
+            Err(e) if self.pointer().await? != state.base.as_ref().map(|b| b.seq) => {
+                tracing::debug!(stream = %self.stream, "another run checkpointed first ({e}); this one does not");
+                return Ok(state);
+            }
+            Err(e) => return Err(e),
+        };
         let LedgerState { commits, published, .. } = state;
         Ok(LedgerState { base: Some(Arc::new(cp)), commits: commits.into_iter().filter(|c| c.seq > seq).collect(), published })
     }
