@@ -233,9 +233,14 @@ pub async fn flush_skipped(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
+/// One append at a time in a process: the jobs of a run record side by side (each while the
+/// next job runs), and two appends of one process racing for a seq would only re-plan.
+static APPENDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Appends runs that started on the same day to `runner_runs`: one file, one commit.
 async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
     let Some(r) = rs.first() else { return Ok(()) };
+    let _one_at_a_time = APPENDING.lock().await;
     let mut t = TableMeta::from_arrow(
         RUNS_TABLE,
         "Every run of every job: kind, logical time, start, end, status, rows and bytes in and out, files, partitions, periods, the kind's own counts, error, engine",

@@ -211,11 +211,13 @@ impl Workspace {
 /// one opened every file's footer again at planning. Entries are checked against the file's size
 /// and modification time, so a rewritten file is read afresh; the runner's files never change
 /// once written (a new version is a new file). The list of files is not shared: a job must see
-/// the partitions its upstream job just published.
+/// the partitions its upstream job just published. The data files' byte ranges are kept too
+/// ([`crate::store::ranges`]): a query that scans one table several times reads it once.
 #[derive(Clone)]
 pub struct FileCaches {
     metadata: Arc<FileMetadataCache>,
     statistics: Arc<FileStatisticsCache>,
+    pub ranges: crate::store::ranges::RangeCache,
 }
 
 impl FileCaches {
@@ -224,7 +226,7 @@ impl FileCaches {
         let statistics = manager
             .get_file_statistic_cache()
             .ok_or_else(|| Error::Internal("DataFusion's default config has no file statistics cache".into()))?;
-        Ok(FileCaches { metadata: manager.get_file_metadata_cache(), statistics })
+        Ok(FileCaches { metadata: manager.get_file_metadata_cache(), statistics, ranges: Default::default() })
     }
 
     pub fn metadata(&self) -> Arc<FileMetadataCache> {

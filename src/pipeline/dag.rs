@@ -28,6 +28,31 @@ where
     F: FnMut(&'a Job) -> Fut,
     Fut: Future<Output = Result<T>> + 'a,
 {
+    run_dag_with_tails(jobs, names, parallel, stop, |job| {
+        let fut = run(job);
+        async move { fut.await.map(|t| (t, None)) }
+    })
+    .await
+}
+
+/// What a job leaves to do once its dependents may start: recording the run, marking its
+/// period done, giving its lease back. An error fails the whole run, as the job's would.
+pub type Tail<'a> = futures::future::LocalBoxFuture<'a, Result<()>>;
+
+/// [`run_dag`] for jobs that finish with a [`Tail`]: a job's dependents start as soon as its
+/// work is done, while its tail runs beside them; every tail is done before this returns.
+pub async fn run_dag_with_tails<'a, T, F, Fut>(
+    jobs: &'a Jobs,
+    names: &[String],
+    parallel: usize,
+    stop: impl Fn(&T) -> bool,
+    mut run: F,
+) -> Result<Vec<T>>
+where
+    F: FnMut(&'a Job) -> Fut,
+    Fut: Future<Output = Result<(T, Option<Tail<'a>>)>> + 'a,
+{
+    let mut tails: FuturesUnordered<Tail<'a>> = FuturesUnordered::new();
     let names = jobs.with_state_jobs(names);
     let order = jobs.order(&names)?;
     let group = |i: usize| order[i].kind.group();
@@ -67,17 +92,35 @@ where
             let fut = run(order[i]);
             running.push(async move { (i, fut.await) });
         }
-        let Some((i, result)) = running.next().await else { break };
+        let next = loop {
+            if tails.is_empty() {
+                break running.next().await;
+            }
+            match futures::future::select(running.next(), tails.next()).await {
+                futures::future::Either::Left((r, _)) => break r,
+                futures::future::Either::Right((Some(Err(e)), _)) => {
+                    first_error.get_or_insert(e);
+                }
+                futures::future::Either::Right(_) => {}
+            }
+        };
+        let Some((i, result)) = next else { break };
         finished.insert(order[i].name.as_str());
         now.retain(|j| *j != i);
         match result {
-            Ok(t) => {
+            Ok((t, tail)) => {
                 stopped |= stop(&t);
                 results[i] = Some(t);
+                tails.extend(tail);
             }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
+        }
+    }
+    while let Some(t) = tails.next().await {
+        if let Err(e) = t {
+            first_error.get_or_insert(e);
         }
     }
     match first_error {

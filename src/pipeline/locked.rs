@@ -15,7 +15,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::lease::{self, Holder};
-use super::{RunOptions, run_dag, run_job};
+use super::dag::{Tail, run_dag_with_tails};
+use super::{RunOptions, run_job, run_job_deferred};
 use crate::error::Result;
 use crate::job::{Job, JobMetrics};
 use crate::progress::Progress;
@@ -84,19 +85,22 @@ async fn forget_old_periods(ws: &Workspace, job: &str) -> Result<u64> {
 }
 
 /// Runs `job` for logical time `at` under its lease. With `period`, a period already done is
-/// skipped and a successful run marks it done.
-pub async fn run_locked(
-    ws: &Workspace,
-    job: &Job,
+/// skipped and a successful run marks it done. Returns what became of it and its [`Tail`]:
+/// recording the run, marking the period done and giving the lease back, in that order, which
+/// the caller runs beside the next jobs.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_locked<'a>(
+    ws: &'a Workspace,
+    job: &'a Job,
     at: DateTime<Utc>,
     period: Option<DateTime<Utc>>,
     holder: &str,
     ttl: Duration,
     force: bool,
     progress: &Progress,
-) -> Result<Locked> {
+) -> Result<(Locked, Option<Tail<'a>>)> {
     ws.check_format(true).await?;
-    let mark_done = |result: &Result<JobMetrics>| {
+    let mark_done = move |result: &Result<JobMetrics>| {
         // A run that waited for its inputs did not do the period's work.
         let ok = result.as_ref().is_ok_and(|m| !super::waited(m));
         async move {
@@ -117,27 +121,28 @@ pub async fn run_locked(
         if let Some(p) = period
             && is_done(ws, &job.name, p).await?
         {
-            return Ok(Locked::AlreadyDone);
+            return Ok((Locked::AlreadyDone, None));
         }
         let run = RunOptions { at: Some(at), freshness, scheduled: period.is_some(), ..Default::default() };
         let result = run_job(ws, job, &run, progress).await;
         mark_done(&result).await?;
-        return Ok(Locked::Ran(Box::new(result)));
+        return Ok((Locked::Ran(Box::new(result)), None));
     }
     let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
         Ok(l) => l,
-        Err(h) => return Ok(Locked::Held(h)),
+        Err(h) => return Ok((Locked::Held(h), None)),
     };
     if let Some(p) = period
         && is_done(ws, &job.name, p).await?
     {
         lease.release().await?;
-        return Ok(Locked::AlreadyDone);
+        return Ok((Locked::AlreadyDone, None));
     }
     let fence = Some(lease.fence());
     let run = RunOptions { at: Some(at), force, freshness, fence, scheduled: period.is_some(), ..Default::default() };
-    let result = run_job(ws, job, &run, progress).await;
+    let (result, recording) = run_job_deferred(ws, job, &run, progress).await;
     if lease.lost() {
+        recording.await;
         // Its publishes were refused from the moment it knew: the period is not marked done,
         // and the run counts as failed (a daemon tries the period again; a new try finds what
         // did publish up to date).
@@ -150,11 +155,17 @@ pub async fn run_locked(
                 job.name
             )))
         });
-        return Ok(Locked::Ran(Box::new(result)));
+        return Ok((Locked::Ran(Box::new(result)), None));
     }
-    mark_done(&result).await?;
-    lease.release().await?;
-    Ok(Locked::Ran(Box::new(result)))
+    // Whether the period is done is known now; the tail writes it after the run record, then
+    // gives the lease back (held, and renewed, until then).
+    let done = mark_done(&result);
+    let tail: Tail<'a> = Box::pin(async move {
+        recording.await;
+        done.await?;
+        lease.release().await
+    });
+    Ok((Locked::Ran(Box::new(result)), Some(tail)))
 }
 
 /// How a DAG of locked runs behaves.
@@ -198,7 +209,7 @@ pub async fn run_locked_dag(
     // read half-built inputs, so it is skipped too, with the reason.
     let blocked: std::sync::Mutex<BTreeMap<String, String>> = Default::default();
     let blocked = &blocked;
-    let runs = run_dag(&ws.jobs, names, opts.parallel, stop, |job| async move {
+    let runs = run_dag_with_tails(&ws.jobs, names, opts.parallel, stop, |job| async move {
         let why = {
             let b = blocked.lock().expect("blocked jobs");
             job.depends_on.iter().find_map(|d| b.get(d).map(|r| format!("upstream `{d}` {r} in this run")))
@@ -208,15 +219,15 @@ pub async fn run_locked_dag(
             let run = RunOptions { at: Some(opts.at), blocked: Some(why), ..Default::default() };
             let m = run_job(ws, job, &run, progress).await;
             opts.finished.lock().expect("finished jobs").push(job.name.clone());
-            return Ok((job.name.clone(), Locked::Ran(Box::new(m))));
+            return Ok(((job.name.clone(), Locked::Ran(Box::new(m))), None));
         }
         let force = opts.force && forced.contains(&job.name);
-        let l = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, force, progress).await?;
+        let (l, tail) = run_locked(ws, job, opts.at, opts.period, &opts.holder, opts.ttl, force, progress).await?;
         if let Locked::Held(h) = &l {
             blocked.lock().expect("blocked jobs").insert(job.name.clone(), format!("did not run (held by {})", h.holder));
         }
         opts.finished.lock().expect("finished jobs").push(job.name.clone());
-        Ok((job.name.clone(), l))
+        Ok(((job.name.clone(), l), tail))
     })
     .await;
     let runs = match runs {

@@ -75,7 +75,45 @@ pub fn new_run_id() -> String {
 
 /// Runs one job and records the run (a dry run is not recorded).
 pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> Result<JobMetrics> {
-    ws.check_format(!opts.dry_run).await?;
+    let (result, recording) = run_job_deferred(ws, job, opts, progress).await;
+    recording.await;
+    result
+}
+
+/// What is left of a run once its work is done: recording it (its fingerprint, its run record).
+/// It reads and writes only the runner's own state, so the next job need not wait for it.
+pub type Recording = futures::future::LocalBoxFuture<'static, ()>;
+
+/// Runs one job and returns its result with the [`Recording`] still to do: a caller that runs
+/// jobs one after another starts the next job while the last one is recorded (on S3 a run
+/// record is several round trips one after another), and awaits every recording before it
+/// returns.
+pub async fn run_job_deferred(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> (Result<JobMetrics>, Recording) {
+    let none: Recording = Box::pin(async {});
+    if let Err(e) = ws.check_format(!opts.dry_run).await {
+        return (Err(e), none);
+    }
+    let checked = match (opts.dry_run || opts.days.is_some() || opts.blocked.is_some(), &opts.freshness) {
+        (true, _) => Ok(None),
+        (false, Some(known)) => Ok(Some(known.clone())),
+        (false, None) if opts.force => fresh::fingerprint(ws, job, &opts.at.unwrap_or_else(Utc::now).date_naive().to_string())
+            .await
+            .map(|fp| fp.map(|fp| (fp, false))),
+        (false, None) => fresh::check(ws, job, &opts.at.unwrap_or_else(Utc::now).date_naive().to_string()).await,
+    };
+    match checked {
+        Ok(checked) => run_checked(ws, job, opts, progress, checked).await,
+        Err(e) => (Err(e), none),
+    }
+}
+
+async fn run_checked(
+    ws: &Workspace,
+    job: &Job,
+    opts: &RunOptions,
+    progress: &Progress,
+    checked: Option<(fresh::Fingerprint, bool)>,
+) -> (Result<JobMetrics>, Recording) {
     let started_at = Utc::now();
     let run = JobRun {
         ws,
@@ -89,23 +127,15 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     // Every log line of the run names the job and the run id, as runner_runs does.
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
     // A job whose inputs did not change since its last successful run for this date is up to
-    // date (a backfill, a dry run and --force always run).
-    let checked = match (opts.dry_run || opts.days.is_some() || opts.blocked.is_some(), &opts.freshness) {
-        (true, _) => None,
-        (false, Some(known)) => Some(known.clone()),
-        (false, None) if opts.force => fresh::fingerprint(ws, job, &run.as_of().to_string()).await?.map(|fp| (fp, false)),
-        (false, None) => fresh::check(ws, job, &run.as_of().to_string()).await?,
-    };
+    // date (a backfill, a dry run and --force always run): `checked`, by the caller.
     let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
     let fingerprint = checked.map(|(fp, _)| fp);
     let missing = fingerprint.as_ref().map(|fp| missing_inputs(ws, fp)).unwrap_or_default();
     let waiting = match missing.first() {
         Some(m) if opts.scheduled => Some(format!("{WAITING} {m}")),
         Some(m) => {
-            return Err(Error::Failed(format!(
-                "`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)",
-                job.name
-            )));
+            let e = Error::Failed(format!("`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)", job.name));
+            return (Err(e), Box::pin(async {}));
         }
         None => None,
     };
@@ -123,14 +153,9 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
         lease::fenced(opts.fence.clone(), run_kind(&run).instrument(span)).await
     };
     if opts.dry_run {
-        return result;
+        return (result, Box::pin(async {}));
     }
-    if let (Ok(m), Some(fp)) = (&result, fingerprint)
-        && m.skipped.is_none()
-        && let Err(e) = fresh::record(ws, job, fp, &run.run_id).await
-    {
-        tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
-    }
+    let succeeded = result.as_ref().is_ok_and(|m| m.skipped.is_none());
     // A failed run's logical time in the form its kind's successful runs record: the date for
     // the kinds that run as of a day, the instant for ingest and compaction.
     let logical = match &job.kind {
@@ -146,10 +171,20 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
     };
     if up_to_date {
         crate::runs::defer_skipped(r);
-    } else if let Err(e) = record(ws, &r).await {
-        tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
+        return (result, Box::pin(async {}));
     }
-    result
+    let (ws, job, run_id) = (ws.clone(), job.clone(), run.run_id.clone());
+    let recording = async move {
+        if let (true, Some(fp)) = (succeeded, fingerprint)
+            && let Err(e) = fresh::record(&ws, &job, fp, &run_id).await
+        {
+            tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
+        }
+        if let Err(e) = record(&ws, &r).await {
+            tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
+        }
+    };
+    (result, Box::pin(recording))
 }
 
 /// The one dispatch over job kinds: every kind takes a [`JobRun`] and returns [`JobMetrics`].

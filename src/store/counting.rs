@@ -141,6 +141,27 @@ fn counted(s: BoxStream<'static, Result<ObjectMeta>>, own: Arc<AtomicU64>) -> Bo
     .boxed()
 }
 
+/// The GETs an S3 client sends for `ranges` of one object: object_store's S3 store (the
+/// trait's default `get_ranges`) merges ranges less than 1 MiB apart
+/// (`OBJECT_STORE_COALESCE_DEFAULT`) and sends one ranged GET per merged range, so the column
+/// chunks of a small Parquet file cost one request, not one each.
+pub fn coalesced(ranges: &[Range<u64>]) -> u64 {
+    let mut sorted: Vec<&Range<u64>> = ranges.iter().collect();
+    sorted.sort_unstable_by_key(|r| r.start);
+    let mut requests = 0;
+    let mut end: Option<u64> = None;
+    for r in sorted {
+        match end {
+            Some(e) if r.start.saturating_sub(e) <= object_store::OBJECT_STORE_COALESCE_DEFAULT => end = Some(e.max(r.end)),
+            _ => {
+                requests += 1;
+                end = Some(r.end);
+            }
+        }
+    }
+    requests
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for Counting {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
@@ -157,13 +178,13 @@ impl ObjectStore for Counting {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.wait_for(if options.head { "head" } else { "get" }, location).await;
-        add(if options.head { &COUNTS.head } else { &COUNTS.get }, 1);
+        self.add(if options.head { &COUNTS.head } else { &COUNTS.get }, 1);
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         self.wait_for("get_ranges", location).await;
-        self.add(&COUNTS.get, ranges.len() as u64);
+        self.add(&COUNTS.get, coalesced(ranges));
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -213,5 +234,22 @@ impl ObjectStore for Counting {
         self.wait().await;
         self.add(&COUNTS.copy, 1);
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesced;
+
+    #[test]
+    fn ranges_count_as_the_gets_s3_sends() {
+        assert_eq!(coalesced(&[]), 0);
+        // A small Parquet file's column chunks: one request.
+        assert_eq!(coalesced(&[0..10, 10..200, 400..900, 5_000..6_000]), 1);
+        // Out of order, overlapping: still one.
+        assert_eq!(coalesced(&[500..700, 0..600]), 1);
+        // More than 1 MiB apart: two.
+        assert_eq!(coalesced(&[0..10, 10 + 1024 * 1024 + 1..(2 << 20)]), 2);
+        assert_eq!(coalesced(&[0..10, 10 + 1024 * 1024..(2 << 20)]), 1);
     }
 }

@@ -8,6 +8,7 @@
 pub mod counting;
 pub mod encode;
 pub mod faults;
+pub mod ranges;
 
 pub use encode::{encode_parquet, writer_properties};
 
