@@ -192,8 +192,8 @@ const RUNS_CHECKPOINT_EVERY: u64 = 16;
 
 /// Appends one run to `runner_runs` (a commit in its ledger) and to the job's recent runs.
 pub async fn record(ws: &Workspace, r: &RunRecord) -> Result<()> {
-    append(ws, std::slice::from_ref(r)).await?;
-    remember(ws, r).await
+    // The table and the job's recent runs are separate objects: written at once.
+    futures::future::try_join(append(ws, std::slice::from_ref(r)), remember(ws, r)).await.map(|_| ())
 }
 
 /// Runs skipped as up to date, kept for one commit at the end of the run ([`flush_skipped`]):

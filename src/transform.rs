@@ -207,21 +207,40 @@ async fn changed_days(
     as_of: NaiveDate,
     force: Option<&[NaiveDate]>,
 ) -> Result<(Vec<NaiveDate>, IncrementalState)> {
-    let mut state: IncrementalState = match ws.warehouse.get_opt(&ws.warehouse.child(&state_path(&job.name))).await? {
-        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::Failed(format!("job `{}` state is corrupt ({e})", job.name)))?,
-        None => IncrementalState::default(),
-    };
-    let mut changed: BTreeSet<NaiveDate> = std::mem::take(&mut state.pending);
-    for (stream, sc) in &ws.contract.streams {
-        if !sj.inputs.contains(&sc.table) {
-            continue;
+    // Everything below is read at once, each a round trip or two on S3: the job's state and
+    // the partitions of the inputs other jobs publish, then the streams' ledgers from the
+    // watermarks the state holds.
+    let streams: BTreeSet<&str> = ws.contract.streams.values().map(|sc| sc.table.as_str()).collect();
+    let published: Vec<&String> = sj.inputs.iter().filter(|t| !streams.contains(t.as_str()) && **t != sj.output).collect();
+    let read_state = async {
+        match ws.warehouse.get_opt(&ws.warehouse.child(&state_path(&job.name))).await? {
+            Some(b) => serde_json::from_slice::<IncrementalState>(&b)
+                .map_err(|e| Error::Failed(format!("job `{}` state is corrupt ({e})", job.name))),
+            None => Ok(IncrementalState::default()),
         }
-        let seen = state.watermarks.get(stream).copied().unwrap_or(0);
-        // The checkpoint (when past the watermark) says which partitions later batches changed;
-        // then only the commit records after it are read. A compaction rewrites files without
-        // changing a row: nothing to rebuild.
-        let ledger = Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await?;
-        for partition in ledger.changed_after(&sc.table, seen) {
+    };
+    let (mut state, partitions) =
+        futures::future::try_join(read_state, futures::future::try_join_all(published.iter().map(|t| ws.catalog.partitions(t))))
+            .await?;
+    let mut changed: BTreeSet<NaiveDate> = std::mem::take(&mut state.pending);
+    let read: Vec<(&String, &str)> = ws
+        .contract
+        .streams
+        .iter()
+        .filter(|(_, sc)| sj.inputs.contains(&sc.table))
+        .map(|(stream, sc)| (stream, sc.table.as_str()))
+        .collect();
+    // The checkpoint (when past the watermark) says which partitions later batches changed;
+    // then only the commit records after it are read. A compaction rewrites files without
+    // changing a row: nothing to rebuild.
+    let ledgers = futures::future::try_join_all(read.iter().map(|(stream, _)| {
+        let seen = state.watermarks.get(*stream).copied().unwrap_or(0);
+        async move { Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await }
+    }))
+    .await?;
+    for ((stream, table), ledger) in read.iter().zip(ledgers) {
+        let seen = state.watermarks.get(*stream).copied().unwrap_or(0);
+        for partition in ledger.changed_after(table, seen) {
             if let Some(d) = partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
                 changed.insert(d);
             }
@@ -230,17 +249,16 @@ async fn changed_days(
         // those); the days of later batches, read now or not, are rebuilt again next time.
         let through = ledger.published_through();
         if through > seen {
-            state.watermarks.insert(stream.clone(), through);
+            state.watermarks.insert((*stream).clone(), through);
         }
     }
     // Inputs published by other jobs: the days whose partition has a newer version than seen
     // (read before the session opens, which reads the same snapshot or a newer one).
-    let streams: BTreeSet<&str> = ws.contract.streams.values().map(|sc| sc.table.as_str()).collect();
-    for input in sj.inputs.iter().filter(|t| !streams.contains(t.as_str()) && **t != sj.output) {
+    for (input, parts) in published.into_iter().zip(partitions) {
         let seen = state.versions.get(input).cloned();
         let newer = |v: &str| seen.as_ref().is_none_or(|s| (v.len(), v) > (s.len(), s.as_str()));
         let mut newest = seen.clone();
-        for p in ws.catalog.partitions(input).await? {
+        for p in parts {
             let Some(v) = crate::catalog::layout::version_of(&p.location) else { continue };
             if !newer(&v) {
                 continue;

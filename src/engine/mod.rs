@@ -63,7 +63,8 @@ async fn open(ws: &Workspace, only: Option<&[String]>, engine: EngineKind) -> Re
     let ctx = match engine {
         EngineKind::Local => {
             let ctx = context_with(Some(&ws.file_caches))?;
-            ctx.runtime_env().register_object_store(&ws.warehouse.store_url, ws.file_caches.ranges.wrap(ws.warehouse.store.clone()));
+            ctx.runtime_env()
+                .register_object_store(&ws.warehouse.store_url, ws.file_caches.ranges.wrap(ws.warehouse.store.clone()));
             ctx
         }
         EngineKind::Ballista => crate::cluster::remote_context(&ws.config.engine, session_config()?, &ws.warehouse.url).await?,

@@ -113,7 +113,21 @@ pub async fn record(ws: &Workspace, job: &Job, fp: Fingerprint, run_id: &str) ->
 /// The fingerprint of a run of `job` for `logical_date` and whether the job is up to date for
 /// it; `None` for kinds that always run.
 pub async fn check(ws: &Workspace, job: &Job, logical_date: &str) -> Result<Option<(Fingerprint, bool)>> {
-    let Some(fp) = fingerprint(ws, job, logical_date).await? else { return Ok(None) };
-    let up = is_up_to_date(ws, job, &fp).await?;
+    if inputs(job).is_none() {
+        return Ok(None);
+    }
+    // The fingerprint, the record and the outputs' versions at once: one round trip or two on
+    // S3 instead of four one after another.
+    let (fp, recorded, outputs) = futures::future::try_join3(
+        fingerprint(ws, job, logical_date),
+        ws.warehouse.get_opt(&ws.warehouse.child(&path(&job.name))),
+        output_versions(ws, job),
+    )
+    .await?;
+    let Some(fp) = fp else { return Ok(None) };
+    // An unreadable record (an older runner's, a hand edit) only means the job runs.
+    let up = recorded
+        .and_then(|b| serde_json::from_slice::<Recorded>(&b).ok())
+        .is_some_and(|rec| rec.fingerprint == fp && rec.outputs == outputs);
     Ok(Some((fp, up)))
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::lease::{self, Holder};
 use super::dag::{Tail, run_dag_with_tails};
+use super::lease::{self, Holder};
 use super::{RunOptions, run_job, run_job_deferred};
 use crate::error::Result;
 use crate::job::{Job, JobMetrics};

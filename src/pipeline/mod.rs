@@ -88,7 +88,12 @@ pub type Recording = futures::future::LocalBoxFuture<'static, ()>;
 /// jobs one after another starts the next job while the last one is recorded (on S3 a run
 /// record is several round trips one after another), and awaits every recording before it
 /// returns.
-pub async fn run_job_deferred(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> (Result<JobMetrics>, Recording) {
+pub async fn run_job_deferred(
+    ws: &Workspace,
+    job: &Job,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> (Result<JobMetrics>, Recording) {
     let none: Recording = Box::pin(async {});
     if let Err(e) = ws.check_format(!opts.dry_run).await {
         return (Err(e), none);
@@ -134,7 +139,10 @@ async fn run_checked(
     let waiting = match missing.first() {
         Some(m) if opts.scheduled => Some(format!("{WAITING} {m}")),
         Some(m) => {
-            let e = Error::Failed(format!("`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)", job.name));
+            let e = Error::Failed(format!(
+                "`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)",
+                job.name
+            ));
             return (Err(e), Box::pin(async {}));
         }
         None => None,
@@ -175,14 +183,20 @@ async fn run_checked(
     }
     let (ws, job, run_id) = (ws.clone(), job.clone(), run.run_id.clone());
     let recording = async move {
-        if let (true, Some(fp)) = (succeeded, fingerprint)
-            && let Err(e) = fresh::record(&ws, &job, fp, &run_id).await
-        {
-            tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
-        }
-        if let Err(e) = record(&ws, &r).await {
-            tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
-        }
+        // Two objects of their own: written at once.
+        let up_to_date = async {
+            if let (true, Some(fp)) = (succeeded, fingerprint)
+                && let Err(e) = fresh::record(&ws, &job, fp, &run_id).await
+            {
+                tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
+            }
+        };
+        let recorded = async {
+            if let Err(e) = record(&ws, &r).await {
+                tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
+            }
+        };
+        futures::future::join(up_to_date, recorded).await;
     };
     (result, Box::pin(recording))
 }

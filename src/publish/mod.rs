@@ -106,12 +106,11 @@ pub async fn publish_output(
     let file_schema = Arc::new(Schema::new(
         schema.fields().iter().filter(|f| !sj.partition_by.contains(f.name())).cloned().collect::<Vec<_>>(),
     ));
-    let table = ws.catalog.table(&sj.output).await?;
+    // The table and its partitions: one read of its snapshot.
+    let table = ws.catalog.table_with_partitions(&sj.output).await?;
     let location = ws.warehouse.join(&sj.output).url;
-    let current: HashMap<Vec<String>, String> = match &table {
-        Some(_) if !sj.partition_by.is_empty() => {
-            ws.catalog.partitions(&sj.output).await?.into_iter().map(|p| (p.values, p.location)).collect()
-        }
+    let current: HashMap<Vec<String>, String> = match table {
+        Some((_, partitions)) if !sj.partition_by.is_empty() => partitions.into_iter().map(|p| (p.values, p.location)).collect(),
         _ => HashMap::new(),
     };
     // Each partition's file: encoded on the blocking pool, a few at a time (the writes wait on
