@@ -75,11 +75,12 @@ test: venv browser image-tools fmt
 	RUNNER_TEST_PYTHON=$(PY) $(LINTED) cargo test --all-targets
 
 ## Python with pyarrow and duckdb (the independent readers of the tests and the benchmark),
-## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1) and cfn-lint.
-venv: $(VENV)/.ready-3
-$(VENV)/.ready-3:
+## moto's server (the AWS API emulator the AWS tests start on 127.0.0.1) and cfn-lint. moto 5.2
+## answers Athena's StartQueryExecution with 404 (whichever protocol), so it stays below 5.2.
+venv: $(VENV)/.ready-4
+$(VENV)/.ready-4:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb 'moto[server]' cfn-lint
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb 'moto[server]>=5.1,<5.2' cfn-lint
 	touch $@
 
 ## Headless Chromium for the dashboard test (Debian's package; sudo when not root).

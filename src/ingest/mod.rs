@@ -102,20 +102,34 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     let run_id = r.run_id.as_str();
 
     let mut state = ledger.load().await?;
-    if !r.dry_run {
+    let mut stages = IngestStages::default();
+    let listing = Instant::now();
+    // The source is listed while the warehouse is made ready (tables declared, batches a crash
+    // left committed but unpublished published, garbage collected): on S3 each is a round trip
+    // or more, and neither changes what the ledger says was consumed.
+    let as_loaded = state.clone();
+    let preparing = async {
+        if r.dry_run {
+            return Ok(0);
+        }
         ensure_tables(ws, stream).await?;
-        summary.recovered_batches += roll_forward(ws, &ledger, &mut state).await?;
+        let recovered = roll_forward(ws, &ledger, &mut state).await?;
         let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
         if removed > 0 {
             tracing::info!(stream, removed, "removed staging of attempts that never committed");
         }
         ledger.clean_up(&state, run_id, retention(settings)).await?;
-    }
-
-    let mut stages = IngestStages::default();
-    let listing = Instant::now();
-    let candidates = discover(&source, &state, settings, &mut summary).await?;
-    let mut consumed = consumed_of(&ledger, &state, &candidates).await?;
+        Ok::<u64, Error>(recovered)
+    };
+    let discovering = async {
+        let mut listed = IngestCounts::default();
+        let candidates = discover(&source, &as_loaded, settings, &mut listed).await?;
+        let consumed = consumed_of(&ledger, &as_loaded, &candidates).await?;
+        Ok::<_, Error>((candidates, consumed, listed.listed))
+    };
+    let (recovered, (candidates, mut consumed, listed)) = futures::future::try_join(preparing, discovering).await?;
+    summary.recovered_batches += recovered;
+    summary.listed = listed;
     stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     // Nothing listed and nothing ever ingested: a misspelled source, or one not delivered to

@@ -1,13 +1,19 @@
-//! Byte ranges of data files kept for the query sessions of one process.
+//! Data files kept for the query sessions of one process.
 //!
 //! One SQL query can scan the same table many times: `sql/tenant_state.sql` reads the day's
 //! profile events once per profile field it joins back, and DataFusion runs a join's build side
-//! before the next join starts, so on S3 each of those scans is another round trip of 20-100 ms
-//! one after the other. The runner's data files never change once written (a new version is a
-//! new folder, an ingest batch a new file), so a range read once is the range for the rest of
-//! the process: this store answers it again from memory. Only ranged reads of `.parquet` files
-//! outside `_runner/` are kept (state objects there are rewritten), each at most
-//! [`MAX_ENTRY`], [`CAPACITY`] in all, the oldest dropped first.
+//! before the next join starts, so on S3 each of those scans is more round trips of 20-100 ms
+//! one after the other (a footer, then the column chunks). The runner's data files never change
+//! once written (a new version is a new folder, an ingest batch a new file), so a file read once
+//! is that file for the rest of the process. Two ways in:
+//! - a table scan hands the small files it is about to read to [`RangeCache::prefetch`], which
+//!   fetches each whole, all at once (one round trip for the lot, and one GET a file where a
+//!   footer and its column chunks took two or more);
+//! - any other ranged read of a data file is kept as the range it was.
+//!
+//! Only `.parquet` files outside `_runner/` are kept (state objects there are rewritten): files
+//! of at most [`MAX_FILE`], ranges of at most [`MAX_ENTRY`], [`CAPACITY`] in all, the oldest
+//! dropped first.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -17,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -25,10 +32,19 @@ use object_store::{
 
 /// A range larger than this is read through every time.
 pub const MAX_ENTRY: u64 = 8 << 20;
+/// A file larger than this is not prefetched whole (its scan reads the columns it needs).
+pub const MAX_FILE: u64 = 4 << 20;
+/// Files fetched at once by one prefetch.
+const PREFETCH_IN_FLIGHT: usize = 32;
 /// The bytes kept in all.
 pub const CAPACITY: u64 = 64 << 20;
 
+/// A range of a file, or (`u64::MAX`, `u64::MAX`) the whole file.
 type Key = (Path, u64, u64);
+
+fn whole(p: &Path) -> Key {
+    (p.clone(), u64::MAX, u64::MAX)
+}
 
 #[derive(Default)]
 struct Entries {
@@ -70,6 +86,69 @@ impl RangeCache {
     pub fn wrap(&self, inner: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
         Arc::new(Cached { inner, cache: self.clone() })
     }
+
+    /// Fetches the small data files among `files` (path and size) that are not kept yet, each
+    /// whole and all at once, when together they fit in a quarter of the capacity (a scan of
+    /// more than that reads what it needs as it goes). A failed fetch is left to the scan.
+    pub async fn prefetch(&self, store: &Arc<dyn ObjectStore>, files: &[(Path, u64)]) {
+        let wanted: Vec<(Path, u64)> = files
+            .iter()
+            .filter(|(p, size)| *size <= MAX_FILE && immutable(p) && self.get(&whole(p)).is_none())
+            .cloned()
+            .collect();
+        if wanted.is_empty() || wanted.iter().map(|(_, s)| *s).sum::<u64>() > CAPACITY / 4 {
+            return;
+        }
+        let fetched: Vec<(Path, Result<Bytes>)> = futures::stream::iter(wanted)
+            .map(|(p, _)| {
+                let store = store.clone();
+                async move {
+                    let got = match store.get(&p).await {
+                        Ok(r) => r.bytes().await,
+                        Err(e) => Err(e),
+                    };
+                    (p, got)
+                }
+            })
+            .buffer_unordered(PREFETCH_IN_FLIGHT)
+            .collect()
+            .await;
+        for (p, got) in fetched {
+            let p = &p;
+            if let Ok(data) = got {
+                let meta = ObjectMeta {
+                    location: p.clone(),
+                    last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                    size: data.len() as u64,
+                    e_tag: None,
+                    version: None,
+                };
+                self.put(whole(p), data, meta);
+            }
+        }
+    }
+
+    /// The bytes of `r` in a file kept whole.
+    fn slice(&self, p: &Path, r: &GetRange) -> Option<(Bytes, ObjectMeta, Range<u64>)> {
+        let (data, meta) = self.get(&whole(p))?;
+        let len = data.len() as u64;
+        let range = match r {
+            GetRange::Bounded(r) => r.start.min(len)..r.end.min(len),
+            GetRange::Offset(o) => (*o).min(len)..len,
+            GetRange::Suffix(n) => len.saturating_sub(*n)..len,
+        };
+        Some((data.slice(range.start as usize..range.end as usize), meta, range))
+    }
+}
+
+/// `data`, the bytes `range` of the object `meta`, as a [`GetResult`].
+fn result(data: Bytes, meta: ObjectMeta, range: Range<u64>) -> GetResult {
+    GetResult {
+        payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(data) }).boxed()),
+        meta,
+        range,
+        attributes: Default::default(),
+    }
 }
 
 impl fmt::Debug for RangeCache {
@@ -95,18 +174,16 @@ impl fmt::Display for Cached {
     }
 }
 
-/// Only a plain ranged read can be answered from memory (no conditions, no version).
-fn plain_range(o: &GetOptions) -> Option<Range<u64>> {
+/// Only a plain read can be answered from memory (no conditions, no version): its range, the
+/// whole object when none.
+fn plain_range(o: &GetOptions) -> Option<GetRange> {
     let plain = !o.head
         && o.if_match.is_none()
         && o.if_none_match.is_none()
         && o.if_modified_since.is_none()
         && o.if_unmodified_since.is_none()
         && o.version.is_none();
-    match (&o.range, plain) {
-        (Some(GetRange::Bounded(r)), true) if r.end - r.start <= MAX_ENTRY => Some(r.clone()),
-        _ => None,
-    }
+    plain.then(|| o.range.clone().unwrap_or(GetRange::Offset(0)))
 }
 
 #[async_trait::async_trait]
@@ -120,8 +197,15 @@ impl ObjectStore for Cached {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let Some(range) = plain_range(&options).filter(|_| immutable(location)) else {
+        let Some(asked) = plain_range(&options).filter(|_| immutable(location)) else {
             return self.inner.get_opts(location, options).await;
+        };
+        if let Some((data, meta, range)) = self.cache.slice(location, &asked) {
+            return Ok(result(data, meta, range));
+        }
+        let range = match asked {
+            GetRange::Bounded(r) if r.end - r.start <= MAX_ENTRY => r,
+            _ => return self.inner.get_opts(location, options).await,
         };
         let key = (location.clone(), range.start, range.end);
         let (data, meta) = match self.cache.get(&key) {
@@ -135,17 +219,19 @@ impl ObjectStore for Cached {
             }
         };
         let end = range.start + data.len() as u64;
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(data) }).boxed()),
-            meta,
-            range: range.start..end,
-            attributes: Default::default(),
-        })
+        Ok(result(data, meta, range.start..end))
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         if !immutable(location) {
             return self.inner.get_ranges(location, ranges).await;
+        }
+        if self.cache.get(&whole(location)).is_some() {
+            let kept: Option<Vec<Bytes>> =
+                ranges.iter().map(|r| self.cache.slice(location, &GetRange::Bounded(r.clone())).map(|(b, _, _)| b)).collect();
+            if let Some(kept) = kept {
+                return Ok(kept);
+            }
         }
         let key = |r: &Range<u64>| (location.clone(), r.start, r.end);
         let missing: Vec<Range<u64>> = ranges.iter().filter(|r| self.cache.get(&key(r)).is_none()).cloned().collect();
@@ -226,5 +312,31 @@ mod tests {
             store.get_ranges(&state, &[0..1]).await.unwrap();
         }
         assert_eq!(counting.requests() - before, 3);
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_file_answers_every_read_of_it() {
+        let counting = Arc::new(crate::store::counting::Counting::new(Arc::new(InMemory::new())));
+        let inner: Arc<dyn ObjectStore> = counting.clone();
+        let cache = RangeCache::default();
+        let store = cache.wrap(inner.clone());
+        let a = Path::from("t/dt=2026-01-01/v=1/part-00000.parquet");
+        let b = Path::from("t/dt=2026-01-02/v=1/part-00000.parquet");
+        for p in [&a, &b] {
+            store.put(p, PutPayload::from_static(b"0123456789")).await.unwrap();
+        }
+        let before = counting.requests();
+        cache.prefetch(&inner, &[(a.clone(), 10), (b.clone(), 10)]).await;
+        assert_eq!(counting.requests() - before, 2, "one GET a file");
+        cache.prefetch(&inner, &[(a.clone(), 10)]).await;
+        assert_eq!(counting.requests() - before, 2, "kept files are not fetched again");
+        assert_eq!(store.get_range(&a, 2..5).await.unwrap(), Bytes::from_static(b"234"));
+        assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), Bytes::from_static(b"0123456789"));
+        let suffix = GetOptions { range: Some(GetRange::Suffix(3)), ..Default::default() };
+        let r = store.get_opts(&a, suffix).await.unwrap();
+        assert_eq!(r.range, 7..10);
+        assert_eq!(r.bytes().await.unwrap(), Bytes::from_static(b"789"));
+        assert_eq!(store.get_ranges(&b, &[0..1, 9..10]).await.unwrap(), vec![Bytes::from_static(b"0"), Bytes::from_static(b"9")]);
+        assert_eq!(counting.requests() - before, 2, "every read answered from memory");
     }
 }
