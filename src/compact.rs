@@ -119,6 +119,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                 });
                 compacted.push(Compacted { table: t, partition, inputs: inputs.iter().map(|f| f.path.clone()).collect() });
             }
+            let staged: Vec<object_store::path::Path> = files.iter().map(|f| ws.warehouse.child(&f.staged)).collect();
             let commit = Commit {
                 stream: stream.to_string(),
                 seq,
@@ -145,7 +146,17 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                     m.bytes_out += commit.files.iter().map(|f| f.bytes).sum::<u64>();
                     state
                 }
-                Committed::Replan(state, _) => state,
+                Committed::Replan(state, _) => {
+                    // No commit names this attempt's files (another attempt took the seq, or
+                    // this one never committed): they go now, not at the next clean-up. (Run
+                    // records land beside compaction: each job records its run while the next
+                    // one runs.)
+                    let deleted = ws.warehouse.delete_many(staged).await;
+                    if let Err(e) = deleted.and(ws.warehouse.remove_empty_dirs(&staging).await) {
+                        tracing::warn!(stream, "could not delete the staging of a compaction that lost its seq: {e}");
+                    }
+                    state
+                }
             };
         }
         if !r.dry_run {

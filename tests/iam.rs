@@ -50,11 +50,12 @@ fn sdk_calls() -> BTreeSet<String> {
     found
 }
 
-/// The object-store methods the code calls on a store (the counting wrapper only forwards).
+/// The object-store methods the code calls on a store (the counting wrapper and the file cache
+/// only forward; the cache's prefetch is a `get`, which the code calls elsewhere too).
 fn store_calls() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for (file, src) in sources() {
-        if file.ends_with("store/counting.rs") {
+        if file.ends_with("store/counting.rs") || file.ends_with("store/ranges.rs") {
             continue;
         }
         for (i, _) in src.match_indices("store.") {

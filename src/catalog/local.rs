@@ -696,6 +696,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_update_from_a_fresh_snapshot_that_another_publisher_overtook_keeps_both() {
+        let (_dir, wh, t) = setup();
+        let a = LocalCatalog::new(wh.clone());
+        let b = LocalCatalog::new(wh.clone());
+        a.put_table(&t).await.unwrap();
+        let first = part(&wh, "2026-11-19", "000000000001");
+        a.put_partitions("t", std::slice::from_ref(&first)).await.unwrap();
+        assert!(a.fresh("t").is_some(), "a knows the snapshot it wrote is the newest");
+        // b writes the next snapshot behind a's back; a tries the seq after its own at once,
+        // finds it taken, reads the newest and applies its change to it.
+        let theirs = part(&wh, "2026-11-20", "000000000001");
+        b.put_partitions("t", std::slice::from_ref(&theirs)).await.unwrap();
+        let ours = part(&wh, "2026-11-21", "000000000001");
+        a.put_partitions("t", std::slice::from_ref(&ours)).await.unwrap();
+        let all = LocalCatalog::new(wh.clone()).partitions("t").await.unwrap();
+        for p in [&first, &theirs, &ours] {
+            assert!(all.contains(p), "{p:?} kept: {all:?}");
+        }
+        // And a fenced write from a fresh snapshot still meets the newer generation's fence.
+        use crate::fence::Fence;
+        let newer = part(&wh, "2026-11-22", "000000000001");
+        crate::fence::fenced(Some(Fence::for_test("job", 2, false)), b.put_partitions("t", &[newer])).await.unwrap();
+        let stale = crate::fence::fenced(Some(Fence::for_test("job", 1, false)), async {
+            a.put_partitions("t", &[part(&wh, "2026-11-23", "000000000001")]).await
+        })
+        .await;
+        assert!(matches!(stale, Err(Error::Fenced(_))), "{stale:?}");
+    }
+
+    #[tokio::test]
     async fn reads_cost_the_same_whatever_the_number_of_partitions() {
         // Counted as requests on the store: a listing and a read per table.
         let (_dir, wh, t) = setup();

@@ -529,15 +529,15 @@ impl Ledger {
     }
 
     /// The last seq up to which every commit is published ([`LedgerState::published_through`]):
-    /// the checkpoint pointer, then one listing of the publish markers after it (a few
-    /// requests, whatever the ledger's history).
+    /// the checkpoint pointer and one listing of the publish markers (a few requests, whatever
+    /// the ledger's history).
     pub async fn published_through(&self) -> Result<u64> {
-        let from = self.pointer().await?.unwrap_or(0);
-        let listed = if from == 0 {
-            self.wh.list(&self.dir()).await?
-        } else {
-            self.wh.list_from(&self.dir(), &format!("{from:012}.published")).await?
-        };
+        // The pointer and the records at once (one round trip on S3, not two): the folder holds
+        // only the records since the clean-up, a page. A checkpoint written between the two reads
+        // can only make the answer lower than the truth (its batches' markers gone from a newer
+        // listing), which makes an up-to-date check run the job, never skip one.
+        let (pointer, listed) = futures::future::try_join(self.pointer(), self.wh.list(&self.dir())).await?;
+        let from = pointer.unwrap_or(0);
         let published: HashSet<u64> =
             listed.iter().filter_map(|m| m.location.filename()?.strip_suffix(".published")?.parse::<u64>().ok()).collect();
         let mut through = from;

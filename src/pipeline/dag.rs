@@ -238,6 +238,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dependent_starts_while_its_upstreams_tail_runs_and_every_tail_ends_first() {
+        let jobs = dag();
+        let names: Vec<String> = jobs.jobs.keys().cloned().collect();
+        let log = Mutex::new(Vec::new());
+        let run = |failing_tail: &'static str| {
+            let log = &log;
+            run_dag_with_tails(
+                &jobs,
+                &names,
+                1,
+                |_| false,
+                move |j| async move {
+                    log.lock().unwrap().push(format!("+{}", j.name));
+                    let tail: Tail<'_> = Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        log.lock().unwrap().push(format!("tail {}", j.name));
+                        if j.name == failing_tail { Err(crate::Error::Failed(format!("{} tail failed", j.name))) } else { Ok(()) }
+                    });
+                    Ok((j.name.clone(), Some(tail)))
+                },
+            )
+        };
+        let result = run("").await;
+        assert_eq!(result.unwrap(), ["ingest_a", "ingest_b", "x", "y", "z"]);
+        let log_now = log.lock().unwrap().clone();
+        let pos = |e: &str| log_now.iter().position(|l| l == e).unwrap();
+        assert!(pos("+x") < pos("tail ingest_a"), "x starts before ingest_a's tail ends: {log_now:?}");
+        assert_eq!(log_now.iter().filter(|l| l.starts_with("tail")).count(), 5, "every tail ran before the return: {log_now:?}");
+        log.lock().unwrap().clear();
+        let failed = run("y").await;
+        assert!(matches!(&failed, Err(crate::Error::Failed(m)) if m.contains("y tail")), "{failed:?}");
+    }
+
+    #[tokio::test]
     async fn one_at_a_time_is_the_dag_order() {
         let jobs = dag();
         let (result, log) = run(&jobs, 1, "").await;

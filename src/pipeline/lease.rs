@@ -229,9 +229,31 @@ async fn first_generation(wh: &Location, job: &str) -> Result<u64> {
         .ok_or_else(|| Error::Failed(format!("lease object {path} is unreadable: delete it and run again")))
 }
 
+/// What a look at a job's lease folder found, for [`acquire_after`].
+pub struct Look(State);
+
+/// Looks at `job`'s lease folder (a listing): what [`acquire_after`] takes the lease from. A
+/// caller that has other reads to make first makes them beside this one.
+pub async fn look(wh: &Location, job: &str) -> Result<Look> {
+    Ok(Look(current(wh, job).await?))
+}
+
 /// Takes `job`'s lease for `ttl`, or says who holds it.
 pub async fn acquire(wh: &Location, job: &str, holder: &str, ttl: Duration) -> Result<std::result::Result<Lease, Holder>> {
-    let state = current(wh, job).await?;
+    let looked = look(wh, job).await?;
+    acquire_after(wh, job, holder, ttl, looked).await
+}
+
+/// [`acquire`] from an earlier [`look`]. The generation is created only if absent, so a look
+/// that is out of date by then finds the lease held, never two holders.
+pub async fn acquire_after(
+    wh: &Location,
+    job: &str,
+    holder: &str,
+    ttl: Duration,
+    looked: Look,
+) -> Result<std::result::Result<Lease, Holder>> {
+    let state = looked.0;
     if let Some(h) = state.held {
         return Ok(Err(h));
     }

@@ -112,11 +112,15 @@ pub async fn run_locked<'a>(
             Ok::<_, crate::error::Error>(())
         }
     };
-    // A job that is up to date is skipped without its lease: the check only reads.
-    let freshness = match force {
-        true => None,
-        false => super::fresh::check(ws, job, &at.date_naive().to_string()).await?,
+    // A job that is up to date is skipped without its lease: the check only reads. The lease
+    // folder is looked at beside it (a listing; on S3 a round trip less before a job starts).
+    let checking = async {
+        match force {
+            true => Ok(None),
+            false => super::fresh::check(ws, job, &at.date_naive().to_string()).await,
+        }
     };
+    let (freshness, looked) = futures::future::try_join(checking, lease::look(&ws.warehouse, &job.name)).await?;
     if let Some((_, true)) = &freshness {
         if let Some(p) = period
             && is_done(ws, &job.name, p).await?
@@ -128,7 +132,7 @@ pub async fn run_locked<'a>(
         mark_done(&result).await?;
         return Ok((Locked::Ran(Box::new(result)), None));
     }
-    let lease = match lease::acquire(&ws.warehouse, &job.name, holder, ttl).await? {
+    let lease = match lease::acquire_after(&ws.warehouse, &job.name, holder, ttl, looked).await? {
         Ok(l) => l,
         Err(h) => return Ok((Locked::Held(h), None)),
     };

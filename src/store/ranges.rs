@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(counting.requests() - before, 2);
         let before = counting.requests();
         for _ in 0..3 {
-            store.get_ranges(&state, &[0..1]).await.unwrap();
+            store.get_ranges(&state, &[0..1, 2..3]).await.unwrap();
         }
         assert_eq!(counting.requests() - before, 3);
     }
