@@ -11,12 +11,15 @@ and on moto's S3 server on 127.0.0.1: the same new day of drops delivered to eac
   snapshot  `runner query` of tenants as of the new day
 with wall time, peak RSS and object-store requests by kind (RUNNER_COUNT_REQUESTS=1; an S3
 rename is a COPY and a DELETE, counted as two), medians of REPS new days, the sizes taking turns,
+on local disk (`local`), on moto (`s3`), and on local disk with DELAY_MS added to every request
+(`delayed`: S3's first-byte latency where a listing costs what its prefix holds; moto's listing
+scans the whole bucket, so there seconds grow with the bucket although requests do not),
 each against the first size and against 90 days (where the 90-day windows of job90 and the
 activity export are full: a younger warehouse reads fewer days because it has fewer).
 Then, on S3, the reference job (both ingests, tenant_activity_daily, tenant_state, tenants) on a
 new day with DELAY_MS (default 25) added to every request against the same without.
 
-Usage: python bench/years.py RUNNER_BIN   (env: DAYS, TENANTS, REPS, WHERE=local,s3, DELAY_MS)
+Usage: python bench/years.py RUNNER_BIN   (env: DAYS, TENANTS, REPS, WHERE=local,s3,delayed, DELAY_MS)
 """
 import datetime
 import os
@@ -55,7 +58,7 @@ def deliver(where, env, new_days, day, src):
             for name in files:
                 path = os.path.join(dirpath, name)
                 rel = os.path.relpath(path, new_days)
-                if where == "local":
+                if where in ("local", "delayed"):
                     dest = os.path.join(src.removeprefix("file://"), rel)
                     os.makedirs(os.path.dirname(dest), exist_ok=True)
                     shutil.copy(path, dest)
@@ -68,7 +71,7 @@ def deliver(where, env, new_days, day, src):
 def setup(where, days, tmp, env):
     root = os.path.join(tmp, f"{where}-{days}")
     os.makedirs(root)
-    if where == "local":
+    if where in ("local", "delayed"):
         wh, src = f"file://{root}/warehouse", f"file://{root}/drops"
     else:
         bucket = f"calendar-{days}-{int(time.time() * 1000)}"
@@ -90,6 +93,9 @@ def total(req, where):
 
 def compare(where, env, tmp, new_days):
     cfgs = {n: setup(where, n, tmp, env) for n in DAYS}
+    if where == "delayed":
+        # Built without the delay; every measured step has it.
+        env = {**env, "RUNNER_DELAY_REQUESTS_MS": str(DELAY_MS)}
     results = {(n, s): [] for n in DAYS for s in STEPS}
     for rep in range(REPS):
         day = END + datetime.timedelta(days=rep + 1)
@@ -102,7 +108,8 @@ def compare(where, env, tmp, new_days):
                 measured(BIN, cfg, env, ["query", f"SELECT count(*) FROM job_events WHERE dt = DATE '{day}'"]))
             results[(n, "snapshot")].append(
                 measured(BIN, cfg, env, ["query", f"SELECT count(*) FROM tenants WHERE as_of = DATE '{day}'"]))
-    print(f"\n{where}: medians of {REPS} new days, {TENANTS} tenants (runner {BIN})")
+    label = f"local disk, {DELAY_MS} ms added to every request" if where == "delayed" else where
+    print(f"\n{label}: medians of {REPS} new days, {TENANTS} tenants (runner {BIN})")
     print(f"{'days':>5} {'step':10} {'seconds':>8} {'RSS MiB':>8} {'GET':>6} {'HEAD':>5} {'LIST pages':>11} {'PUT':>5} "
           f"{'DELETE':>7} {'COPY':>5} {'requests':>9} {'time, requests vs ' + str(DAYS[0]) + ' d':>24} {'vs 90 d':>16}")
     for step in STEPS:
@@ -146,6 +153,8 @@ def main():
         simulate(new_days, 3 * REPS + 2, END + datetime.timedelta(days=3 * REPS + 2), 7)
         if "local" in WHERE:
             compare("local", {}, tmp, new_days)
+        if "delayed" in WHERE:
+            compare("delayed", {}, tmp, new_days)
         if "s3" in WHERE:
             proc, env = start_moto()
             try:

@@ -75,7 +75,6 @@ pub(crate) async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     )?;
     // Partitions live in `v=<seq>` folders so compaction can replace one atomically.
     t.parameters.insert(VERSIONED.into(), "true".into());
-    ws.catalog.put_table(&t).await?;
     let mut q = TableMeta::from_arrow(
         QUARANTINE_TABLE,
         "Records and objects ingest could not accept, with source, offset, raw text and reason; partitioned by arrival date and stream",
@@ -86,7 +85,8 @@ pub(crate) async fn ensure_tables(ws: &Workspace, stream: &str) -> Result<()> {
     // Each stream's quarantine partitions are versioned by its own ledger, so compaction can
     // merge them like event partitions.
     q.parameters.insert(VERSIONED.into(), "true".into());
-    ws.catalog.put_table(&q).await
+    // Two tables, two snapshots: declared at once.
+    futures::future::try_join(ws.catalog.put_table(&t), ws.catalog.put_table(&q)).await.map(|_| ())
 }
 
 /// Runs the ingest of the job's stream until no new drop is left. A dry run lists and plans the
@@ -500,22 +500,41 @@ async fn write_batch(
         let dir = day_folder(&sc.table, day, Some(state.version(&sc.table, &values)));
         (values, dir)
     };
-    let mut files =
-        stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, events, stages).await?;
     let (qbatch, qdays) = quarantine.finish()?;
     let quarantined = |day: &str| {
         let values = vec![day.to_string(), stream.to_string()];
         let dir = quarantine_folder(&values, state.version(QUARANTINE_TABLE, &values));
         (values, dir)
     };
-    files.extend(
-        stage_partitions(ws, &staging, QUARANTINE_TABLE, stream, seq, vec![qbatch], qdays, 0, quarantined, stages).await?,
-    );
-
-    let writing = Instant::now();
+    // The event files, the quarantine files and the dedup keys are staged at once: on S3 one
+    // round trip for the three, not three one after another.
+    let mut quarantine_stages = IngestStages::default();
     let dedup_keys = ledger.dedup_path(&attempt);
-    ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
-    stages.write_s += writing.elapsed().as_secs_f64();
+    let writing_keys = async {
+        let writing = Instant::now();
+        ws.warehouse.put(&ws.warehouse.child(&dedup_keys), encode_keys(&keys)).await?;
+        Ok::<_, Error>(writing.elapsed())
+    };
+    let (mut files, quarantine_files, keys_written) = futures::future::try_join3(
+        stage_partitions(ws, &staging, &sc.table, stream, seq, kept, kept_days, sc.col_company, events, stages),
+        stage_partitions(
+            ws,
+            &staging,
+            QUARANTINE_TABLE,
+            stream,
+            seq,
+            vec![qbatch],
+            qdays,
+            0,
+            quarantined,
+            &mut quarantine_stages,
+        ),
+        writing_keys,
+    )
+    .await?;
+    files.extend(quarantine_files);
+    stages.encode_s += quarantine_stages.encode_s;
+    stages.write_s += quarantine_stages.write_s + keys_written.as_secs_f64();
 
     let commit = Commit {
         stream: stream.to_string(),
