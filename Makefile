@@ -53,7 +53,7 @@ image-base: $(BASE_TAR)
 	$(ENGINE) $(ENGINE_FLAGS) image exists localhost/bookworm-base 2>/dev/null || $(ENGINE) $(ENGINE_FLAGS) import $(BASE_TAR) localhost/bookworm-base
 $(BASE_TAR):
 	mkdir -p $(dir $@)
-	mmdebstrap --variant=minbase --include=ca-certificates bookworm $@.partial && mv $@.partial $@
+	mmdebstrap --variant=minbase --format=tar --include=ca-certificates bookworm $@.partial && mv $@.partial $@
 
 ## What the image test needs: podman with runc, and mmdebstrap for its base (Debian's packages;
 ## sudo when not root). Where they cannot be installed, the image test says so and stops.

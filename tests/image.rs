@@ -54,7 +54,8 @@ fn ensure_base() {
         let partial = cache.join("bookworm-base.tar.partial");
         run_ok(
             Command::new("mmdebstrap")
-                .args(["--quiet", "--variant=minbase", "--include=ca-certificates", "bookworm"])
+                // The format said, not guessed from the name (`.partial` would make a folder).
+                .args(["--quiet", "--variant=minbase", "--format=tar", "--include=ca-certificates", "bookworm"])
                 .arg(&partial),
             "mmdebstrap (make test installs it)",
         );
