@@ -326,6 +326,15 @@ async fn renew(
     }
 }
 
+/// A lease dropped without [`Lease::release`] (a run that failed between taking it and giving
+/// it back) stops renewing, so it expires after its ttl: a renewer left running would hold it
+/// for as long as the process lives, and a daemon would wait for it forever.
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
 impl Lease {
     /// Whether the lease expired while held (the holder was paused longer than the ttl).
     pub fn lost(&self) -> bool {
@@ -380,6 +389,19 @@ mod tests {
         assert_eq!(c.generation, first + 2);
         // Other jobs have their own leases.
         assert!(acquire(&wh, "other", "d", ttl).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_lease_dropped_without_release_stops_renewing_and_expires() {
+        // A run that failed between taking its lease and giving it back (the store failing the
+        // period marker, say): a daemon in the same process must get the lease after the ttl.
+        let (_dir, wh) = local();
+        let ttl = Duration::from_millis(600);
+        let a = acquire(&wh, "j", "a", ttl).await.unwrap().unwrap();
+        drop(a);
+        assert!(acquire(&wh, "j", "b", ttl).await.unwrap().is_err(), "held until it expires");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(acquire(&wh, "j", "b", ttl).await.unwrap().is_ok(), "expired: the dropped lease was not renewed");
     }
 
     #[tokio::test]

@@ -136,11 +136,19 @@ pub async fn run_locked<'a>(
         Ok(l) => l,
         Err(h) => return Ok((Locked::Held(h), None)),
     };
-    if let Some(p) = period
-        && is_done(ws, &job.name, p).await?
-    {
-        lease.release().await?;
-        return Ok((Locked::AlreadyDone, None));
+    if let Some(p) = period {
+        match is_done(ws, &job.name, p).await {
+            Ok(false) => {}
+            Ok(true) => {
+                lease.release().await?;
+                return Ok((Locked::AlreadyDone, None));
+            }
+            Err(e) => {
+                // Given back all the same (best effort: it expires by itself otherwise).
+                let _ = lease.release().await;
+                return Err(e);
+            }
+        }
     }
     let fence = Some(lease.fence());
     let run = RunOptions { at: Some(at), force, freshness, fence, scheduled: period.is_some(), ..Default::default() };
@@ -166,8 +174,11 @@ pub async fn run_locked<'a>(
     let done = mark_done(&result);
     let tail: Tail<'a> = Box::pin(async move {
         recording.await;
-        done.await?;
-        lease.release().await
+        // The lease is given back even when the marker could not be written (the period then
+        // runs again, which is safe).
+        let done = done.await;
+        let released = lease.release().await;
+        done.and(released)
     });
     Ok((Locked::Ran(Box::new(result)), Some(tail)))
 }
