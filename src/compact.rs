@@ -151,10 +151,7 @@ pub async fn run(r: &JobRun<'_>, cj: &CompactJob) -> Result<JobMetrics> {
                     // this one never committed): they go now, not at the next clean-up. (Run
                     // records land beside compaction: each job records its run while the next
                     // one runs.)
-                    let deleted = ws.warehouse.delete_many(staged).await;
-                    if let Err(e) = deleted.and(ws.warehouse.remove_empty_dirs(&staging).await) {
-                        tracing::warn!(stream, "could not delete the staging of a compaction that lost its seq: {e}");
-                    }
+                    ledger.discard_staging(&attempt, staged).await;
                     state
                 }
             };

@@ -299,11 +299,7 @@ async fn append(ws: &Workspace, rs: &[RunRecord]) -> Result<()> {
         match committer.commit(state, &attempt, commit).await? {
             Committed::Done(..) => break,
             Committed::Replan(next, _) => {
-                let deleted = ws.warehouse.delete(&ws.warehouse.child(&staged)).await;
-                // On a local disk the attempt's folder stays behind, empty.
-                if let Err(e) = deleted.and(ws.warehouse.remove_empty_dirs(&ledger.staging_prefix(&attempt)).await) {
-                    tracing::warn!(file = %staged, "could not delete a run record's unused staged file: {e}");
-                }
+                ledger.discard_staging(&attempt, vec![ws.warehouse.child(&staged)]).await;
                 state = next;
             }
         }

@@ -120,7 +120,7 @@ fn register_catalog_table(
             None => vec![crate::catalog::PartitionMeta::new(Vec::new(), t.location.clone())],
         };
     }
-    let table = table::CatalogTable::new(t, partitions, &ws.warehouse, Some(ws.file_caches.ranges.clone()))?;
+    let table = table::CatalogTable::new(t, partitions, &ws.warehouse, ws.file_caches.ranges.clone())?;
     ctx.register_table(t.name.as_str(), Arc::new(table))
         .map(|_| ())
         .map_err(Error::df(format!("registering table `{}` at {}", t.name, t.location)))

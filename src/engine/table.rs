@@ -53,9 +53,9 @@ pub struct CatalogTable {
     /// The folders of partitions without a file list, as first listed: a query that scans the
     /// table several times lists each once, and every scan of the session sees the same files.
     listed: std::sync::Mutex<std::collections::HashMap<String, Vec<ObjectMeta>>>,
-    /// Where a scan's small files are fetched whole before DataFusion opens them
-    /// ([`crate::store::ranges`]), when the session shares the process's file cache.
-    prefetch: Option<(crate::store::ranges::RangeCache, Arc<dyn object_store::ObjectStore>)>,
+    /// The process's data-file cache: a scan's small files are fetched into it whole before
+    /// DataFusion opens them ([`crate::store::ranges`]).
+    ranges: crate::store::ranges::RangeCache,
 }
 
 impl CatalogTable {
@@ -65,7 +65,7 @@ impl CatalogTable {
         t: &TableMeta,
         partitions: Vec<PartitionMeta>,
         warehouse: &Location,
-        prefetch: Option<crate::store::ranges::RangeCache>,
+        ranges: crate::store::ranges::RangeCache,
     ) -> Result<CatalogTable> {
         let file_schema = super::view_types(&*t.file_schema()?);
         let partition_fields: Vec<FieldRef> = t
@@ -102,7 +102,7 @@ impl CatalogTable {
             warehouse: warehouse.clone(),
             store_url,
             listed: Default::default(),
-            prefetch: prefetch.map(|c| (c, warehouse.store.clone())),
+            ranges,
         })
     }
 
@@ -224,10 +224,8 @@ impl TableProvider for CatalogTable {
             let schema = datafusion::physical_plan::project_schema(&self.schema, projection)?;
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        if let Some((cache, store)) = &self.prefetch {
-            let wanted: Vec<(Path, u64)> = files.iter().map(|f| (f.object_meta.location.clone(), f.object_meta.size)).collect();
-            cache.prefetch(store, &wanted).await;
-        }
+        let wanted: Vec<(Path, u64)> = files.iter().map(|f| (f.object_meta.location.clone(), f.object_meta.size)).collect();
+        self.ranges.prefetch(&self.warehouse.store, &wanted).await;
         // Largest first, then spread over the target partitions (DataFusion's own split).
         files.sort_by(|a, b| b.object_meta.size.cmp(&a.object_meta.size).then(a.path().cmp(b.path())));
         let groups = FileGroup::new(files).split_files(state.config().target_partitions());

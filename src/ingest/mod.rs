@@ -122,17 +122,12 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
         Ok::<u64, Error>(recovered)
     };
     let discovering = async {
-        let mut listed = IngestCounts { stream: stream.to_string(), ..Default::default() };
-        let candidates = discover(&source, &as_loaded, settings, &mut listed).await?;
+        let candidates = discover(&source, &as_loaded, settings, &mut summary).await?;
         let consumed = consumed_of(&ledger, &as_loaded, &candidates).await?;
-        Ok::<_, Error>((candidates, consumed, listed))
+        Ok::<_, Error>((candidates, consumed))
     };
-    let (recovered, (candidates, mut consumed, listed)) = futures::future::try_join(preparing, discovering).await?;
+    let (recovered, (candidates, mut consumed)) = futures::future::try_join(preparing, discovering).await?;
     summary.recovered_batches += recovered;
-    // What discovery counted: the objects listed and the keys it skipped.
-    summary.listed = listed.listed;
-    summary.skipped_error_output = listed.skipped_error_output;
-    summary.skipped_stray = listed.skipped_stray;
     stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     // Nothing listed and nothing ever ingested: a misspelled source, or one not delivered to

@@ -614,6 +614,16 @@ impl Ledger {
 
     /// Where `attempt` stages its files: named by the seq it planned, so its staging is
     /// garbage exactly when that seq is committed by another attempt.
+    /// Deletes `staged`, the files an attempt staged that no commit names (it lost its seq, or
+    /// never committed), and its folder once empty (a local disk keeps empty folders): now,
+    /// not at a later clean-up. A failure is a warning: the files are garbage either way.
+    pub async fn discard_staging(&self, attempt: &Attempt, staged: Vec<object_store::path::Path>) {
+        let deleted = self.wh.delete_many(staged).await;
+        if let Err(e) = deleted.and(self.wh.remove_empty_dirs(&self.staging_prefix(attempt)).await) {
+            tracing::warn!(stream = %self.stream, "could not delete the staging of an attempt that lost its seq: {e}");
+        }
+    }
+
     pub fn staging_prefix(&self, attempt: &Attempt) -> String {
         format!("{STAGING_DIR}/{}/{:012}-{}", self.stream, attempt.seq, attempt.id)
     }

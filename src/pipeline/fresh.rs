@@ -94,14 +94,6 @@ async fn output_versions(ws: &Workspace, job: &Job) -> Result<BTreeMap<String, O
     Ok(outputs.into_iter().zip(versions).collect())
 }
 
-/// Whether the last successful run had this fingerprint and left the outputs as they are.
-pub async fn is_up_to_date(ws: &Workspace, job: &Job, fp: &Fingerprint) -> Result<bool> {
-    let Some(bytes) = ws.warehouse.get_opt(&ws.warehouse.child(&path(&job.name))).await? else { return Ok(false) };
-    // An unreadable record (an older runner's, a hand edit) only means the job runs.
-    let Ok(rec) = serde_json::from_slice::<Recorded>(&bytes) else { return Ok(false) };
-    Ok(&rec.fingerprint == fp && rec.outputs == output_versions(ws, job).await?)
-}
-
 /// Records a successful run's fingerprint (taken before it ran: inputs that changed during the
 /// run make the next fingerprint differ, so the next run does the work).
 pub async fn record(ws: &Workspace, job: &Job, fp: Fingerprint, run_id: &str) -> Result<()> {

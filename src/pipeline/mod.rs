@@ -84,6 +84,12 @@ pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Pr
 /// It reads and writes only the runner's own state, so the next job need not wait for it.
 pub type Recording = futures::future::LocalBoxFuture<'static, ()>;
 
+/// A [`Recording`] with nothing to do (a dry run, a failure before the run, a skip recorded
+/// with the others).
+fn nothing() -> Recording {
+    Box::pin(async {})
+}
+
 /// Runs one job and returns its result with the [`Recording`] still to do: a caller that runs
 /// jobs one after another starts the next job while the last one is recorded (on S3 a run
 /// record is several round trips one after another), and awaits every recording before it
@@ -94,21 +100,23 @@ pub async fn run_job_deferred(
     opts: &RunOptions,
     progress: &Progress,
 ) -> (Result<JobMetrics>, Recording) {
-    let none: Recording = Box::pin(async {});
     if let Err(e) = ws.check_format(!opts.dry_run).await {
-        return (Err(e), none);
+        return (Err(e), nothing());
     }
+    let started_at = Utc::now();
+    let at = opts.at.unwrap_or(started_at);
+    // A job whose inputs did not change since its last successful run for this date is up to
+    // date (a backfill, a dry run and --force always run).
+    let date = at.date_naive().to_string();
     let checked = match (opts.dry_run || opts.days.is_some() || opts.blocked.is_some(), &opts.freshness) {
         (true, _) => Ok(None),
         (false, Some(known)) => Ok(Some(known.clone())),
-        (false, None) if opts.force => fresh::fingerprint(ws, job, &opts.at.unwrap_or_else(Utc::now).date_naive().to_string())
-            .await
-            .map(|fp| fp.map(|fp| (fp, false))),
-        (false, None) => fresh::check(ws, job, &opts.at.unwrap_or_else(Utc::now).date_naive().to_string()).await,
+        (false, None) if opts.force => fresh::fingerprint(ws, job, &date).await.map(|fp| fp.map(|fp| (fp, false))),
+        (false, None) => fresh::check(ws, job, &date).await,
     };
     match checked {
-        Ok(checked) => run_checked(ws, job, opts, progress, checked).await,
-        Err(e) => (Err(e), none),
+        Ok(checked) => run_checked(ws, job, opts, progress, started_at, at, checked).await,
+        Err(e) => (Err(e), nothing()),
     }
 }
 
@@ -117,22 +125,13 @@ async fn run_checked(
     job: &Job,
     opts: &RunOptions,
     progress: &Progress,
+    started_at: DateTime<Utc>,
+    at: DateTime<Utc>,
     checked: Option<(fresh::Fingerprint, bool)>,
 ) -> (Result<JobMetrics>, Recording) {
-    let started_at = Utc::now();
-    let run = JobRun {
-        ws,
-        job,
-        run_id: new_run_id(),
-        at: opts.at.unwrap_or(started_at),
-        dry_run: opts.dry_run,
-        days: opts.days.clone(),
-        progress,
-    };
+    let run = JobRun { ws, job, run_id: new_run_id(), at, dry_run: opts.dry_run, days: opts.days.clone(), progress };
     // Every log line of the run names the job and the run id, as runner_runs does.
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
-    // A job whose inputs did not change since its last successful run for this date is up to
-    // date (a backfill, a dry run and --force always run): `checked`, by the caller.
     let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
     let fingerprint = checked.map(|(fp, _)| fp);
     let missing = fingerprint.as_ref().map(|fp| missing_inputs(ws, fp)).unwrap_or_default();
@@ -143,7 +142,7 @@ async fn run_checked(
                 "`{}` reads {m}: run that first (a scheduled run waits for it instead of failing)",
                 job.name
             ));
-            return (Err(e), Box::pin(async {}));
+            return (Err(e), nothing());
         }
         None => None,
     };
@@ -161,7 +160,7 @@ async fn run_checked(
         lease::fenced(opts.fence.clone(), run_kind(&run).instrument(span)).await
     };
     if opts.dry_run {
-        return (result, Box::pin(async {}));
+        return (result, nothing());
     }
     let succeeded = result.as_ref().is_ok_and(|m| m.skipped.is_none());
     // A failed run's logical time in the form its kind's successful runs record: the date for
@@ -179,7 +178,7 @@ async fn run_checked(
     };
     if up_to_date {
         crate::runs::defer_skipped(r);
-        return (result, Box::pin(async {}));
+        return (result, nothing());
     }
     let (ws, job, run_id) = (ws.clone(), job.clone(), run.run_id.clone());
     let recording = async move {
