@@ -205,6 +205,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("s3:GetObject", Scope::Warehouse, "store.rename"),
     op("s3:PutObject", Scope::Warehouse, "store.rename"),
     op("s3:DeleteObject", Scope::Warehouse, "store.rename"),
+    // A published file is copied into place (CopyObject), its staged copy deleted in bulk.
+    op("s3:GetObject", Scope::Warehouse, "store.copy"),
+    op("s3:PutObject", Scope::Warehouse, "store.copy"),
     op("s3:GetObject", Scope::Warehouse, "datafusion"),
     op("s3:ListBucket", Scope::Sources, "store.list"),
     op("s3:ListBucket", Scope::Sources, "store.list_with_offset"),

@@ -59,19 +59,44 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     // scheduler loses track of its plan's stage metrics and never finishes it.
     // Which periods to build, from the ledgers as they are before the session opens: the
     // watermarks it keeps are what the session reads at least.
-    let (periods, next_state) = if sj.incremental {
-        let (days, state) = changed_days(ws, job, sj, as_of, r.days.as_deref()).await?;
-        (days, Some(state))
-    } else {
-        (vec![as_of], None)
+    // The job's state is read beside the inputs' changes and the session, which opens after
+    // those (it reads at least what they saw).
+    let state = async {
+        match sj.incremental {
+            true => read_state(ws, job).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let planned = async {
+        let changes = match sj.incremental {
+            true => Some(read_changes(ws, sj).await?),
+            false => None,
+        };
+        let t_periods = started.elapsed();
+        let ctx = if sj.cumulative {
+            crate::engine::local_session_for(ws, Some(&sj.inputs)).await?
+        } else {
+            crate::engine::session_for(ws, Some(&sj.inputs)).await?
+        };
+        Ok::<_, Error>((changes, t_periods, ctx))
+    };
+    // The output's catalog entry is read beside the planning, so that the publish at the end
+    // writes its next snapshot at once (on S3 two round trips less after the query).
+    let warm = async {
+        match r.dry_run {
+            true => Ok(()),
+            false => ws.catalog.warm(&sj.output).await,
+        }
+    };
+    let (state, (changes, t_periods, ctx), ()) = futures::future::try_join3(state, planned, warm).await?;
+    let (periods, next_state) = match (state, changes) {
+        (Some(state), Some(changes)) => {
+            let (days, state) = changed_days(sj, state, changes, as_of, r.days.as_deref());
+            (days, Some(state))
+        }
+        _ => (vec![as_of], None),
     };
     metrics.periods = periods.iter().map(|d| d.to_string()).collect();
-    let t_periods = started.elapsed();
-    let ctx = if sj.cumulative {
-        crate::engine::local_session_for(ws, Some(&sj.inputs)).await?
-    } else {
-        crate::engine::session_for(ws, Some(&sj.inputs)).await?
-    };
     let t_session = started.elapsed();
 
     // Run the SQL once per run of consecutive days (`$dt_from`..`$dt_to`; a non-incremental
@@ -144,8 +169,12 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
         return Ok(metrics);
     }
     if let Some(state) = next_state {
+        // Written after the run, while its lease is held, beside its recording: the state only
+        // saves work (a run that finds the previous one says a day changed rebuilds it again),
+        // so the next job need not wait for it.
         let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
-        ws.warehouse.put(&ws.warehouse.child(&state_path(&job.name)), Bytes::from(body)).await?;
+        let (wh, path) = (ws.warehouse.clone(), ws.warehouse.child(&state_path(&job.name)));
+        r.defer(Box::pin(async move { wh.put(&path, Bytes::from(body)).await }));
     }
     metrics.seconds = started.elapsed().as_secs_f64();
     Ok(metrics)
@@ -198,31 +227,27 @@ fn scan_metrics(plan: &dyn ExecutionPlan) -> (u64, u64) {
     plan.children().iter().map(|c| scan_metrics(c.as_ref())).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// Days to rebuild: those whose input partitions changed since the last successful run, up
-/// to the as-of date (later ones wait for a later as-of), or exactly `force` for a backfill.
-async fn changed_days(
-    ws: &Workspace,
-    job: &Job,
-    sj: &SqlJob,
-    as_of: NaiveDate,
-    force: Option<&[NaiveDate]>,
-) -> Result<(Vec<NaiveDate>, IncrementalState)> {
-    // Everything below is read at once, each a round trip or two on S3: the job's state and
-    // the partitions of the inputs other jobs publish, then the streams' ledgers from the
-    // watermarks the state holds.
+/// An incremental job's state, as its last successful run left it.
+async fn read_state(ws: &Workspace, job: &Job) -> Result<IncrementalState> {
+    match ws.warehouse.get_opt(&ws.warehouse.child(&state_path(&job.name))).await? {
+        Some(b) => serde_json::from_slice::<IncrementalState>(&b)
+            .map_err(|e| Error::Failed(format!("job `{}` state is corrupt ({e})", job.name))),
+        None => Ok(IncrementalState::default()),
+    }
+}
+
+/// What an incremental job's inputs say changed: the partitions of the inputs other jobs
+/// publish, and the ledgers of its streams (stream and table, the ledger).
+struct Changes {
+    published: Vec<(String, Vec<crate::catalog::PartitionMeta>)>,
+    ledgers: Vec<(String, String, crate::ledger::LedgerState)>,
+}
+
+/// Reads [`Changes`], all at once (each a round trip or two on S3), before the session opens:
+/// the watermarks the state keeps are then what the session reads at least.
+async fn read_changes(ws: &Workspace, sj: &SqlJob) -> Result<Changes> {
     let streams: BTreeSet<&str> = ws.contract.streams.values().map(|sc| sc.table.as_str()).collect();
     let published: Vec<&String> = sj.inputs.iter().filter(|t| !streams.contains(t.as_str()) && **t != sj.output).collect();
-    let read_state = async {
-        match ws.warehouse.get_opt(&ws.warehouse.child(&state_path(&job.name))).await? {
-            Some(b) => serde_json::from_slice::<IncrementalState>(&b)
-                .map_err(|e| Error::Failed(format!("job `{}` state is corrupt ({e})", job.name))),
-            None => Ok(IncrementalState::default()),
-        }
-    };
-    let (mut state, partitions) =
-        futures::future::try_join(read_state, futures::future::try_join_all(published.iter().map(|t| ws.catalog.partitions(t))))
-            .await?;
-    let mut changed: BTreeSet<NaiveDate> = std::mem::take(&mut state.pending);
     let read: Vec<(&String, &str)> = ws
         .contract
         .streams
@@ -230,17 +255,40 @@ async fn changed_days(
         .filter(|(_, sc)| sj.inputs.contains(&sc.table))
         .map(|(stream, sc)| (stream, sc.table.as_str()))
         .collect();
-    // The checkpoint (when past the watermark) says which partitions later batches changed;
-    // then only the commit records after it are read. A compaction rewrites files without
-    // changing a row: nothing to rebuild.
+    // A ledger this process saw whole moments ago (the ingest of the same run committed to it)
+    // is taken as it was then, without a request (see [`Ledger::recent`]); another is read from
+    // its newest checkpoint (which says which partitions earlier batches changed) on.
     let ledgers = futures::future::try_join_all(read.iter().map(|(stream, _)| {
-        let seen = state.watermarks.get(*stream).copied().unwrap_or(0);
-        async move { Ledger::new(ws.warehouse.clone(), stream).load_after(seen).await }
-    }))
-    .await?;
-    for ((stream, table), ledger) in read.iter().zip(ledgers) {
-        let seen = state.watermarks.get(*stream).copied().unwrap_or(0);
-        for partition in ledger.changed_after(table, seen) {
+        let ledger = Ledger::new(ws.warehouse.clone(), stream);
+        async move {
+            match ledger.recent() {
+                Some(known) => Ok(known),
+                None => ledger.load().await,
+            }
+        }
+    }));
+    let partitions = futures::future::try_join_all(published.iter().map(|t| ws.catalog.partitions(t)));
+    let (ledgers, partitions) = futures::future::try_join(ledgers, partitions).await?;
+    Ok(Changes {
+        published: published.into_iter().cloned().zip(partitions).collect(),
+        ledgers: read.into_iter().zip(ledgers).map(|((s, t), l)| (s.clone(), t.to_string(), l)).collect(),
+    })
+}
+
+/// Days to rebuild: those whose input partitions changed since the last successful run, up
+/// to the as-of date (later ones wait for a later as-of), or exactly `force` for a backfill.
+fn changed_days(
+    sj: &SqlJob,
+    mut state: IncrementalState,
+    changes: Changes,
+    as_of: NaiveDate,
+    force: Option<&[NaiveDate]>,
+) -> (Vec<NaiveDate>, IncrementalState) {
+    let mut changed: BTreeSet<NaiveDate> = std::mem::take(&mut state.pending);
+    // A compaction rewrites files without changing a row: nothing to rebuild.
+    for (stream, table, ledger) in changes.ledgers {
+        let seen = state.watermarks.get(&stream).copied().unwrap_or(0);
+        for partition in ledger.changed_after(&table, seen) {
             if let Some(d) = partition.first().and_then(|v| v.parse::<NaiveDate>().ok()) {
                 changed.insert(d);
             }
@@ -249,13 +297,13 @@ async fn changed_days(
         // those); the days of later batches, read now or not, are rebuilt again next time.
         let through = ledger.published_through();
         if through > seen {
-            state.watermarks.insert((*stream).clone(), through);
+            state.watermarks.insert(stream, through);
         }
     }
     // Inputs published by other jobs: the days whose partition has a newer version than seen
     // (read before the session opens, which reads the same snapshot or a newer one).
-    for (input, parts) in published.into_iter().zip(partitions) {
-        let seen = state.versions.get(input).cloned();
+    for (input, parts) in changes.published {
+        let seen = state.versions.get(&input).cloned();
         let newer = |v: &str| seen.as_ref().is_none_or(|s| (v.len(), v) > (s.len(), s.as_str()));
         let mut newest = seen.clone();
         for p in parts {
@@ -271,21 +319,20 @@ async fn changed_days(
             }
         }
         if let Some(n) = newest {
-            state.versions.insert(input.clone(), n);
+            state.versions.insert(input, n);
         }
     }
     if sj.cumulative {
-        return Ok(cumulative_days(state, changed, as_of, force));
+        return cumulative_days(state, changed, as_of, force);
     }
     if let Some(days) = force {
         // A backfill rebuilds the days asked for; what changed stays pending for the next run.
         state.pending = changed;
-        state.watermarks = state.watermarks.clone();
-        return Ok((days.to_vec(), state));
+        return (days.to_vec(), state);
     }
     let (now, later): (Vec<NaiveDate>, Vec<NaiveDate>) = changed.into_iter().partition(|d| *d <= as_of);
     state.pending = later.into_iter().collect();
-    Ok((now, state))
+    (now, state)
 }
 
 /// The days a cumulative job rebuilds: from the earliest changed day (or the day after the

@@ -258,12 +258,30 @@ pub struct JobRun<'a> {
     /// Exact days for an incremental SQL job (a backfill), instead of the days that changed.
     pub days: Option<Vec<NaiveDate>>,
     pub progress: &'a Progress,
+    /// Writes the kind leaves for after its success ([`JobRun::defer`]).
+    pub deferred: std::sync::Mutex<Vec<Deferred>>,
 }
+
+/// A write a run leaves for after it succeeded: see [`JobRun::defer`].
+pub type Deferred = futures::future::BoxFuture<'static, crate::error::Result<()>>;
 
 impl JobRun<'_> {
     /// The logical date: SQL, export and scoring jobs run as of it.
     pub fn as_of(&self) -> NaiveDate {
         self.at.date_naive()
+    }
+
+    /// Leaves `write` for after the run succeeded, beside the recording of the run and before
+    /// its lease is given back, so the next job need not wait for it: for a state that only
+    /// saves work (an incremental job's watermarks), never for what a reader needs. A failure
+    /// is a warning.
+    pub fn defer(&self, write: Deferred) {
+        self.deferred.lock().expect("deferred writes").push(write);
+    }
+
+    /// The writes left for after the run ([`JobRun::defer`]).
+    pub fn take_deferred(&self) -> Vec<Deferred> {
+        std::mem::take(&mut *self.deferred.lock().expect("deferred writes"))
     }
 
     /// Metrics of this run, for `logical_time` and the kind's counts, with `dry_run` set.

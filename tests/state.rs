@@ -240,3 +240,33 @@ fn an_up_to_date_job_is_skipped_and_force_or_new_data_runs_it() {
     assert_eq!(runs[0]["n"], 3, "{runs}");
     assert_eq!(runs[1]["n"], 4, "{runs}");
 }
+
+/// The round trips that make a job's time on S3: a SQL job that runs after the ingest of the
+/// same run takes the ledger that ingest just committed from memory (no ledger or checkpoint
+/// object read), and writes its output's next catalog snapshot without listing the snapshots
+/// after its query (it read them beside its planning). `RUST_LOG=requests=debug` logs every
+/// request in the span of the job that sent it (a span `runner=info` enables).
+#[test]
+fn a_job_after_an_ingest_of_its_run_reads_no_ledger_and_publishes_without_listing_first() {
+    let env = env();
+    let out = env
+        .cmd(&["run", "ingest_bigdatajobs", "ingest_companies", "tenant_activity_daily", "--at", "2026-11-20"])
+        .env("RUNNER_COUNT_REQUESTS", "1")
+        .env("RUST_LOG", "requests=debug,runner=info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    let job: Vec<&str> = log.lines().filter(|l| l.contains("job=tenant_activity_daily")).collect();
+    assert!(
+        job.iter().any(|l| l.contains("_runner/jobs/tenant_activity_daily/")),
+        "the job's requests are logged in its span: {log}"
+    );
+    let ledger: Vec<&&str> = job.iter().filter(|l| l.contains("_runner/ledger/") || l.contains("_runner/checkpoints/")).collect();
+    assert!(ledger.is_empty(), "ledger reads in the job: {ledger:#?}");
+    // After the output's first data file is written, the next catalog request is the create of
+    // the next snapshot.
+    let written = job.iter().position(|l| l.contains("put ") && l.contains("tenant_activity_daily/dt=")).expect("output written");
+    let next = job[written..].iter().find(|l| l.contains("_runner/catalog/tenant_activity_daily/")).expect("published");
+    assert!(next.contains("put ") && next.contains("/snapshots/"), "{next}");
+}

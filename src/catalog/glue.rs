@@ -556,6 +556,10 @@ impl Catalog for GlueCatalog {
         self.local.table_version(table).await
     }
 
+    async fn warm(&self, table: &str) -> Result<()> {
+        self.local.warm(table).await
+    }
+
     async fn retired(&self, table: &str) -> Result<Vec<super::Retired>> {
         self.local.retired(table).await
     }

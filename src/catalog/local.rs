@@ -222,10 +222,13 @@ impl LocalCatalog {
         for _ in 0..5 {
             let asked = std::time::Instant::now();
             let listed = self.listed(name).await?;
-            if let Some((seq, _)) = listed.last() {
-                self.verify(name, *seq, asked);
-            }
-            let Some((seq, meta)) = listed.last() else { return Ok((Snapshot::default(), listed)) };
+            // No snapshot yet is seq 0, as known as any other (a first publish then creates
+            // seq 1 without listing again).
+            self.verify(name, listed.last().map_or(0, |(seq, _)| *seq), asked);
+            let Some((seq, meta)) = listed.last() else {
+                self.remember(name, &Snapshot::default());
+                return Ok((Snapshot::default(), listed));
+            };
             if let Some(s) = self.cache.lock().expect("catalog cache").get(name).filter(|s| s.seq == *seq) {
                 return Ok((s.clone(), listed));
             }
@@ -522,8 +525,20 @@ impl Catalog for LocalCatalog {
     }
 
     async fn table_version(&self, table: &str) -> Result<Option<u64>> {
+        // A snapshot this process read or wrote as the newest moments ago: the version as it
+        // was then, without a request (an up-to-date check made moments earlier; the fingerprint
+        // of a run that just published).
+        if let Some(s) = self.fresh(table) {
+            return Ok((s.seq > 0).then_some(s.seq));
+        }
         let listed = self.listed(table).await?;
         Ok(listed.last().map(|(seq, _)| *seq))
+    }
+
+    async fn warm(&self, table: &str) -> Result<()> {
+        // The listing marks the snapshot as seen newest now: an update within FRESH of it
+        // creates the next seq without listing.
+        self.load(table).await.map(|_| ())
     }
 
     async fn retired(&self, table: &str) -> Result<Vec<Retired>> {

@@ -137,8 +137,16 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Unregisters partitions by their values (absent ones are fine).
     async fn delete_partitions(&self, table: &str, values: &[Vec<String>]) -> Result<()>;
     /// A token that changes whenever the table or its partitions change (`None`: no such
-    /// table): what a job compares to know its inputs did not change since its last run.
+    /// table): what a job compares to know its inputs did not change since its last run. It may
+    /// answer as of moments ago (a version this process published or read as the newest
+    /// within the local catalog's freshness window): a check made that much earlier.
     async fn table_version(&self, table: &str) -> Result<Option<u64>>;
+    /// Reads the table's newest entry ahead of a write: a publish moments later then writes
+    /// without reading it first (on S3, the round trips of a job's start instead of its end).
+    /// A catalog without that shortcut does nothing.
+    async fn warm(&self, _table: &str) -> Result<()> {
+        Ok(())
+    }
     /// Folders of versions that stopped being current (repointed or dropped), with when.
     async fn retired(&self, table: &str) -> Result<Vec<Retired>>;
     /// Forgets retired versions whose files were deleted.

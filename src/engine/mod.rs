@@ -206,6 +206,9 @@ pub fn new_context() -> Result<SessionContext> {
     context_with(None)
 }
 
+/// Scans planned at once (see [`session_config`]).
+const PLANNING_CONCURRENCY: usize = 16;
+
 /// The runner's SQL settings, for a local session and a Ballista one alike.
 fn session_config() -> Result<SessionConfig> {
     let config = SessionConfig::from_env()
@@ -213,6 +216,13 @@ fn session_config() -> Result<SessionConfig> {
     let mut config = config.with_information_schema(true);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
+    // Planning a scan reads the store (a partition folder's listing, the small files fetched
+    // whole): a query of many tables plans them all at once, not a core's worth at a time,
+    // which on S3 is a round trip per table one after another.
+    if std::env::var_os("DATAFUSION_EXECUTION_PLANNING_CONCURRENCY").is_none() {
+        let options = config.options_mut();
+        options.execution.planning_concurrency = options.execution.planning_concurrency.max(PLANNING_CONCURRENCY);
+    }
     Ok(config)
 }
 

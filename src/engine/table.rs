@@ -52,7 +52,7 @@ pub struct CatalogTable {
     store_url: ObjectStoreUrl,
     /// The folders of partitions without a file list, as first listed: a query that scans the
     /// table several times lists each once, and every scan of the session sees the same files.
-    listed: std::sync::Mutex<std::collections::HashMap<String, Vec<ObjectMeta>>>,
+    listed: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Vec<ObjectMeta>>>>>,
     /// The process's data-file cache: a scan's small files are fetched into it whole before
     /// DataFusion opens them ([`crate::store::ranges`]).
     ranges: crate::store::ranges::RangeCache,
@@ -140,19 +140,24 @@ impl CatalogTable {
     /// The data files of one partition: the catalog's list, or a listing of its folder.
     async fn files(&self, values: &[ScalarValue], p: &PartitionMeta) -> DfResult<Vec<PartitionedFile>> {
         let rel = self.warehouse.relative_url(&p.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let known = self.listed.lock().expect("listed partitions").get(&rel).cloned();
-        let metas: Vec<ObjectMeta> = if let Some(metas) = known {
-            metas
-        } else if p.files.is_empty() {
-            let listed = self.warehouse.list(&rel).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            // Only the folder's own files (a version folder has no sub-folders to read).
-            let dir = self.warehouse.child(&rel);
-            let metas: Vec<ObjectMeta> = listed
-                .into_iter()
-                .filter(|m| m.location.as_ref().ends_with(".parquet") && m.size > 0)
-                .filter(|m| m.location.prefix_match(&dir).is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none()))
-                .collect();
-            self.listed.lock().expect("listed partitions").entry(rel.clone()).or_insert(metas).clone()
+        let metas: Vec<ObjectMeta> = if p.files.is_empty() {
+            // Scans planned at once list a folder once: the others wait for that listing.
+            let once = self.listed.lock().expect("listed partitions").entry(rel.clone()).or_default().clone();
+            let listing = async {
+                let listed = self.warehouse.list(&rel).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                // Only the folder's own files (a version folder has no sub-folders to read).
+                let dir = self.warehouse.child(&rel);
+                Ok::<_, DataFusionError>(
+                    listed
+                        .into_iter()
+                        .filter(|m| m.location.as_ref().ends_with(".parquet") && m.size > 0)
+                        .filter(|m| {
+                            m.location.prefix_match(&dir).is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none())
+                        })
+                        .collect(),
+                )
+            };
+            once.get_or_try_init(|| listing).await?.clone()
         } else {
             p.files
                 .iter()

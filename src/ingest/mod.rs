@@ -101,18 +101,25 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     let settings = &ws.config.ingest;
     let run_id = r.run_id.as_str();
 
-    let mut state = ledger.load().await?;
+    // The tables are declared while the ledger is read (neither needs the other).
+    let declaring = async {
+        match r.dry_run {
+            true => Ok(()),
+            false => ensure_tables(ws, stream).await,
+        }
+    };
+    let (mut state, ()) = futures::future::try_join(ledger.load(), declaring).await?;
     let mut stages = IngestStages::default();
     let listing = Instant::now();
-    // The source is listed while the warehouse is made ready (tables declared, batches a crash
-    // left committed but unpublished published, garbage collected): on S3 each is a round trip
-    // or more, and neither changes what the ledger says was consumed.
+    // The source is listed, and the dedup keys its drops need read, while the warehouse is made
+    // ready (batches a crash left committed but unpublished published, garbage collected): on
+    // S3 each is a round trip or more, and neither changes what the ledger says was consumed.
     let as_loaded = state.clone();
+    let horizon_ms = settings.dedup_horizon.as_millis() as i64;
     let preparing = async {
         if r.dry_run {
             return Ok(0);
         }
-        ensure_tables(ws, stream).await?;
         let recovered = roll_forward(ws, &ledger, &mut state).await?;
         let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
         if removed > 0 {
@@ -124,9 +131,16 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     let discovering = async {
         let candidates = discover(&source, &as_loaded, settings, &mut summary).await?;
         let consumed = consumed_of(&ledger, &as_loaded, &candidates).await?;
-        Ok::<_, Error>((candidates, consumed))
+        let dedup = match r.dry_run {
+            true => None,
+            false => {
+                let oldest = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
+                Some((DedupIndex::load(&ledger, &as_loaded, horizon_ms, oldest).await?, oldest))
+            }
+        };
+        Ok::<_, Error>((candidates, consumed, dedup))
     };
-    let (recovered, (candidates, mut consumed)) = futures::future::try_join(preparing, discovering).await?;
+    let (recovered, (candidates, mut consumed, dedup)) = futures::future::try_join(preparing, discovering).await?;
     summary.recovered_batches += recovered;
     stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
@@ -160,11 +174,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     }
     progress.start(stream, pending_count as u64);
 
-    let horizon_ms = settings.dedup_horizon.as_millis() as i64;
-    let oldest_pending = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
-    let loading = Instant::now();
-    let mut dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
-    stages.list_s += loading.elapsed().as_secs_f64();
+    let (mut dedup, oldest_pending) = dedup.expect("loaded for a run that writes");
     let mut committer = Committer::new(ws, &ledger, settings.clone(), run_id, "ingest")
         .failpoints("ingest.after_commit", Some("ingest.after_published"));
     let mut cursor = 0;

@@ -26,6 +26,7 @@ pub mod checkpoint;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -298,9 +299,17 @@ pub struct Compacted {
     pub inputs: Vec<String>,
 }
 
-/// Each ledger's state as this process last saw it, by warehouse and stream.
-static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, String), LedgerState>>> =
+/// Each ledger's state as this process last saw it, by warehouse and stream, with when it was
+/// last known to be the whole ledger (a load started then, or this process committed then).
+static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<LedgerKey, (LedgerState, Instant)>>> =
     std::sync::LazyLock::new(Default::default);
+
+/// A ledger in [`KNOWN`]: its warehouse and stream.
+type LedgerKey = (String, String);
+
+/// How old a state this process knows may be for a reader that accepts the ledger as it was
+/// moments ago ([`Ledger::recent`]).
+pub const RECENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the ledger holds for one stream: a checkpoint (or nothing) and the commits after it.
 #[derive(Debug, Default, Clone)]
@@ -429,20 +438,40 @@ impl Ledger {
     /// `run --all` loads each stream's ledger in ingest, then again in compaction, and the run
     /// history's once per job: each record is a round trip on S3).
     pub async fn load(&self) -> Result<LedgerState> {
-        let known = KNOWN.lock().expect("ledger cache").get(&self.key()).cloned();
+        let known = KNOWN.lock().expect("ledger cache").get(&self.key()).map(|(s, _)| s.clone());
+        let asked = Instant::now();
         let state = self.load_since(known).await?;
-        self.remember(&state);
+        self.remember_at(&state, asked);
         Ok(state)
     }
 
-    /// Keeps `state` as what this process knows of the ledger, unless it knows a newer one
-    /// (two jobs of one process loading at once).
+    /// Keeps `state`, which this process just wrote (a commit, its publish, a checkpoint), as
+    /// what it knows of the ledger, unless it knows a newer one (two jobs of one process
+    /// loading at once).
     pub fn remember(&self, state: &LedgerState) {
+        self.remember_at(state, Instant::now());
+    }
+
+    fn remember_at(&self, state: &LedgerState, at: Instant) {
         let mut known = KNOWN.lock().expect("ledger cache");
-        let newer = known.get(&self.key()).is_none_or(|k| (state.base_seq(), state.last_seq()) >= (k.base_seq(), k.last_seq()));
+        let newer = known.get(&self.key()).is_none_or(|(k, _)| {
+            (state.base_seq(), state.last_seq(), state.published.len()) >= (k.base_seq(), k.last_seq(), k.published.len())
+        });
         if newer {
-            known.insert(self.key(), state.clone());
+            known.insert(self.key(), (state.clone(), at));
         }
+    }
+
+    /// The ledger as this process saw it whole less than [`RECENT`] ago (typically: the ingest
+    /// of the same run just committed and published a batch), without a request. For readers
+    /// that accept the ledger as it was moments ago: a SQL job deciding which days changed, an
+    /// up-to-date check. Such a state is one the ledger really had (or a prefix of one: a
+    /// commit by another writer may follow), so it never claims a batch the tables lack; a batch
+    /// committed since is seen by the next run, as if this one had started moments earlier.
+    pub fn recent(&self) -> Option<LedgerState> {
+        let known = KNOWN.lock().expect("ledger cache");
+        let (state, at) = known.get(&self.key())?;
+        (at.elapsed() < RECENT).then(|| state.clone())
     }
 
     fn key(&self) -> (String, String) {
@@ -457,13 +486,24 @@ impl Ledger {
             let mut state = LedgerState::default();
             let read_at = crate::fence::boot_ms();
             let pointer = self.pointer().await?;
-            if let Some(p) = pointer.filter(|p| *p > seq) {
-                state.base = Some(Arc::new(self.read_checkpoint(p).await?));
-            }
-            let from = seq.max(state.base_seq());
-            if !self.read_commits_after(from, &mut state).await? {
+            // The checkpoint and the records after it at once (the pointer names its seq).
+            let base = pointer.filter(|p| *p > seq);
+            let from = seq.max(base.unwrap_or(0));
+            let checkpoint = async {
+                match base {
+                    Some(p) => self.read_checkpoint(p).await.map(|c| Some(Arc::new(c))),
+                    None => Ok(None),
+                }
+            };
+            let mut after = LedgerState::default();
+            let (checkpoint, contiguous) =
+                futures::future::try_join(checkpoint, self.read_commits_after(from, &mut after)).await?;
+            if !contiguous {
                 continue;
             }
+            state.base = checkpoint;
+            state.commits = after.commits;
+            state.published = after.published;
             // An empty listing shows no gap. A checkpoint past `from` written and cleaned up
             // since the pointer was read needs a clean-up's retention to pass: look again only
             // when this read took that long (a second: the shortest retention tests use is 0).
@@ -648,8 +688,10 @@ impl Ledger {
         let mut abandoned = BTreeSet::new();
         let staging = format!("{STAGING_DIR}/{}", self.stream);
         let dedup = self.dedup_dir();
-        for prefix in [&staging, &dedup] {
-            for meta in self.wh.list(prefix).await? {
+        // Both folders listed at once (a round trip each on S3).
+        let (staged, keys) = futures::future::try_join(self.wh.list(&staging), self.wh.list(&dedup)).await?;
+        for (prefix, listed) in [(&staging, staged), (&dedup, keys)] {
+            for meta in listed {
                 let Some(rel) = self.wh.relative(&meta.location) else { continue };
                 let rest = rel.strip_prefix(prefix.as_str()).unwrap_or(rel).trim_start_matches('/');
                 // staging/<stream>/<seq>-<attempt>/...   or   dedup/<stream>/<seq>-<attempt>.keys

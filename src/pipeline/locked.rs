@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::dag::{Tail, run_dag_with_tails};
 use super::lease::{self, Holder};
-use super::{RunOptions, run_job, run_job_deferred};
+use super::{Recording, RunOptions, run_job, run_job_deferred};
 use crate::error::Result;
 use crate::job::{Job, JobMetrics};
 use crate::progress::Progress;
@@ -86,8 +86,8 @@ async fn forget_old_periods(ws: &Workspace, job: &str) -> Result<u64> {
 
 /// Runs `job` for logical time `at` under its lease. With `period`, a period already done is
 /// skipped and a successful run marks it done. Returns what became of it and its [`Tail`]:
-/// recording the run, marking the period done and giving the lease back, in that order, which
-/// the caller runs beside the next jobs.
+/// writing the job's deferred state and fingerprint and marking the period done, then giving
+/// the lease back, with the run record beside them; the caller runs it beside the next jobs.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_locked<'a>(
     ws: &'a Workspace,
@@ -154,7 +154,7 @@ pub async fn run_locked<'a>(
     let run = RunOptions { at: Some(at), force, freshness, fence, scheduled: period.is_some(), ..Default::default() };
     let (result, recording) = run_job_deferred(ws, job, &run, progress).await;
     if lease.lost() {
-        recording.await;
+        recording.all().await;
         // Its publishes were refused from the moment it knew: the period is not marked done,
         // and the run counts as failed (a daemon tries the period again; a new try finds what
         // did publish up to date).
@@ -169,16 +169,21 @@ pub async fn run_locked<'a>(
         });
         return Ok((Locked::Ran(Box::new(result)), None));
     }
-    // Whether the period is done is known now; the tail writes it after the run record, then
-    // gives the lease back (held, and renewed, until then).
+    // Whether the period is done is known now. The tail writes what belongs to the job (its
+    // state, its fingerprint) and the period's marker, then gives the lease back (held, and
+    // renewed, until then); the run record, in a ledger of its own, is written beside them
+    // and need not hold the lease.
     let done = mark_done(&result);
+    let Recording { held, free } = recording;
     let tail: Tail<'a> = Box::pin(async move {
-        recording.await;
-        // The lease is given back even when the marker could not be written (the period then
-        // runs again, which is safe).
-        let done = done.await;
-        let released = lease.release().await;
-        done.and(released)
+        let under_lease = async move {
+            let (_, done) = futures::future::join(held, done).await;
+            // The lease is given back even when the marker could not be written (the period
+            // then runs again, which is safe).
+            let released = lease.release().await;
+            done.and(released)
+        };
+        futures::future::join(under_lease, free).await.0
     });
     Ok((Locked::Ran(Box::new(result)), Some(tail)))
 }

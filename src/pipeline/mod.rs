@@ -76,18 +76,32 @@ pub fn new_run_id() -> String {
 /// Runs one job and records the run (a dry run is not recorded).
 pub async fn run_job(ws: &Workspace, job: &Job, opts: &RunOptions, progress: &Progress) -> Result<JobMetrics> {
     let (result, recording) = run_job_deferred(ws, job, opts, progress).await;
-    recording.await;
+    recording.all().await;
     result
 }
 
-/// What is left of a run once its work is done: recording it (its fingerprint, its run record).
-/// It reads and writes only the runner's own state, so the next job need not wait for it.
-pub type Recording = futures::future::LocalBoxFuture<'static, ()>;
+/// What is left of a run once its work is done: recording it. It reads and writes only the
+/// runner's own state, so the next job need not wait for it.
+pub struct Recording {
+    /// What belongs to the job and is written while its lease is held: the state the kind
+    /// deferred ([`JobRun::defer`]) and the up-to-date fingerprint.
+    pub held: futures::future::LocalBoxFuture<'static, ()>,
+    /// The run record in `runner_runs`, a ledger of its own: the lease may be given back
+    /// before it is written.
+    pub free: futures::future::LocalBoxFuture<'static, ()>,
+}
+
+impl Recording {
+    /// Both halves, at once.
+    pub async fn all(self) {
+        futures::future::join(self.held, self.free).await;
+    }
+}
 
 /// A [`Recording`] with nothing to do (a dry run, a failure before the run, a skip recorded
 /// with the others).
 fn nothing() -> Recording {
-    Box::pin(async {})
+    Recording { held: Box::pin(async {}), free: Box::pin(async {}) }
 }
 
 /// Runs one job and returns its result with the [`Recording`] still to do: a caller that runs
@@ -129,7 +143,16 @@ async fn run_checked(
     at: DateTime<Utc>,
     checked: Option<(fresh::Fingerprint, bool)>,
 ) -> (Result<JobMetrics>, Recording) {
-    let run = JobRun { ws, job, run_id: new_run_id(), at, dry_run: opts.dry_run, days: opts.days.clone(), progress };
+    let run = JobRun {
+        ws,
+        job,
+        run_id: new_run_id(),
+        at,
+        dry_run: opts.dry_run,
+        days: opts.days.clone(),
+        progress,
+        deferred: Default::default(),
+    };
     // Every log line of the run names the job and the run id, as runner_runs does.
     let span = tracing::info_span!("job", job = %job.name, run_id = %run.run_id);
     let up_to_date = !opts.force && checked.as_ref().is_some_and(|(_, up)| *up);
@@ -180,9 +203,25 @@ async fn run_checked(
         crate::runs::defer_skipped(r);
         return (result, nothing());
     }
+    // Written only after a success (a failed run's deferred state would claim work it did
+    // not publish).
+    let deferred = match succeeded {
+        true => run.take_deferred(),
+        false => Vec::new(),
+    };
     let (ws, job, run_id) = (ws.clone(), job.clone(), run.run_id.clone());
-    let recording = async move {
-        // Two objects of their own: written at once.
+    let name = job.name.clone();
+    // Objects of their own: written at once.
+    let held = async move {
+        let state = async {
+            for written in futures::future::join_all(deferred).await {
+                if let Err(e) = written {
+                    // What a kind defers is a state that only saves work: the next run does
+                    // that work again from the state before.
+                    tracing::warn!("could not record the state of `{}` (its next run does more work): {e}", job.name);
+                }
+            }
+        };
         let up_to_date = async {
             if let (true, Some(fp)) = (succeeded, fingerprint)
                 && let Err(e) = fresh::record(&ws, &job, fp, &run_id).await
@@ -190,14 +229,15 @@ async fn run_checked(
                 tracing::warn!("could not record that `{}` is up to date (it will run again next time): {e}", job.name);
             }
         };
-        let recorded = async {
-            if let Err(e) = record(&ws, &r).await {
-                tracing::warn!("could not record the run of `{}` in runner_runs: {e}", job.name);
-            }
-        };
-        futures::future::join(up_to_date, recorded).await;
+        futures::future::join(state, up_to_date).await;
     };
-    (result, Box::pin(recording))
+    let ws = run.ws.clone();
+    let free = async move {
+        if let Err(e) = record(&ws, &r).await {
+            tracing::warn!("could not record the run of `{name}` in runner_runs: {e}");
+        }
+    };
+    (result, Recording { held: Box::pin(held), free: Box::pin(free) })
 }
 
 /// The one dispatch over job kinds: every kind takes a [`JobRun`] and returns [`JobMetrics`].

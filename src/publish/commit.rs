@@ -19,7 +19,7 @@ use crate::failpoint;
 use crate::ledger::{Attempt, Commit, Ledger, LedgerState};
 use crate::workspace::Workspace;
 
-/// Files moved into place at once when a commit is published.
+/// Files put into place at once when a commit is published.
 pub const MOVES_IN_FLIGHT: usize = 16;
 
 /// How often a run re-plans after other runs committed the seq it planned.
@@ -49,42 +49,69 @@ pub async fn roll_forward(ws: &Workspace, ledger: &Ledger, state: &mut LedgerSta
 /// publisher that was delayed never points a partition back at a replaced version.
 pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Result<()> {
     let wh = &ws.warehouse;
-    // The first move alone (the crash tests stop a publish after it), then the rest several at a
-    // time: on S3 each move is a copy and a delete, tens of milliseconds each.
-    if let Some(f) = c.files.first() {
-        wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await?;
-        failpoint::hit("ingest.mid_publish");
-    }
-    futures::stream::iter(c.files.iter().skip(1))
-        .map(|f| async move { wh.move_object(&wh.child(&f.staged), &wh.child(&f.path)).await })
+    // Every file put in place at once (on S3 a copy each, tens of milliseconds), the staged
+    // copies then deleted in bulk beside the catalog update: a round trip for the copies and
+    // one for the deletes and the catalog, whatever the number of files. The crash tests stop
+    // a publish once the first file is in place.
+    let first = c.files.first().map(|f| f.staged.clone());
+    let placed: Vec<Option<object_store::path::Path>> = futures::stream::iter(&c.files)
+        .map(|f| {
+            let first = first.as_ref() == Some(&f.staged);
+            async move {
+                let staged = wh.child(&f.staged);
+                let owed = wh.place(&staged, &wh.child(&f.path)).await?;
+                if first {
+                    failpoint::hit("ingest.mid_publish");
+                }
+                Ok::<_, Error>(owed.then_some(staged))
+            }
+        })
         .buffer_unordered(MOVES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
+        .try_collect()
         .await?;
-    // A local disk keeps the staging folders the moves emptied.
-    if let Some(dir) = c.files.first().and_then(|f| f.staged.rsplit_once('/')).map(|(d, _)| d) {
-        wh.remove_empty_dirs(dir).await?;
-    }
-    failpoint::hit("ingest.before_catalog");
-    // By table, and by whether the commit gave the partition a new version (a compaction, or
-    // the quarantine partitions a replay rewrote: repointed) or added files to the current one
-    // (added when new).
-    let mut by_table: BTreeMap<(&str, bool), Vec<PartitionMeta>> = BTreeMap::new();
-    for f in &c.files {
-        let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
-        let p = PartitionMeta::new(f.partition.clone(), wh.join(dir).url);
-        let repoint = c.compacted().iter().any(|r| r.table == f.table && r.partition == f.partition);
-        let v = by_table.entry((f.table.as_str(), repoint)).or_default();
-        if !v.contains(&p) {
-            v.push(p);
+    let staged: Vec<object_store::path::Path> = placed.into_iter().flatten().collect();
+    let deleting = async {
+        wh.delete_many(staged).await?;
+        // A local disk keeps the staging folders the moves emptied.
+        if let Some(dir) = c.files.first().and_then(|f| f.staged.rsplit_once('/')).map(|(d, _)| d) {
+            wh.remove_empty_dirs(dir).await?;
         }
-    }
-    for ((table, repoint), parts) in by_table {
-        if repoint {
-            ws.catalog.put_partitions(table, &parts).await?;
-        } else {
-            ws.catalog.add_partitions(table, &parts).await?;
+        Ok::<(), Error>(())
+    };
+    let registering = async {
+        failpoint::hit("ingest.before_catalog");
+        // By table, and by whether the commit gave the partition a new version (a compaction,
+        // or the quarantine partitions a replay rewrote: repointed) or added files to the
+        // current one (added when new). Each table is its own snapshot: all at once.
+        let mut by_table: BTreeMap<(&str, bool), Vec<PartitionMeta>> = BTreeMap::new();
+        for f in &c.files {
+            let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or(&f.path);
+            let p = PartitionMeta::new(f.partition.clone(), wh.join(dir).url);
+            let repoint = c.compacted().iter().any(|r| r.table == f.table && r.partition == f.partition);
+            let v = by_table.entry((f.table.as_str(), repoint)).or_default();
+            if !v.contains(&p) {
+                v.push(p);
+            }
         }
-    }
+        // A table both added to and repointed in one commit is updated once after the other.
+        let mut tables: BTreeMap<&str, Vec<(bool, Vec<PartitionMeta>)>> = BTreeMap::new();
+        for ((table, repoint), parts) in by_table {
+            tables.entry(table).or_default().push((repoint, parts));
+        }
+        futures::future::try_join_all(tables.into_iter().map(|(table, changes)| async move {
+            for (repoint, parts) in changes {
+                if repoint {
+                    ws.catalog.put_partitions(table, &parts).await?;
+                } else {
+                    ws.catalog.add_partitions(table, &parts).await?;
+                }
+            }
+            Ok::<(), Error>(())
+        }))
+        .await?;
+        Ok::<(), Error>(())
+    };
+    futures::future::try_join(deleting, registering).await?;
     ledger.mark_published(c.seq).await
 }
 

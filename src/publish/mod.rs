@@ -106,12 +106,18 @@ pub async fn publish_output(
     let file_schema = Arc::new(Schema::new(
         schema.fields().iter().filter(|f| !sj.partition_by.contains(f.name())).cloned().collect::<Vec<_>>(),
     ));
-    // The table and its partitions: one read of its snapshot.
-    let table = ws.catalog.table_with_partitions(&sj.output).await?;
+    // The partitions as published, for the modes that build on them (one read of the snapshot):
+    // an append adds to a partition's current version, a table replaced drops the partitions
+    // it did not produce. Replacing partitions needs none: each gets a new version.
     let location = ws.warehouse.join(&sj.output).url;
-    let current: HashMap<Vec<String>, String> = match table {
-        Some((_, partitions)) if !sj.partition_by.is_empty() => partitions.into_iter().map(|p| (p.values, p.location)).collect(),
-        _ => HashMap::new(),
+    let current: HashMap<Vec<String>, String> = match sj.mode {
+        WriteMode::ReplacePartitions => HashMap::new(),
+        WriteMode::Append | WriteMode::ReplaceTable => match ws.catalog.table_with_partitions(&sj.output).await? {
+            Some((_, partitions)) if !sj.partition_by.is_empty() => {
+                partitions.into_iter().map(|p| (p.values, p.location)).collect()
+            }
+            _ => HashMap::new(),
+        },
     };
     // Each partition's file: encoded on the blocking pool, a few at a time (the writes wait on
     // storage, the encoding on a core).

@@ -84,6 +84,12 @@ impl Counting {
         Counting { inner, own: Arc::default(), delay }
     }
 
+    /// The same store with `d` added before every request (for tests of requests in flight).
+    pub fn with_delay(mut self, d: std::time::Duration) -> Counting {
+        self.delay = Some(d);
+        self
+    }
+
     async fn wait_for(&self, kind: &str, path: &Path) {
         log_request(kind, path.as_ref());
         self.wait().await;

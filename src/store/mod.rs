@@ -318,6 +318,21 @@ impl Location {
         }
     }
 
+    /// Puts a copy of `from` at `to`: on a local disk the file itself (an atomic rename;
+    /// returns false: nothing is left to delete), on an object store a copy (returns true: the
+    /// caller deletes `from` once every copy it needs is made, several in one request).
+    /// Idempotent for roll-forward, like [`Location::move_object`].
+    pub async fn place(&self, from: &Path, to: &Path) -> Result<bool> {
+        if self.store_url.scheme() == "file" {
+            return self.move_object(from, to).await.map(|()| false);
+        }
+        match self.store.copy(from, to).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) if self.exists(to).await? => Ok(false),
+            Err(e) => Err(Error::Store { what: format!("copying {from} to {to}"), source: e }),
+        }
+    }
+
     /// Moves `from` to `to` (an atomic rename locally, copy + delete on S3). Idempotent for
     /// roll-forward: when `from` is gone and `to` exists, the move already happened.
     pub async fn move_object(&self, from: &Path, to: &Path) -> Result<()> {

@@ -53,9 +53,10 @@ struct Entries {
     bytes: u64,
 }
 
-/// The ranges kept, shared by every session of a workspace.
+/// The ranges kept, shared by every session of a workspace, and the whole-file fetches under
+/// way (a scan planned beside another that prefetches the same file waits for that fetch).
 #[derive(Clone, Default)]
-pub struct RangeCache(Arc<Mutex<Entries>>);
+pub struct RangeCache(Arc<Mutex<Entries>>, Arc<Mutex<HashMap<Path, Arc<tokio::sync::OnceCell<()>>>>>);
 
 impl RangeCache {
     fn get(&self, k: &Key) -> Option<(Bytes, ObjectMeta)> {
@@ -99,33 +100,39 @@ impl RangeCache {
         if wanted.is_empty() || wanted.iter().map(|(_, s)| *s).sum::<u64>() > CAPACITY / 4 {
             return;
         }
-        let fetched: Vec<(Path, Result<Bytes>)> = futures::stream::iter(wanted)
+        futures::stream::iter(wanted)
             .map(|(p, _)| {
                 let store = store.clone();
+                // One fetch of a file at a time: another prefetch of it waits for this one.
+                let flight = self.1.lock().expect("range fetches").entry(p.clone()).or_default().clone();
                 async move {
-                    let got = match store.get(&p).await {
-                        Ok(r) => r.bytes().await,
-                        Err(e) => Err(e),
-                    };
-                    (p, got)
+                    flight
+                        .get_or_init(|| async {
+                            let got = match store.get(&p).await {
+                                Ok(r) => r.bytes().await,
+                                Err(e) => Err(e),
+                            };
+                            if let Ok(data) = got {
+                                let meta = ObjectMeta {
+                                    location: p.clone(),
+                                    last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                                    size: data.len() as u64,
+                                    e_tag: None,
+                                    version: None,
+                                };
+                                self.put(whole(&p), data, meta);
+                            }
+                        })
+                        .await;
+                    let mut flights = self.1.lock().expect("range fetches");
+                    if flights.get(&p).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                        flights.remove(&p);
+                    }
                 }
             })
             .buffer_unordered(PREFETCH_IN_FLIGHT)
-            .collect()
+            .collect::<Vec<()>>()
             .await;
-        for (p, got) in fetched {
-            let p = &p;
-            if let Ok(data) = got {
-                let meta = ObjectMeta {
-                    location: p.clone(),
-                    last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-                    size: data.len() as u64,
-                    e_tag: None,
-                    version: None,
-                };
-                self.put(whole(p), data, meta);
-            }
-        }
     }
 
     /// The bytes of `r` in a file kept whole.
@@ -338,5 +345,23 @@ mod tests {
         assert_eq!(r.bytes().await.unwrap(), Bytes::from_static(b"789"));
         assert_eq!(store.get_ranges(&b, &[0..1, 9..10]).await.unwrap(), vec![Bytes::from_static(b"0"), Bytes::from_static(b"9")]);
         assert_eq!(counting.requests() - before, 2, "every read answered from memory");
+    }
+
+    /// Two scans planned at once prefetch the same file: it is fetched once, the second waits.
+    #[tokio::test]
+    async fn prefetches_of_one_file_at_once_fetch_it_once() {
+        let delayed =
+            crate::store::counting::Counting::new(Arc::new(InMemory::new())).with_delay(std::time::Duration::from_millis(20));
+        let counting = Arc::new(delayed);
+        let inner: Arc<dyn ObjectStore> = counting.clone();
+        let cache = RangeCache::default();
+        let a = Path::from("t/dt=2026-01-01/v=1/part-00000.parquet");
+        inner.put(&a, PutPayload::from_static(b"0123456789")).await.unwrap();
+        let before = counting.requests();
+        let files = [(a.clone(), 10)];
+        futures::join!(cache.prefetch(&inner, &files), cache.prefetch(&inner, &files), cache.prefetch(&inner, &files));
+        assert_eq!(counting.requests() - before, 1, "one GET for three prefetches at once");
+        assert_eq!(cache.wrap(inner.clone()).get_range(&a, 0..3).await.unwrap(), Bytes::from_static(b"012"));
+        assert_eq!(counting.requests() - before, 1);
     }
 }
