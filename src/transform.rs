@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobMetrics, KindCounts, SqlCounts, SqlJob};
+use crate::job::{Job, JobMetrics, KindCounts, SqlCounts, SqlJob, WriteMode};
 use crate::ledger::Ledger;
 use crate::publish::{OutputSpec, publish_output};
 use crate::workspace::{JobRun, Workspace};
@@ -169,12 +169,20 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
         return Ok(metrics);
     }
     if let Some(state) = next_state {
-        // Written after the run, while its lease is held, beside its recording: the state only
-        // saves work (a run that finds the previous one says a day changed rebuilds it again),
-        // so the next job need not wait for it.
         let body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
         let (wh, path) = (ws.warehouse.clone(), ws.warehouse.child(&state_path(&job.name)));
-        r.defer(Box::pin(async move { wh.put(&path, Bytes::from(body)).await }));
+        match sj.mode {
+            // Rows appended are appended again by a run that finds an older state: the state is
+            // part of the run, and a failure to write it fails the run.
+            WriteMode::Append => wh.put(&path, Bytes::from(body)).await?,
+            // A replaced day is the same however often it is rebuilt: the state only saves work
+            // (a run that finds an older one rebuilds more days), so it is written after the
+            // run, while its lease is held, beside its recording, and the next job need not
+            // wait for it.
+            WriteMode::ReplacePartitions | WriteMode::ReplaceTable => {
+                r.defer(Box::pin(async move { wh.put(&path, Bytes::from(body)).await }))
+            }
+        }
     }
     metrics.seconds = started.elapsed().as_secs_f64();
     Ok(metrics)

@@ -142,6 +142,10 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     };
     let (recovered, (candidates, mut consumed, dedup)) = futures::future::try_join(preparing, discovering).await?;
     summary.recovered_batches += recovered;
+    if recovered > 0 {
+        // What this process knows of the ledger says so (the jobs after it read it from there).
+        ledger.remember(&state);
+    }
     stages.list_s = listing.elapsed().as_secs_f64();
     let pending_count = candidates.iter().filter(|c| !consumed.contains(&c.rel)).count();
     // Nothing listed and nothing ever ingested: a misspelled source, or one not delivered to

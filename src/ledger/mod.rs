@@ -530,6 +530,13 @@ impl Ledger {
     /// and listing (a reader must then read the newer checkpoint, or it would miss the batches
     /// in the gap and ingest their drops again).
     async fn read_commits_after(&self, from: u64, state: &mut LedgerState) -> Result<bool> {
+        self.read_commits_between(from, from, state).await
+    }
+
+    /// [`Self::read_commits_after`] for a state that holds the records up to `known` already
+    /// (`from` <= `known`): the listing starts at `from`, so publish markers written since for
+    /// the records it holds are seen; only the records after `known` are read.
+    async fn read_commits_between(&self, from: u64, known: u64, state: &mut LedgerState) -> Result<bool> {
         let mut seqs = Vec::new();
         let listed = if from == 0 {
             self.wh.list(&self.dir()).await?
@@ -539,7 +546,7 @@ impl Ledger {
         for meta in listed {
             let Some(name) = meta.location.filename() else { continue };
             if let Some(s) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
-                if s > from {
+                if s > known {
                     seqs.push((s, meta.location.clone()));
                 }
             } else if let Some(s) = name.strip_suffix(".published").and_then(|s| s.parse::<u64>().ok()) {
@@ -547,7 +554,7 @@ impl Ledger {
             }
         }
         seqs.sort_by_key(|(s, _)| *s);
-        if seqs.iter().enumerate().any(|(i, (s, _))| *s != from + 1 + i as u64) {
+        if seqs.iter().enumerate().any(|(i, (s, _))| *s != known + 1 + i as u64) {
             return Ok(false);
         }
         // Small objects, one round trip each on S3: read several at once, keep seq order.
@@ -592,8 +599,10 @@ impl Ledger {
     /// past it. A process that records many runs reads the ledger once, then what is new.
     pub async fn load_since(&self, known: Option<LedgerState>) -> Result<LedgerState> {
         let Some(mut state) = known else { return self.load_after(0).await };
-        let from = state.last_seq();
-        let contiguous = self.read_commits_after(from, &mut state).await?;
+        // Listed from the last seq published whole: a batch this process saw committed and
+        // another run published since (a roll-forward) is seen published.
+        let (from, last) = (state.published_through(), state.last_seq());
+        let contiguous = self.read_commits_between(from, last, &mut state).await?;
         // A checkpoint written since (by this process or another): read the ledger afresh. The
         // pointer is read after the listing: a checkpoint written and cleaned up before it is
         // then seen, even when the listing found nothing after `from` (the newest checkpoint is
@@ -828,6 +837,25 @@ mod tests {
         assert_eq!(st.next_seq(), 3);
         assert!(st.published.contains(&1) && !st.published.contains(&2));
         assert!(l.consumed(&st, None).await.unwrap().contains("k2"));
+    }
+
+    /// A process that saw a batch committed but not published sees it published once another
+    /// run rolled it forward: its next load lists the markers from the last batch published
+    /// whole, not from the last seq it knows (the jobs after an ingest take the ledger as this
+    /// process knows it, and would take the batch for unpublished, hence up to date).
+    #[tokio::test]
+    async fn a_later_load_sees_a_batch_it_knew_unpublished_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let l = Ledger::new(wh, "s");
+        let hour = std::time::Duration::from_secs(3600);
+        l.commit(&attempt_of(&commit(1)), &commit(1), hour).await.unwrap();
+        l.mark_published(1).await.unwrap();
+        l.commit(&attempt_of(&commit(2)), &commit(2), hour).await.unwrap();
+        assert_eq!(l.load().await.unwrap().published_through(), 1);
+        l.mark_published(2).await.unwrap();
+        assert_eq!(l.load().await.unwrap().published_through(), 2);
+        assert_eq!(l.recent().unwrap().published_through(), 2, "what the process knows says so too");
     }
 
     fn attempt_of(c: &Commit) -> Attempt {
