@@ -46,19 +46,32 @@ fn whole(p: &Path) -> Key {
     (p.clone(), u64::MAX, u64::MAX)
 }
 
-#[derive(Default)]
 struct Entries {
     map: HashMap<Key, (Bytes, ObjectMeta)>,
     order: VecDeque<Key>,
     bytes: u64,
+    /// The bytes kept at most ([`CAPACITY`]).
+    capacity: u64,
 }
 
 /// The ranges kept, shared by every session of a workspace, and the whole-file fetches under
 /// way (a scan planned beside another that prefetches the same file waits for that fetch).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RangeCache(Arc<Mutex<Entries>>, Arc<Mutex<HashMap<Path, Arc<tokio::sync::OnceCell<()>>>>>);
 
+impl Default for RangeCache {
+    fn default() -> Self {
+        RangeCache::with_capacity(CAPACITY)
+    }
+}
+
 impl RangeCache {
+    /// A cache that keeps at most `capacity` bytes.
+    pub fn with_capacity(capacity: u64) -> Self {
+        let entries = Entries { map: HashMap::new(), order: VecDeque::new(), bytes: 0, capacity };
+        RangeCache(Arc::new(Mutex::new(entries)), Default::default())
+    }
+
     fn get(&self, k: &Key) -> Option<(Bytes, ObjectMeta)> {
         self.0.lock().expect("range cache").map.get(k).cloned()
     }
@@ -72,7 +85,7 @@ impl RangeCache {
         if e.map.contains_key(&k) {
             return;
         }
-        while e.bytes + len > CAPACITY {
+        while e.bytes + len > e.capacity {
             let Some(old) = e.order.pop_front() else { break };
             if let Some((b, _)) = e.map.remove(&old) {
                 e.bytes -= b.len() as u64;
@@ -97,7 +110,8 @@ impl RangeCache {
             .filter(|(p, size)| *size <= MAX_FILE && immutable(p) && self.get(&whole(p)).is_none())
             .cloned()
             .collect();
-        if wanted.is_empty() || wanted.iter().map(|(_, s)| *s).sum::<u64>() > CAPACITY / 4 {
+        let capacity = self.0.lock().expect("range cache").capacity;
+        if wanted.is_empty() || wanted.iter().map(|(_, s)| *s).sum::<u64>() > capacity / 4 {
             return;
         }
         futures::stream::iter(wanted)
@@ -241,8 +255,10 @@ impl ObjectStore for Cached {
             }
         }
         let key = |r: &Range<u64>| (location.clone(), r.start, r.end);
-        let missing: Vec<Range<u64>> = ranges.iter().filter(|r| self.cache.get(&key(r)).is_none()).cloned().collect();
-        let mut fetched: HashMap<(u64, u64), Bytes> = HashMap::new();
+        // The kept ranges taken now: keeping the fetched ones below may drop them.
+        let mut out: Vec<Option<Bytes>> = ranges.iter().map(|r| self.cache.get(&key(r)).map(|(b, _)| b)).collect();
+        let missing: Vec<Range<u64>> =
+            ranges.iter().zip(&out).filter(|(_, kept)| kept.is_none()).map(|(r, _)| r.clone()).collect();
         if !missing.is_empty() {
             let meta = ObjectMeta {
                 location: location.clone(),
@@ -251,16 +267,14 @@ impl ObjectStore for Cached {
                 e_tag: None,
                 version: None,
             };
-            for (r, b) in missing.iter().zip(self.inner.get_ranges(location, &missing).await?) {
+            let mut fetched = missing.iter().zip(self.inner.get_ranges(location, &missing).await?);
+            for slot in out.iter_mut().filter(|o| o.is_none()) {
+                let (r, b) = fetched.next().expect("one answer per range asked");
                 self.cache.put(key(r), b.clone(), meta.clone());
-                fetched.insert((r.start, r.end), b);
+                *slot = Some(b);
             }
         }
-        Ok(ranges
-            .iter()
-            .map(|r| fetched.get(&(r.start, r.end)).cloned().or_else(|| self.cache.get(&key(r)).map(|(b, _)| b)))
-            .collect::<Option<Vec<Bytes>>>()
-            .expect("every range was fetched or kept"))
+        Ok(out.into_iter().map(|b| b.expect("every range fetched or kept")).collect())
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
@@ -345,6 +359,21 @@ mod tests {
         assert_eq!(r.bytes().await.unwrap(), Bytes::from_static(b"789"));
         assert_eq!(store.get_ranges(&b, &[0..1, 9..10]).await.unwrap(), vec![Bytes::from_static(b"0"), Bytes::from_static(b"9")]);
         assert_eq!(counting.requests() - before, 2, "every read answered from memory");
+    }
+
+    /// A read of many ranges whose fetched ones push its kept ones out of a full cache still
+    /// answers every range (it panicked: "every range was fetched or kept").
+    #[tokio::test]
+    async fn ranges_kept_then_dropped_by_the_same_read_are_still_answered() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache = RangeCache::with_capacity(10);
+        let store = cache.wrap(inner.clone());
+        let data = Path::from("t/dt=2026-01-01/v=1/part-00000.parquet");
+        store.put(&data, PutPayload::from_static(b"0123456789abcdefghij")).await.unwrap();
+        assert_eq!(store.get_range(&data, 0..4).await.unwrap(), Bytes::from_static(b"0123"));
+        // 0..4 is kept; the two new ranges (8 bytes) drop it from a 10-byte cache.
+        let got = store.get_ranges(&data, &[0..4, 10..14, 14..18]).await.unwrap();
+        assert_eq!(got, vec![Bytes::from_static(b"0123"), Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh")]);
     }
 
     /// Two scans planned at once prefetch the same file: it is fetched once, the second waits.
