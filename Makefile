@@ -110,9 +110,9 @@ golden:
 schedules:
 	UPDATE_GOLDEN=1 cargo test --test schedule committed_exports
 
-## Ingest benchmark next to DuckDB (release build; see README "Benchmarks").
+## Ingest benchmark next to DuckDB, both drop shapes at 500 and 2,000 tenants (release build; see README "Benchmarks").
 bench: venv
-	PYTHON=$(PY) bash bench/ingest.sh
+	PYTHON=$(PY) bash bench/shapes.sh
 
 ## SQL DAG benchmark next to DuckDB (after `make bench`, same TENANTS).
 bench-dag: venv

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Ingest benchmark: the runner next to DuckDB on the same Firehose drops, taking turns.
 #
-#   make bench                         # the seed's sizing: 500 tenants x 10 users x 90 days
-#   TENANTS=2000 make bench            # four times larger
+#   make bench                         # both drop shapes, 500 and 2,000 tenants (bench/shapes.sh)
+#   bash bench/ingest.sh               # one: the seed's sizing, 500 tenants x 10 users x 90 days
+#   TENANTS=2000 bash bench/ingest.sh  # four times larger
+#   SHAPE=hourly bash bench/ingest.sh  # many small objects: one per stream per arrival hour
 #   REPS=5 make bench                  # repetitions of each engine (default 3); medians shown
 #
-# The drops are clean newline-delimited JSON (`runner simulate --framing ndjson`), half of them
-# GZIP, 1% delivered twice, so DuckDB's fastest correct reader applies:
+# Two shapes of drops (SHAPE): `quarter-hour` (default) closes an object every 15 minutes of
+# arrivals; `hourly` every hour, as a Firehose stream with a one-hour buffer delivers: one
+# object per stream per arrival hour, 24 a day each (at 500 tenants the job stream's objects
+# hold about 111 KB of JSON). Both are clean newline-delimited JSON (`runner simulate --framing
+# ndjson`), half of the objects GZIP, 1% delivered twice, so DuckDB's fastest correct reader applies:
 # `read_json(format='newline_delimited', columns=..., ignore_errors=true)` (bench/duckdb_ingest.py).
 # Two workloads, each engine in turn (runner, DuckDB, runner, ...):
 #   ingest     both streams to deduplicated, date-partitioned Parquet;
@@ -21,8 +26,13 @@ TENANTS=${TENANTS:-500}
 USERS=${USERS:-10}
 DAYS=${DAYS:-90}
 REPS=${REPS:-3}
+SHAPE=${SHAPE:-quarter-hour}
+case "$SHAPE" in
+  quarter-hour) BUFFER=900; WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS} ;;
+  hourly) BUFFER=3600; WORK=${BENCH_DIR:-/tmp/runner-bench-hourly-$TENANTS} ;;
+  *) echo "SHAPE is quarter-hour or hourly, not $SHAPE" >&2; exit 2 ;;
+esac
 AS_OF=2026-11-20
-WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS}
 REPO=$(pwd)
 
 # RUNNER_BIN: measure a binary built earlier instead of building the working tree.
@@ -33,11 +43,12 @@ BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 
 # Bump the version when `runner simulate` changes what it writes, so old drops are made again.
 SIMULATED="v2 ndjson $TENANTS $USERS $DAYS"
+[ "$SHAPE" = quarter-hour ] || SIMULATED="$SIMULATED $SHAPE"
 if [ "$(cat "$WORK/.simulated" 2>/dev/null)" != "$SIMULATED" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"
   echo "simulating $TENANTS tenants x $USERS users x $DAYS days into $WORK/drops ..." >&2
   "$BIN" simulate --out "$WORK/drops" --tenants "$TENANTS" --users-per-tenant "$USERS" --days "$DAYS" \
-    --end-date "$AS_OF" --seed 1 --invalid-share 0 --buffer-seconds 900 --framing ndjson
+    --end-date "$AS_OF" --seed 1 --invalid-share 0 --buffer-seconds "$BUFFER" --framing ndjson
   echo "$SIMULATED" > "$WORK/.simulated"
 fi
 cat > "$WORK/runner.toml" <<TOML
@@ -88,9 +99,10 @@ for rep in $(seq "$REPS"); do
   measure duckdb reference "$PYTHON" bench/duckdb_ingest.py "$WORK/drops" "$WORK/duckdb" --as-of "$AS_OF"
 done
 
-"$PYTHON" - "$WORK" <<'PY'
+"$PYTHON" - "$WORK" "$SHAPE" "$TENANTS" <<'PY'
 import json, statistics, sys
 work = sys.argv[1]
+print(f"shape {sys.argv[2]}, {sys.argv[3]} tenants")
 runs = [json.loads(l) for l in open(f"{work}/ingest.measured")]
 def jobs_of(workload):
     text = open(f"{work}/runner-{workload}.jsonl").read()

@@ -385,8 +385,10 @@ pub struct SimulateArgs {
     /// Target object size in bytes (uncompressed).
     #[arg(long, default_value_t = 1 << 20)]
     pub object_size: usize,
-    /// Firehose buffer interval in seconds (an object closes after this long; 0-900).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=900))]
+    /// Buffer interval in seconds: an object closes after this long (Firehose allows 0-900;
+    /// up to 3600 shapes drops like a producer that delivers one object per stream per hour, as
+    /// `make bench`'s many-small-objects shape does).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub buffer_seconds: u32,
     /// Also write Firehose error output, a stray file and a `.snappy` drop per stream.
     #[arg(long)]

@@ -222,15 +222,21 @@ async fn merge(
         .map_err(Error::df(what.clone()))?;
     let mut batches = execute_stream(plan.clone(), ctx.task_ctx()).map_err(Error::df(what.clone()))?;
     let out = object_store::buffered::BufWriter::new(ws.warehouse.store.clone(), staged.clone());
-    let mut w =
-        AsyncArrowWriter::try_new(out, schema.clone(), Some(writer_properties())).map_err(Error::parquet(what.clone()))?;
+    // As the contract types it (the Parquet files may say less about nullability).
+    let next = |b: Option<datafusion::error::Result<arrow::array::RecordBatch>>| -> Result<Option<arrow::array::RecordBatch>> {
+        b.map(|b| crate::engine::retype(&b.map_err(Error::df(what.clone()))?, &schema).map_err(Error::arrow(what.clone())))
+            .transpose()
+    };
+    // Encoded as ingest encodes (a column's dictionary decided on the first batch).
+    let first = next(batches.next().await)?;
+    let props = first.as_ref().map(crate::store::encode::writer_properties_for).unwrap_or_else(writer_properties);
+    let mut w = AsyncArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(Error::parquet(what.clone()))?;
     let mut rows = 0;
-    while let Some(b) = batches.next().await {
-        let b = b.map_err(Error::df(what.clone()))?;
-        // As the contract types it (the Parquet files may say less about nullability).
-        let b = crate::engine::retype(&b, &schema).map_err(Error::arrow(what.clone()))?;
+    let mut batch = first;
+    while let Some(b) = batch {
         rows += b.num_rows() as u64;
         w.write(&b).await.map_err(Error::parquet(what.clone()))?;
+        batch = next(batches.next().await)?;
     }
     w.finish().await.map_err(Error::parquet(what.clone()))?;
     Ok(Merged { rows, bytes: w.bytes_written() as u64, spilled_bytes: spilled_bytes(plan.as_ref()) })
