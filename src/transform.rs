@@ -57,10 +57,9 @@ pub async fn run(r: &JobRun<'_>, sj: &SqlJob) -> Result<JobMetrics> {
     // A running state advances in this process whatever the engine, like ingest and
     // compaction: it reads the days that changed and one day of itself, and Ballista 55's
     // scheduler loses track of its plan's stage metrics and never finishes it.
-    // Which periods to build, from the ledgers as they are before the session opens: the
-    // watermarks it keeps are what the session reads at least.
-    // The job's state is read beside the inputs' changes and the session, which opens after
-    // those (it reads at least what they saw).
+    // Which periods to build, from the inputs' changes read before the session opens (the
+    // watermarks it keeps are what the session reads at least); the job's state is read
+    // beside both.
     let state = async {
         match sj.incremental {
             true => read_state(ws, job).await.map(Some),

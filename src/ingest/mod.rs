@@ -591,18 +591,10 @@ pub(crate) async fn stage_partitions(
         return Ok(Vec::new());
     }
     let sorting = thread_cpu();
-    // (day, batch, row), stably sorted by day then the sort column's value.
-    let mut order: Vec<(i32, usize, usize)> = Vec::with_capacity(days.len());
-    let mut d = days.iter();
-    for (b, batch) in batches.iter().enumerate() {
-        for r in 0..batch.num_rows() {
-            order.push((*d.next().expect("a day per row"), b, r));
-        }
-    }
-    // The sort column's values ranked among the batch's distinct ones (a few hundred tenants
-    // for a million rows): the rows then sort by integers, not by comparing strings, about
-    // n log n of them. (day, rank, batch, row) is unique, so an unstable sort keeps arrival
-    // order among equal values.
+    // Rows sorted by day, then by the sort column's value, in arrival order among equals. The
+    // values are ranked among the batch's distinct ones first (a few hundred tenants for a
+    // million rows), so the sort compares integers, not strings; (day, rank, batch, row) is
+    // unique, so an unstable sort keeps arrival order.
     let keys: Vec<&arrow::array::StringArray> = batches.iter().map(|b| b.column(sort_col).as_string::<i32>()).collect();
     let mut ranks: std::collections::HashMap<&str, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder> = Default::default();
     for k in &keys {
@@ -615,11 +607,16 @@ pub(crate) async fn stage_partitions(
     for (rank, v) in distinct.into_iter().enumerate() {
         ranks.insert(v, rank as u32);
     }
-    let mut ranked: Vec<(i32, u32, u32, u32)> =
-        order.iter().map(|&(day, b, r)| (day, ranks[keys[b].value(r)], b as u32, r as u32)).collect();
+    let mut ranked: Vec<(i32, u32, u32, u32)> = Vec::with_capacity(days.len());
+    let mut d = days.iter();
+    for (b, k) in keys.iter().enumerate() {
+        for r in 0..arrow::array::Array::len(*k) {
+            ranked.push((*d.next().expect("a day per row"), ranks[k.value(r)], b as u32, r as u32));
+        }
+    }
     drop(ranks);
     ranked.sort_unstable();
-    let order: Vec<(i32, usize, usize)> = ranked.into_iter().map(|(day, _, b, r)| (day, b as usize, r as usize)).collect();
+    let order = ranked.into_iter().map(|(day, _, b, r)| (day, b as usize, r as usize));
 
     // One file per day, split when the day's rows of this batch hold more than
     // `ingest.max_file_bytes` in memory (estimated per row from its object's batch): one Arrow

@@ -53,10 +53,9 @@ pub async fn publish_commit(ws: &Workspace, ledger: &Ledger, c: &Commit) -> Resu
     // copies then deleted in bulk beside the catalog update: a round trip for the copies and
     // one for the deletes and the catalog, whatever the number of files. The crash tests stop
     // a publish once the first file is in place.
-    let first = c.files.first().map(|f| f.staged.clone());
-    let placed: Vec<Option<object_store::path::Path>> = futures::stream::iter(&c.files)
-        .map(|f| {
-            let first = first.as_ref() == Some(&f.staged);
+    let placed: Vec<Option<object_store::path::Path>> = futures::stream::iter(c.files.iter().enumerate())
+        .map(|(i, f)| {
+            let first = i == 0;
             async move {
                 let staged = wh.child(&f.staged);
                 let owed = wh.place(&staged, &wh.child(&f.path)).await?;

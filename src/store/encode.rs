@@ -12,10 +12,13 @@ use crate::error::{Error, Result};
 
 /// Parquet as Athena reads it: Snappy pages, statistics for pruning.
 pub fn writer_properties() -> WriterProperties {
+    builder().build()
+}
+
+fn builder() -> parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by(format!("runner {}", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 /// Rows of a string column looked at to decide its encoding.
@@ -29,10 +32,7 @@ const SAMPLE_ROWS: usize = 2048;
 pub fn writer_properties_for(batch: &RecordBatch) -> WriterProperties {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::DataType;
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by(format!("runner {}", env!("CARGO_PKG_VERSION")))
-        .set_dictionary_enabled(false);
+    let mut b = builder().set_dictionary_enabled(false);
     for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
         let repeats = match field.data_type() {
             DataType::Utf8 => {
