@@ -8,10 +8,11 @@
 #   REPS=5 make bench                  # repetitions of each engine (default 3); medians shown
 #
 # Two shapes of drops (SHAPE): `quarter-hour` (default) closes an object every 15 minutes of
-# arrivals; `hourly` every hour, as a Firehose stream with a one-hour buffer delivers: one
-# object per stream per arrival hour, 24 a day each (at 500 tenants the job stream's objects
-# hold about 111 KB of JSON). Both are clean newline-delimited JSON (`runner simulate --framing
-# ndjson`), half of the objects GZIP, 1% delivered twice, so DuckDB's fastest correct reader applies:
+# arrivals, from tenants whose events are mostly sessions (`runner simulate`'s default mix);
+# `hourly` is issue 27's shape: one object per stream per arrival hour, 24 a day each, from a
+# job-heavy producer (`--mix jobs`: about three events in four are job events, the companies
+# stream written with a space after `:` and `,`). Both are clean newline-delimited JSON
+# (`--framing ndjson`), half of the objects GZIP, 1% delivered twice, so DuckDB's fastest correct reader applies:
 # `read_json(format='newline_delimited', columns=..., ignore_errors=true)` (bench/duckdb_ingest.py).
 # Two workloads, each engine in turn (runner, DuckDB, runner, ...):
 #   ingest     both streams to deduplicated, date-partitioned Parquet;
@@ -28,8 +29,8 @@ DAYS=${DAYS:-90}
 REPS=${REPS:-3}
 SHAPE=${SHAPE:-quarter-hour}
 case "$SHAPE" in
-  quarter-hour) BUFFER=900; WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS} ;;
-  hourly) BUFFER=3600; WORK=${BENCH_DIR:-/tmp/runner-bench-hourly-$TENANTS} ;;
+  quarter-hour) BUFFER=900; MIX=churn; WORK=${BENCH_DIR:-/tmp/runner-bench-$TENANTS} ;;
+  hourly) BUFFER=3600; MIX=jobs; WORK=${BENCH_DIR:-/tmp/runner-bench-hourly-$TENANTS} ;;
   *) echo "SHAPE is quarter-hour or hourly, not $SHAPE" >&2; exit 2 ;;
 esac
 AS_OF=2026-11-20
@@ -43,12 +44,12 @@ BIN=${RUNNER_BIN:-$CARGO_TARGET_DIR/$PROFILE/runner}
 
 # Bump the version when `runner simulate` changes what it writes, so old drops are made again.
 SIMULATED="v2 ndjson $TENANTS $USERS $DAYS"
-[ "$SHAPE" = quarter-hour ] || SIMULATED="$SIMULATED $SHAPE"
+[ "$SHAPE" = quarter-hour ] || SIMULATED="$SIMULATED $SHAPE $MIX"
 if [ "$(cat "$WORK/.simulated" 2>/dev/null)" != "$SIMULATED" ]; then
   rm -rf "$WORK"; mkdir -p "$WORK"
   echo "simulating $TENANTS tenants x $USERS users x $DAYS days into $WORK/drops ..." >&2
   "$BIN" simulate --out "$WORK/drops" --tenants "$TENANTS" --users-per-tenant "$USERS" --days "$DAYS" \
-    --end-date "$AS_OF" --seed 1 --invalid-share 0 --buffer-seconds "$BUFFER" --framing ndjson
+    --end-date "$AS_OF" --seed 1 --invalid-share 0 --buffer-seconds "$BUFFER" --framing ndjson --mix "$MIX"
   echo "$SIMULATED" > "$WORK/.simulated"
 fi
 cat > "$WORK/runner.toml" <<TOML

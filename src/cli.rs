@@ -21,7 +21,7 @@ use crate::pipeline::locked::{Locked, LockedRun, first_failure, run_locked_dag};
 use crate::pipeline::{RunOptions, run_jobs};
 use crate::progress::Progress;
 use crate::schedule::cli::ScheduleCommand;
-use crate::simulate::{Framing, SimulateOptions, simulate};
+use crate::simulate::{Framing, Mix, SimulateOptions, simulate};
 use crate::store::Location;
 use crate::workspace::Workspace;
 
@@ -397,6 +397,10 @@ pub struct SimulateArgs {
     /// newline-delimited only.
     #[arg(long, value_enum, default_value_t = Framing::Mixed)]
     pub framing: Framing,
+    /// What the tenants send: sessions and a few jobs in the churn model's ranges, or a
+    /// job-heavy producer (about three events in four job events; for benchmarks).
+    #[arg(long, value_enum, default_value_t = Mix::Churn)]
+    pub mix: Mix,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -531,6 +535,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 buffer_seconds: a.buffer_seconds,
                 noise: a.noise,
                 framing: a.framing,
+                mix: a.mix,
             };
             let s = simulate(&dest, &o).await?;
             // Say so when the drops went where an ingest job reads.

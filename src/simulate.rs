@@ -11,7 +11,9 @@
 //! by Firehose in objects of about `object_size` bytes or 5 minutes, under the arrival hour of
 //! their oldest record, some late by hours or days, some delivered twice, a share in the legacy
 //! form or with the `tenantID` alias, a few invalid, framed in every way the contract allows,
-//! GZIP or not. With `noise`, error output, a stray file and a `.snappy` drop are added.
+//! GZIP or not. With `noise`, error output, a stray file and a `.snappy` drop are added. With
+//! [`Mix::Jobs`], users submit jobs every working day instead (most events are job events): the
+//! benchmark's job-heavy shape, not data for the churn model.
 
 use std::io::Write;
 
@@ -45,6 +47,7 @@ pub struct SimulateOptions {
     pub buffer_seconds: u32,
     pub noise: bool,
     pub framing: Framing,
+    pub mix: Mix,
 }
 
 /// How records are laid out in an object.
@@ -57,6 +60,20 @@ pub enum Framing {
     /// Newline-delimited JSON only (what most producers send; what DuckDB's fast
     /// `newline_delimited` reader expects, so the benchmark can compare like with like).
     Ndjson,
+}
+
+/// What the tenants send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// Sessions are most of the events and jobs are few, in the ranges the shipped churn model
+    /// was trained on (job30 3-9, job90 10-99), so scores mean something.
+    #[default]
+    Churn,
+    /// A job-heavy producer (issue 27's drops): a working user submits one to three jobs a day
+    /// and logs in on most days, so about three events in four are job events; the companies
+    /// stream is written as Python's `json.dumps` writes (a space after `:` and `,`). Job counts
+    /// are far above the model's range: for benchmarks, not for churn scores.
+    Jobs,
 }
 
 impl Default for SimulateOptions {
@@ -76,6 +93,7 @@ impl Default for SimulateOptions {
             buffer_seconds: 300,
             noise: false,
             framing: Framing::Mixed,
+            mix: Mix::Churn,
         }
     }
 }
@@ -241,7 +259,10 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
                     let id = obj.remove("companyID").expect("companyID");
                     obj.insert("tenantID".into(), id);
                 }
-                let text = serde_json::to_string(&ev).expect("json");
+                let text = match (o.mix, stream) {
+                    (Mix::Jobs, 0) => spaced_json(&ev),
+                    _ => serde_json::to_string(&ev).expect("json"),
+                };
                 sum.events += 1;
                 if rng.random_bool(o.duplicate_share) {
                     sum.duplicates += 1;
@@ -313,7 +334,11 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
             let working: Vec<String> = t.users.iter().filter(|_| rng.random_bool(activity)).cloned().collect();
             for u in &working {
                 let mut ts = at(&mut rng, 6, 9);
-                for _ in 0..rng.random_range(2..=8) {
+                let sessions = match o.mix {
+                    Mix::Churn => rng.random_range(2..=8),
+                    Mix::Jobs => u32::from(rng.random_bool(0.7)),
+                };
+                for _ in 0..sessions {
                     ts += rng.random_range(60_000..3_600_000);
                     let session = uuid(&mut rng);
                     emit(
@@ -337,7 +362,10 @@ pub async fn simulate(out: &Location, o: &SimulateOptions) -> Result<SimulateSum
             // Big-data jobs are few: the ones drawn for this day, so job30 and job90 land where
             // the churn model was trained (3-9 and 10-99) for most tenants.
             let submitters = if working.is_empty() { &t.users } else { &working };
-            let today = t.job_days.iter().filter(|&&x| x == d).count();
+            let today = match o.mix {
+                Mix::Churn => t.job_days.iter().filter(|&&x| x == d).count(),
+                Mix::Jobs => working.iter().map(|_| rng.random_range(1..=3usize)).sum(),
+            };
             for _ in 0..today {
                 let Some(u) = submitters.get(rng.random_range(0..submitters.len().max(1))).cloned() else { break };
                 let ts = at(&mut rng, 8, 20);
@@ -453,6 +481,25 @@ async fn write_done(out: &Location, packers: &mut [Packer; 2], sum: &mut Simulat
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// A record as Python's `json.dumps` writes it: `{"a": 1, "b": "x"}`.
+fn spaced_json(v: &Value) -> String {
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+        fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+    }
+    let mut out = Vec::with_capacity(256);
+    v.serialize(&mut serde_json::Serializer::with_formatter(&mut out, Spaced)).expect("json");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// `YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid><ext>`, as Firehose names objects.
@@ -598,5 +645,47 @@ mod tests {
         assert_eq!((ndjson.events, ndjson.records, ndjson.objects), (mixed.events, mixed.records, mixed.objects));
         assert_eq!(lines as u64, ndjson.records);
         assert!(mixed_bodies.iter().any(|b| b.contains("}{") || b.contains('\r') || !b.ends_with('\n')), "mixed framing varies");
+    }
+
+    /// `--mix jobs`: about three events in four are job events, and the companies stream is
+    /// written with a space after `:` and `,` (still JSON the contract reads).
+    #[tokio::test]
+    async fn the_jobs_mix_is_mostly_job_events_and_spaces_its_companies_records() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let out = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let o = SimulateOptions {
+            tenants: 20,
+            users_per_tenant: 10,
+            days: 5,
+            end_date: NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+            framing: Framing::Ndjson,
+            invalid_share: 0.0,
+            mix: Mix::Jobs,
+            ..Default::default()
+        };
+        simulate(&out, &o).await.unwrap();
+        let (mut jobs, mut companies) = (0usize, 0usize);
+        for meta in out.list("").await.unwrap() {
+            let raw = out.get(&meta.location).await.unwrap();
+            let mut text = String::new();
+            if meta.location.as_ref().ends_with(".gz") {
+                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut text).unwrap();
+            } else {
+                text = String::from_utf8(raw.to_vec()).unwrap();
+            }
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                assert!(v.get("companyID").or(v.get("tenantID")).is_some(), "{line}");
+                if meta.location.as_ref().contains("/bigdatajobs-") {
+                    jobs += 1;
+                } else {
+                    assert!(line.starts_with("{\"") && line.contains("\": ") && line.contains(", \""), "{line}");
+                    companies += 1;
+                }
+            }
+        }
+        let share = jobs as f64 / (jobs + companies) as f64;
+        assert!((0.65..0.85).contains(&share), "job events are {share:.2} of {} events", jobs + companies);
     }
 }
