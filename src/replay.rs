@@ -601,8 +601,19 @@ async fn stage(
     } else {
         vec![concat_batches(&sc.file_schema(), &rows).map_err(Error::arrow("gathering replayed rows"))?]
     };
-    let mut files =
-        stage_partitions(ws, &staging, &sc.table, stream, seq, batch, days, sc.col_company, events, &mut stages).await?;
+    let mut files = stage_partitions(
+        ws,
+        &staging,
+        &sc.table,
+        stream,
+        seq,
+        batch,
+        days.into_iter().map(Some).collect(),
+        sc.col_company,
+        events,
+        &mut stages,
+    )
+    .await?;
 
     // Each quarantine partition with work, as a new version with its rows marked.
     let mut rewritten = Vec::new();

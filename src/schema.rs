@@ -215,6 +215,9 @@ pub struct Column {
     pub data_type: DataType,
 }
 
+/// A map looked up per record field: keys are the contract's own names.
+pub type FastMap<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 /// A delivery stream and the table it feeds.
 #[derive(Debug, Clone)]
 pub struct StreamContract {
@@ -222,11 +225,13 @@ pub struct StreamContract {
     pub table: String,
     /// Data columns in table order (the partition column `dt` is not among them).
     pub columns: Vec<Column>,
-    /// Producer key (canonical name or alias) -> column index.
-    pub key_index: HashMap<String, usize>,
-    pub event_types: BTreeMap<String, EventType>,
+    /// Producer key (canonical name or alias) -> column index. Looked up for every field of
+    /// every record: hashed with xxh3, not SipHash (a producer cannot choose our keys).
+    pub key_index: FastMap<String, usize>,
+    /// Looked up for every record.
+    pub event_types: FastMap<String, EventType>,
     pub legacy_event_type: String,
-    pub legacy_rename: HashMap<String, String>,
+    pub legacy_rename: FastMap<String, String>,
     pub col_event_id: usize,
     pub col_company: usize,
     pub col_event_type: usize,
@@ -338,7 +343,7 @@ impl Contract {
             columns.push(Column { name: COL_SOURCE.into(), def: None, data_type: DataType::Utf8 });
 
             let idx = |n: &str| columns.iter().position(|c| c.name == n);
-            let mut key_index = HashMap::new();
+            let mut key_index = FastMap::default();
             for (i, c) in columns.iter().enumerate() {
                 if let Some(def) = &c.def {
                     for k in std::iter::once(&def.name).chain(&def.aliases) {
@@ -348,7 +353,7 @@ impl Contract {
                     }
                 }
             }
-            let mut event_types = BTreeMap::new();
+            let mut event_types = FastMap::default();
             for (tname, et) in raw.event_types.iter().filter(|(_, e)| &e.stream == sname) {
                 let mut fields: Vec<(usize, bool)> = Vec::new();
                 for f in &et.required {

@@ -72,17 +72,21 @@ impl Frames<'_> {
             self.scan = Scan { at: start, scanned: self.scan.scanned, ..Default::default() };
         }
         let until = (start + self.limit).min(self.buf.len());
-        self.advance(until);
+        if !self.scan.closed.contains_key(&start) {
+            self.advance(until, start);
+        }
         // What the frames have passed is no longer asked for.
         self.scan.closed = self.scan.closed.split_off(&start);
         self.scan.closed.get(&start).copied().filter(|end| end - start <= self.limit)
     }
 
-    /// Scans on to `until`.
-    fn advance(&mut self, until: usize) {
+    /// Scans on to `until`, or until the object opened at `stop` closes: a record's scan ends
+    /// with it (scanning on to the limit kept every object of the next megabyte in `closed`).
+    /// The state is whole at every byte, so the next record's scan goes on from here.
+    fn advance(&mut self, until: usize, stop: usize) {
         let (buf, limit) = (self.buf, self.limit);
         let s = &mut self.scan;
-        s.scanned += until.saturating_sub(s.at);
+        let from = s.at;
         while s.at < until {
             if s.in_string {
                 let Some(q) = memchr3(b'"', b'\\', b'\n', &buf[s.at..until]) else {
@@ -116,6 +120,9 @@ impl Frames<'_> {
                     if s.open.back().is_some_and(|&(_, d)| d == s.depth) {
                         let (p, _) = s.open.pop_back().expect("checked");
                         s.closed.insert(p, j + 1);
+                        if p == stop {
+                            break;
+                        }
                     }
                 }
                 _ => s.in_string = true,
@@ -125,6 +132,7 @@ impl Frames<'_> {
                 s.open.pop_front();
             }
         }
+        s.scanned += s.at.saturating_sub(from);
     }
 }
 

@@ -18,8 +18,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
-use arrow::compute::{filter_record_batch, interleave_record_batch};
+use arrow::array::{ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::DataType;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -446,7 +446,8 @@ async fn write_batch(
     let now = Utc::now();
     let mut stats = BatchStats::default();
     let mut kept: Vec<RecordBatch> = Vec::new();
-    let mut kept_days: Vec<i32> = Vec::new();
+    // The event day of each row of `kept`, `None` for a duplicate (not written).
+    let mut kept_days: Vec<Option<i32>> = Vec::new();
     let mut keys: Vec<u128> = Vec::new();
     let mut quarantine = QuarantineRows::default();
 
@@ -475,19 +476,22 @@ async fn write_batch(
             let deduping = thread_cpu();
             stats.records += records;
             stats.bytes_uncompressed += bytes_uncompressed;
-            let mask: BooleanArray = obj_keys.iter().map(|k| Some(dedup.insert(*k, c.arrival_ms))).collect();
-            let dups = obj_keys.len() - mask.true_count();
-            stats.duplicates += dups as u64;
-            for (i, k) in obj_keys.iter().enumerate() {
-                if mask.value(i) {
+            // A duplicate keeps its row in the object's batch but has no day: the partition
+            // gather skips it, so the batch is not copied to drop it.
+            let before = kept_days.len();
+            for (k, day) in obj_keys.iter().zip(&days) {
+                if dedup.insert(*k, c.arrival_ms) {
                     keys.push(*k);
-                    kept_days.push(days[i]);
+                    kept_days.push(Some(*day));
+                } else {
+                    stats.duplicates += 1;
+                    kept_days.push(None);
                 }
             }
-            let rows =
-                if dups == 0 { rows } else { filter_record_batch(&rows, &mask).map_err(Error::arrow("dropping duplicates"))? };
-            if rows.num_rows() > 0 {
+            if kept_days[before..].iter().any(Option::is_some) {
                 kept.push(rows);
+            } else {
+                kept_days.truncate(before);
             }
             stages.dedup_s += thread_cpu().saturating_sub(deduping).as_secs_f64();
         }
@@ -500,7 +504,7 @@ async fn write_batch(
             batch.len()
         )));
     }
-    stats.valid = kept_days.len() as u64;
+    stats.valid = keys.len() as u64;
 
     // Stage: one file per event date, rows sorted by companyID; quarantine rows per arrival date
     // and this stream, sorted by source object. Files join their partition's current version.
@@ -533,7 +537,7 @@ async fn write_batch(
             stream,
             seq,
             vec![qbatch],
-            qdays,
+            qdays.into_iter().map(Some).collect(),
             0,
             quarantined,
             &mut quarantine_stages,
@@ -572,8 +576,9 @@ async fn write_batch(
 }
 
 /// Writes one Parquet file per event date into staging, rows sorted by (date, sort column) and
-/// otherwise in arrival order, and returns the ledger entries of the files. Rows are sorted by
-/// reference and gathered one partition at a time, so the batch is never copied whole.
+/// otherwise in arrival order, and returns the ledger entries of the files. `days` holds each
+/// row's date, `None` for a row not to write (a duplicate). Rows are sorted by reference and
+/// gathered one partition at a time, so the batch is never copied whole.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn stage_partitions(
     ws: &Workspace,
@@ -582,12 +587,12 @@ pub(crate) async fn stage_partitions(
     stream: &str,
     seq: u64,
     batches: Vec<RecordBatch>,
-    days: Vec<i32>,
+    days: Vec<Option<i32>>,
     sort_col: usize,
     partition: impl Fn(&str) -> (Vec<String>, String),
     stages: &mut IngestStages,
 ) -> Result<Vec<FileEntry>> {
-    if days.is_empty() {
+    if days.iter().all(Option::is_none) {
         return Ok(Vec::new());
     }
     let sorting = thread_cpu();
@@ -611,7 +616,9 @@ pub(crate) async fn stage_partitions(
     let mut d = days.iter();
     for (b, k) in keys.iter().enumerate() {
         for r in 0..arrow::array::Array::len(*k) {
-            ranked.push((*d.next().expect("a day per row"), ranks[k.value(r)], b as u32, r as u32));
+            if let Some(day) = *d.next().expect("a day per row") {
+                ranked.push((day, ranks[k.value(r)], b as u32, r as u32));
+            }
         }
     }
     drop(ranks);

@@ -162,11 +162,11 @@ where
                     None => Rejection::new(
                         reason::UNKNOWN_EVENT_TYPE,
                         "event_type",
-                        format!(
-                            "unknown event_type `{t}` for stream `{}` (expected one of: {})",
-                            sc.name,
-                            sc.event_types.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
+                        format!("unknown event_type `{t}` for stream `{}` (expected one of: {})", sc.name, {
+                            let mut known: Vec<&str> = sc.event_types.keys().map(String::as_str).collect();
+                            known.sort_unstable();
+                            known.join(", ")
+                        }),
                     ),
                 });
             }
