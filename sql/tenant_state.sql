@@ -84,8 +84,7 @@ grid AS (
     LEFT JOIN leaving l30 ON l30.companyID = c.companyID AND l30.dt = d.dt - INTERVAL '30 days'
     LEFT JOIN leaving l90 ON l90.companyID = c.companyID AND l90.dt = d.dt - INTERVAL '90 days'
 ),
--- Running over the days of the run: for each profile field the newest day that set it (its
--- value is read back from that day below; no IGNORE NULLS, which Ballista does not carry).
+-- Running over the days of the run: for each profile field the newest day that set it.
 running AS (
     SELECT companyID, dt,
            MAX(CASE WHEN name IS NOT NULL THEN dt END) OVER w       AS name_day,
@@ -94,6 +93,7 @@ running AS (
            MAX(CASE WHEN employees IS NOT NULL THEN dt END) OVER w  AS employees_day,
            MAX(CASE WHEN monthlyFee IS NOT NULL THEN dt END) OVER w AS monthlyFee_day,
            MAX(CASE WHEN totalFee IS NOT NULL THEN dt END) OVER w   AS totalFee_day,
+           name, industry, revenu, employees, monthlyFee, totalFee,
            SUM(users_delta) OVER w                                  AS users_delta,
            SUM(job30_delta) OVER w                                  AS job30_delta,
            SUM(job90_delta) OVER w                                  AS job90_delta,
@@ -102,16 +102,29 @@ running AS (
            BOOL_OR(seen) OVER w                                     AS seen
     FROM grid
     WINDOW w AS (PARTITION BY companyID ORDER BY dt ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+-- Each field's value on the day that set it: the first row of the rows sharing that day (a
+-- window, not a join back to profile_day per field, which scanned the tenant events again for
+-- each; no IGNORE NULLS, which Ballista does not carry).
+carried AS (
+    SELECT r.*,
+           first_value(name) OVER (PARTITION BY companyID, name_day ORDER BY dt)                   AS name_set,
+           first_value(industry) OVER (PARTITION BY companyID, industry_day ORDER BY dt)           AS industry_set,
+           first_value(revenu) OVER (PARTITION BY companyID, revenu_day ORDER BY dt)               AS revenu_set,
+           first_value(employees) OVER (PARTITION BY companyID, employees_day ORDER BY dt)         AS employees_set,
+           first_value(monthlyFee) OVER (PARTITION BY companyID, monthlyFee_day ORDER BY dt)       AS monthlyFee_set,
+           first_value(totalFee) OVER (PARTITION BY companyID, totalFee_day ORDER BY dt)           AS totalFee_set
+    FROM running r
 )
 -- ... on top of the state of the day before the run.
 SELECT r.dt,
        r.companyID,
-       COALESCE(f1.name, p.name)                                 AS name,
-       COALESCE(f2.industry, p.industry)                         AS industry,
-       COALESCE(f3.revenu, p.revenu)                             AS revenu,
-       COALESCE(f4.employees, p.employees)                       AS employees,
-       COALESCE(f5.monthlyFee, p.monthlyFee)                     AS monthlyFee,
-       COALESCE(f6.totalFee, p.totalFee)                         AS totalFee,
+       COALESCE(r.name_set, p.name)                              AS name,
+       COALESCE(r.industry_set, p.industry)                      AS industry,
+       COALESCE(r.revenu_set, p.revenu)                          AS revenu,
+       COALESCE(r.employees_set, p.employees)                    AS employees,
+       COALESCE(r.monthlyFee_set, p.monthlyFee)                  AS monthlyFee,
+       COALESCE(r.totalFee_set, p.totalFee)                      AS totalFee,
        COALESCE(p.users, 0) + COALESCE(r.users_delta, 0)         AS users,
        GREATEST(p.last_activity_at, r.last_event_at)             AS last_activity_at,
        COALESCE(p.job30, 0) + r.job30_delta                      AS job30,
@@ -122,13 +135,7 @@ SELECT r.dt,
                                                                  AS risk_scored_on,
        GREATEST(p.risk_scored_at, r.scored_at)                   AS risk_scored_at,
        COALESCE(p.in_tenants, false) OR COALESCE(r.seen, false)  AS in_tenants
-FROM running r
+FROM carried r
 LEFT JOIN prev p         ON p.companyID = r.companyID
-LEFT JOIN profile_day f1 ON f1.companyID = r.companyID AND f1.dt = r.name_day
-LEFT JOIN profile_day f2 ON f2.companyID = r.companyID AND f2.dt = r.industry_day
-LEFT JOIN profile_day f3 ON f3.companyID = r.companyID AND f3.dt = r.revenu_day
-LEFT JOIN profile_day f4 ON f4.companyID = r.companyID AND f4.dt = r.employees_day
-LEFT JOIN profile_day f5 ON f5.companyID = r.companyID AND f5.dt = r.monthlyFee_day
-LEFT JOIN profile_day f6 ON f6.companyID = r.companyID AND f6.dt = r.totalFee_day
 -- The scoring day that holds the running latest score (a later day cannot: its scores are later).
 LEFT JOIN score_day s    ON s.companyID = r.companyID AND s.scored_at = r.scored_at AND s.dt <= r.dt
