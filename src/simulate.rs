@@ -601,11 +601,27 @@ mod tests {
         assert!(matches!(crate::source::classify(&k), crate::source::KeyKind::Drop(_)));
     }
 
+    /// Every object under `out` (key, text), GZIP ones inflated.
+    async fn inflated(out: &Location) -> Vec<(String, String)> {
+        use std::io::Read;
+        let mut objects = Vec::new();
+        for meta in out.list("").await.unwrap() {
+            let raw = out.get(&meta.location).await.unwrap();
+            let mut text = String::new();
+            if meta.location.as_ref().ends_with(".gz") {
+                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut text).unwrap();
+            } else {
+                text = String::from_utf8(raw.to_vec()).unwrap();
+            }
+            objects.push((meta.location.to_string(), text));
+        }
+        objects
+    }
+
     /// `--framing ndjson`: every object, inflated, is one JSON object per line, each line ending
     /// in `\n`; the events are those of the mixed framing.
     #[tokio::test]
     async fn ndjson_framing_writes_one_object_per_line() {
-        use std::io::Read;
         let run = |framing| async move {
             let dir = tempfile::tempdir().unwrap();
             let out = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
@@ -617,17 +633,7 @@ mod tests {
                 ..Default::default()
             };
             let sum = simulate(&out, &o).await.unwrap();
-            let mut bodies = Vec::new();
-            for meta in out.list("").await.unwrap() {
-                let raw = out.get(&meta.location).await.unwrap();
-                let mut text = String::new();
-                if meta.location.as_ref().ends_with(".gz") {
-                    flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut text).unwrap();
-                } else {
-                    text = String::from_utf8(raw.to_vec()).unwrap();
-                }
-                bodies.push(text);
-            }
+            let bodies = inflated(&out).await.into_iter().map(|(_, text)| text).collect::<Vec<_>>();
             (sum, bodies)
         };
         let (ndjson, bodies) = run(Framing::Ndjson).await;
@@ -651,7 +657,6 @@ mod tests {
     /// written with a space after `:` and `,` (still JSON the contract reads).
     #[tokio::test]
     async fn the_jobs_mix_is_mostly_job_events_and_spaces_its_companies_records() {
-        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let out = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
         let o = SimulateOptions {
@@ -666,18 +671,11 @@ mod tests {
         };
         simulate(&out, &o).await.unwrap();
         let (mut jobs, mut companies) = (0usize, 0usize);
-        for meta in out.list("").await.unwrap() {
-            let raw = out.get(&meta.location).await.unwrap();
-            let mut text = String::new();
-            if meta.location.as_ref().ends_with(".gz") {
-                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut text).unwrap();
-            } else {
-                text = String::from_utf8(raw.to_vec()).unwrap();
-            }
+        for (key, text) in inflated(&out).await {
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).unwrap();
                 assert!(v.get("companyID").or(v.get("tenantID")).is_some(), "{line}");
-                if meta.location.as_ref().contains("/bigdatajobs-") {
+                if key.contains("/bigdatajobs-") {
                     jobs += 1;
                 } else {
                     assert!(line.starts_with("{\"") && line.contains("\": ") && line.contains(", \""), "{line}");
