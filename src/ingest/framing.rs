@@ -95,8 +95,10 @@ impl Frames<'_> {
                 };
                 let j = s.at + q;
                 match buf[j] {
-                    // The escaped byte is skipped even when it lies past `until`.
-                    b'\\' => s.at = j + 2,
+                    // The escaped byte is skipped even when it lies past `until`, unless it is a
+                    // raw newline: that ends the string like any other, so every line starts
+                    // outside strings whichever record the scan began at.
+                    b'\\' if buf.get(j + 1) != Some(&b'\n') => s.at = j + 2,
                     _ => {
                         s.in_string = false;
                         s.at = j + 1;
@@ -237,6 +239,19 @@ mod tests {
         assert_eq!(f.last().unwrap().bytes, b"{\"ok\":1}");
         // Scanning afresh from every `{` read 20,000 lines 10,000 times on average.
         assert!(it.scan.scanned <= s.len() + (1 << 20), "{} bytes scanned for {}", it.scan.scanned, s.len());
+    }
+
+    /// A string whose last byte escapes the line's newline still ends there: the next line's
+    /// record is read the same whatever came before it.
+    #[test]
+    fn an_escaped_newline_ends_the_string_too() {
+        for before in ["{\"a\":1}\n", "{\"open\":1\n"] {
+            let s = format!("{before}x\"\\\n{{\"b\":2}}\n");
+            let f: Vec<_> = frames(s.as_bytes(), 1 << 20).collect();
+            let last = f.last().unwrap();
+            assert_eq!(last.bytes, b"{\"b\":2}", "{s:?}");
+            assert!(!last.unterminated, "{s:?}");
+        }
     }
 
     #[test]
