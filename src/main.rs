@@ -12,7 +12,8 @@ use runner::error::exit;
 /// string per field on every core. glibc spent about 17% of the ingest's CPU in malloc and free
 /// and, with an arena per thread, grew with the backlog (it was held to two arenas, which cost
 /// throughput). jemalloc: the 500-tenant ingest 12-15% faster, the SQL DAG the same, peak RSS
-/// flat with the backlog (README, "Ingest"). mimalloc 2.0 was slower, with twice the system time.
+/// bounded by the batches in flight, not the backlog (README, "Ingest"). mimalloc 2.0 was slower,
+/// with twice the system time.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -478,7 +478,7 @@ async fn write_batch(
             stats.bytes_uncompressed += bytes_uncompressed;
             // A duplicate keeps its row in the object's batch but has no day: the partition
             // gather skips it, so the batch is not copied to drop it.
-            let before = kept_days.len();
+            let (days_before, kept_before) = (kept_days.len(), keys.len());
             for (k, day) in obj_keys.iter().zip(&days) {
                 if dedup.insert(*k, c.arrival_ms) {
                     keys.push(*k);
@@ -488,10 +488,10 @@ async fn write_batch(
                     kept_days.push(None);
                 }
             }
-            if kept_days[before..].iter().any(Option::is_some) {
+            if keys.len() > kept_before {
                 kept.push(rows);
             } else {
-                kept_days.truncate(before);
+                kept_days.truncate(days_before);
             }
             stages.dedup_s += thread_cpu().saturating_sub(deduping).as_secs_f64();
         }
