@@ -36,6 +36,13 @@
 //! the CPU while bringing a second JSON grammar whose errors, numbers and escapes the reject
 //! messages would have to match. arrow-json's decoder goes straight to Arrow but would need the
 //! aliases, legacy forms, defaults and reason codes reimplemented on its side. Kept: this one.
+//!
+//! In front of it, [`Record::scan_flat`] reads the common record, a flat object with no escape,
+//! in the one pass that also finds where it ends, so the framer does not scan it first. Its
+//! grammar is a strict subset: whatever it is not sure of (escapes, nesting, numbers beyond a
+//! plain integer, which serde_json reads for it) goes to the framer and this decoder. On the
+//! job-heavy hourly drops at 500 tenants (1.46 M records), the ingest went from 2.7-3.9 s to
+//! 2.2 s with the one-shot dedup hash of the same commit, the files byte for byte the same.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -130,10 +137,14 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A record's fields, ordered by key, each key once (its last value).
+/// A record's fields as read, borrowing from the drop's bytes: the buffer reused from record to
+/// record.
+pub type Fields<'a> = Vec<(Cow<'a, str>, Lazy<'a>)>;
+
+/// A record's fields in the record's order (a repeated key each time it occurs).
 #[derive(Debug, Default)]
 pub struct Record<'a> {
-    fields: Vec<(Cow<'a, str>, Lazy<'a>)>,
+    fields: Fields<'a>,
 }
 
 /// Fills a record's fields into a buffer that is reused from record to record (no allocation
@@ -180,6 +191,28 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The flat record that starts `bytes` (at its `{`), read in one pass that also finds where
+    /// it ends: `Ok((record, length))`. Only for what needs no grammar beyond the common case: an
+    /// object of at most `limit` bytes whose values are strings without escapes, numbers, `true`,
+    /// `false` or `null`. Anything else (an escape, a nested value, a control character, invalid
+    /// JSON or UTF-8, a record over the limit) is `Err` with the buffer back, and the record is
+    /// framed and parsed as before, so what this accepts it accepts with the fields
+    /// [`Record::parse_into`] gives and the end the framer finds (tested on both).
+    ///
+    /// Why: framing scanned every record once for its braces and serde_json parsed it again,
+    /// about 22% of the ingest's CPU together; this pass is one loop over the bytes.
+    pub fn scan_flat(
+        bytes: &'a [u8],
+        limit: usize,
+        mut buf: Fields<'a>,
+    ) -> Result<(Record<'a>, usize), Fields<'a>> {
+        buf.clear();
+        match scan_fields(&bytes[..bytes.len().min(limit)], &mut buf) {
+            Some(len) => Ok((Record { fields: buf }, len)),
+            None => Err(buf),
+        }
+    }
+
     /// The buffer, emptied, for the next record.
     pub fn into_buffer(mut self) -> Vec<(Cow<'a, str>, Lazy<'a>)> {
         self.fields.clear();
@@ -196,6 +229,101 @@ impl<'a> Record<'a> {
     /// The fields in the record's order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Lazy<'a>)> {
         self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// The string whose text starts at `i` (past its opening quote): its text and the index past
+/// its closing quote. `None` at an escape or a control character (the parsers' business) or
+/// invalid UTF-8. A `"` byte never occurs inside a multi-byte UTF-8 character, so the first one
+/// closes the string.
+fn flat_str(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'"' => return Some((std::str::from_utf8(&b[i..j]).ok()?, j + 1)),
+            b'\\' | 0..0x20 => return None,
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// [`Record::scan_flat`]'s pass: the fields into `out`, and the record's length.
+fn scan_fields<'a>(b: &'a [u8], out: &mut Vec<(Cow<'a, str>, Lazy<'a>)>) -> Option<usize> {
+    if b.first() != Some(&b'{') {
+        return None;
+    }
+    let mut i = skip_ws(b, 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key, after) = flat_str(b, i + 1)?;
+        i = skip_ws(b, after);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let value = match *b.get(i)? {
+            b'"' => {
+                let (s, after) = flat_str(b, i + 1)?;
+                i = after;
+                Lazy::Str(Cow::Borrowed(s))
+            }
+            b't' if b[i..].starts_with(b"true") => {
+                i += 4;
+                Lazy::Bool(true)
+            }
+            b'f' if b[i..].starts_with(b"false") => {
+                i += 5;
+                Lazy::Bool(false)
+            }
+            b'n' if b[i..].starts_with(b"null") => {
+                i += 4;
+                Lazy::Null
+            }
+            b'-' | b'0'..=b'9' => {
+                let len = b[i..].iter().take_while(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')).count();
+                let token = &b[i..i + len];
+                i += len;
+                number(token)?
+            }
+            _ => return None,
+        };
+        out.push((Cow::Borrowed(key), value));
+        // What follows a value must be `,` or `}` (so `truex` or `1 2` are left to the parser).
+        i = skip_ws(b, i);
+        match *b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// A number token as serde_json reads it: a plain non-negative integer of up to 18 digits
+/// directly (`U64`, as serde_json visits one), anything else (a sign, a fraction, an exponent,
+/// more digits, a malformed token) by serde_json itself, so the value is its value to the bit.
+fn number(token: &[u8]) -> Option<Lazy<'static>> {
+    let plain = !token.is_empty() && token.len() <= 18 && token.iter().all(u8::is_ascii_digit) && (token[0] != b'0' || token.len() == 1);
+    if plain {
+        return Some(Lazy::U64(token.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))));
+    }
+    match serde_json::from_slice::<Lazy>(token).ok()? {
+        Lazy::I64(x) => Some(Lazy::I64(x)),
+        Lazy::U64(x) => Some(Lazy::U64(x)),
+        Lazy::F64(x) => Some(Lazy::F64(x)),
+        _ => None,
     }
 }
 
@@ -270,6 +398,51 @@ mod tests {
         same_as_map(r#"{"esc\u0061ped":"line\nbreak \"quoted\"","n":18446744073709551615,"m":-9223372036854775808}"#);
         same_as_map(r#"{"big":9.5e15,"small":1e-3,"neg":-0.0}"#);
         same_as_map("{}");
+    }
+
+    /// The one-pass read takes flat records with the fields the parser gives and the length
+    /// of the object, and leaves everything else to the framer and the parser.
+    #[test]
+    fn flat_records_are_read_in_one_pass_and_the_rest_left_alone() {
+        let flat = [
+            r#"{"b":1,"a":"x","c":null,"d":true,"e":1.5,"f":100000.0,"g":-3,"h":false}"#,
+            r#"{ "k" : 1 , "k" : "repeat" , "z":"}{[" }"#,
+            r#"{"n":18446744073709551615,"m":-9223372036854775808,"o":123456789012345678,"p":0,"q":-0,"r":1e3}"#,
+            r#"{"big":9.5e15,"small":1e-3,"neg":-0.0,"u":"é€😀"}"#,
+            "{}",
+            "{\n\t\"a\": 1\r\n}",
+        ];
+        for json in flat {
+            let tail = format!("{json}{{\"next\":1}}\n");
+            let (rec, len) = Record::scan_flat(tail.as_bytes(), 1 << 20, Vec::new()).expect(json);
+            assert_eq!(len, json.len(), "{json}");
+            let parsed = Record::parse(json.as_bytes()).unwrap();
+            assert_eq!(rec.iter().collect::<Vec<_>>(), parsed.iter().collect::<Vec<_>>(), "{json}");
+        }
+        let other = [
+            r#"{"a":"esc\"aped"}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[1]}"#,
+            "{\"a\":\"tab\tin\"}",
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":truex}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1 2}"#,
+            r#"{"a":1"#,
+            r#"["a"]"#,
+            " {}",
+        ];
+        for json in other {
+            assert!(Record::scan_flat(json.as_bytes(), 1 << 20, Vec::new()).is_err(), "{json}");
+        }
+        assert!(Record::scan_flat(b"{\"a\":\"\xff\"}", 1 << 20, Vec::new()).is_err());
+        // Over the limit: the framer cuts it and says it is too large.
+        assert!(Record::scan_flat(br#"{"a":"0123456789"}"#, 10, Vec::new()).is_err());
+        assert!(Record::scan_flat(br#"{"a":"0123456789"}"#, 18, Vec::new()).is_ok());
     }
 
     #[test]

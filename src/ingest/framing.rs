@@ -138,6 +138,26 @@ impl Frames<'_> {
     }
 }
 
+impl<'a> Frames<'a> {
+    /// Where the next record starts (past blank space), without taking it; `None` at the end.
+    pub fn next_start(&mut self) -> Option<usize> {
+        let buf = self.buf;
+        while self.pos < buf.len() && matches!(buf[self.pos], b' ' | b'\t' | b'\r' | b'\n') {
+            self.pos += 1;
+        }
+        (self.pos < buf.len()).then_some(self.pos)
+    }
+
+    /// Takes the next record as a closed object of `len` bytes that the caller read itself (see
+    /// `Record::scan_flat`): the frame the scanner would have found for a valid object. Framing
+    /// goes on right after it, where a fresh scan sees what a running one would.
+    pub fn take_closed(&mut self, len: usize) -> Frame<'a> {
+        let start = self.next_start().expect("a record to take");
+        self.pos = start + len;
+        Frame { offset: start, bytes: &self.buf[start..start + len], unterminated: false, too_large: false }
+    }
+}
+
 impl<'a> Iterator for Frames<'a> {
     type Item = Frame<'a>;
 

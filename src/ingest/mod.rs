@@ -49,7 +49,7 @@ use parse::{ParsedObject, Reject, parse_object};
 pub(crate) const STAGING_GRACE_MINUTES: i64 = 60;
 /// GZIP'd JSON inflates about this much: batches are bounded by estimated uncompressed bytes,
 /// so memory does not depend on how full or how compressed the drops are.
-const GZIP_RATIO_ESTIMATE: u64 = 8;
+pub(crate) const GZIP_RATIO_ESTIMATE: u64 = 8;
 
 /// A drop (or refused object) not yet consumed.
 #[derive(Debug, Clone)]
