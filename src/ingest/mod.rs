@@ -601,7 +601,7 @@ pub(crate) async fn stage_partitions(
     // million rows), so the sort compares integers, not strings; (day, rank, batch, row) is
     // unique, so an unstable sort keeps arrival order.
     let keys: Vec<&arrow::array::StringArray> = batches.iter().map(|b| b.column(sort_col).as_string::<i32>()).collect();
-    let mut ranks: std::collections::HashMap<&str, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder> = Default::default();
+    let mut ranks: crate::schema::FastMap<&str, u32> = Default::default();
     for k in &keys {
         for i in 0..arrow::array::Array::len(*k) {
             ranks.entry(k.value(i)).or_insert(0);
