@@ -128,9 +128,32 @@ pub async fn run_job_deferred(
         (false, None) if opts.force => fresh::fingerprint(ws, job, &date).await.map(|fp| fp.map(|fp| (fp, false))),
         (false, None) => fresh::check(ws, job, &date).await,
     };
-    match checked {
+    let done = match checked {
         Ok(checked) => run_checked(ws, job, opts, progress, started_at, at, checked).await,
         Err(e) => (Err(e), nothing()),
+    };
+    release_free_memory();
+    done
+}
+
+/// Hands the pages the allocator holds free back to the kernel. jemalloc keeps a job's freed
+/// buffers for reuse for about ten seconds, so the SQL job after an ingest in the same run
+/// started on top of them: at 2,000 tenants on the quarter-hour drops the run peaked at 941 MiB
+/// where the ingest alone took 687 MiB and the SQL DAG alone 631. A purge costs a few
+/// `madvise` calls; pages a running job still uses are not touched.
+fn release_free_memory() {
+    #[cfg(not(target_env = "msvc"))]
+    {
+        // `arena.<MALLCTL_ARENAS_ALL>.purge`: takes and returns nothing. Under another global
+        // allocator (the tests) it purges jemalloc's own unused arenas: nothing.
+        let name = c"arena.4096.purge";
+        // SAFETY: a NUL-terminated name and no input or output buffers, as the control expects.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(name.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0)
+        };
+        if rc != 0 {
+            tracing::debug!(rc, "jemalloc did not purge its free pages");
+        }
     }
 }
 
