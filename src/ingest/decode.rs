@@ -201,11 +201,7 @@ impl<'a> Record<'a> {
     ///
     /// Why: framing scanned every record once for its braces and serde_json parsed it again,
     /// about 22% of the ingest's CPU together; this pass is one loop over the bytes.
-    pub fn scan_flat(
-        bytes: &'a [u8],
-        limit: usize,
-        mut buf: Fields<'a>,
-    ) -> Result<(Record<'a>, usize), Fields<'a>> {
+    pub fn scan_flat(bytes: &'a [u8], limit: usize, mut buf: Fields<'a>) -> Result<(Record<'a>, usize), Fields<'a>> {
         buf.clear();
         match scan_fields(&bytes[..bytes.len().min(limit)], &mut buf) {
             Some(len) => Ok((Record { fields: buf }, len)),
@@ -315,7 +311,8 @@ fn scan_fields<'a>(b: &'a [u8], out: &mut Vec<(Cow<'a, str>, Lazy<'a>)>) -> Opti
 /// directly (`U64`, as serde_json visits one), anything else (a sign, a fraction, an exponent,
 /// more digits, a malformed token) by serde_json itself, so the value is its value to the bit.
 fn number(token: &[u8]) -> Option<Lazy<'static>> {
-    let plain = !token.is_empty() && token.len() <= 18 && token.iter().all(u8::is_ascii_digit) && (token[0] != b'0' || token.len() == 1);
+    let plain =
+        !token.is_empty() && token.len() <= 18 && token.iter().all(u8::is_ascii_digit) && (token[0] != b'0' || token.len() == 1);
     if plain {
         return Some(Lazy::U64(token.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))));
     }

@@ -723,11 +723,16 @@ mod tests {
                 gz.write_all(&text).unwrap();
                 let body = gz.finish().unwrap();
                 let reads = |flat: bool| {
-                    [(Compression::None, &text[..], CHUNK), (Compression::Gzip, &body[..], 400), (Compression::Gzip, &body[..], 1 << 20)]
-                        .map(|(comp, bytes, chunk)| parse_in_chunks(&c, sc, "o", comp, 7, bytes, limits, chunk, flat))
+                    [
+                        (Compression::None, &text[..], CHUNK),
+                        (Compression::Gzip, &body[..], 400),
+                        (Compression::Gzip, &body[..], 1 << 20),
+                    ]
+                    .map(|(comp, bytes, chunk)| parse_in_chunks(&c, sc, "o", comp, 7, bytes, limits, chunk, flat))
                 };
                 let seen = |o: &ParsedObject| {
-                    let rejects: Vec<_> = o.rejects.iter().map(|r| (r.offset, r.code, r.raw.clone(), r.field.clone(), r.message.clone())).collect();
+                    let rejects: Vec<_> =
+                        o.rejects.iter().map(|r| (r.offset, r.code, r.raw.clone(), r.field.clone(), r.message.clone())).collect();
                     (o.records, o.rows.clone(), o.keys.clone(), o.days.clone(), rejects, o.bytes_uncompressed)
                 };
                 for (fast, framed) in reads(true).iter().zip(reads(false).iter()) {
