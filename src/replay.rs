@@ -610,6 +610,7 @@ async fn stage(
         batch,
         days.into_iter().map(Some).collect(),
         sc.col_company,
+        None,
         events,
         &mut stages,
     )

@@ -128,19 +128,27 @@ pub async fn run_job_deferred(
         (false, None) if opts.force => fresh::fingerprint(ws, job, &date).await.map(|fp| fp.map(|fp| (fp, false))),
         (false, None) => fresh::check(ws, job, &date).await,
     };
+    RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let done = match checked {
         Ok(checked) => run_checked(ws, job, opts, progress, started_at, at, checked).await,
         Err(e) => (Err(e), nothing()),
     };
-    release_free_memory();
+    // Only when no other job of the process is running: a job still at work would fault the
+    // pages back in (the two ingests run side by side, and the first to end purged the other's).
+    if RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        release_free_memory();
+    }
     done
 }
+
+/// Jobs of this process at work (see [`release_free_memory`]).
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Hands the pages the allocator holds free back to the kernel. jemalloc keeps a job's freed
 /// buffers for reuse for about ten seconds, so the SQL job after an ingest in the same run
 /// started on top of them: at 2,000 tenants on the quarter-hour drops the run peaked at 941 MiB
 /// where the ingest alone took 687 MiB and the SQL DAG alone 631. A purge costs a few
-/// `madvise` calls; pages a running job still uses are not touched.
+/// `madvise` calls.
 fn release_free_memory() {
     #[cfg(not(target_env = "msvc"))]
     {
