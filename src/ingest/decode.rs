@@ -241,27 +241,10 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// closes the string.
 fn flat_str(b: &[u8], i: usize) -> Option<(&str, usize)> {
     let mut j = i;
-    // Whether a byte of the string is not ASCII: only then is it validated as UTF-8 (the ids,
-    // names and statuses of the drops are ASCII; a second pass over each cost 2.5% of the CPU).
-    let mut wide = false;
     while j < b.len() {
         match b[j] {
-            b'"' => {
-                let bytes = &b[i..j];
-                let text = if wide {
-                    std::str::from_utf8(bytes).ok()?
-                } else {
-                    // SAFETY: every byte of `bytes` is below 0x80 (the loop saw each one), and
-                    // ASCII is valid UTF-8.
-                    unsafe { std::str::from_utf8_unchecked(bytes) }
-                };
-                return Some((text, j + 1));
-            }
+            b'"' => return Some((std::str::from_utf8(&b[i..j]).ok()?, j + 1)),
             b'\\' | 0..0x20 => return None,
-            0x80.. => {
-                wide = true;
-                j += 1;
-            }
             _ => j += 1,
         }
     }
