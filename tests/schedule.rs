@@ -424,6 +424,13 @@ fn the_daemon_tries_a_failed_period_again_and_every_period_ends_done() {
         "[daemon]\nlease_ttl = \"3s\"\ntick = \"50ms\"\n\
          [schedules.ingest]\njobs = [\"ingest_bigdatajobs\", \"ingest_companies\"]\nexpression = \"rate(1 minute)\"\ncatch_up = \"all\"\n",
     );
+    // The window's minute marks: three, unless it starts on one, or the daemon, which works up
+    // to the clock's present, passes one while it runs. So it starts between the 2nd and the
+    // 40th second of a minute (a wait of at most 22 s).
+    let second = Utc::now().timestamp().rem_euclid(60) as u64;
+    if !(2..=40).contains(&second) {
+        std::thread::sleep(Duration::from_secs((62 - second) % 60));
+    }
     let now = Utc::now();
     let from = (now - chrono::Duration::minutes(3)).to_rfc3339();
     let until = now.to_rfc3339();
