@@ -228,7 +228,7 @@ pub struct StreamContract {
     /// Data columns in table order (the partition column `dt` is not among them).
     pub columns: Vec<Column>,
     /// Producer key (canonical name or alias) -> column index. Looked up for every field of
-    /// every record: hashed with xxh3, not SipHash (a producer cannot choose our keys).
+    /// every record: hashed with foldhash, not SipHash (see [`FastMap`]).
     pub key_index: FastMap<String, usize>,
     /// Looked up for every record.
     pub event_types: FastMap<String, EventType>,

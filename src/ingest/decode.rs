@@ -149,7 +149,7 @@ pub struct Record<'a> {
 
 /// Fills a record's fields into a buffer that is reused from record to record (no allocation
 /// per record once it has grown).
-struct Fill<'b, 'de>(&'b mut Vec<(Cow<'de, str>, Lazy<'de>)>);
+struct Fill<'b, 'de>(&'b mut Fields<'de>);
 
 impl<'de> DeserializeSeed<'de> for Fill<'_, 'de> {
     type Value = ();
@@ -179,10 +179,7 @@ impl<'a> Record<'a> {
 
     /// [`Record::parse`] into `buf` (emptied first); on failure `buf` comes back for the next
     /// record. [`Record::into_buffer`] returns it after use.
-    pub fn parse_into(
-        bytes: &'a [u8],
-        mut buf: Vec<(Cow<'a, str>, Lazy<'a>)>,
-    ) -> Result<Record<'a>, Vec<(Cow<'a, str>, Lazy<'a>)>> {
+    pub fn parse_into(bytes: &'a [u8], mut buf: Fields<'a>) -> Result<Record<'a>, Fields<'a>> {
         buf.clear();
         let mut de = serde_json::Deserializer::from_slice(bytes);
         match Fill(&mut buf).deserialize(&mut de).and_then(|()| de.end()) {
@@ -210,7 +207,7 @@ impl<'a> Record<'a> {
     }
 
     /// The buffer, emptied, for the next record.
-    pub fn into_buffer(mut self) -> Vec<(Cow<'a, str>, Lazy<'a>)> {
+    pub fn into_buffer(mut self) -> Fields<'a> {
         self.fields.clear();
         self.fields
     }
@@ -252,7 +249,7 @@ fn flat_str(b: &[u8], i: usize) -> Option<(&str, usize)> {
 }
 
 /// [`Record::scan_flat`]'s pass: the fields into `out`, and the record's length.
-fn scan_fields<'a>(b: &'a [u8], out: &mut Vec<(Cow<'a, str>, Lazy<'a>)>) -> Option<usize> {
+fn scan_fields<'a>(b: &'a [u8], out: &mut Fields<'a>) -> Option<usize> {
     if b.first() != Some(&b'{') {
         return None;
     }

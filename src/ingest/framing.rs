@@ -163,13 +163,7 @@ impl<'a> Iterator for Frames<'a> {
 
     fn next(&mut self) -> Option<Frame<'a>> {
         let buf = self.buf;
-        while self.pos < buf.len() && matches!(buf[self.pos], b' ' | b'\t' | b'\r' | b'\n') {
-            self.pos += 1;
-        }
-        if self.pos >= buf.len() {
-            return None;
-        }
-        let start = self.pos;
+        let start = self.next_start()?;
         if buf[start] == b'{'
             && let Some(end) = self.close_of(start)
         {

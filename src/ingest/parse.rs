@@ -418,7 +418,7 @@ impl Parser<'_> {
         read: Option<Record<'d>>,
         spare: &mut Vec<Cell<'static>>,
         fast_spare: &mut Vec<Cell<'static>>,
-        fields: &mut Vec<(std::borrow::Cow<'d, str>, super::decode::Lazy<'d>)>,
+        fields: &mut super::decode::Fields<'d>,
     ) {
         let (contract, sc, source, arrival_ms, limits) = (self.contract, self.sc, self.source, self.arrival_ms, self.limits);
         if frame.too_large {

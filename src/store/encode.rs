@@ -38,8 +38,7 @@ pub fn writer_properties_for(batch: &RecordBatch) -> WriterProperties {
             DataType::Utf8 => {
                 let s = col.as_string::<i32>();
                 let n = s.len().min(SAMPLE_ROWS);
-                let seen: std::collections::HashSet<&str, foldhash::fast::RandomState> =
-                    (0..n).filter(|i| s.is_valid(*i)).map(|i| s.value(i)).collect();
+                let seen: foldhash::HashSet<&str> = (0..n).filter(|i| s.is_valid(*i)).map(|i| s.value(i)).collect();
                 seen.len() * 2 <= n
             }
             DataType::Dictionary(..) => true,
