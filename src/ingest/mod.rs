@@ -113,33 +113,46 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     // The source is listed, and the dedup keys its drops need read, while the warehouse is made
     // ready (batches a crash left committed but unpublished published, garbage collected): on
     // S3 each is a round trip or more, and neither changes what the ledger says was consumed.
-    let as_loaded = state.clone();
     let horizon_ms = settings.dedup_horizon.as_millis() as i64;
-    let preparing = async {
-        if r.dry_run {
-            return Ok(0);
-        }
-        let recovered = roll_forward(ws, &ledger, &mut state).await?;
-        let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
-        if removed > 0 {
-            tracing::info!(stream, removed, "removed staging of attempts that never committed");
-        }
-        ledger.clean_up(&state, run_id, retention(settings)).await?;
-        Ok::<u64, Error>(recovered)
-    };
-    let discovering = async {
-        let candidates = discover(&source, &as_loaded, settings, &mut summary).await?;
-        let consumed = consumed_of(&ledger, &as_loaded, &candidates).await?;
-        let dedup = match r.dry_run {
-            true => None,
-            false => {
-                let oldest = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
-                Some((DedupIndex::load(&ledger, &as_loaded, horizon_ms, oldest).await?, oldest))
+    let mut replanned = 0;
+    let (recovered, (candidates, mut consumed, dedup)) = loop {
+        let as_loaded = state.clone();
+        let preparing = async {
+            if r.dry_run {
+                return Ok(0);
             }
+            let recovered = roll_forward(ws, &ledger, &mut state).await?;
+            let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
+            if removed > 0 {
+                tracing::info!(stream, removed, "removed staging of attempts that never committed");
+            }
+            ledger.clean_up(&state, run_id, retention(settings)).await?;
+            Ok::<u64, Error>(recovered)
         };
-        Ok::<_, Error>((candidates, consumed, dedup))
+        let discovering = async {
+            let candidates = discover(&source, &as_loaded, settings, &mut summary).await?;
+            let consumed = consumed_of(&ledger, &as_loaded, &candidates).await?;
+            let dedup = match r.dry_run {
+                true => None,
+                false => {
+                    let oldest = candidates.iter().find(|c| !consumed.contains(&c.rel)).map(|c| c.arrival_ms).unwrap_or(i64::MAX);
+                    Some((DedupIndex::load(&ledger, &as_loaded, horizon_ms, oldest).await?, oldest))
+                }
+            };
+            Ok::<_, Error>((candidates, consumed, dedup))
+        };
+        match futures::future::try_join(preparing, discovering).await {
+            Ok(done) => break done,
+            // A newer checkpoint's clean-up (a short `checkpoint_retention`) removed segments of
+            // the one this run read: read the ledger as it is now and look again (bounded).
+            Err(_) if !r.dry_run && replanned < 3 && ledger.pointer().await? != as_loaded.base.as_ref().map(|b| b.seq) => {
+                replanned += 1;
+                summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
+                state = ledger.load().await?;
+            }
+            Err(e) => return Err(e),
+        }
     };
-    let (recovered, (candidates, mut consumed, dedup)) = futures::future::try_join(preparing, discovering).await?;
     summary.recovered_batches += recovered;
     if recovered > 0 {
         // What this process knows of the ledger says so (the jobs after it read it from there).

@@ -236,6 +236,13 @@ impl Ledger {
         serde_json::from_slice(&b).map_err(|e| self.corrupt(&path, e))
     }
 
+    /// [`Self::read_checkpoint`], `None` when it is gone (a newer one's clean-up removed it).
+    pub(super) async fn read_checkpoint_opt(&self, seq: u64) -> Result<Option<Checkpoint>> {
+        let path = self.checkpoint_path(seq);
+        let Some(b) = self.wh.get_opt(&self.wh.child(&path)).await? else { return Ok(None) };
+        serde_json::from_slice(&b).map(Some).map_err(|e| self.corrupt(&path, e))
+    }
+
     fn corrupt(&self, path: &str, e: serde_json::Error) -> Error {
         Error::Failed(format!(
             "ledger object {path} of stream `{}` is corrupt ({e}): it was written atomically, so the warehouse was changed by hand",
@@ -706,5 +713,123 @@ mod tests {
         }
         let e = ledger.load_after(0).await.unwrap_err().to_string();
         assert!(e.contains("kept changing"), "{e}");
+    }
+}
+
+/// A reader that listed commit records which another run's clean-up deletes before it reads
+/// them (what a short `checkpoint_retention` allows): on a store whose first read of a record
+/// deletes the records a newer checkpoint replaced, exactly between the listing and the read.
+#[cfg(test)]
+mod cleaned_under_a_reader {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use futures::stream::BoxStream;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, Result,
+    };
+
+    use super::*;
+    use crate::store::Location;
+
+    /// Deletes `doomed` (local files) the first time a record is read, then reads.
+    #[derive(Debug)]
+    struct CleanedUnder {
+        inner: Arc<dyn ObjectStore>,
+        doomed: Mutex<Vec<std::path::PathBuf>>,
+        armed: AtomicBool,
+    }
+
+    impl std::fmt::Display for CleanedUnder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "CleanedUnder({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for CleanedUnder {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            let record = location.as_ref().contains("_runner/ledger/");
+            if record && self.armed.swap(false, Ordering::SeqCst) {
+                for f in self.doomed.lock().unwrap().drain(..) {
+                    std::fs::remove_file(f).unwrap();
+                }
+            }
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_cleaned_up_between_listing_and_reading_is_a_gap_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::to_url(dir.path(), ".").unwrap();
+        let plain = Ledger::new(Location::parse(&url).unwrap(), "s");
+        let mut all = Vec::new();
+        for seq in 1..=6u64 {
+            let c = Commit {
+                stream: "s".into(),
+                seq,
+                attempt: format!("a{seq}"),
+                run_id: "r".into(),
+                committed_at: "now".into(),
+                files: vec![],
+                kind: crate::ledger::CommitKind::Ingest(crate::ledger::Batch {
+                    objects: vec![crate::ledger::ConsumedObject {
+                        key: format!("k{seq}"),
+                        size: 1,
+                        arrival_ms: 0,
+                        refused: None,
+                    }],
+                    dedup_keys: format!("_runner/dedup/s/{seq:012}-a{seq}.keys"),
+                    max_arrival_ms: 0,
+                    stats: Default::default(),
+                }),
+            };
+            plain
+                .wh
+                .put(&plain.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[seq as u128]))
+                .await
+                .unwrap();
+            plain
+                .commit(&super::super::Attempt::for_test(&c.attempt, seq), &c, std::time::Duration::from_secs(3600))
+                .await
+                .unwrap();
+            plain.mark_published(seq).await.unwrap();
+            all.push(c);
+        }
+        // What the reader knew: seqs 1 and 2. Another run has checkpointed through 4; its
+        // clean-up of records 1 to 4 lands after the reader listed them and before it reads 3.
+        let known = LedgerState { base: None, commits: all[..2].to_vec(), published: [1, 2].into() };
+        let full = LedgerState { base: None, commits: all.clone(), published: (1..=6).collect() };
+        plain.write_checkpoint(&full, 4, 86_400_000, "other").await.unwrap();
+        let records = dir.path().join("_runner/ledger/s");
+        let doomed =
+            (1..=4).flat_map(|s| [records.join(format!("{s:012}.json")), records.join(format!("{s:012}.published"))]).collect();
+        let store = CleanedUnder { inner: plain.wh.store.clone(), doomed: Mutex::new(doomed), armed: AtomicBool::new(true) };
+        let racing = Ledger::new(Location::from_store(Arc::new(store), &plain.wh.url), "s");
+        let state = racing.load_since(Some(known)).await.unwrap();
+        assert_eq!((state.base_seq(), state.next_seq()), (4, 7), "the newer checkpoint and every record after it");
+        assert_eq!(state.published_through(), 6);
+        assert!(racing.consumed(&state, None).await.unwrap().contains("k3"), "the batches behind the gap are in the checkpoint");
     }
 }

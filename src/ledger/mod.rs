@@ -489,18 +489,18 @@ impl Ledger {
             // The checkpoint and the records after it at once (the pointer names its seq).
             let base = pointer.filter(|p| *p > seq);
             let from = seq.max(base.unwrap_or(0));
+            // A checkpoint gone when read was replaced by a newer one and cleaned up since the
+            // pointer was read: look again, like at a gap.
             let checkpoint = async {
                 match base {
-                    Some(p) => self.read_checkpoint(p).await.map(|c| Some(Arc::new(c))),
-                    None => Ok(None),
+                    Some(p) => self.read_checkpoint_opt(p).await.map(|c| c.map(|c| Some(Arc::new(c)))),
+                    None => Ok(Some(None)),
                 }
             };
             let mut after = LedgerState::default();
             let (checkpoint, contiguous) =
                 futures::future::try_join(checkpoint, self.read_commits_after(from, &mut after)).await?;
-            if !contiguous {
-                continue;
-            }
+            let (Some(checkpoint), true) = (checkpoint, contiguous) else { continue };
             state.base = checkpoint;
             state.commits = after.commits;
             state.published = after.published;
@@ -557,9 +557,11 @@ impl Ledger {
         if seqs.iter().enumerate().any(|(i, (s, _))| *s != known + 1 + i as u64) {
             return Ok(false);
         }
-        // Small objects, one round trip each on S3: read several at once, keep seq order.
+        // Small objects, one round trip each on S3: read several at once, keep seq order. A
+        // record listed and gone when read was cleaned up in between, after a checkpoint past
+        // it was written: the same as a gap (the caller reads the newer checkpoint).
         let reads = seqs.into_iter().map(|(seq, path)| async move {
-            let bytes = self.wh.get(&path).await?;
+            let Some(bytes) = self.wh.get_opt(&path).await? else { return Ok(None) };
             let c: Commit = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::Failed(format!(
                     "ledger record {path} is corrupt ({e}): it was written atomically, so the warehouse was changed by hand"
@@ -568,9 +570,10 @@ impl Ledger {
             if c.seq != seq {
                 return Err(Error::Failed(format!("ledger record {path} says seq {}, its name says {seq}", c.seq)));
             }
-            Ok(c)
+            Ok(Some(c))
         });
-        let commits: Vec<Commit> = futures::stream::iter(reads).buffered(16).try_collect().await?;
+        let commits: Vec<Option<Commit>> = futures::stream::iter(reads).buffered(16).try_collect().await?;
+        let Some(commits) = commits.into_iter().collect::<Option<Vec<Commit>>>() else { return Ok(false) };
         state.commits.extend(commits);
         Ok(true)
     }
