@@ -410,17 +410,31 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                         return Ok::<_, Error>((c, None, rejects, Duration::ZERO));
                     }
                     let path = source.child(&c.rel);
+                    // A drop on a local disk is read by the parser's own thread; elsewhere the
+                    // download waits here, outside the parsers' permits.
+                    let local = source.local_file(&path);
                     let reading = Instant::now();
-                    let body = source.get(&path).await?;
+                    let body = match local {
+                        Some(_) => None,
+                        None => Some(source.get(&path).await?),
+                    };
                     let read = reading.elapsed();
                     let url = format!("{}{}", source.url, c.rel);
                     let _permit = parsers.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
-                    let mut p = tokio::task::spawn_blocking(move || {
+                    let (mut p, read) = tokio::task::spawn_blocking(move || {
+                        let (body, read) = match (body, local) {
+                            (Some(body), _) => (body, read),
+                            (None, file) => {
+                                let reading = Instant::now();
+                                let file = file.expect("a local drop");
+                                (Location::read_local_file(&path, &file)?, reading.elapsed())
+                            }
+                        };
                         let sc = &contract.streams[&stream];
-                        parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body, limits)
+                        Ok::<_, Error>((parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body, limits), read))
                     })
                     .await
-                    .map_err(|e| Error::Internal(format!("parser task failed: {e}")))?;
+                    .map_err(|e| Error::Internal(format!("parser task failed: {e}")))??;
                     let rejects = std::mem::take(&mut p.rejects);
                     Ok((c, Some(p), rejects, read))
                 }

@@ -32,6 +32,9 @@ pub struct Location {
     pub root: Path,
     /// The folder's full URL, ending in `/`.
     pub url: String,
+    /// The local disk itself when `store` is one, unwrapped (no injected faults, no request
+    /// counting): see [`Location::local_file`].
+    pub(crate) direct: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 impl Location {
@@ -42,19 +45,21 @@ impl Location {
         let root = Path::parse(parsed.path().trim_matches('/')).unwrap_or_default();
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or(""))).expect("a valid URL");
         let url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-        Location { store, store_url, root, url }
+        Location { store, store_url, root, url, direct: None }
     }
 
     pub fn parse(url: &str) -> Result<Location> {
         let parsed = Url::parse(url).map_err(|e| Error::Usage(format!("`{url}` is not a valid URL: {e}")))?;
+        let mut direct = None;
         let (store, root): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
             "file" => {
                 // LocalFileSystem rooted at `/`, so paths are absolute and DataFusion can share it.
-                let fs = object_store::local::LocalFileSystem::new();
+                let fs = Arc::new(object_store::local::LocalFileSystem::new());
                 let path = parsed.to_file_path().map_err(|_| Error::Usage(format!("`{url}` is not a local path")))?;
                 let root =
                     Path::from_absolute_path(&path).map_err(|e| Error::Usage(format!("`{url}` is not a usable path: {e}")))?;
-                (Arc::new(fs), root)
+                direct = Some(fs.clone());
+                (fs, root)
             }
             "s3" | "s3a" => {
                 let bucket = parsed
@@ -77,20 +82,49 @@ impl Location {
             None => store,
         };
         let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting::new(store)) } else { store };
+        if faults::configured().is_some() || counting::enabled() {
+            direct = None;
+        }
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut url = url.to_string();
         if !url.ends_with('/') {
             url.push('/');
         }
-        Ok(Location { store, store_url, root, url })
+        Ok(Location { store, store_url, root, url, direct })
     }
 
     /// A sub-folder.
     pub fn join(&self, rel: &str) -> Location {
         let mut url = format!("{}{}", self.url, rel.trim_matches('/'));
         url.push('/');
-        Location { store: self.store.clone(), store_url: self.store_url.clone(), root: self.child(rel), url }
+        Location {
+            store: self.store.clone(),
+            store_url: self.store_url.clone(),
+            root: self.child(rel),
+            url,
+            direct: self.direct.clone(),
+        }
+    }
+
+    /// The file behind `p` when this location is a plain local disk, for a caller that reads it
+    /// in a blocking thread it is in anyway: the ingest reads a drop in the thread that parses
+    /// it, where a `get` takes two hops through the blocking pool (open, then read), whose lock
+    /// several thousand small drops contend for. `None` on any other store, and where faults are
+    /// injected or requests counted (those must see every read).
+    pub fn local_file(&self, p: &Path) -> Option<std::path::PathBuf> {
+        self.direct.as_ref()?.path_to_filesystem(p).ok()
+    }
+
+    /// Reads a file [`Location::local_file`] named, failing as a `get` of `p` would.
+    pub fn read_local_file(p: &Path, file: &std::path::Path) -> Result<Bytes> {
+        std::fs::read(file).map(Bytes::from).map_err(|e| {
+            let source = match e.kind() {
+                std::io::ErrorKind::NotFound => object_store::Error::NotFound { path: p.to_string(), source: e.into() },
+                _ => object_store::Error::Generic { store: "LocalFileSystem", source: e.into() },
+            };
+            Error::Store { what: format!("reading {p}"), source }
+        })
     }
 
     /// The store path of `rel` under this folder. Segments are taken as they are (ours are
