@@ -5,6 +5,7 @@
 //! drop it is about to read, and adds each new batch's keys as it commits. Memory is 16 bytes a
 //! key: a week of the seed's sizing is a few MB.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -61,14 +62,15 @@ impl DedupIndex {
     /// True when `key` was not seen within the horizon before a drop arriving at `arrival_ms`
     /// (and records it as seen then).
     pub fn insert(&mut self, key: u128, arrival_ms: i64) -> bool {
-        match self.seen.get_mut(&key) {
-            Some(seen) if *seen >= arrival_ms - self.horizon_ms => false,
-            Some(seen) => {
-                *seen = arrival_ms;
+        // One probe of the map per key (most keys are new: a lookup, then an insert, was two).
+        match self.seen.entry(key) {
+            Entry::Occupied(e) if *e.get() >= arrival_ms - self.horizon_ms => false,
+            Entry::Occupied(mut e) => {
+                *e.get_mut() = arrival_ms;
                 true
             }
-            None => {
-                self.seen.insert(key, arrival_ms);
+            Entry::Vacant(e) => {
+                e.insert(arrival_ms);
                 true
             }
         }
@@ -85,9 +87,11 @@ impl DedupIndex {
             }
             let (_, old) = self.batches.pop_front().expect("front exists");
             for k in old {
-                // Only if no newer batch saw the key again.
-                if self.seen.get(&k).is_some_and(|t| *t < newest - self.horizon_ms) {
-                    self.seen.remove(&k);
+                // Only if no newer batch saw the key again (one probe: found and removed).
+                if let Entry::Occupied(e) = self.seen.entry(k)
+                    && *e.get() < newest - self.horizon_ms
+                {
+                    e.remove();
                 }
             }
         }
