@@ -71,7 +71,6 @@ companies AS (
 -- Every company on every day of the run, with what that day brought.
 grid AS (
     SELECT c.companyID, d.dt,
-           p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
            a.users_delta, a.last_event_at, s.scored_at,
            COALESCE(a.jobs_submitted, 0) - COALESCE(l30.jobs_submitted, 0) AS job30_delta,
            COALESCE(a.jobs_submitted, 0) - COALESCE(l90.jobs_submitted, 0) AS job90_delta,
@@ -84,16 +83,37 @@ grid AS (
     LEFT JOIN leaving l30 ON l30.companyID = c.companyID AND l30.dt = d.dt - INTERVAL '30 days'
     LEFT JOIN leaving l90 ON l90.companyID = c.companyID AND l90.dt = d.dt - INTERVAL '90 days'
 ),
--- Running over the days of the run: for each profile field the newest day that set it.
+-- Each profile field's value from the day that set it to the next day that sets it (exclusive;
+-- NULL: still in force at the end of the run).
+profile_spans AS (
+    SELECT companyID, dt,
+           name,       MIN(CASE WHEN name IS NOT NULL THEN dt END) OVER later       AS name_until,
+           industry,   MIN(CASE WHEN industry IS NOT NULL THEN dt END) OVER later   AS industry_until,
+           revenu,     MIN(CASE WHEN revenu IS NOT NULL THEN dt END) OVER later     AS revenu_until,
+           employees,  MIN(CASE WHEN employees IS NOT NULL THEN dt END) OVER later  AS employees_until,
+           monthlyFee, MIN(CASE WHEN monthlyFee IS NOT NULL THEN dt END) OVER later AS monthlyFee_until,
+           totalFee,   MIN(CASE WHEN totalFee IS NOT NULL THEN dt END) OVER later   AS totalFee_until
+    FROM profile_day
+    WINDOW later AS (PARTITION BY companyID ORDER BY dt ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+),
+-- Per company and day of the run, each field as the run's profile events left it (NULL: no day
+-- of the run set it yet). A profile day meets every later day of the run; of those pairs,
+-- exactly one per field holds the day in its field's span.
+profile_asof AS (
+    SELECT s.companyID, d.dt,
+           MAX(CASE WHEN s.name IS NOT NULL AND (s.name_until IS NULL OR d.dt < s.name_until) THEN s.name END) AS name,
+           MAX(CASE WHEN s.industry IS NOT NULL AND (s.industry_until IS NULL OR d.dt < s.industry_until) THEN s.industry END) AS industry,
+           MAX(CASE WHEN s.revenu IS NOT NULL AND (s.revenu_until IS NULL OR d.dt < s.revenu_until) THEN s.revenu END) AS revenu,
+           MAX(CASE WHEN s.employees IS NOT NULL AND (s.employees_until IS NULL OR d.dt < s.employees_until) THEN s.employees END) AS employees,
+           MAX(CASE WHEN s.monthlyFee IS NOT NULL AND (s.monthlyFee_until IS NULL OR d.dt < s.monthlyFee_until) THEN s.monthlyFee END) AS monthlyFee,
+           MAX(CASE WHEN s.totalFee IS NOT NULL AND (s.totalFee_until IS NULL OR d.dt < s.totalFee_until) THEN s.totalFee END) AS totalFee
+    FROM profile_spans s
+    JOIN days d ON s.dt <= d.dt
+    GROUP BY s.companyID, d.dt
+),
+-- Running over the days of the run.
 running AS (
     SELECT companyID, dt,
-           MAX(CASE WHEN name IS NOT NULL THEN dt END) OVER w       AS name_day,
-           MAX(CASE WHEN industry IS NOT NULL THEN dt END) OVER w   AS industry_day,
-           MAX(CASE WHEN revenu IS NOT NULL THEN dt END) OVER w     AS revenu_day,
-           MAX(CASE WHEN employees IS NOT NULL THEN dt END) OVER w  AS employees_day,
-           MAX(CASE WHEN monthlyFee IS NOT NULL THEN dt END) OVER w AS monthlyFee_day,
-           MAX(CASE WHEN totalFee IS NOT NULL THEN dt END) OVER w   AS totalFee_day,
-           name, industry, revenu, employees, monthlyFee, totalFee,
            SUM(users_delta) OVER w                                  AS users_delta,
            SUM(job30_delta) OVER w                                  AS job30_delta,
            SUM(job90_delta) OVER w                                  AS job90_delta,
@@ -102,29 +122,16 @@ running AS (
            BOOL_OR(seen) OVER w                                     AS seen
     FROM grid
     WINDOW w AS (PARTITION BY companyID ORDER BY dt ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-),
--- Each field's value on the day that set it: the first row of the rows sharing that day (a
--- window, not a join back to profile_day per field, which scanned the tenant events again for
--- each; no IGNORE NULLS, which Ballista does not carry).
-carried AS (
-    SELECT r.*,
-           first_value(name) OVER (PARTITION BY companyID, name_day ORDER BY dt)                   AS name_set,
-           first_value(industry) OVER (PARTITION BY companyID, industry_day ORDER BY dt)           AS industry_set,
-           first_value(revenu) OVER (PARTITION BY companyID, revenu_day ORDER BY dt)               AS revenu_set,
-           first_value(employees) OVER (PARTITION BY companyID, employees_day ORDER BY dt)         AS employees_set,
-           first_value(monthlyFee) OVER (PARTITION BY companyID, monthlyFee_day ORDER BY dt)       AS monthlyFee_set,
-           first_value(totalFee) OVER (PARTITION BY companyID, totalFee_day ORDER BY dt)           AS totalFee_set
-    FROM running r
 )
 -- ... on top of the state of the day before the run.
 SELECT r.dt,
        r.companyID,
-       COALESCE(r.name_set, p.name)                              AS name,
-       COALESCE(r.industry_set, p.industry)                      AS industry,
-       COALESCE(r.revenu_set, p.revenu)                          AS revenu,
-       COALESCE(r.employees_set, p.employees)                    AS employees,
-       COALESCE(r.monthlyFee_set, p.monthlyFee)                  AS monthlyFee,
-       COALESCE(r.totalFee_set, p.totalFee)                      AS totalFee,
+       COALESCE(pa.name, p.name)                              AS name,
+       COALESCE(pa.industry, p.industry)                      AS industry,
+       COALESCE(pa.revenu, p.revenu)                          AS revenu,
+       COALESCE(pa.employees, p.employees)                    AS employees,
+       COALESCE(pa.monthlyFee, p.monthlyFee)                  AS monthlyFee,
+       COALESCE(pa.totalFee, p.totalFee)                      AS totalFee,
        COALESCE(p.users, 0) + COALESCE(r.users_delta, 0)         AS users,
        GREATEST(p.last_activity_at, r.last_event_at)             AS last_activity_at,
        COALESCE(p.job30, 0) + r.job30_delta                      AS job30,
@@ -135,7 +142,8 @@ SELECT r.dt,
                                                                  AS risk_scored_on,
        GREATEST(p.risk_scored_at, r.scored_at)                   AS risk_scored_at,
        COALESCE(p.in_tenants, false) OR COALESCE(r.seen, false)  AS in_tenants
-FROM carried r
+FROM running r
+LEFT JOIN profile_asof pa ON pa.companyID = r.companyID AND pa.dt = r.dt
 LEFT JOIN prev p         ON p.companyID = r.companyID
 -- The scoring day that holds the running latest score (a later day cannot: its scores are later).
 LEFT JOIN score_day s    ON s.companyID = r.companyID AND s.scored_at = r.scored_at AND s.dt <= r.dt
