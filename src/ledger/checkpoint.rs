@@ -786,25 +786,10 @@ mod cleaned_under_a_reader {
         let plain = Ledger::new(Location::parse(&url).unwrap(), "s");
         let mut all = Vec::new();
         for seq in 1..=6u64 {
-            let c = Commit {
-                stream: "s".into(),
-                seq,
-                attempt: format!("a{seq}"),
-                run_id: "r".into(),
-                committed_at: "now".into(),
-                files: vec![],
-                kind: crate::ledger::CommitKind::Ingest(crate::ledger::Batch {
-                    objects: vec![crate::ledger::ConsumedObject {
-                        key: format!("k{seq}"),
-                        size: 1,
-                        arrival_ms: 0,
-                        refused: None,
-                    }],
-                    dedup_keys: format!("_runner/dedup/s/{seq:012}-a{seq}.keys"),
-                    max_arrival_ms: 0,
-                    stats: Default::default(),
-                }),
-            };
+            let mut c = crate::ledger::tests::commit(seq);
+            if let crate::ledger::CommitKind::Ingest(b) = &mut c.kind {
+                b.dedup_keys = format!("_runner/dedup/s/{seq:012}-a{seq}.keys");
+            }
             plain
                 .wh
                 .put(&plain.wh.child(&c.batch().unwrap().dedup_keys), super::super::encode_keys(&[seq as u128]))

@@ -803,10 +803,11 @@ pub fn decode_keys(b: &[u8]) -> Result<Vec<u128>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn commit(seq: u64) -> Commit {
+    /// An ingest commit of one drop `k<seq>` by attempt `a<seq>`, without dedup keys.
+    pub(crate) fn commit(seq: u64) -> Commit {
         Commit {
             stream: "s".into(),
             seq,
