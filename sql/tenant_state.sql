@@ -68,21 +68,6 @@ companies AS (
     UNION SELECT companyID FROM leaving
     UNION SELECT companyID FROM score_day
 ),
--- Every company on every day of the run, with what that day brought.
-grid AS (
-    SELECT c.companyID, d.dt,
-           a.users_delta, a.last_event_at, s.scored_at,
-           COALESCE(a.jobs_submitted, 0) - COALESCE(l30.jobs_submitted, 0) AS job30_delta,
-           COALESCE(a.jobs_submitted, 0) - COALESCE(l90.jobs_submitted, 0) AS job90_delta,
-           (p.companyID IS NOT NULL OR a.companyID IS NOT NULL) AS seen
-    FROM companies c
-    CROSS JOIN days d
-    LEFT JOIN profile_day p ON p.companyID = c.companyID AND p.dt = d.dt
-    LEFT JOIN activity_day a ON a.companyID = c.companyID AND a.dt = d.dt
-    LEFT JOIN score_day s ON s.companyID = c.companyID AND s.dt = d.dt
-    LEFT JOIN leaving l30 ON l30.companyID = c.companyID AND l30.dt = d.dt - INTERVAL '30 days'
-    LEFT JOIN leaving l90 ON l90.companyID = c.companyID AND l90.dt = d.dt - INTERVAL '90 days'
-),
 -- Each profile field's value from the day that set it to the next day that sets it (exclusive;
 -- NULL: still in force at the end of the run).
 profile_spans AS (
@@ -97,8 +82,8 @@ profile_spans AS (
     WINDOW later AS (PARTITION BY companyID ORDER BY dt ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
 ),
 -- Per company and day of the run, each field as the run's profile events left it (NULL: no day
--- of the run set it yet). A profile day meets every later day of the run; of those pairs,
--- exactly one per field holds the day in its field's span.
+-- of the run set it yet), and whether the day had a profile event. A profile day meets every
+-- later day of the run; of those pairs, exactly one per field holds the day in its field's span.
 profile_asof AS (
     SELECT s.companyID, d.dt,
            MAX(CASE WHEN s.name IS NOT NULL AND (s.name_until IS NULL OR d.dt < s.name_until) THEN s.name END) AS name,
@@ -106,14 +91,31 @@ profile_asof AS (
            MAX(CASE WHEN s.revenu IS NOT NULL AND (s.revenu_until IS NULL OR d.dt < s.revenu_until) THEN s.revenu END) AS revenu,
            MAX(CASE WHEN s.employees IS NOT NULL AND (s.employees_until IS NULL OR d.dt < s.employees_until) THEN s.employees END) AS employees,
            MAX(CASE WHEN s.monthlyFee IS NOT NULL AND (s.monthlyFee_until IS NULL OR d.dt < s.monthlyFee_until) THEN s.monthlyFee END) AS monthlyFee,
-           MAX(CASE WHEN s.totalFee IS NOT NULL AND (s.totalFee_until IS NULL OR d.dt < s.totalFee_until) THEN s.totalFee END) AS totalFee
+           MAX(CASE WHEN s.totalFee IS NOT NULL AND (s.totalFee_until IS NULL OR d.dt < s.totalFee_until) THEN s.totalFee END) AS totalFee,
+           BOOL_OR(s.dt = d.dt)                                                                           AS profile_event
     FROM profile_spans s
     JOIN days d ON s.dt <= d.dt
     GROUP BY s.companyID, d.dt
 ),
+-- Every company on every day of the run, with what that day brought and its profile as of then.
+grid AS (
+    SELECT c.companyID, d.dt,
+           p.name, p.industry, p.revenu, p.employees, p.monthlyFee, p.totalFee,
+           a.users_delta, a.last_event_at, s.scored_at,
+           COALESCE(a.jobs_submitted, 0) - COALESCE(l30.jobs_submitted, 0) AS job30_delta,
+           COALESCE(a.jobs_submitted, 0) - COALESCE(l90.jobs_submitted, 0) AS job90_delta,
+           (COALESCE(p.profile_event, false) OR a.companyID IS NOT NULL) AS seen
+    FROM companies c
+    CROSS JOIN days d
+    LEFT JOIN profile_asof p ON p.companyID = c.companyID AND p.dt = d.dt
+    LEFT JOIN activity_day a ON a.companyID = c.companyID AND a.dt = d.dt
+    LEFT JOIN score_day s ON s.companyID = c.companyID AND s.dt = d.dt
+    LEFT JOIN leaving l30 ON l30.companyID = c.companyID AND l30.dt = d.dt - INTERVAL '30 days'
+    LEFT JOIN leaving l90 ON l90.companyID = c.companyID AND l90.dt = d.dt - INTERVAL '90 days'
+),
 -- Running over the days of the run.
 running AS (
-    SELECT companyID, dt,
+    SELECT companyID, dt, name, industry, revenu, employees, monthlyFee, totalFee,
            SUM(users_delta) OVER w                                  AS users_delta,
            SUM(job30_delta) OVER w                                  AS job30_delta,
            SUM(job90_delta) OVER w                                  AS job90_delta,
@@ -126,12 +128,12 @@ running AS (
 -- ... on top of the state of the day before the run.
 SELECT r.dt,
        r.companyID,
-       COALESCE(pa.name, p.name)                              AS name,
-       COALESCE(pa.industry, p.industry)                      AS industry,
-       COALESCE(pa.revenu, p.revenu)                          AS revenu,
-       COALESCE(pa.employees, p.employees)                    AS employees,
-       COALESCE(pa.monthlyFee, p.monthlyFee)                  AS monthlyFee,
-       COALESCE(pa.totalFee, p.totalFee)                      AS totalFee,
+       COALESCE(r.name, p.name)                              AS name,
+       COALESCE(r.industry, p.industry)                      AS industry,
+       COALESCE(r.revenu, p.revenu)                          AS revenu,
+       COALESCE(r.employees, p.employees)                    AS employees,
+       COALESCE(r.monthlyFee, p.monthlyFee)                  AS monthlyFee,
+       COALESCE(r.totalFee, p.totalFee)                      AS totalFee,
        COALESCE(p.users, 0) + COALESCE(r.users_delta, 0)         AS users,
        GREATEST(p.last_activity_at, r.last_event_at)             AS last_activity_at,
        COALESCE(p.job30, 0) + r.job30_delta                      AS job30,
@@ -143,7 +145,6 @@ SELECT r.dt,
        GREATEST(p.risk_scored_at, r.scored_at)                   AS risk_scored_at,
        COALESCE(p.in_tenants, false) OR COALESCE(r.seen, false)  AS in_tenants
 FROM running r
-LEFT JOIN profile_asof pa ON pa.companyID = r.companyID AND pa.dt = r.dt
 LEFT JOIN prev p         ON p.companyID = r.companyID
 -- The scoring day that holds the running latest score (a later day cannot: its scores are later).
 LEFT JOIN score_day s    ON s.companyID = r.companyID AND s.scored_at = r.scored_at AND s.dt <= r.dt
