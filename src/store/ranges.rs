@@ -1,9 +1,10 @@
 //! Data files kept for the query sessions of one process.
 //!
-//! One SQL query can scan the same table many times: `sql/tenant_state.sql` reads the day's
-//! profile events once per profile field it joins back, and DataFusion runs a join's build side
-//! before the next join starts, so on S3 each of those scans is more round trips of 20-100 ms
-//! one after the other (a footer, then the column chunks). The runner's data files never change
+//! One SQL query can scan the same table several times: DataFusion plans a CTE again for each
+//! reference to it (`sql/tenant_state.sql` reads the day's tenant events twice and
+//! `tenant_activity_daily` five times), and runs a join's build side before the next join
+//! starts, so on S3 each of those scans is more round trips of 20-100 ms one after the other (a
+//! footer, then the column chunks). The runner's data files never change
 //! once written (a new version is a new folder, an ingest batch a new file), so a file read once
 //! is that file for the rest of the process. Two ways in:
 //! - a table scan hands the small files it is about to read to [`RangeCache::prefetch`], which
