@@ -141,17 +141,20 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
             };
             Ok::<_, Error>((candidates, consumed, dedup))
         };
-        match futures::future::try_join(preparing, discovering).await {
+        let e = match futures::future::try_join(preparing, discovering).await {
             Ok(done) => break done,
-            // A newer checkpoint's clean-up (a short `checkpoint_retention`) removed segments of
-            // the one this run read: read the ledger as it is now and look again (bounded).
-            Err(_) if !r.dry_run && replanned < 3 && ledger.pointer().await? != as_loaded.base.as_ref().map(|b| b.seq) => {
-                replanned += 1;
-                summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
-                state = ledger.load().await?;
-            }
-            Err(e) => return Err(e),
+            Err(e) => e,
+        };
+        // A newer checkpoint's clean-up (a short `checkpoint_retention`) removed segments of the
+        // one this run read: read the ledger as it is now and look again (bounded). Any other
+        // failure, or one the pointer does not explain, is the run's error as it was.
+        let base = as_loaded.base.as_ref().map(|b| b.seq);
+        if r.dry_run || replanned == 3 || ledger.pointer().await.map_or(true, |p| p == base) {
+            return Err(e);
         }
+        replanned += 1;
+        summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
+        state = ledger.load().await?;
     };
     summary.recovered_batches += recovered;
     if recovered > 0 {
