@@ -756,7 +756,7 @@ mod tests {
                 .collect();
             cat.put_partitions("t", &parts).await.unwrap();
             let counter = std::sync::Arc::new(crate::store::counting::Counting::new(wh.store.clone()));
-            let counting = Location { store: counter.clone(), ..wh.clone() };
+            let counting = Location { store: counter.clone(), direct: None, ..wh.clone() };
             let fresh = LocalCatalog::new(counting.clone());
             let (_, got) = fresh.table_with_partitions("t").await.unwrap().unwrap();
             assert!(got.len() >= n);

@@ -115,19 +115,23 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     // S3 each is a round trip or more, and neither changes what the ledger says was consumed.
     let horizon_ms = settings.dedup_horizon.as_millis() as i64;
     let mut replanned = 0;
-    let (recovered, (candidates, mut consumed, dedup)) = loop {
+    // Batches rolled forward, by every attempt (a retried one finds them published).
+    let mut recovered = 0;
+    let (candidates, mut consumed, dedup) = loop {
         let as_loaded = state.clone();
+        // Each step can be cut short anywhere (a failure of the other half drops it): each is one
+        // a crash can cut short too, and the next attempt, like the next run, finishes it.
         let preparing = async {
             if r.dry_run {
-                return Ok(0);
+                return Ok(());
             }
-            let recovered = roll_forward(ws, &ledger, &mut state).await?;
+            recovered += roll_forward(ws, &ledger, &mut state).await?;
             let removed = ledger.collect_garbage(&state, chrono::Duration::minutes(STAGING_GRACE_MINUTES)).await?;
             if removed > 0 {
                 tracing::info!(stream, removed, "removed staging of attempts that never committed");
             }
             ledger.clean_up(&state, run_id, retention(settings)).await?;
-            Ok::<u64, Error>(recovered)
+            Ok::<(), Error>(())
         };
         let discovering = async {
             let candidates = discover(&source, &as_loaded, settings, &mut summary).await?;
@@ -142,7 +146,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
             Ok::<_, Error>((candidates, consumed, dedup))
         };
         let e = match futures::future::try_join(preparing, discovering).await {
-            Ok(done) => break done,
+            Ok(((), found)) => break found,
             Err(e) => e,
         };
         // A newer checkpoint's clean-up (a short `checkpoint_retention`) removed segments of the
@@ -153,6 +157,7 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
             return Err(e);
         }
         replanned += 1;
+        tracing::info!(stream, "a newer checkpoint's clean-up removed what this run read of the ledger ({e}): reading it again");
         summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
         state = ledger.load().await?;
     };
@@ -384,6 +389,12 @@ impl ReadBatch {
     }
 }
 
+/// A drop's bytes, downloaded, or the local file the parser's thread reads.
+enum Fetched {
+    Read(bytes::Bytes),
+    Local(std::path::PathBuf),
+}
+
 /// Starts reading and parsing `batch`, several objects at a time, in a task of its own, so it
 /// overlaps the encoding and commit of the batch before. Results come back in batch order, so
 /// dedup keeps the first copy. Dropping the `ReadBatch` stops the task after the objects in
@@ -415,21 +426,19 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                     let path = source.child(&c.rel);
                     // A drop on a local disk is read by the parser's own thread; elsewhere the
                     // download waits here, outside the parsers' permits.
-                    let local = source.local_file(&path);
                     let reading = Instant::now();
-                    let body = match local {
-                        Some(_) => None,
-                        None => Some(source.get(&path).await?),
+                    let fetched = match source.local_file(&path) {
+                        Some(file) => Fetched::Local(file),
+                        None => Fetched::Read(source.get(&path).await?),
                     };
                     let read = reading.elapsed();
                     let url = format!("{}{}", source.url, c.rel);
                     let _permit = parsers.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
                     let (mut p, read) = tokio::task::spawn_blocking(move || {
-                        let (body, read) = match (body, local) {
-                            (Some(body), _) => (body, read),
-                            (None, file) => {
+                        let (body, read) = match fetched {
+                            Fetched::Read(body) => (body, read),
+                            Fetched::Local(file) => {
                                 let reading = Instant::now();
-                                let file = file.expect("a local drop");
                                 (Location::read_local_file(&path, &file)?, reading.elapsed())
                             }
                         };

@@ -77,14 +77,15 @@ impl Location {
                 (Arc::from(store), root)
             }
         };
-        let store: Arc<dyn ObjectStore> = match faults::configured() {
+        let (faults, counted) = (faults::configured(), counting::enabled());
+        if faults.is_some() || counted {
+            direct = None;
+        }
+        let store: Arc<dyn ObjectStore> = match faults {
             Some(rates) => Arc::new(faults::Faults::new(store, rates)),
             None => store,
         };
-        let store: Arc<dyn ObjectStore> = if counting::enabled() { Arc::new(counting::Counting::new(store)) } else { store };
-        if faults::configured().is_some() || counting::enabled() {
-            direct = None;
-        }
+        let store: Arc<dyn ObjectStore> = if counted { Arc::new(counting::Counting::new(store)) } else { store };
         let store_url = Url::parse(&format!("{}://{}/", parsed.scheme(), parsed.host_str().unwrap_or("")))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut url = url.to_string();
@@ -116,9 +117,19 @@ impl Location {
         self.direct.as_ref()?.path_to_filesystem(p).ok()
     }
 
-    /// Reads a file [`Location::local_file`] named, failing as a `get` of `p` would.
+    /// Reads a file [`Location::local_file`] named, as a `get` of `p` reads it: the size it has
+    /// when opened and no more (a file still growing, or a link to a file whose size says 0 such
+    /// as one under `/proc`, is not read past it), failing as the `get` would.
     pub fn read_local_file(p: &Path, file: &std::path::Path) -> Result<Bytes> {
-        std::fs::read(file).map(Bytes::from).map_err(|e| {
+        use std::io::Read;
+        let read = || -> std::io::Result<Vec<u8>> {
+            let f = std::fs::File::open(file)?;
+            let len = f.metadata()?.len();
+            let mut buf = Vec::with_capacity(len as usize);
+            f.take(len).read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        read().map(Bytes::from).map_err(|e| {
             let source = match e.kind() {
                 std::io::ErrorKind::NotFound => object_store::Error::NotFound { path: p.to_string(), source: e.into() },
                 _ => object_store::Error::Generic { store: "LocalFileSystem", source: e.into() },
@@ -395,6 +406,27 @@ fn remove_empty(dir: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ingest's direct read of a local drop reads what a `get` would: the file's size when
+    /// opened (a link to a file whose size says 0, as under /proc, reads as nothing), the whole
+    /// of a regular file, and a missing file as "not found".
+    #[test]
+    fn a_local_read_is_the_size_the_file_has_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(&crate::config::to_url(dir.path(), ".").unwrap()).unwrap();
+        let p = loc.child("2026/11/20/00/a.gz");
+        let file = loc.local_file(&p).expect("a plain local disk reads directly");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"{\"a\": 1}\n").unwrap();
+        assert_eq!(Location::read_local_file(&p, &file).unwrap(), Bytes::from_static(b"{\"a\": 1}\n"));
+        let proc = std::path::Path::new("/proc/self/status");
+        if std::fs::metadata(proc).is_ok_and(|m| m.len() == 0) {
+            assert!(Location::read_local_file(&p, proc).unwrap().is_empty());
+        }
+        std::fs::remove_file(&file).unwrap();
+        let e = Location::read_local_file(&p, &file).unwrap_err();
+        assert!(matches!(e, Error::Store { source: object_store::Error::NotFound { .. }, .. }), "{e}");
+    }
 
     #[tokio::test]
     async fn put_if_absent_is_exclusive_and_move_is_idempotent() {
