@@ -152,12 +152,10 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
         // A newer checkpoint's clean-up (a short `checkpoint_retention`) removed segments of the
         // one this run read: read the ledger as it is now and look again (bounded). Any other
         // failure, or one the pointer does not explain, is the run's error as it was.
-        let base = as_loaded.base.as_ref().map(|b| b.seq);
-        if r.dry_run || replanned == 3 || ledger.pointer().await.map_or(true, |p| p == base) {
+        if r.dry_run || replanned == LEDGER_REREADS || !cleaned_under(&ledger, &as_loaded, &e).await {
             return Err(e);
         }
         replanned += 1;
-        tracing::info!(stream, "a newer checkpoint's clean-up removed what this run read of the ledger ({e}): reading it again");
         summary = IngestCounts { stream: stream.to_string(), ..Default::default() };
         state = ledger.load().await?;
     };
@@ -241,8 +239,23 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
             Committed::Replan(state, recovered) => {
                 // Another run committed this seq: take its work into account and plan again.
                 summary.recovered_batches += recovered;
-                consumed = consumed_of(&ledger, &state, &candidates).await?;
-                dedup = DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?;
+                let mut state = state;
+                let mut reread = 0;
+                (consumed, dedup) = loop {
+                    let read = async {
+                        let consumed = consumed_of(&ledger, &state, &candidates).await?;
+                        Ok::<_, Error>((consumed, DedupIndex::load(&ledger, &state, horizon_ms, oldest_pending).await?))
+                    };
+                    match read.await {
+                        Ok(read) => break read,
+                        // As at the start of the run: segments a newer checkpoint's clean-up removed.
+                        Err(e) if reread < LEDGER_REREADS && cleaned_under(&ledger, &state, &e).await => {
+                            reread += 1;
+                            state = ledger.load().await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 // The batch read ahead may hold drops the other run consumed: plan again.
                 cursor = 0;
                 batch = next_batch(&candidates, &mut cursor, &consumed, settings);
@@ -264,6 +277,25 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
     m.counts = KindCounts::Ingest(summary);
     m.seconds = started.elapsed().as_secs_f64();
     Ok(m)
+}
+
+/// Times a run reads the ledger again when a checkpoint's clean-up removed what it was reading.
+const LEDGER_REREADS: u32 = 3;
+
+/// Whether `e`, met reading the ledger state `state` points at, is explained by a newer
+/// checkpoint (whose clean-up, after a short `checkpoint_retention`, removes the segments and
+/// dedup keys the older one named): the checkpoint pointer moved past `state`'s. Says so in the
+/// log when it did.
+async fn cleaned_under(ledger: &Ledger, state: &LedgerState, e: &Error) -> bool {
+    let base = state.base.as_ref().map(|b| b.seq);
+    let moved = ledger.pointer().await.is_ok_and(|p| p != base);
+    if moved {
+        tracing::info!(
+            stream = ledger.stream(),
+            "a newer checkpoint's clean-up removed what this run read of the ledger ({e}): reading it again"
+        );
+    }
+    moved
 }
 
 /// Drops consumed by earlier batches, among the arrival days of `candidates` (a checkpoint keeps
