@@ -236,10 +236,9 @@ pub async fn run(r: &JobRun<'_>, ij: &IngestJob) -> Result<JobMetrics> {
                 progress.records(stats.records);
                 state
             }
-            Committed::Replan(state, recovered) => {
+            Committed::Replan(mut state, recovered) => {
                 // Another run committed this seq: take its work into account and plan again.
                 summary.recovered_batches += recovered;
-                let mut state = state;
                 let mut reread = 0;
                 (consumed, dedup) = loop {
                     let read = async {
