@@ -368,6 +368,10 @@ impl Parser<'_> {
         let mut fast_spare: Vec<Cell<'static>> = Vec::with_capacity(self.sc.columns.len());
         // The fast path's fields, borrowing from `data`: one buffer for every record of the chunk.
         let mut fields = Vec::new();
+        // The chunk checked as UTF-8 once, for the fast path to slice its strings from (`None`
+        // when it is not: a bad byte, or a GZIP chunk that ends inside a character; then each
+        // string is checked on its own, as before).
+        let text = if self.flat { simdutf8::basic::from_utf8(rest).ok() } else { None };
         let mut frames = super::framing::frames_at(rest, limit, first && at == 0);
         loop {
             // A flat record is read in the pass that finds its end; anything else is framed
@@ -377,7 +381,7 @@ impl Parser<'_> {
                 && let Some(s) = frames.next_start()
                 && rest[s] == b'{'
             {
-                match Record::scan_flat(&rest[s..], limit, std::mem::take(&mut fields)) {
+                match Record::scan_flat(&rest[s..], text.and_then(|t| t.get(s..)), limit, std::mem::take(&mut fields)) {
                     Ok((rec, len)) => read = Some((rec, len)),
                     Err(buf) => fields = buf,
                 }
