@@ -420,6 +420,11 @@ impl ReadBatch {
     }
 }
 
+/// Drops on a local disk parsed in one blocking task at most: by count and by listed size (a
+/// unit of larger drops is one drop, as each is task enough).
+const LOCAL_GROUP_OBJECTS: usize = 16;
+const LOCAL_GROUP_BYTES: u64 = 1 << 20;
+
 /// A drop's bytes, downloaded, or the local file the parser's thread reads.
 enum Fetched {
     Read(bytes::Bytes),
@@ -442,47 +447,91 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
     let source_url = source.url.clone();
     let limits = ws.config.ingest.limits;
     tokio::spawn(async move {
-        let mut parsed = futures::stream::iter(batch)
-            .map(|c| {
+        // A run of small drops on a local disk is parsed in one blocking task (up to
+        // `LOCAL_GROUP_BYTES` of them): each task is a thread woken and a worker woken back,
+        // and several thousand drops of 20-100 KB paid that per drop. Anything else (a
+        // download, a refused object) is a unit of its own.
+        let mut units: Vec<Vec<Candidate>> = Vec::new();
+        // The last unit's listed bytes, and whether it is local drops (it may take more).
+        let (mut unit_bytes, mut unit_local) = (0u64, false);
+        for c in batch {
+            let local = c.refused.is_none() && source.local_file(&source.child(&c.rel)).is_some();
+            match units.last_mut() {
+                Some(u) if local && unit_local && u.len() < LOCAL_GROUP_OBJECTS && unit_bytes + c.size <= LOCAL_GROUP_BYTES => {
+                    unit_bytes += c.size;
+                    u.push(c);
+                }
+                _ => {
+                    (unit_bytes, unit_local) = (c.size, local);
+                    units.push(vec![c]);
+                }
+            }
+        }
+        let mut parsed = futures::stream::iter(units)
+            .map(|unit| {
                 let source = source.clone();
                 let contract = contract.clone();
                 let stream = stream.clone();
                 let parsers = parsers.clone();
                 async move {
-                    if let Some(why) = &c.refused {
+                    if let [c] = unit.as_slice()
+                        && let Some(why) = &c.refused
+                    {
                         let rejects =
                             vec![Reject { offset: None, raw: None, code: c.refused_code, field: None, message: why.clone() }];
-                        return Ok::<_, Error>((c, None, rejects, Duration::ZERO));
+                        return vec![Ok::<_, Error>((c.clone(), None, rejects, Duration::ZERO))];
                     }
-                    let path = source.child(&c.rel);
                     // A drop on a local disk is read by the parser's own thread; elsewhere the
                     // download waits here, outside the parsers' permits.
-                    let reading = Instant::now();
-                    let fetched = match source.local_file(&path) {
-                        Some(file) => Fetched::Local(file),
-                        None => Fetched::Read(source.get(&path).await?),
-                    };
-                    let read = reading.elapsed();
-                    let url = format!("{}{}", source.url, c.rel);
-                    let _permit = parsers.acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
-                    let (mut p, read) = tokio::task::spawn_blocking(move || {
-                        let (body, read) = match fetched {
-                            Fetched::Read(body) => (body, read),
-                            Fetched::Local(file) => {
-                                let reading = Instant::now();
-                                (Location::read_local_file(&path, &file)?, reading.elapsed())
-                            }
+                    let mut fetched = Vec::with_capacity(unit.len());
+                    for c in unit {
+                        let path = source.child(&c.rel);
+                        let reading = Instant::now();
+                        let f = match source.local_file(&path) {
+                            Some(file) => Fetched::Local(file),
+                            None => match source.get(&path).await {
+                                Ok(body) => Fetched::Read(body),
+                                Err(e) => return vec![Err(e)],
+                            },
                         };
+                        fetched.push((c, path, f, reading.elapsed()));
+                    }
+                    let _permit = match parsers.acquire_owned().await {
+                        Ok(p) => p,
+                        Err(e) => return vec![Err(Error::Internal(e.to_string()))],
+                    };
+                    let source_url = source.url.clone();
+                    tokio::task::spawn_blocking(move || {
                         let sc = &contract.streams[&stream];
-                        Ok::<_, Error>((parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body, limits), read))
+                        let mut out = Vec::with_capacity(fetched.len());
+                        for (c, path, f, read) in fetched {
+                            let (body, read) = match f {
+                                Fetched::Read(body) => (body, read),
+                                Fetched::Local(file) => {
+                                    let reading = Instant::now();
+                                    match Location::read_local_file(&path, &file) {
+                                        Ok(body) => (body, reading.elapsed()),
+                                        Err(e) => {
+                                            // The reader stops at the first error: the rest of the unit is not read.
+                                            out.push(Err(e));
+                                            break;
+                                        }
+                                    }
+                                }
+                            };
+                            let url = format!("{source_url}{}", c.rel);
+                            let mut p = parse_object(&contract, sc, &url, c.compression, c.arrival_ms, &body, limits);
+                            let rejects = std::mem::take(&mut p.rejects);
+                            out.push(Ok((c, Some(p), rejects, read)));
+                        }
+                        out
                     })
                     .await
-                    .map_err(|e| Error::Internal(format!("parser task failed: {e}")))??;
-                    let rejects = std::mem::take(&mut p.rejects);
-                    Ok((c, Some(p), rejects, read))
+                    .unwrap_or_else(|e| vec![Err(Error::Internal(format!("parser task failed: {e}")))])
                 }
             })
-            .buffered(in_flight);
+            .buffered(in_flight)
+            .flat_map(futures::stream::iter);
         while let Some(item) = parsed.next().await {
             let failed = item.is_err();
             if tx.send(item).is_err() || failed {
