@@ -433,8 +433,9 @@ enum Fetched {
 
 /// Starts reading and parsing `batch`, several objects at a time, in a task of its own, so it
 /// overlaps the encoding and commit of the batch before. Results come back in batch order, so
-/// dedup keeps the first copy. Dropping the `ReadBatch` stops the task after the objects in
-/// flight. The batch is bounded, so what waits in the channel is too.
+/// dedup keeps the first copy. Dropping the `ReadBatch` stops the task after the units in
+/// flight (a unit: one drop, or up to 16 small local ones). The batch is bounded, so what waits
+/// in the channel and in the units is too.
 fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidate]) -> ReadBatch {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (source, contract, stream) = (source.clone(), ws.contract.clone(), stream.to_string());
