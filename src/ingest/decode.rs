@@ -211,7 +211,7 @@ impl<'a> Record<'a> {
     ) -> Result<(Record<'a>, usize), Fields<'a>> {
         buf.clear();
         let end = bytes.len().min(limit);
-        let text = text.and_then(|t| t.get(..end)).filter(|t| t.len() == end);
+        let text = text.and_then(|t| t.get(..end));
         match scan_fields(&bytes[..end], text, &mut buf) {
             Some(len) => Ok((Record { fields: buf }, len)),
             None => Err(buf),

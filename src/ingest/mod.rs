@@ -452,19 +452,22 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
         // `LOCAL_GROUP_BYTES` of them): each task is a thread woken and a worker woken back,
         // and several thousand drops of 20-100 KB paid that per drop. Anything else (a
         // download, a refused object) is a unit of its own.
-        let mut units: Vec<Vec<Candidate>> = Vec::new();
+        // Each drop with its store path and, on a local disk, its file.
+        let mut units: Vec<Vec<(Candidate, object_store::path::Path, Option<std::path::PathBuf>)>> = Vec::new();
         // The last unit's listed bytes, and whether it is local drops (it may take more).
         let (mut unit_bytes, mut unit_local) = (0u64, false);
         for c in batch {
-            let local = c.refused.is_none() && source.local_file(&source.child(&c.rel)).is_some();
+            let path = source.child(&c.rel);
+            let file = if c.refused.is_none() { source.local_file(&path) } else { None };
+            let local = file.is_some();
             match units.last_mut() {
                 Some(u) if local && unit_local && u.len() < LOCAL_GROUP_OBJECTS && unit_bytes + c.size <= LOCAL_GROUP_BYTES => {
                     unit_bytes += c.size;
-                    u.push(c);
+                    u.push((c, path, file));
                 }
                 _ => {
                     (unit_bytes, unit_local) = (c.size, local);
-                    units.push(vec![c]);
+                    units.push(vec![(c, path, file)]);
                 }
             }
         }
@@ -475,7 +478,7 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                 let stream = stream.clone();
                 let parsers = parsers.clone();
                 async move {
-                    if let [c] = unit.as_slice()
+                    if let [(c, _, _)] = unit.as_slice()
                         && let Some(why) = &c.refused
                     {
                         let rejects =
@@ -485,10 +488,9 @@ fn read_batch(ws: &Workspace, source: &Location, stream: &str, batch: &[Candidat
                     // A drop on a local disk is read by the parser's own thread; elsewhere the
                     // download waits here, outside the parsers' permits.
                     let mut fetched = Vec::with_capacity(unit.len());
-                    for c in unit {
-                        let path = source.child(&c.rel);
+                    for (c, path, file) in unit {
                         let reading = Instant::now();
-                        let f = match source.local_file(&path) {
+                        let f = match file {
                             Some(file) => Fetched::Local(file),
                             None => match source.get(&path).await {
                                 Ok(body) => Fetched::Read(body),
